@@ -1,0 +1,357 @@
+"""The four layers of the Vision Transformer (Dosovitskiy et al. 2020).
+
+image -> `PatchEmbedding` -> `ClassToken` -> `AddPositionEmbedding`
+      -> `TransformerBlock` x L
+
+Shapes use one legend: `B` batch, `H, W` image height and width, `p` patch
+size, `N` patches (H/p * W/p), `D` hidden_dim.
+
+Every layer takes its sizes in `__init__`, creates all its weights in `build`
+with the layer's dtype policy, and returns exactly its constructor arguments
+from `get_config`. Only `keras` and `keras.ops` are used, no TensorFlow.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+_register = keras.saving.register_keras_serializable(package="keras_vit")
+
+
+def _positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name}={value!r} must be a positive integer.")
+    return value
+
+
+def _rate(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{name}={value!r} must be a number in [0, 1).")
+    return float(value)
+
+
+def to_pair(value, name):
+    """`16` -> `(16, 16)`; `(16, 8)` -> `(16, 8)`; both entries positive ints."""
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair) != 2:
+        raise ValueError(f"{name}={value!r} must be an int or a pair of ints.")
+    for v in pair:
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ValueError(f"{name}={value!r} must be a positive int or a pair of them.")
+    return pair
+
+
+@_register
+class PatchEmbedding(keras.layers.Layer):
+    """Cuts an image into patches and projects each one to `hidden_dim`.
+
+    A Conv2D whose kernel and stride are both the patch size is exactly "cut
+    into non-overlapping patches, flatten each, multiply by one matrix"
+    (paper, eq. 1), and one fused op instead of a gather and a matmul.
+
+    Args:
+        patch_size: int or `(height, width)` of a patch.
+        hidden_dim: size `D` of each token.
+
+    Call arguments:
+        images: `(B, H, W, C)`, with `H` and `W` multiples of the patch size.
+
+    Returns:
+        `(B, N, D)` tokens, patches in row-major order.
+
+    Example:
+
+    >>> layer = PatchEmbedding(patch_size=16, hidden_dim=768)
+    >>> tuple(layer(keras.ops.zeros((2, 224, 224, 3))).shape)
+    (2, 196, 768)
+    """
+
+    def __init__(self, patch_size, hidden_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.patch_size = to_pair(patch_size, "patch_size")
+        self.hidden_dim = _positive_int(hidden_dim, "hidden_dim")
+
+    def build(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(
+                f"PatchEmbedding expects images of shape (B, H, W, C); got {tuple(input_shape)}."
+            )
+        if input_shape[-1] is None or input_shape[-1] < 1:
+            raise ValueError(f"Images need at least 1 channel; got shape {tuple(input_shape)}.")
+        for size, patch, axis in zip(input_shape[1:3], self.patch_size, ("height", "width")):
+            if size is not None and size % patch:
+                raise ValueError(
+                    f"Image {axis} {size} is not divisible by patch_size={self.patch_size}."
+                )
+        self.projection = keras.layers.Conv2D(
+            self.hidden_dim,
+            kernel_size=self.patch_size,
+            strides=self.patch_size,
+            padding="valid",
+            kernel_initializer="lecun_normal",  # flax's nn.Conv default, as the original code
+            dtype=self.dtype_policy,
+            name="projection",
+        )
+        self.projection.build(input_shape)
+
+    def call(self, images):
+        x = self.projection(images)  # (B, H/p, W/p, D)
+        _, rows, cols, _ = ops.shape(x)
+        return ops.reshape(x, (-1, rows * cols, self.hidden_dim))  # (B, N, D)
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, _ = input_shape
+        if height is None or width is None:
+            return (batch, None, self.hidden_dim)
+        rows, cols = height // self.patch_size[0], width // self.patch_size[1]
+        return (batch, rows * cols, self.hidden_dim)
+
+    def get_config(self):
+        return {**super().get_config(), "patch_size": self.patch_size, "hidden_dim": self.hidden_dim}
+
+
+@_register
+class ClassToken(keras.layers.Layer):
+    """Prepends one learned token, whose final state is the image's summary.
+
+    The token starts at zeros, as in the original code.
+
+    Call arguments:
+        tokens: `(B, N, D)`.
+
+    Returns:
+        `(B, N + 1, D)`, the class token at index 0.
+
+    Example:
+
+    >>> tuple(ClassToken()(keras.ops.ones((2, 196, 768))).shape)
+    (2, 197, 768)
+    """
+
+    def build(self, input_shape):
+        self.token = self.add_weight(name="token", shape=(1, 1, input_shape[-1]), initializer="zeros")
+
+    def call(self, tokens):
+        batch = ops.shape(tokens)[0]
+        token = ops.broadcast_to(ops.cast(self.token, tokens.dtype), (batch, 1, tokens.shape[-1]))
+        return ops.concatenate([token, tokens], axis=1)  # (B, N + 1, D)
+
+    def compute_output_shape(self, input_shape):
+        batch, length, dim = input_shape
+        return (batch, None if length is None else length + 1, dim)
+
+
+@_register
+class ClassTokenPooling(keras.layers.Layer):
+    """Takes the class token's final state: `(B, T, D) -> (B, D)`.
+
+    A layer rather than a slice in the model so that `.keras` files load in
+    safe mode (a `Lambda` would not).
+    """
+
+    def call(self, tokens):
+        return tokens[:, 0]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])
+
+
+@_register
+class AddPositionEmbedding(keras.layers.Layer):
+    """Adds a learned position embedding, one vector per token.
+
+    Args:
+        num_prefix_tokens: how many leading tokens are not patches (1 with a
+            class token, 0 without). They keep their slots when the embedding
+            is resized to another patch grid (`resize_position_embedding`).
+            Defaults to `1`.
+
+    Call arguments:
+        tokens: `(B, T, D)`; `T` is fixed by the first call.
+
+    Returns:
+        `(B, T, D)`, the tokens plus the `(1, T, D)` embedding.
+    """
+
+    def __init__(self, num_prefix_tokens=1, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(num_prefix_tokens, bool) or not isinstance(num_prefix_tokens, int) or num_prefix_tokens < 0:
+            raise ValueError(f"num_prefix_tokens={num_prefix_tokens!r} must be a non-negative integer.")
+        self.num_prefix_tokens = num_prefix_tokens
+
+    def build(self, input_shape):
+        if input_shape[1] is None:
+            raise ValueError("AddPositionEmbedding needs a known number of tokens; fix the image size.")
+        self.embedding = self.add_weight(
+            name="embedding",
+            shape=(1, input_shape[1], input_shape[2]),
+            initializer=keras.initializers.RandomNormal(stddev=0.02),
+        )
+
+    def call(self, tokens):
+        return tokens + ops.cast(self.embedding, tokens.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "num_prefix_tokens": self.num_prefix_tokens}
+
+
+def resize_position_embedding(
+    embedding, target_grid, source_grid=None, num_prefix_tokens=1, interpolation="bilinear"
+):
+    """Resizes a `(1, prefix + h*w, D)` position embedding to another patch grid.
+
+    The prefix slots (the class token's) are kept as they are; the grid part
+    is reshaped to `(h, w, D)`, interpolated as an image and flattened back.
+    This is how a checkpoint trained at 224 fine-tunes at 384.
+
+    Args:
+        embedding: array `(1, T, D)` or `(T, D)`.
+        target_grid: `(rows, cols)` of the new patch grid, or an int.
+        source_grid: `(rows, cols)` of the embedding's grid; inferred as square
+            when `None`.
+        num_prefix_tokens: leading non-patch tokens. Defaults to `1`.
+        interpolation: `"bilinear"` or `"bicubic"` (`keras.ops.image.resize`,
+            half-pixel centres, no antialiasing). Defaults to `"bilinear"`.
+
+    Returns:
+        A `(1, prefix + rows*cols, D)` array in the embedding's dtype.
+    """
+    embedding = ops.convert_to_tensor(embedding)
+    if len(embedding.shape) == 2:
+        embedding = embedding[None]
+    length, dim = embedding.shape[1], embedding.shape[2]
+    grid_length = length - num_prefix_tokens
+    if source_grid is None:
+        side = math.isqrt(grid_length)
+        if side * side != grid_length:
+            raise ValueError(
+                f"The embedding has {grid_length} grid tokens, not a square grid: pass source_grid."
+            )
+        source_grid = (side, side)
+    source_grid = to_pair(source_grid, "source_grid")
+    target_grid = to_pair(target_grid, "target_grid")
+    if source_grid[0] * source_grid[1] != grid_length:
+        raise ValueError(
+            f"source_grid={source_grid} has {source_grid[0] * source_grid[1]} tokens but the "
+            f"embedding has {grid_length} after {num_prefix_tokens} prefix token(s)."
+        )
+    prefix, grid = embedding[:, :num_prefix_tokens], embedding[:, num_prefix_tokens:]
+    if source_grid != target_grid:
+        dtype = grid.dtype
+        grid = ops.reshape(ops.cast(grid, "float32"), (1, *source_grid, dim))
+        grid = ops.image.resize(grid, target_grid, interpolation=interpolation, antialias=False)
+        grid = ops.cast(ops.reshape(grid, (1, target_grid[0] * target_grid[1], dim)), dtype)
+    return ops.concatenate([prefix, grid], axis=1)
+
+
+@_register
+class TransformerBlock(keras.layers.Layer):
+    """One pre-LayerNorm encoder block (paper, eqs. 2-3).
+
+        x = x + DropPath(Dropout(MSA(LN(x))))
+        x = x + DropPath(Dropout(Dense(Dropout(GELU(Dense(LN(x)))))))
+
+    Attention is Keras' `MultiHeadAttention`, which routes to the fused
+    `ops.dot_product_attention` whenever attention dropout is off. Stochastic
+    depth (drop path) is Keras' `Dropout` with one mask value per sample.
+
+    Args:
+        num_heads: attention heads; must divide `D`.
+        mlp_dim: hidden size of the MLP.
+        dropout_rate: dropout after attention and in the MLP. Defaults to `0.0`.
+        attention_dropout_rate: dropout on attention weights. Defaults to `0.0`.
+        drop_path_rate: probability of skipping the block's branches for a
+            sample (stochastic depth). Defaults to `0.0`.
+        layer_norm_epsilon: Defaults to `1e-6`, as the original code.
+
+    Call arguments:
+        tokens: `(B, T, D)`.
+        training: whether dropout and drop path are active.
+        return_attention_scores: also return the `(B, heads, T, T)` weights.
+
+    Returns:
+        `(B, T, D)` (and the attention weights when asked).
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        mlp_dim,
+        dropout_rate=0.0,
+        attention_dropout_rate=0.0,
+        drop_path_rate=0.0,
+        layer_norm_epsilon=1e-6,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_heads = _positive_int(num_heads, "num_heads")
+        self.mlp_dim = _positive_int(mlp_dim, "mlp_dim")
+        self.dropout_rate = _rate(dropout_rate, "dropout_rate")
+        self.attention_dropout_rate = _rate(attention_dropout_rate, "attention_dropout_rate")
+        self.drop_path_rate = _rate(drop_path_rate, "drop_path_rate")
+        self.layer_norm_epsilon = layer_norm_epsilon
+
+    def build(self, input_shape):
+        hidden_dim = input_shape[-1]
+        if hidden_dim % self.num_heads:
+            raise ValueError(
+                f"hidden_dim={hidden_dim} is not divisible by num_heads={self.num_heads}."
+            )
+        # The original code's initialisers: xavier-uniform kernels, tiny normal MLP biases.
+        dense = dict(
+            kernel_initializer="glorot_uniform",
+            bias_initializer=keras.initializers.RandomNormal(stddev=1e-6),
+            dtype=self.dtype_policy,
+        )
+        norm = dict(epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy)
+        self.norm_1 = keras.layers.LayerNormalization(name="norm_1", **norm)
+        self.attention = keras.layers.MultiHeadAttention(
+            self.num_heads,
+            key_dim=hidden_dim // self.num_heads,
+            dropout=self.attention_dropout_rate,
+            kernel_initializer="glorot_uniform",
+            dtype=self.dtype_policy,
+            name="attention",
+        )
+        self.norm_2 = keras.layers.LayerNormalization(name="norm_2", **norm)
+        self.mlp_dense_1 = keras.layers.Dense(self.mlp_dim, activation="gelu", name="mlp_dense_1", **dense)
+        self.mlp_dense_2 = keras.layers.Dense(hidden_dim, name="mlp_dense_2", **dense)
+        self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy, name="dropout")
+        self.drop_path = keras.layers.Dropout(
+            self.drop_path_rate, noise_shape=(None, 1, 1), dtype=self.dtype_policy, name="drop_path"
+        )
+        self.norm_1.build(input_shape)
+        self.attention.build(input_shape, input_shape)
+        self.norm_2.build(input_shape)
+        self.mlp_dense_1.build(input_shape)
+        self.mlp_dense_2.build((*input_shape[:-1], self.mlp_dim))
+
+    def call(self, tokens, training=None, return_attention_scores=False):
+        y = self.norm_1(tokens)
+        if return_attention_scores:
+            y, scores = self.attention(y, y, training=training, return_attention_scores=True)
+        else:
+            y = self.attention(y, y, training=training)  # (B, T, D)
+        x = tokens + self.drop_path(self.dropout(y, training=training), training=training)
+        y = self.mlp_dense_1(self.norm_2(x))  # (B, T, mlp_dim), exact GELU
+        y = self.mlp_dense_2(self.dropout(y, training=training))  # (B, T, D)
+        x = x + self.drop_path(self.dropout(y, training=training), training=training)
+        return (x, scores) if return_attention_scores else x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "mlp_dim": self.mlp_dim,
+            "dropout_rate": self.dropout_rate,
+            "attention_dropout_rate": self.attention_dropout_rate,
+            "drop_path_rate": self.drop_path_rate,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+        }

@@ -1,0 +1,252 @@
+"""The layer contract, one table over every layer, plus what the paper says each does."""
+
+import inspect
+
+import keras
+import numpy as np
+import pytest
+
+from keras_vit import layers as vit_layers
+from keras_vit.layers import (
+    AddPositionEmbedding,
+    ClassToken,
+    ClassTokenPooling,
+    PatchEmbedding,
+    TransformerBlock,
+    resize_position_embedding,
+)
+
+# (factory, input shape, {weight path suffix: shape}, output shape)
+CASES = {
+    "patch_embedding": (
+        lambda: PatchEmbedding(patch_size=(4, 2), hidden_dim=8),
+        (2, 8, 12, 3),
+        {"projection/kernel": (4, 2, 3, 8), "projection/bias": (8,)},
+        (2, 12, 8),
+    ),
+    "class_token": (lambda: ClassToken(), (2, 6, 8), {"token": (1, 1, 8)}, (2, 7, 8)),
+    "position_embedding": (
+        lambda: AddPositionEmbedding(num_prefix_tokens=1),
+        (2, 7, 8),
+        {"embedding": (1, 7, 8)},
+        (2, 7, 8),
+    ),
+    "class_token_pooling": (lambda: ClassTokenPooling(), (2, 7, 8), {}, (2, 8)),
+    "transformer_block": (
+        lambda: TransformerBlock(
+            num_heads=2, mlp_dim=16, dropout_rate=0.1, attention_dropout_rate=0.1, drop_path_rate=0.1
+        ),
+        (2, 7, 8),
+        {
+            "norm_1/gamma": (8,),
+            "norm_1/beta": (8,),
+            "attention/query/kernel": (8, 2, 4),
+            "attention/query/bias": (2, 4),
+            "attention/key/kernel": (8, 2, 4),
+            "attention/key/bias": (2, 4),
+            "attention/value/kernel": (8, 2, 4),
+            "attention/value/bias": (2, 4),
+            "attention/attention_output/kernel": (2, 4, 8),
+            "attention/attention_output/bias": (8,),
+            "norm_2/gamma": (8,),
+            "norm_2/beta": (8,),
+            "mlp_dense_1/kernel": (8, 16),
+            "mlp_dense_1/bias": (16,),
+            "mlp_dense_2/kernel": (16, 8),
+            "mlp_dense_2/bias": (8,),
+        },
+        (2, 7, 8),
+    ),
+}
+BASE_CONFIG_KEYS = set(keras.layers.Layer().get_config())
+BASE_INIT_PARAMS = set(inspect.signature(keras.layers.Layer.__init__).parameters) | {"self", "kwargs"}
+
+
+def _random(shape, seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+@pytest.fixture(params=sorted(CASES))
+def case(request):
+    return CASES[request.param]
+
+
+def test_every_public_layer_is_in_the_table():
+    public = {
+        name
+        for name, obj in vars(vit_layers).items()
+        if inspect.isclass(obj) and issubclass(obj, keras.layers.Layer) and obj.__module__ == vit_layers.__name__
+    }
+    tested = {type(factory()).__name__ for factory, *_ in CASES.values()}
+    assert public == tested
+
+
+def test_config_mirrors_init_and_round_trips(case):
+    factory, *_ = case
+    layer = factory()
+    config = layer.get_config()
+    own = set(config) - BASE_CONFIG_KEYS
+    params = set(inspect.signature(type(layer).__init__).parameters) - BASE_INIT_PARAMS
+    assert own == params
+    clone = type(layer).from_config(config)
+    assert clone.get_config() == config
+    # Registered: the serialized name resolves without custom_objects.
+    assert keras.saving.get_registered_object(f"keras_vit>{type(layer).__name__}") is type(layer)
+
+
+def test_build_creates_every_weight(case):
+    factory, input_shape, weights, _ = case
+    layer = factory()
+    layer.build(input_shape)
+    assert layer.built
+    got = {w.path.split("/", 1)[1]: tuple(w.shape) for w in layer.weights}
+    assert got == weights
+
+
+def test_symbolic_eager_and_computed_shapes_agree(case):
+    factory, input_shape, _, output_shape = case
+    layer = factory()
+    symbolic = layer(keras.Input(batch_shape=input_shape))
+    eager = layer(_random(input_shape))
+    assert tuple(symbolic.shape) == tuple(eager.shape) == output_shape
+    assert tuple(layer.compute_output_shape(input_shape)) == output_shape
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_dtypes(case, policy):
+    factory, input_shape, _, _ = case
+    layer = type(factory()).from_config({**factory().get_config(), "dtype": policy})
+    out = layer(_random(input_shape))
+    assert keras.backend.standardize_dtype(out.dtype) == policy.split("_")[1]
+    assert all(w.dtype == "float32" for w in layer.weights)
+
+
+def test_keras_file_round_trip_inside_a_model(case, tmp_path):
+    factory, input_shape, _, _ = case
+    inputs = keras.Input(shape=input_shape[1:])
+    model = keras.Model(inputs, factory()(inputs))
+    for w in model.weights:  # zero-initialised weights would hide a weight that is not saved
+        w.assign(_random(w.shape, seed=1))
+    x = _random(input_shape)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_array_equal(loaded(x), model(x))
+
+
+# --- what the paper says each layer does ------------------------------------------
+
+
+def test_conv_patch_embedding_equals_cut_flatten_and_matmul():
+    layer = PatchEmbedding(patch_size=16, hidden_dim=768)
+    images = _random((2, 224, 224, 3))
+    tokens = keras.ops.convert_to_numpy(layer(images))
+    kernel, bias = (keras.ops.convert_to_numpy(w) for w in layer.projection.weights)
+    # Cut into 14x14 patches of 16x16x3, row-major, each flattened as (row, col, channel).
+    patches = images.reshape(2, 14, 16, 14, 16, 3).transpose(0, 1, 3, 2, 4, 5).reshape(2, 196, 768)
+    naive = patches @ kernel.reshape(768, 768) + bias
+    assert tokens.shape == (2, 196, 768)
+    np.testing.assert_allclose(tokens, naive, atol=2e-4)
+
+
+def test_patch_embedding_non_square_image_and_patch():
+    layer = PatchEmbedding(patch_size=(8, 4), hidden_dim=5)
+    assert tuple(layer(_random((1, 32, 48, 1))).shape) == (1, 4 * 12, 5)
+
+
+def test_patch_embedding_rejects_indivisible_images():
+    with pytest.raises(ValueError, match=r"height 30 is not divisible by patch_size=\(16, 16\)"):
+        PatchEmbedding(16, 8).build((None, 30, 32, 3))
+    with pytest.raises(ValueError, match="at least 1 channel"):
+        PatchEmbedding(16, 8).build((None, 32, 32, 0))
+
+
+def test_class_token_is_prepended_at_index_zero():
+    layer = ClassToken()
+    tokens = _random((3, 5, 4))
+    layer.build(tokens.shape)
+    layer.token.assign(np.arange(4, dtype="float32").reshape(1, 1, 4))
+    out = keras.ops.convert_to_numpy(layer(tokens))
+    np.testing.assert_array_equal(out[:, 0], np.broadcast_to(np.arange(4), (3, 4)))
+    np.testing.assert_array_equal(out[:, 1:], tokens)
+    assert np.all(keras.ops.convert_to_numpy(ClassToken()(tokens))[:, 0] == 0)  # zero init
+
+
+def test_position_embedding_is_added_and_initialised_with_stddev_002():
+    layer = AddPositionEmbedding()
+    tokens = _random((2, 197, 768))
+    out = keras.ops.convert_to_numpy(layer(tokens))
+    embedding = keras.ops.convert_to_numpy(layer.embedding)
+    np.testing.assert_allclose(out, tokens + embedding, rtol=1e-6)
+    assert 0.018 < embedding.std() < 0.022
+
+
+def test_dropout_in_the_block_is_inverted_and_idle_at_inference():
+    block = TransformerBlock(num_heads=1, mlp_dim=8, dropout_rate=0.5, drop_path_rate=0.5)
+    x = _random((64, 3, 4))
+    block.build(x.shape)
+    np.testing.assert_array_equal(block(x), block(x))  # training defaults to False
+    assert not np.allclose(block(x, training=True), block(x))
+    ones = np.ones((4000, 2, 3), "float32")
+    kept = keras.ops.convert_to_numpy(block.dropout(ones, training=True))
+    assert set(np.unique(kept)) == {0.0, 2.0}  # survivors scaled by 1 / (1 - 0.5)
+    assert 0.45 < (kept == 0).mean() < 0.55
+    per_sample = keras.ops.convert_to_numpy(block.drop_path(ones, training=True))
+    assert np.all(per_sample.min(axis=(1, 2)) == per_sample.max(axis=(1, 2)))  # whole sample kept or dropped
+    assert set(np.unique(per_sample)) == {0.0, 2.0}
+
+
+def test_block_returns_attention_weights_that_sum_to_one():
+    block = TransformerBlock(num_heads=2, mlp_dim=8)
+    out, scores = block(_random((2, 5, 4)), return_attention_scores=True)
+    assert tuple(out.shape) == (2, 5, 4) and tuple(scores.shape) == (2, 2, 5, 5)
+    np.testing.assert_allclose(keras.ops.sum(scores, axis=-1), 1.0, rtol=1e-5)
+
+
+def test_block_rejects_heads_that_do_not_divide_hidden_dim():
+    with pytest.raises(ValueError, match="hidden_dim=10 is not divisible by num_heads=3"):
+        TransformerBlock(num_heads=3, mlp_dim=8).build((None, 5, 10))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(num_heads=0, mlp_dim=8), "num_heads=0"),
+        (dict(num_heads=2, mlp_dim=-1), "mlp_dim=-1"),
+        (dict(num_heads=2, mlp_dim=8, dropout_rate=1.0), r"dropout_rate=1.0 must be a number in \[0, 1\)"),
+        (dict(num_heads=2, mlp_dim=8, attention_dropout_rate=-0.1), "attention_dropout_rate=-0.1"),
+        (dict(num_heads=2, mlp_dim=8, drop_path_rate=2), "drop_path_rate=2"),
+    ],
+)
+def test_block_rejects_invalid_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TransformerBlock(**kwargs)
+
+
+# --- resizing the position embedding ---------------------------------------------
+
+
+def test_resize_keeps_the_class_slot_and_interpolates_the_grid():
+    embedding = _random((1, 1 + 4 * 4, 3))
+    resized = keras.ops.convert_to_numpy(resize_position_embedding(embedding, (8, 8)))
+    assert resized.shape == (1, 65, 3)
+    np.testing.assert_array_equal(resized[:, 0], embedding[:, 0])
+    # Bilinear upsampling by 2 with half-pixel centres keeps each channel's mean.
+    np.testing.assert_allclose(resized[0, 1:].mean(0), embedding[0, 1:].mean(0), atol=1e-5)
+
+
+def test_resize_to_the_same_grid_is_the_identity_and_handles_rectangles():
+    embedding = _random((1, 2 * 3, 4))
+    same = resize_position_embedding(embedding, (2, 3), source_grid=(2, 3), num_prefix_tokens=0)
+    np.testing.assert_array_equal(same, embedding)
+    bigger = resize_position_embedding(embedding, (4, 6), source_grid=(2, 3), num_prefix_tokens=0)
+    assert tuple(bigger.shape) == (1, 24, 4)
+    constant = np.ones((1, 1 + 9, 2), "float32")
+    np.testing.assert_allclose(resize_position_embedding(constant, (5, 7)), np.ones((1, 36, 2)), rtol=1e-6)
+
+
+def test_resize_names_a_grid_that_does_not_fit():
+    with pytest.raises(ValueError, match="not a square grid: pass source_grid"):
+        resize_position_embedding(np.zeros((1, 1 + 6, 2)), (4, 4))
+    with pytest.raises(ValueError, match=r"source_grid=\(2, 2\) has 4 tokens"):
+        resize_position_embedding(np.zeros((1, 1 + 6, 2)), (4, 4), source_grid=2)

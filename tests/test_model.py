@@ -1,0 +1,198 @@
+"""The functional model: the paper's counts and shapes, saving, training, invalid configs."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_vit
+from keras_vit import VARIANTS, build_vit, parse_variant
+
+PUBLISHED_PARAMS = {
+    "Ti/16": 5_717_416,
+    "S/16": 22_050_664,
+    "B/16": 86_567_656,
+    "L/16": 304_326_632,
+    "H/14": 632_045_800,
+}
+
+
+def _tiny(**kwargs):
+    return build_vit("tiny/4", image_size=16, num_classes=3, **kwargs)
+
+
+def _images(shape=(2, 16, 16, 3), seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, size=shape).astype("float32")
+
+
+def _randomize(model, seed=1):
+    """Replaces zero initialisations (class token, head) so every weight matters."""
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        w.assign(rng.normal(scale=0.1, size=w.shape).astype("float32"))
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [pytest.param(v, marks=pytest.mark.slow) if v in ("L/16", "H/14") else v for v in PUBLISHED_PARAMS],
+)
+def test_parameter_counts_equal_the_published_ones(variant):
+    assert build_vit(variant, image_size=224, num_classes=1000).count_params() == PUBLISHED_PARAMS[variant]
+
+
+def test_b16_has_the_shapes_of_the_paper():
+    model = build_vit("B/16")
+    names = ["patch_embedding", "class_token", "position_embedding"] + [f"block_{i}" for i in range(12)]
+    probe = keras.Model(model.input, [model.get_layer(n).output for n in names] + [model.get_layer("head").input])
+    outputs = probe(np.zeros((1, 224, 224, 3), "float32"))
+    shapes = [tuple(o.shape) for o in outputs]
+    assert shapes[0] == (1, 196, 768)
+    assert shapes[1] == shapes[2] == (1, 197, 768)
+    assert shapes[3:15] == [(1, 197, 768)] * 12
+    assert shapes[15] == (1, 768)
+    assert model.input.name == "images" and model.output_shape == (None, 1000)
+
+
+def test_gap_pooling_has_no_class_token():
+    model = _tiny(pooling="gap")
+    layer_names = [layer.name for layer in model.layers]
+    assert "class_token" not in layer_names and "gap_pooling" in layer_names
+    assert tuple(model.get_layer("position_embedding").embedding.shape) == (1, 16, 64)
+    assert model.get_layer("position_embedding").num_prefix_tokens == 0
+
+
+def test_token_pooling_reads_the_class_token_output():
+    model = _tiny()
+    _randomize(model)
+    x = _images()
+    tokens = keras.Model(model.input, model.get_layer("encoder_norm").output)(x)
+    features = build_vit("tiny/4", image_size=16, include_top=False)
+    features.set_weights(model.get_weights()[:-2])  # everything but the head
+    np.testing.assert_allclose(features(x), keras.ops.convert_to_numpy(tokens)[:, 0], rtol=1e-6)
+
+
+def test_representation_layer_and_zero_head():
+    model = _tiny(representation_size=7)
+    assert model.get_layer("pre_logits").activation is keras.activations.tanh
+    assert model.get_layer("pre_logits").units == 7
+    head = model.get_layer("head")
+    assert all(np.all(keras.ops.convert_to_numpy(w) == 0) for w in head.weights)
+    assert not any(layer.name == "pre_logits" for layer in build_vit("tiny/4", image_size=16).layers)
+
+
+def test_include_top_false_returns_features():
+    assert _tiny(include_top=False).output_shape == (None, 64)
+
+
+def test_explicit_arguments_override_the_variant():
+    model = build_vit("B/16", image_size=(32, 48), patch_size=(8, 4), hidden_dim=12, num_layers=1,
+                      num_heads=3, mlp_dim=5, num_classes=2, num_channels=1)
+    assert model.input_shape == (None, 32, 48, 1)
+    assert model.get_layer("patch_embedding").output.shape == (None, 48, 12)
+    assert [layer.name for layer in model.layers if layer.name.startswith("block_")] == ["block_0"]
+    assert model.get_layer("block_0").num_heads == 3 and model.get_layer("block_0").mlp_dim == 5
+
+
+def test_variant_names_and_aliases():
+    assert parse_variant("S/32") == (VARIANTS["S"], 32)
+    assert parse_variant("H/14") == (VARIANTS["H"], 14)
+    assert parse_variant("tiny") == (VARIANTS["tiny"], None)
+    assert keras_vit.vit_b32(image_size=64, num_classes=2).get_layer("patch_embedding").patch_size == (32, 32)
+    assert keras_vit.vit_ti16(image_size=32).name == "vit_ti16"
+
+
+def test_drop_path_rate_grows_linearly_with_depth():
+    model = build_vit("tiny/4", image_size=16, num_layers=3, drop_path_rate=0.2)
+    rates = [model.get_layer(f"block_{i}").drop_path_rate for i in range(3)]
+    np.testing.assert_allclose(rates, [0.0, 0.1, 0.2])
+
+
+def test_inference_is_deterministic_and_dropout_only_acts_in_training():
+    model = _tiny(dropout_rate=0.3, attention_dropout_rate=0.3, drop_path_rate=0.3)
+    _randomize(model)
+    x = _images()
+    np.testing.assert_array_equal(model(x), model(x))
+    np.testing.assert_allclose(model.predict(x, verbose=0), model(x, training=False), rtol=1e-5, atol=1e-6)
+    plain = _tiny()
+    plain.set_weights(model.get_weights())
+    np.testing.assert_allclose(model(x), plain(x), rtol=1e-5, atol=1e-6)  # no dropout at inference
+    assert not np.allclose(model(x, training=True), model(x, training=True))
+
+
+def test_keras_file_reloads_in_safe_mode_without_custom_objects(tmp_path):
+    model = build_vit("tiny/4", image_size=(16, 24), num_classes=3, representation_size=5, drop_path_rate=0.1)
+    _randomize(model)
+    path = tmp_path / "vit.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    x = _images((2, 16, 24, 3))
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert not [layer for layer in loaded._flatten_layers() if isinstance(layer, keras.layers.Lambda)]
+
+
+def test_keras_file_reloads_in_a_fresh_process(tmp_path):
+    """Only `import keras_vit` registers the layers; nothing else is passed."""
+    import subprocess
+    import sys
+
+    model = _tiny(pooling="gap")
+    _randomize(model)
+    x = _images()
+    model.save(tmp_path / "vit.keras")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "expected.npy", keras.ops.convert_to_numpy(model(x)))
+    code = (
+        "import numpy as np, keras, keras_vit\n"
+        f"m = keras.saving.load_model({str(tmp_path / 'vit.keras')!r}, safe_mode=True)\n"
+        f"np.testing.assert_array_equal(m(np.load({str(tmp_path / 'x.npy')!r})), np.load({str(tmp_path / 'expected.npy')!r}))\n"
+        "print('same')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.stdout.strip() == "same", result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_keeps_float32_weights_and_logits(policy):
+    keras.config.set_dtype_policy(policy)
+    model = _tiny()
+    assert model.get_layer("block_0").compute_dtype == policy.split("_")[1]
+    assert model.get_layer("block_0").output.dtype == policy.split("_")[1]
+    assert all(w.dtype == "float32" for w in model.weights)
+    assert keras.backend.standardize_dtype(model(_images()).dtype) == "float32"
+
+
+def test_fit_lowers_the_loss_and_jit_compile_gives_the_same_outputs():
+    model = _tiny()
+    x = _images((32, 16, 16, 3))
+    y = np.arange(32) % 3
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(x, y, epochs=15, batch_size=8, verbose=0)
+    assert history.history["loss"][-1] < 0.7 * history.history["loss"][0]
+    eager = model.predict(x, verbose=0)
+    model.compile(jit_compile=True)
+    np.testing.assert_allclose(model.predict(x, verbose=0), eager, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(variant="Q/16"), "Unknown variant='Q/16'"),
+        (dict(variant="tiny"), "names no patch size"),
+        (dict(image_size=225), r"image_size=\(225, 225\) is not divisible by patch_size=\(16, 16\)"),
+        (dict(image_size=0), r"image_size=0 must be a positive int"),
+        (dict(hidden_dim=100, num_heads=12), "hidden_dim=100 is not divisible by num_heads=12"),
+        (dict(pooling="max"), "Unknown pooling='max'"),
+        (dict(dropout_rate=1.0), r"dropout_rate=1.0 must be a number in \[0, 1\)"),
+        (dict(attention_dropout_rate=-0.5), "attention_dropout_rate=-0.5"),
+        (dict(drop_path_rate=1.5), "drop_path_rate=1.5"),
+        (dict(num_classes=0), "num_classes=0"),
+        (dict(num_layers=-2), "num_layers=-2"),
+        (dict(hidden_dim=-8), "hidden_dim=-8"),
+        (dict(representation_size=0), "representation_size=0"),
+        (dict(patch_size=0), "patch_size=0"),
+        (dict(num_channels=0), "num_channels=0"),
+    ],
+)
+def test_invalid_configuration_names_the_argument(kwargs, match):
+    kwargs = {"variant": "B/16", **kwargs}
+    with pytest.raises(ValueError, match=match):
+        build_vit(kwargs.pop("variant"), **kwargs)

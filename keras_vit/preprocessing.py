@@ -1,0 +1,81 @@
+"""The one definition of preprocessing, shared by training, evaluation, export and prediction.
+
+A trained model travels with a small JSON file (`keras_vit.json`, written next
+to `model.keras`) holding what its input expects: image size, scaling and the
+label names. Everything that feeds the model reads that file and calls
+`preprocessing_model`, so a server, a phone and `model.fit` all see the same
+pixels.
+"""
+
+import json
+import os
+import tempfile
+
+import keras
+
+# Per-channel mean and standard deviation on the 0..255 scale.
+SCALINGS = {
+    # The original ViT and AugReg checkpoints: [0, 255] -> [-1, 1].
+    "vit": ((127.5, 127.5, 127.5), (127.5, 127.5, 127.5)),
+    # timm / torchvision checkpoints.
+    "imagenet": ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
+}
+METADATA_FILE = "keras_vit.json"
+
+
+def check_scaling(scaling):
+    if scaling not in SCALINGS:
+        raise ValueError(f"Unknown scaling={scaling!r}; expected one of {sorted(SCALINGS)}.")
+    return scaling
+
+
+def preprocessing_model(image_size, scaling="vit", num_channels=3):
+    """Resize and normalise: `(B, H, W, C)` pixels in 0..255 -> the model's input.
+
+    Keras' own preprocessing layers, so the same object runs inside tf.data,
+    inside an exported SavedModel signature and in eager code.
+
+    Args:
+        image_size: `(height, width)` of the model's input (or an int).
+        scaling: `"vit"` (to `[-1, 1]`, the original ViT) or `"imagenet"`
+            (ImageNet mean and standard deviation). Defaults to `"vit"`.
+        num_channels: channels of the model's input. Defaults to `3`.
+
+    Returns:
+        A `keras.Sequential` mapping uint8 or float images of any size to
+        float32 `(B, height, width, num_channels)`.
+    """
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    mean, std = SCALINGS[check_scaling(scaling)]
+    if num_channels != 3:  # grayscale models: the channel mean of the same statistics
+        mean, std = (sum(mean) / 3,) * num_channels, (sum(std) / 3,) * num_channels
+    return keras.Sequential(
+        [
+            keras.layers.Resizing(height, width, interpolation="bilinear", antialias=True, dtype="float32"),
+            keras.layers.Normalization(mean=mean, variance=[s * s for s in std], dtype="float32"),
+        ],
+        name="preprocessing",
+    )
+
+
+def write_metadata(directory, *, image_size, scaling, labels, **extra):
+    """Writes `keras_vit.json` into `directory` atomically (temp file, then rename)."""
+    metadata = {"image_size": list(image_size), "scaling": check_scaling(scaling), "labels": list(labels), **extra}
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(metadata, f, indent=2)
+    os.replace(tmp, os.path.join(directory, METADATA_FILE))
+    return metadata
+
+
+def read_metadata(path):
+    """Reads `keras_vit.json` from a model's folder (or next to a model file)."""
+    directory = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    file = os.path.join(directory, METADATA_FILE)
+    if not os.path.exists(file):
+        raise FileNotFoundError(
+            f"No {METADATA_FILE} next to {path}: it holds the image size, scaling and labels "
+            "the model expects. Models written by `keras-vit train` have one."
+        )
+    with open(file) as f:
+        return json.load(f)

@@ -1,5 +1,15 @@
 """keras_vit: the Vision Transformer (Dosovitskiy et al. 2020) for Keras 3."""
 
+import os as _os
+import sys as _sys
+
+if _sys.argv and _os.path.basename(_sys.argv[0]) == "keras-vit":
+    # The command line: hide TensorFlow's C++ start-up lines (CUDA, oneDNN), which no log level
+    # reaches, before anything imports TensorFlow. Library users keep them.
+    from keras_vit.cli import quiet_tensorflow
+
+    quiet_tensorflow()
+
 from keras_vit.layers import (
     AddPositionEmbedding,
     ClassToken,

@@ -39,6 +39,9 @@ def quiet_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with _stderr_silenced():
         import tensorflow as tf
+
+        tf.config.list_logical_devices()  # device start-up prints its own lines
+        tf.constant(0.0) + 1.0
     tf.get_logger().setLevel("ERROR")
     return tf
 

@@ -1,0 +1,292 @@
+"""Datasets for `model.fit`: TFDS by name, a folder of images, or the built-in digits.
+
+`load(...)` returns raw splits, each a `tf.data.Dataset` of `(uint8 image
+(H, W, 3), int label)`, images of any size. `pipeline(...)` turns one split
+into batches for the model with the one preprocessing definition of
+`keras_vit.preprocessing`, plus training-time augmentation.
+"""
+
+import concurrent.futures
+import dataclasses
+import os
+import sys
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from keras_vit import digits as _digits  # noqa: F401  (registers the "digits" TFDS builder)
+from keras_vit.preprocessing import preprocessing_model
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+AUGMENTATIONS = ("none", "crop", "crop_flip")
+_SPLIT_FOLDERS = {"train": ("train",), "validation": ("validation", "val"), "test": ("test",)}
+
+
+@dataclasses.dataclass
+class Splits:
+    """Raw train / validation / test splits and what they hold."""
+
+    train: tf.data.Dataset
+    validation: tf.data.Dataset
+    test: tf.data.Dataset
+    labels: list
+    sizes: dict  # split name -> number of examples
+    name: str
+
+    @property
+    def num_classes(self):
+        return len(self.labels)
+
+
+def load(dataset="digits", *, data_dir=None, download=True, bad_files="skip", validation_fraction=0.1, seed=0):
+    """Loads a dataset's raw splits.
+
+    Args:
+        dataset: a TFDS name (`"cifar10"`, `"tf_flowers"`, ...), `"digits"`
+            (built in, offline), or the path of a folder of images with one
+            sub-folder per class (optionally inside `train/`, `val/`, `test/`).
+        data_dir: where TFDS keeps prepared data. Defaults to TFDS' default.
+        download: let TFDS download a dataset that is not prepared yet.
+        bad_files: for folders, `"skip"` unreadable files (each reported by
+            path) or `"refuse"` to load the folder while any exists.
+        validation_fraction: share of `train` held out for validation (and,
+            when the dataset has no test split, as much again for testing).
+        seed: the seed of that hold-out for folders.
+
+    Returns:
+        `Splits`.
+    """
+    if not 0 < validation_fraction < 0.5:
+        raise ValueError(f"validation_fraction={validation_fraction} must be in (0, 0.5).")
+    if os.path.sep in str(dataset) or os.path.isdir(str(dataset)):
+        return _load_folder(str(dataset), bad_files, validation_fraction, seed)
+    return _load_tfds(str(dataset), data_dir, download, validation_fraction)
+
+
+# --- TFDS ------------------------------------------------------------------------
+
+
+def _load_tfds(name, data_dir, download, validation_fraction):
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise ValueError(
+            f"Unknown dataset {name!r}: not a TFDS dataset nor an existing folder. Use a TFDS name "
+            "(see `tfds.list_builders()`), 'digits' (built in), or the path of a folder of images."
+        ) from None
+    if not builder.is_prepared():
+        if not download and name != "digits":
+            raise FileNotFoundError(
+                f"TFDS dataset {name!r} is not prepared in {builder.data_dir}; allow downloading or "
+                "point --data-dir at a folder that holds it."
+            )
+        builder.download_and_prepare()
+    image_key, label_key = builder.info.supervised_keys
+    names = set(builder.info.splits)
+    if "train" not in names:
+        raise ValueError(f"TFDS dataset {name!r} has no 'train' split (it has {sorted(names)}).")
+    chosen = _tfds_split_names(names, int(round(validation_fraction * 100)))
+    splits = {split: builder.as_dataset(split=spec, as_supervised=True) for split, spec in chosen.items()}
+    return Splits(
+        **{split: ds.map(_to_rgb, num_parallel_calls=tf.data.AUTOTUNE) for split, ds in splits.items()},
+        labels=list(builder.info.features[label_key].names),
+        sizes={split: builder.info.splits[spec].num_examples for split, spec in chosen.items()},
+        name=name,
+    )
+
+
+def _tfds_split_names(names, percent):
+    """Uses `validation` and `test` when the dataset has them, else holds out slices of `train`."""
+    test = "test" if "test" in names else ("validation" if "validation" in names else None)
+    validation = "validation" if "validation" in names and test != "validation" else None
+    held_out = percent * ((validation is None) + (test is None))
+    chosen = {"train": f"train[:{100 - held_out}%]" if held_out else "train"}
+    chosen["validation"] = validation or f"train[{100 - held_out}%:{100 - held_out + percent}%]"
+    chosen["test"] = test or f"train[{100 - percent}%:]"
+    return chosen
+
+
+def _to_rgb(image, label):
+    """Grey -> RGB and RGBA -> RGB, so every dataset feeds 3-channel uint8 images."""
+    channels = tf.shape(image)[-1]
+    image = tf.cond(channels == 1, lambda: tf.image.grayscale_to_rgb(image), lambda: image[..., :3])
+    return tf.ensure_shape(image, (None, None, 3)), label
+
+
+# --- folders of images ----------------------------------------------------------
+
+
+def _load_folder(root, bad_files, validation_fraction, seed):
+    if bad_files not in ("skip", "refuse"):
+        raise ValueError(f"bad_files={bad_files!r} must be 'skip' or 'refuse'.")
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"No folder at {root}: pass a folder with one sub-folder of images per class.")
+    split_roots = {
+        split: os.path.join(root, folder)
+        for split, folders in _SPLIT_FOLDERS.items()
+        for folder in folders
+        if os.path.isdir(os.path.join(root, folder))
+    }
+    if "train" in split_roots:
+        labels = _class_folders(split_roots["train"])
+        files = {split: _list_images(path, labels) for split, path in split_roots.items()}
+    else:
+        labels = _class_folders(root)
+        files = _hold_out(_list_images(root, labels), validation_fraction, seed, "test" in split_roots)
+    files = {split: _drop_unreadable(paths, ys, bad_files) for split, (paths, ys) in files.items()}
+    if "test" not in files:  # train/ and val/ only: evaluate on the validation images
+        files["test"] = files["validation"]
+    return Splits(
+        **{split: _file_dataset(*files[split]) for split in ("train", "validation", "test")},
+        labels=labels,
+        sizes={split: len(files[split][0]) for split in ("train", "validation", "test")},
+        name=os.path.basename(os.path.normpath(root)),
+    )
+
+
+def _class_folders(root):
+    labels = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
+    if not labels:
+        raise ValueError(f"{root} has no class sub-folders: put each class's images in a folder of its own.")
+    return labels
+
+
+def _list_images(root, labels):
+    paths, ys, others = [], [], []
+    for index, label in enumerate(labels):
+        folder = os.path.join(root, label)
+        names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        images = [n for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
+        others += [os.path.join(folder, n) for n in names if n not in images and not n.startswith(".")]
+        if not images:
+            raise ValueError(
+                f"Class folder {folder} has no images ({', '.join(IMAGE_EXTENSIONS)}): add some or remove it."
+            )
+        paths += [os.path.join(folder, n) for n in images]
+        ys += [index] * len(images)
+    if others:
+        _report(f"ignoring {len(others)} file(s) that are not images", others)
+    return paths, ys
+
+
+def _hold_out(files, fraction, seed, has_test):
+    """Seeded per-class hold-out of validation (and test) files from one folder."""
+    paths, ys = np.array(files[0]), np.array(files[1])
+    rng = np.random.default_rng(seed)
+    parts = {"train": [], "validation": [], "test": []}
+    for label in np.unique(ys):
+        index = rng.permutation(np.flatnonzero(ys == label))
+        n = max(1, int(round(fraction * len(index))))
+        parts["validation"] += list(index[:n])
+        parts["test"] += list(index[n : 2 * n])
+        parts["train"] += list(index[2 * n :])
+    return {split: (list(paths[sorted(i)]), list(ys[sorted(i)])) for split, i in parts.items()}
+
+
+def _readable(path):
+    try:
+        tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        return True
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.UnknownError):
+        return False
+
+
+def _drop_unreadable(paths, ys, bad_files):
+    """Decodes every file once up front, so a broken one never stops an epoch half-way."""
+    with concurrent.futures.ThreadPoolExecutor() as pool:
+        ok = list(pool.map(_readable, paths))
+    bad = [p for p, good in zip(paths, ok) if not good]
+    if bad and bad_files == "refuse":
+        raise ValueError(
+            f"{len(bad)} file(s) are corrupt, truncated or not images: {', '.join(bad[:5])}"
+            f"{' ...' if len(bad) > 5 else ''}. Remove them, or skip them (--bad-files skip)."
+        )
+    if bad:
+        _report(f"skipping {len(bad)} unreadable image file(s)", bad)
+    return [p for p, good in zip(paths, ok) if good], [y for y, good in zip(ys, ok) if good]
+
+
+def _report(message, paths):
+    print(f"keras_vit.data: {message}: " + ", ".join(paths[:10]) + (" ..." if len(paths) > 10 else ""), file=sys.stderr)
+
+
+def _file_dataset(paths, ys):
+    def read(path, label):
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False, dtype=tf.uint8)
+        return tf.ensure_shape(image, (None, None, 3)), label
+
+    ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, tf.string), tf.constant(ys, tf.int64)))
+    return ds.map(read, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+# --- the input pipeline ---------------------------------------------------------
+
+
+def pipeline(
+    ds,
+    *,
+    image_size,
+    num_classes,
+    batch_size,
+    scaling="vit",
+    training=False,
+    augment="crop_flip",
+    randaugment=False,
+    mixup=0.0,
+    cutmix=0.0,
+    cache=False,
+    shuffle_buffer=10_000,
+    seed=0,
+):
+    """Batches one raw split for the model: `(float images, one-hot labels)`.
+
+    Training adds, in order: shuffling, an Inception crop (random area 8-100%,
+    aspect 3/4-4/3, as the original ViT code) and a horizontal flip
+    (`augment`), Keras' `RandAugment`, then Keras' `MixUp` or `CutMix` on the
+    batch. Evaluation only resizes and normalises.
+    """
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"Unknown augment={augment!r}; expected one of {AUGMENTATIONS}.")
+    resize, normalize = preprocessing_model(image_size, scaling).layers
+    if cache:
+        ds = ds.cache()
+    if training:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+
+    def prepare(image, label):
+        if training and augment != "none":
+            image = _inception_crop(image, seed)
+            if augment == "crop_flip":
+                image = tf.image.random_flip_left_right(image)
+        return resize(image), tf.one_hot(label, num_classes)
+
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size, num_parallel_calls=tf.data.AUTOTUNE)
+    if training and randaugment:
+        rand_augment = keras.layers.RandAugment(value_range=(0, 255), seed=seed)
+        ds = ds.map(lambda x, y: (rand_augment(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda x, y: (normalize(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if training and (mixup or cutmix):
+        mix = keras.layers.MixUp(alpha=mixup, seed=seed) if mixup else keras.layers.CutMix(factor=cutmix, seed=seed)
+
+        def mixed(x, y):
+            out = mix({"images": x, "labels": y})
+            return out["images"], out["labels"]
+
+        ds = ds.map(mixed, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _inception_crop(image, seed, area_range=(0.08, 1.0)):
+    """A random crop of 8-100% of the area (Szegedy et al. 2015), as big_vision's `inception_crop`."""
+    begin, size, _ = tf.image.sample_distorted_bounding_box(
+        tf.shape(image),
+        tf.zeros((0, 0, 4), tf.float32),
+        area_range=area_range,
+        aspect_ratio_range=(3 / 4, 4 / 3),
+        min_object_covered=0,
+        use_image_if_no_bounding_boxes=True,
+        seed=seed,
+    )
+    return tf.ensure_shape(tf.slice(image, begin, size), (None, None, 3))

@@ -1,0 +1,280 @@
+"""Training with `model.fit`: `keras_vit.train.train(TrainConfig(...))` and `keras-vit train`.
+
+One run writes into its output folder:
+    model.keras, keras_vit.json   the trained model and what its input expects
+    results.json                  test top-1 / top-5, timings
+    history.csv, history.json     per-epoch metrics; curves.png plots them
+    checkpoints/best.keras        the best epoch by validation accuracy
+    backup/                       BackupAndRestore state: `--resume` continues a killed run
+    logs/                         TensorBoard
+"""
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+
+import keras
+
+from keras_vit import data, recipes
+from keras_vit.model import build_vit
+from keras_vit.preprocessing import write_metadata
+from keras_vit.reports import plot_curves, read_history
+
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a run depends on; `keras-vit train` has one flag per field."""
+
+    dataset: str = "digits"
+    data_dir: str = None
+    output: str = "runs/digits"
+    variant: str = "tiny/4"
+    image_size: int = 32
+    scaling: str = "vit"
+    epochs: int = 40
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 2.0
+    label_smoothing: float = 0.1
+    recipe: str = "adamw"
+    augment: str = None  # None: "crop_flip" for photos; "none" for digits, which a crop or a flip can change
+    randaugment: bool = False
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    dropout_rate: float = None
+    drop_path_rate: float = 0.0
+    precision: str = "float32"
+    jit_compile: bool = False
+    strategy: str = "auto"
+    seed: int = 0
+    bad_files: str = "skip"
+    cache: bool = True
+    overwrite: bool = False
+    resume: bool = False
+    weights: str = None
+    verbose: str = "auto"
+
+
+def train(config):
+    """Trains, evaluates on the test split and saves; returns the results dict."""
+    _check(config)
+    keras.utils.set_random_seed(config.seed)
+    keras.config.set_dtype_policy(config.precision)
+    strategy = recipes.make_strategy(config.strategy)
+    splits = data.load(config.dataset, data_dir=config.data_dir, bad_files=config.bad_files, seed=config.seed)
+    if config.batch_size > splits.sizes["train"]:
+        raise ValueError(
+            f"--batch-size {config.batch_size} is larger than the {splits.sizes['train']} training "
+            "images; use a smaller batch size."
+        )
+    train_ds, val_ds, test_ds = _pipelines(config, splits)
+    with strategy.scope():
+        model = build_vit(
+            config.variant,
+            image_size=config.image_size,
+            num_classes=splits.num_classes,
+            dropout_rate=config.dropout_rate,
+            drop_path_rate=config.drop_path_rate,
+        )
+        steps = math.ceil(splits.sizes["train"] / config.batch_size)
+        _compile(model, config, total_steps=steps * config.epochs, warmup_steps=int(config.warmup_epochs * steps))
+    _prepare_output(config.output, config.overwrite, config.resume)  # only once every input checked out
+    start = time.perf_counter()
+    model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=config.epochs,
+        callbacks=_callbacks(config.output),
+        shuffle=False,  # tf.data shuffles, with the seed
+        verbose=config.verbose if config.verbose == "auto" else int(config.verbose),
+    )
+    seconds = time.perf_counter() - start
+    metrics = model.evaluate(test_ds, return_dict=True, verbose=0)
+    results = _finish(model, config, splits, metrics, seconds)
+    return results
+
+
+def _check(config):
+    if config.precision not in PRECISIONS:
+        raise ValueError(f"Unknown precision={config.precision!r}; expected one of {PRECISIONS}.")
+    if config.epochs < 1 or config.batch_size < 1:
+        raise ValueError(f"epochs={config.epochs} and batch_size={config.batch_size} must be positive.")
+    if config.jit_compile and config.strategy in ("mirrored", "multi_worker"):
+        raise ValueError("--jit-compile does not work with a mirrored strategy (variables on several devices).")
+    if config.overwrite and config.resume:
+        raise ValueError("Pass either --overwrite (start again) or --resume (continue), not both.")
+
+
+def _prepare_output(output, overwrite, resume):
+    """Refuses to clobber a folder unless asked; only ever deletes a previous run's folder."""
+    if os.path.exists(output):
+        if resume:
+            return
+        if not overwrite:
+            raise FileExistsError(f"{output} exists: pass --overwrite to replace it, or --resume to continue its run.")
+        if os.listdir(output) and not os.path.exists(os.path.join(output, "backup")) and not os.path.exists(
+            os.path.join(output, "history.csv")
+        ):
+            raise FileExistsError(f"{output} is not a keras-vit run folder; refusing to delete it. Choose another --output.")
+        shutil.rmtree(output)
+    elif resume:
+        raise FileNotFoundError(f"--resume: there is no run in {output} to continue.")
+    os.makedirs(output, exist_ok=True)
+
+
+def _pipelines(config, splits):
+    common = dict(image_size=config.image_size, num_classes=splits.num_classes, scaling=config.scaling, cache=config.cache)
+    train_ds = data.pipeline(
+        splits.train,
+        batch_size=config.batch_size,
+        training=True,
+        augment=config.augment or ("none" if splits.name == "digits" else "crop_flip"),
+        randaugment=config.randaugment,
+        mixup=config.mixup,
+        cutmix=config.cutmix,
+        seed=config.seed,
+        **common,
+    )
+    val_ds, test_ds = (data.pipeline(s, batch_size=config.batch_size, **common) for s in (splits.validation, splits.test))
+    return train_ds, val_ds, test_ds
+
+
+def _compile(model, config, total_steps, warmup_steps):
+    optimizer = recipes.make_optimizer(
+        config.recipe,
+        learning_rate=config.learning_rate,
+        total_steps=total_steps,
+        warmup_steps=warmup_steps,
+        weight_decay=config.weight_decay,
+    )
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing),
+        metrics=[
+            keras.metrics.CategoricalAccuracy(name="accuracy"),
+            keras.metrics.TopKCategoricalAccuracy(k=5, name="top5"),
+        ],
+        jit_compile=config.jit_compile,
+    )
+
+
+def _callbacks(output):
+    # BackupAndRestore before CSVLogger: a kill between the two repeats an epoch's row, never loses one.
+    return [
+        keras.callbacks.BackupAndRestore(os.path.join(output, "backup")),
+        keras.callbacks.CSVLogger(os.path.join(output, "history.csv"), append=True),
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(output, "checkpoints", "best.keras"), monitor="val_accuracy", save_best_only=True
+        ),
+        keras.callbacks.TensorBoard(os.path.join(output, "logs")),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+
+
+def _finish(model, config, splits, metrics, seconds):
+    output = config.output
+    tmp = os.path.join(output, ".model.keras.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, os.path.join(output, "model.keras"))
+    write_metadata(
+        output,
+        image_size=model.input_shape[1:3],
+        scaling=config.scaling,
+        labels=splits.labels,
+        variant=config.variant,
+        dataset=splits.name,
+    )
+    history = read_history(os.path.join(output, "history.csv"))
+    with open(os.path.join(output, "history.json"), "w") as f:
+        json.dump(history, f, indent=2)
+    plot_curves(history, os.path.join(output, "curves.png"))
+    results = {
+        "dataset": splits.name,
+        "variant": config.variant,
+        "test_top1": float(metrics["accuracy"]),
+        "test_top5": float(metrics["top5"]),
+        "test_loss": float(metrics["loss"]),
+        "epochs": len(history["epoch"]),
+        "fit_seconds": round(seconds, 1),
+        "train_images": splits.sizes["train"],
+        "test_images": splits.sizes["test"],
+    }
+    with open(os.path.join(output, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    return results
+
+
+# --- evaluation ------------------------------------------------------------------
+
+
+def evaluate(model_path, dataset="digits", *, split="test", data_dir=None, batch_size=64):
+    """Loads a trained model and returns its loss, top-1 and top-5 on a split."""
+    from keras_vit.preprocessing import read_metadata
+
+    metadata = read_metadata(model_path)
+    model_file = os.path.join(model_path, "model.keras") if os.path.isdir(model_path) else model_path
+    model = keras.saving.load_model(model_file, safe_mode=True, compile=False)
+    splits = data.load(dataset, data_dir=data_dir)
+    if splits.num_classes != model.output_shape[-1]:
+        raise ValueError(
+            f"The model predicts {model.output_shape[-1]} classes but {dataset!r} has {splits.num_classes}."
+        )
+    ds = data.pipeline(
+        getattr(splits, split),
+        image_size=metadata["image_size"],
+        num_classes=splits.num_classes,
+        batch_size=batch_size,
+        scaling=metadata["scaling"],
+    )
+    model.compile(
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"), keras.metrics.TopKCategoricalAccuracy(5, name="top5")],
+    )
+    return model.evaluate(ds, return_dict=True, verbose=0)
+
+
+# --- command line ----------------------------------------------------------------
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser("train", help="train or fine-tune a ViT with model.fit")
+    defaults = TrainConfig()
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        default = getattr(defaults, field.name)
+        if field.type is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        else:
+            kind = field.type if field.type in (int, float) else str
+            parser.add_argument(flag, type=kind, default=default, help=f"default: {default}")
+    parser.set_defaults(run=_run_train)
+
+    evaluate_parser = subparsers.add_parser("evaluate", help="print a trained model's metrics on a dataset")
+    evaluate_parser.add_argument("model", help="a run folder (or its model.keras)")
+    evaluate_parser.add_argument("--dataset", default="digits")
+    evaluate_parser.add_argument("--data-dir")
+    evaluate_parser.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    evaluate_parser.add_argument("--batch-size", type=int, default=64)
+    evaluate_parser.set_defaults(run=_run_evaluate)
+
+
+def _run_train(args):
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    results = train(config)
+    print(json.dumps(results, indent=2))
+    print(f"Wrote {config.output}/: model.keras, keras_vit.json, results.json, history.csv, curves.png, "
+          "checkpoints/best.keras, logs/ (TensorBoard)")
+    return 0
+
+
+def _run_evaluate(args):
+    metrics = evaluate(args.model, args.dataset, split=args.split, data_dir=args.data_dir, batch_size=args.batch_size)
+    print(json.dumps({k: round(float(v), 4) for k, v in metrics.items()}, indent=2))
+    return 0

@@ -83,18 +83,28 @@ def _load_tfds(name, data_dir, download, validation_fraction):
                 "point --data-dir at a folder that holds it."
             )
         builder.download_and_prepare()
-    image_key, label_key = builder.info.supervised_keys
-    names = set(builder.info.splits)
+    _, label_key = builder.info.supervised_keys
+    # A builder without split metadata (e.g. under `tfds.testing.mock_data`) is taken as train + test.
+    names = set(builder.info.splits) or {"train", "test"}
     if "train" not in names:
         raise ValueError(f"TFDS dataset {name!r} has no 'train' split (it has {sorted(names)}).")
     chosen = _tfds_split_names(names, int(round(validation_fraction * 100)))
-    splits = {split: builder.as_dataset(split=spec, as_supervised=True) for split, spec in chosen.items()}
+    splits = {
+        split: builder.as_dataset(split=spec, as_supervised=True).map(_to_rgb, num_parallel_calls=tf.data.AUTOTUNE)
+        for split, spec in chosen.items()
+    }
     return Splits(
-        **{split: ds.map(_to_rgb, num_parallel_calls=tf.data.AUTOTUNE) for split, ds in splits.items()},
+        **splits,
         labels=list(builder.info.features[label_key].names),
-        sizes={split: builder.info.splits[spec].num_examples for split, spec in chosen.items()},
+        sizes={split: _num_examples(builder, spec, splits[split]) for split, spec in chosen.items()},
         name=name,
     )
+
+
+def _num_examples(builder, spec, ds):
+    if builder.info.splits:
+        return builder.info.splits[spec].num_examples
+    return int(ds.reduce(0, lambda count, _: count + 1))  # no metadata: count once
 
 
 def _tfds_split_names(names, percent):
@@ -110,8 +120,13 @@ def _tfds_split_names(names, percent):
 
 def _to_rgb(image, label):
     """Grey -> RGB and RGBA -> RGB, so every dataset feeds 3-channel uint8 images."""
-    channels = tf.shape(image)[-1]
-    image = tf.cond(channels == 1, lambda: tf.image.grayscale_to_rgb(image), lambda: image[..., :3])
+    channels = image.shape[-1]
+    if channels is None:
+        image = tf.cond(tf.shape(image)[-1] == 1, lambda: tf.tile(image, [1, 1, 3]), lambda: image[..., :3])
+    elif channels == 1:
+        image = tf.image.grayscale_to_rgb(image)
+    else:
+        image = image[..., :3]
     return tf.ensure_shape(image, (None, None, 3)), label
 
 

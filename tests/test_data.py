@@ -1,0 +1,145 @@
+"""Datasets and pipelines: TFDS (mock data), the built-in digits, folders of users' images."""
+
+import io
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from keras_vit import data
+
+
+def _image_bytes(fmt, mode="RGB", size=(20, 14), seed=0):
+    rng = np.random.default_rng(seed)
+    channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
+    pixels = rng.integers(0, 256, size=(size[1], size[0], channels), dtype=np.uint8)
+    image = Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def _make_folder(root, per_class=6, classes=("cat", "dog")):
+    formats = [("JPEG", "RGB", "jpg"), ("PNG", "RGBA", "png"), ("BMP", "RGB", "bmp"), ("GIF", "L", "gif"),
+               ("PNG", "L", "png"), ("JPEG", "L", "jpeg")]
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            fmt, mode, ext = formats[i % len(formats)]
+            (root / name / f"{i}.{ext}").write_bytes(_image_bytes(fmt, mode, seed=10 * c + i))
+    return root
+
+
+def test_digits_is_a_tfds_dataset_with_fixed_splits(tmp_path):
+    builder = tfds.builder("digits", data_dir=str(tmp_path))
+    builder.download_and_prepare()
+    assert {k: v.num_examples for k, v in builder.info.splits.items()} == {"train": 1257, "validation": 180, "test": 360}
+    image, label = next(iter(tfds.load("digits", split="test", data_dir=str(tmp_path), as_supervised=True)))
+    assert image.shape == (8, 8, 1) and image.dtype == tf.uint8 and 0 <= int(label) < 10
+    splits = data.load("digits", data_dir=str(tmp_path))
+    assert splits.labels == [str(i) for i in range(10)] and splits.sizes["train"] == 1257
+    image, _ = next(iter(splits.train))
+    assert image.shape == (8, 8, 3)  # grey -> RGB for every model
+    train_labels = np.array([int(y) for _, y in splits.train])
+    assert np.bincount(train_labels).min() > 100  # stratified: every digit well represented
+
+
+def test_tfds_dataset_by_name_on_mock_data():
+    with tfds.testing.mock_data(num_examples=12):
+        splits = data.load("cifar10")
+        assert len(splits.labels) == 10  # from the dataset's features
+        assert splits.sizes["test"] == 12
+        batch = next(iter(data.pipeline(splits.train, image_size=32, num_classes=10, batch_size=4, training=True)))
+    images, labels = batch
+    assert images.shape == (4, 32, 32, 3) and labels.shape == (4, 10)
+    assert -1.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 1.0
+    np.testing.assert_allclose(tf.reduce_sum(labels, axis=-1), 1.0)
+
+
+@pytest.mark.parametrize(
+    "names, expected",
+    [
+        ({"train", "test"}, {"train": "train[:90%]", "validation": "train[90%:100%]", "test": "test"}),
+        ({"train", "validation", "test"}, {"train": "train", "validation": "validation", "test": "test"}),
+        ({"train", "validation"}, {"train": "train[:90%]", "validation": "train[90%:100%]", "test": "validation"}),
+        ({"train"}, {"train": "train[:80%]", "validation": "train[80%:90%]", "test": "train[90%:]"}),
+    ],
+)
+def test_missing_splits_are_held_out_of_train(names, expected):
+    assert data._tfds_split_names(names, 10) == expected
+
+
+def test_varying_image_sizes_are_resized_to_any_shape():
+    with tfds.testing.mock_data(num_examples=6):
+        splits = data.load("tf_flowers")
+        assert len(splits.labels) == 5
+        batch = next(iter(data.pipeline(splits.test, image_size=(24, 16), num_classes=5, batch_size=2)))
+    assert batch[0].shape == (2, 24, 16, 3)
+
+
+def test_unknown_dataset_is_a_clear_error():
+    with pytest.raises(ValueError, match="Unknown dataset 'no_such_dataset'"):
+        data.load("no_such_dataset")
+
+
+def test_folder_of_images_in_every_format_and_mode(tmp_path):
+    root = _make_folder(tmp_path / "pets", per_class=10)
+    splits = data.load(str(root), validation_fraction=0.1)
+    assert splits.labels == ["cat", "dog"] and splits.name == "pets"
+    assert splits.sizes == {"train": 16, "validation": 2, "test": 2}
+    for image, label in splits.train:
+        assert image.shape[-1] == 3 and image.dtype == tf.uint8 and int(label) in (0, 1)
+
+
+def test_folder_with_split_subfolders(tmp_path):
+    _make_folder(tmp_path / "train")
+    _make_folder(tmp_path / "val", per_class=2)
+    splits = data.load(str(tmp_path))
+    assert splits.sizes == {"train": 12, "validation": 4, "test": 4}
+
+
+def test_broken_files_are_reported_and_skipped_or_refused(tmp_path, capsys):
+    root = _make_folder(tmp_path / "pets")
+    (root / "cat" / "notes.txt").write_text("not an image")
+    (root / "cat" / "empty.png").write_bytes(b"")
+    (root / "dog" / "fake.jpg").write_text("this is text, not a JPEG")
+    (root / "dog" / "truncated.jpg").write_bytes(_image_bytes("JPEG")[:200])
+    splits = data.load(str(root))
+    assert sum(splits.sizes.values()) == 12  # the 12 good images, none of the broken ones
+    err = capsys.readouterr().err
+    for name in ("notes.txt", "empty.png", "fake.jpg", "truncated.jpg"):
+        assert name in err
+    for split in (splits.train, splits.validation, splits.test):
+        assert sum(1 for _ in split) > 0  # iterating never hits a broken file
+    with pytest.raises(ValueError, match=r"corrupt, truncated or not images: .*(empty|fake|truncated)"):
+        data.load(str(root), bad_files="refuse")
+
+
+def test_folder_mistakes_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No folder at"):
+        data.load(str(tmp_path / "missing") + "/")
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "a.jpg").write_bytes(_image_bytes("JPEG"))
+    with pytest.raises(ValueError, match="has no class sub-folders"):
+        data.load(str(tmp_path / "flat"))
+    root = _make_folder(tmp_path / "pets")
+    (root / "empty_class").mkdir()
+    with pytest.raises(ValueError, match=r"Class folder .*empty_class has no images"):
+        data.load(str(root))
+
+
+def test_training_pipeline_augments_and_evaluation_is_deterministic():
+    images = np.random.default_rng(0).integers(0, 256, size=(16, 40, 30, 3), dtype=np.uint8)
+    raw = tf.data.Dataset.from_tensor_slices((images, np.arange(16) % 4))
+    evaluate = data.pipeline(raw, image_size=32, num_classes=4, batch_size=8)
+    first, second = (np.concatenate([x for x, _ in evaluate]) for _ in range(2))
+    np.testing.assert_array_equal(first, second)
+    train = data.pipeline(raw, image_size=32, num_classes=4, batch_size=8, training=True, randaugment=True, mixup=0.8, seed=1)
+    x, y = next(iter(train))
+    assert x.shape == (8, 32, 32, 3) and x.dtype == tf.float32
+    np.testing.assert_allclose(tf.reduce_sum(y, axis=-1), 1.0, rtol=1e-5)
+    assert np.any((y.numpy() > 0) & (y.numpy() < 1))  # MixUp made soft labels
+    with pytest.raises(ValueError, match="Unknown augment='rotate'"):
+        data.pipeline(raw, image_size=32, num_classes=4, batch_size=8, augment="rotate")

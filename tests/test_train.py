@@ -1,0 +1,143 @@
+"""Training with model.fit: a short run end to end, resume after a kill, recipes, CLI errors."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_vit import build_vit, recipes
+from keras_vit.train import TrainConfig, evaluate, train
+
+CLI = [sys.executable, "-m", "keras_vit.cli"]
+
+
+def _config(tmp_path, **kwargs):
+    defaults = dict(output=str(tmp_path / "run"), variant="tiny/4", image_size=16, epochs=2, batch_size=64, verbose=0)
+    return TrainConfig(**{**defaults, **kwargs})
+
+
+def test_short_fit_writes_every_artifact_and_learns(tmp_path):
+    results = train(_config(tmp_path, epochs=4, learning_rate=3e-3))
+    run = tmp_path / "run"
+    for name in ("model.keras", "keras_vit.json", "results.json", "history.csv", "history.json", "curves.png",
+                 "checkpoints/best.keras"):
+        assert (run / name).exists(), name
+    assert any((run / "logs").rglob("*tfevents*"))
+    assert results["test_top1"] > 0.3  # 10 classes: well above chance after 4 short epochs
+    assert 0 <= results["test_top1"] <= results["test_top5"] <= 1
+    history = json.loads((run / "history.json").read_text())
+    assert history["epoch"] == [0, 1, 2, 3] and history["loss"][-1] < history["loss"][0]
+    metadata = json.loads((run / "keras_vit.json").read_text())
+    assert metadata["image_size"] == [16, 16] and metadata["labels"] == [str(i) for i in range(10)]
+    with Image.open(run / "curves.png") as image:
+        assert image.size == (1000, 400)
+    model = keras.saving.load_model(run / "model.keras", safe_mode=True)
+    assert model.output_shape == (None, 10)
+    again = evaluate(str(run), "digits")
+    np.testing.assert_allclose(again["accuracy"], results["test_top1"], atol=1e-6)
+
+
+def test_an_existing_output_is_refused_unless_asked(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "precious.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="exists: pass --overwrite"):
+        train(_config(tmp_path))
+    with pytest.raises(FileExistsError, match="not a keras-vit run folder; refusing to delete it"):
+        train(_config(tmp_path, overwrite=True))
+    assert (tmp_path / "run" / "precious.txt").read_text() == "mine"
+    with pytest.raises(FileNotFoundError, match="no run in"):
+        train(_config(tmp_path, output=str(tmp_path / "none"), resume=True))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(batch_size=5000), ValueError, "larger than the 1257 training images"),
+        (dict(image_size=18), ValueError, r"image_size=\(18, 18\) is not divisible by patch_size=\(4, 4\)"),
+        (dict(dataset="no_such_dataset"), ValueError, "Unknown dataset 'no_such_dataset'"),
+        (dict(precision="float8"), ValueError, "Unknown precision='float8'"),
+        (dict(recipe="lamb"), ValueError, "Unknown recipe='lamb'"),
+        (dict(strategy="mirrored", jit_compile=True), ValueError, "does not work with a mirrored strategy"),
+    ],
+)
+def test_bad_input_fails_before_anything_is_written(tmp_path, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        train(_config(tmp_path, **kwargs))
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_prints_one_line_errors(tmp_path):
+    result = subprocess.run(
+        [*CLI, "train", "--dataset", str(tmp_path / "missing") + "/", "--output", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("keras-vit train: error: No folder at")
+    assert "Traceback" not in result.stderr
+
+
+def test_mixed_bfloat16_training_keeps_float32_logits(tmp_path):
+    results = train(_config(tmp_path, precision="mixed_bfloat16", epochs=1))
+    assert 0 <= results["test_top1"] <= 1
+    keras.config.set_dtype_policy("float32")
+    model = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    assert model.get_layer("block_0").compute_dtype == "bfloat16"
+    assert keras.backend.standardize_dtype(model(np.zeros((1, 16, 16, 3))).dtype) == "float32"
+
+
+def _epochs_logged(path):
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return [row for row in csv.DictReader(f)]
+
+
+def test_a_killed_run_resumes_where_it_stopped(tmp_path):
+    output = tmp_path / "run"
+    args = [*CLI, "train", "--output", str(output), "--variant", "tiny/4", "--image-size", "16", "--epochs", "8",
+            "--verbose", "0"]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while len(_epochs_logged(output / "history.csv")) < 2 and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = _epochs_logged(output / "history.csv")
+    assert 2 <= len(before) < 8, "the run must be killed mid-training"
+    assert not (output / "model.keras").exists()
+    subprocess.run([*args, "--resume"], check=True, capture_output=True, timeout=600)
+    history = json.loads((output / "history.json").read_text())
+    assert history["epoch"] == list(range(8))
+    after = _epochs_logged(output / "history.csv")
+    assert after[: len(before)] == before  # nothing earlier is lost
+    # It continued rather than restarted: no epoch ran twice beyond the one a kill can repeat.
+    assert len(after) <= 9
+
+
+def test_weight_decay_skips_biases_norms_position_embedding_and_class_token():
+    model = build_vit("tiny/4", image_size=16, num_classes=3)
+    optimizer = recipes.make_optimizer("adamw", learning_rate=1e-3, total_steps=10, warmup_steps=2)
+    optimizer.build(model.trainable_variables)
+    decayed = {v.path for v in model.trainable_variables if optimizer._use_weight_decay(v)}
+    assert "block_0/mlp_dense_1/kernel" in decayed and "patch_embedding/projection/kernel" in decayed
+    assert "block_0/attention/query/kernel" in decayed and "head/kernel" in decayed
+    for path in ("block_0/mlp_dense_1/bias", "block_0/norm_1/gamma", "encoder_norm/beta",
+                 "position_embedding/embedding", "class_token/token"):
+        assert path not in decayed, path
+    assert optimizer.global_clipnorm == 1.0
+
+
+def test_schedule_warms_up_linearly_then_decays_to_zero():
+    optimizer = recipes.make_optimizer("sgd", learning_rate=0.1, total_steps=100, warmup_steps=10)
+    schedule = optimizer.learning_rate if callable(optimizer.learning_rate) else optimizer._learning_rate
+    rates = [float(schedule(step)) for step in (0, 5, 10, 55, 100)]
+    np.testing.assert_allclose(rates, [0.0, 0.05, 0.1, 0.05, 0.0], atol=1e-6)
+    assert optimizer.momentum == 0.9 and optimizer.global_clipnorm == 1.0

@@ -29,5 +29,6 @@ from keras_vit.model import (
     vit_ti16,
 )
 from keras_vit.variants import VARIANTS, Variant, parse_variant
+from keras_vit import recipes  # noqa: E402  (registers the optimizers that trained models are saved with)
 
 __version__ = "0.1.0"

@@ -40,8 +40,9 @@ def quiet_tensorflow():
     with _stderr_silenced():
         import tensorflow as tf
 
-        tf.config.list_logical_devices()  # device start-up prints its own lines
-        tf.constant(0.0) + 1.0
+        # Probing devices prints its own lines. Physical devices only: creating the runtime here
+        # would stop MultiWorkerMirroredStrategy, which must configure it first.
+        tf.config.list_physical_devices()
     tf.get_logger().setLevel("ERROR")
     return tf
 

@@ -252,12 +252,13 @@ def pipeline(
     mixup=0.0,
     cutmix=0.0,
     cache=False,
+    shuffle=True,
     shuffle_buffer=10_000,
     seed=0,
 ):
     """Batches one raw split for the model: `(float images, one-hot labels)`.
 
-    Training adds, in order: shuffling, an Inception crop (random area 8-100%,
+    Training adds, in order: shuffling (unless `shuffle=False`), an Inception crop (random area 8-100%,
     aspect 3/4-4/3, as the original ViT code) and a horizontal flip
     (`augment`), Keras' `RandAugment`, then Keras' `MixUp` or `CutMix` on the
     batch. Evaluation only resizes and normalises.
@@ -267,7 +268,7 @@ def pipeline(
     resize, normalize = preprocessing_model(image_size, scaling).layers
     if cache:
         ds = ds.cache()
-    if training:
+    if training and shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
 
     def prepare(image, label):
@@ -277,7 +278,10 @@ def pipeline(
                 image = tf.image.random_flip_left_right(image)
         return resize(image), tf.one_hot(label, num_classes)
 
-    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size, num_parallel_calls=tf.data.AUTOTUNE)
+    # Training drops the last partial batch: a tiny batch is a noisy step, and replicas of a
+    # distributed step would weigh its examples unequally.
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=training, num_parallel_calls=tf.data.AUTOTUNE)
     if training and randaugment:
         rand_augment = keras.layers.RandAugment(value_range=(0, 255), seed=seed)
         ds = ds.map(lambda x, y: (rand_augment(x), y), num_parallel_calls=tf.data.AUTOTUNE)
@@ -290,7 +294,10 @@ def pipeline(
             return out["images"], out["labels"]
 
         ds = ds.map(mixed, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    # Several workers shard by element: TFDS and folders may have fewer files than workers.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
 def _inception_crop(image, seed, area_range=(0.08, 1.0)):

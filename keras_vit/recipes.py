@@ -20,6 +20,45 @@ STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 NO_WEIGHT_DECAY = ["bias", "gamma", "beta", "embedding", "token"]
 
 
+def _replicas():
+    return tf.distribute.get_strategy().num_replicas_in_sync if tf.distribute.has_strategy() else 1
+
+
+class _ClipAfterAllReduce:
+    """Global-norm clipping of the summed gradients under several replicas.
+
+    Keras 3's TensorFlow optimizers clip each replica's partial gradient before
+    the all-reduce (`BaseOptimizer.apply` calls `_clip_gradients`, then
+    `TFOptimizer._backend_update_step` calls `_all_reduce_sum_gradients`), so
+    under `MirroredStrategy` `global_clipnorm=1.0` clips something else than
+    on one device and the runs diverge (tf.keras once disabled clipping under
+    strategies for this reason: tensorflow/tensorflow#33929). This moves the
+    clip after the sum. Private hooks, checked on Keras 3.10-3.15.
+    """
+
+    def _clip_gradients(self, grads):
+        if _replicas() > 1 and tf.distribute.in_cross_replica_context() is False:
+            return grads  # clipped once summed, below
+        return super()._clip_gradients(grads)
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        summed = list(super()._all_reduce_sum_gradients(grads_and_vars))
+        if _replicas() > 1 and self.global_clipnorm:
+            grads, _ = tf.clip_by_global_norm([g for g, _ in summed], self.global_clipnorm)
+            summed = [(g, v) for g, (_, v) in zip(grads, summed)]
+        return summed
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class AdamW(_ClipAfterAllReduce, keras.optimizers.AdamW):
+    """Keras' AdamW, clipping correctly under several replicas."""
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class SGD(_ClipAfterAllReduce, keras.optimizers.SGD):
+    """Keras' SGD, clipping correctly under several replicas."""
+
+
 def make_optimizer(recipe, *, learning_rate, total_steps, warmup_steps, weight_decay=0.05, clipnorm=1.0):
     """Builds the recipe's optimiser with a warmup + cosine learning-rate schedule."""
     if recipe not in RECIPES:
@@ -34,8 +73,8 @@ def make_optimizer(recipe, *, learning_rate, total_steps, warmup_steps, weight_d
         warmup_steps=warmup_steps,
     )
     if recipe == "sgd":
-        return keras.optimizers.SGD(schedule, momentum=0.9, global_clipnorm=clipnorm)
-    optimizer = keras.optimizers.AdamW(schedule, weight_decay=weight_decay, global_clipnorm=clipnorm)
+        return SGD(schedule, momentum=0.9, global_clipnorm=clipnorm)
+    optimizer = AdamW(schedule, weight_decay=weight_decay, global_clipnorm=clipnorm)
     optimizer.exclude_from_weight_decay(var_names=NO_WEIGHT_DECAY)
     return optimizer
 
@@ -48,7 +87,7 @@ def make_strategy(name="auto"):
     """
     if name not in STRATEGIES:
         raise ValueError(f"Unknown strategy={name!r}; expected one of {STRATEGIES}.")
-    gpus = tf.config.list_logical_devices("GPU")
+    gpus = tf.config.list_physical_devices("GPU")  # physical: listing logical ones starts the runtime
     if name == "auto":
         return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     if name == "one_device":
@@ -63,3 +102,62 @@ def make_strategy(name="auto"):
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
+
+
+# keras-team/keras#20585 (open): Keras' TensorFlow trainer fails under MultiWorkerMirroredStrategy
+# with several workers, twice:
+# 1. `fit` first builds the model from one batch (`TensorFlowTrainer._maybe_symbolic_build`) and
+#    takes a per-worker batch it cannot reduce across workers. The build needs only shapes: we
+#    hand it a plain local batch, on this model instance.
+# 2. Each step's logs go through `reduce_per_replica`, which averages across workers with
+#    `strategy.reduce("MEAN", v, axis=0)`; the losses and metrics are scalars, so it fails. We wrap
+#    that function to reduce scalars with `axis=None` (the average across workers, as on one
+#    worker), only under a multi-worker strategy.
+# Checked on these Keras versions; on others nothing is patched.
+_MULTI_WORKER_FIX_CHECKED = ("3.10.", "3.11.", "3.12.", "3.13.", "3.14.", "3.15.")
+
+
+def several_workers(strategy):
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
+        strategy.extended._num_workers > 1  # no public count of workers
+    )
+
+
+def worker_role(strategy):
+    """`(is_chief, worker_index)`: the chief writes a run's files. `(True, 0)` on one worker."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not several_workers(strategy) or resolver is None:
+        return True, 0
+    task_type, task_id = resolver.task_type, resolver.task_id or 0
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return task_type == "chief" or (task_type == "worker" and task_id == 0 and not has_chief), task_id
+
+
+def patch_multi_worker_fit(model, strategy, sample_batch):
+    """Works around keras-team/keras#20585 for `model.fit` under `strategy`; True if patched."""
+    if not several_workers(strategy) or not keras.version().startswith(_MULTI_WORKER_FIX_CHECKED):
+        return False
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    def build_from_sample(iterator=None, data_batch=None):
+        with strategy.scope():
+            model._symbolic_build(data_batch=sample_batch)
+
+    model._maybe_symbolic_build = build_from_sample
+    if not getattr(tf_trainer.reduce_per_replica, "keras_vit_patched", False):
+        original = tf_trainer.reduce_per_replica
+
+        def reduce_per_replica(values, strategy, reduction):
+            if reduction not in ("auto", "mean") or not several_workers(strategy):
+                return original(values, strategy, reduction)
+
+            def reduce(value):
+                if value.shape.rank == 0:
+                    return strategy.reduce("MEAN", value, axis=None)
+                return original(value, strategy, reduction)
+
+            return tf.nest.map_structure(reduce, values)
+
+        reduce_per_replica.keras_vit_patched = True
+        tf_trainer.reduce_per_replica = reduce_per_replica
+    return True

@@ -56,18 +56,23 @@ class TrainConfig:
     seed: int = 0
     bad_files: str = "skip"
     cache: bool = True
+    shuffle: bool = True
     overwrite: bool = False
     resume: bool = False
     weights: str = None
     verbose: str = "auto"
 
 
-def train(config):
-    """Trains, evaluates on the test split and saves; returns the results dict."""
+def train(config, return_model=False):
+    """Trains, evaluates on the test split and saves; returns the results dict (and the model).
+
+    Under a multi-worker strategy every worker calls this with the same config; the chief
+    writes the run folder, each other worker only its own `backup/worker_<i>/`.
+    """
     _check(config)
+    strategy = recipes.make_strategy(config.strategy)  # first: multi-worker set-up precedes any TF op
     keras.utils.set_random_seed(config.seed)
     keras.config.set_dtype_policy(config.precision)
-    strategy = recipes.make_strategy(config.strategy)
     splits = data.load(config.dataset, data_dir=config.data_dir, bad_files=config.bad_files, seed=config.seed)
     if config.batch_size > splits.sizes["train"]:
         raise ValueError(
@@ -83,22 +88,25 @@ def train(config):
             dropout_rate=config.dropout_rate,
             drop_path_rate=config.drop_path_rate,
         )
-        steps = math.ceil(splits.sizes["train"] / config.batch_size)
+        steps = splits.sizes["train"] // config.batch_size  # the training pipeline drops the remainder
         _compile(model, config, total_steps=steps * config.epochs, warmup_steps=int(config.warmup_epochs * steps))
-    _prepare_output(config.output, config.overwrite, config.resume)  # only once every input checked out
+    recipes.patch_multi_worker_fit(model, strategy, next(iter(train_ds)))
+    chief, worker = recipes.worker_role(strategy)
+    if chief:  # only once every input checked out
+        _prepare_output(config.output, config.overwrite, config.resume)
     start = time.perf_counter()
     model.fit(
         train_ds,
         validation_data=val_ds,
         epochs=config.epochs,
-        callbacks=_callbacks(config.output),
+        callbacks=_callbacks(config.output, chief, worker if recipes.several_workers(strategy) else None),
         shuffle=False,  # tf.data shuffles, with the seed
         verbose=config.verbose if config.verbose == "auto" else int(config.verbose),
     )
     seconds = time.perf_counter() - start
     metrics = model.evaluate(test_ds, return_dict=True, verbose=0)
-    results = _finish(model, config, splits, metrics, seconds)
-    return results
+    results = _finish(model, config, splits, metrics, seconds) if chief else _summary(config, splits, metrics)
+    return (results, model) if return_model else results
 
 
 def _check(config):
@@ -139,6 +147,7 @@ def _pipelines(config, splits):
         randaugment=config.randaugment,
         mixup=config.mixup,
         cutmix=config.cutmix,
+        shuffle=config.shuffle,
         seed=config.seed,
         **common,
     )
@@ -165,10 +174,15 @@ def _compile(model, config, total_steps, warmup_steps):
     )
 
 
-def _callbacks(output):
+def _callbacks(output, chief=True, worker=None):
+    # Keras' callbacks are not multi-worker aware: each worker backs up into a folder of its
+    # own, and only the chief logs and checkpoints.
+    backup = os.path.join(output, "backup", *([f"worker_{worker}"] if worker is not None else []))
+    if not chief:
+        return [keras.callbacks.BackupAndRestore(backup)]
     # BackupAndRestore before CSVLogger: a kill between the two repeats an epoch's row, never loses one.
     return [
-        keras.callbacks.BackupAndRestore(os.path.join(output, "backup")),
+        keras.callbacks.BackupAndRestore(backup),
         keras.callbacks.CSVLogger(os.path.join(output, "history.csv"), append=True),
         keras.callbacks.ModelCheckpoint(
             os.path.join(output, "checkpoints", "best.keras"), monitor="val_accuracy", save_best_only=True
@@ -176,6 +190,18 @@ def _callbacks(output):
         keras.callbacks.TensorBoard(os.path.join(output, "logs")),
         keras.callbacks.TerminateOnNaN(),
     ]
+
+
+def _summary(config, splits, metrics):
+    return {
+        "dataset": splits.name,
+        "variant": config.variant,
+        "test_top1": float(metrics["accuracy"]),
+        "test_top5": float(metrics["top5"]),
+        "test_loss": float(metrics["loss"]),
+        "train_images": splits.sizes["train"],
+        "test_images": splits.sizes["test"],
+    }
 
 
 def _finish(model, config, splits, metrics, seconds):
@@ -195,17 +221,7 @@ def _finish(model, config, splits, metrics, seconds):
     with open(os.path.join(output, "history.json"), "w") as f:
         json.dump(history, f, indent=2)
     plot_curves(history, os.path.join(output, "curves.png"))
-    results = {
-        "dataset": splits.name,
-        "variant": config.variant,
-        "test_top1": float(metrics["accuracy"]),
-        "test_top5": float(metrics["top5"]),
-        "test_loss": float(metrics["loss"]),
-        "epochs": len(history["epoch"]),
-        "fit_seconds": round(seconds, 1),
-        "train_images": splits.sizes["train"],
-        "test_images": splits.sizes["test"],
-    }
+    results = {**_summary(config, splits, metrics), "epochs": len(history["epoch"]), "fit_seconds": round(seconds, 1)}
     with open(os.path.join(output, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     return results

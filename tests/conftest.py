@@ -13,3 +13,8 @@ def _float32_policy_and_seed():
     keras.utils.set_random_seed(0)
     yield
     keras.config.set_dtype_policy("float32")
+
+
+# Scripts the tests run in subprocesses; importing them here (doctest collection) would run
+# TensorFlow and PyTorch in one process.
+collect_ignore_glob = ["*_worker.py", "torch_reference.py"]

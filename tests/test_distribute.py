@@ -1,0 +1,64 @@
+"""tf.distribute: two replicas train to the weights of one; two workers train together."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+
+WORKER = os.path.join(os.path.dirname(__file__), "distributed_worker.py")
+
+
+def _run(*args, **kwargs):
+    return subprocess.Popen([sys.executable, WORKER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, **kwargs)
+
+
+def _finish(process, timeout=600):
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _weights(path):
+    with np.load(path, allow_pickle=False) as f:
+        return [f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))]
+
+
+def test_mirrored_over_two_devices_trains_to_the_weights_of_one(tmp_path):
+    one = _finish(_run("one_device", str(tmp_path / "one"), str(tmp_path / "one.npz")))
+    two = _finish(_run("mirrored", str(tmp_path / "two"), str(tmp_path / "two.npz")))
+    assert one["replicas"] == 1 and two["replicas"] == 2
+    for a, b in zip(_weights(tmp_path / "one.npz"), _weights(tmp_path / "two.npz")):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    np.testing.assert_allclose(one["test_loss"], two["test_loss"], rtol=1e-4)
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_train_together_to_identical_weights(tmp_path):
+    cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
+    output = str(tmp_path / "run")  # one output, as on a shared file system: the chief writes it
+    workers = [
+        _run("multi_worker", output, str(tmp_path / f"w{i}.npz"),
+             json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
+        for i in range(2)
+    ]
+    results = [_finish(w, timeout=600) for w in workers]
+    assert [r["replicas"] for r in results] == [2, 2]
+    first, second = _weights(tmp_path / "w0.npz"), _weights(tmp_path / "w1.npz")
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    assert results[0]["test_top1"] == results[1]["test_top1"] > 0.2  # it learned, together
+    assert os.path.exists(os.path.join(output, "model.keras")) and "fit_seconds" in results[0]
+    assert "fit_seconds" not in results[1]  # the second worker wrote no run files

@@ -19,5 +19,6 @@ from keras_vit.model import (
     vit_ti16,
 )
 from keras_vit.variants import VARIANTS, Variant, parse_variant
+from keras_vit.weights import CheckpointError, build_from_checkpoint, load_weights, save_npz
 
 __version__ = "0.1.0"

@@ -7,6 +7,7 @@ report. `targets` maps the same keys to the model's variables.
 
 import numpy as np
 
+from keras_vit.layers import to_pair
 from keras_vit.resample import resample_position_embedding, square_grid
 
 POSEMB, CLS = "Transformer/posembed_input/pos_embedding", "cls"
@@ -77,8 +78,10 @@ def adapt_position_embedding(targets, source, notes, grid, *, interpolation, ant
     if source_grid is None and embedding.shape[1] == shape[1]:
         return []  # same number of tokens: the same grid (pass source_grid if it is not)
     try:
-        old = square_grid(embedding.shape[1] - prefix, "checkpoint's position embedding")
-        old = old if source_grid is None else source_grid
+        if source_grid is None:
+            old = square_grid(embedding.shape[1] - prefix, "checkpoint's position embedding")
+        else:
+            old = to_pair(source_grid, "source_grid")
         source[POSEMB] = resample_position_embedding(embedding, grid, old, prefix, interpolation, antialias)
     except ValueError as e:
         return [f"{POSEMB}: {e}"]

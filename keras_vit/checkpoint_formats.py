@@ -193,18 +193,20 @@ def to_big_vision(canonical):
 
 # --- PyTorch layouts (timm, Hugging Face) ------------------------------------------
 
-# (regex on the PyTorch key, canonical key template, transform). `{0}` is the block index.
+# (regex on the PyTorch key, canonical key template, transform). A block pattern's first group is
+# the block index; `{kind}` becomes kernel/bias, `{norm}` scale/bias, `{qkv}` query/key/value.
+_TIMM_BLOCK = r"blocks\.(\d+)\."
 TIMM_KEYS = [
     (r"patch_embed\.proj\.weight", "embedding/kernel", "conv"),
     (r"patch_embed\.proj\.bias", "embedding/bias", "copy"),
     (r"cls_token", "cls", "copy"),
     (r"pos_embed", "Transformer/posembed_input/pos_embedding", "posemb"),
-    (r"blocks\.(\d+)\.norm1\.(weight|bias)", "LayerNorm_0/{norm}", "copy"),
-    (r"blocks\.(\d+)\.attn\.(q|k|v)\.(weight|bias)", "MultiHeadDotProductAttention_1/{qkv}/{kind}", "heads_in"),
-    (r"blocks\.(\d+)\.attn\.proj\.(weight|bias)", "MultiHeadDotProductAttention_1/out/{kind}", "heads_out"),
-    (r"blocks\.(\d+)\.norm2\.(weight|bias)", "LayerNorm_2/{norm}", "copy"),
-    (r"blocks\.(\d+)\.mlp\.fc1\.(weight|bias)", "MlpBlock_3/Dense_0/{kind}", "linear"),
-    (r"blocks\.(\d+)\.mlp\.fc2\.(weight|bias)", "MlpBlock_3/Dense_1/{kind}", "linear"),
+    (_TIMM_BLOCK + r"norm1\.(weight|bias)", "LayerNorm_0/{norm}", "copy"),
+    (_TIMM_BLOCK + r"attn\.(q|k|v)\.(weight|bias)", "MultiHeadDotProductAttention_1/{qkv}/{kind}", "heads_in"),
+    (_TIMM_BLOCK + r"attn\.proj\.(weight|bias)", "MultiHeadDotProductAttention_1/out/{kind}", "heads_out"),
+    (_TIMM_BLOCK + r"norm2\.(weight|bias)", "LayerNorm_2/{norm}", "copy"),
+    (_TIMM_BLOCK + r"mlp\.fc1\.(weight|bias)", "MlpBlock_3/Dense_0/{kind}", "linear"),
+    (_TIMM_BLOCK + r"mlp\.fc2\.(weight|bias)", "MlpBlock_3/Dense_1/{kind}", "linear"),
     (r"norm\.(weight|bias)", "Transformer/encoder_norm/{norm}", "copy"),
     (r"head\.(weight|bias)", "head/{kind}", "linear"),
 ]

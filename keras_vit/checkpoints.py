@@ -20,11 +20,13 @@ fill the digests in from a verified download.
 """
 
 import dataclasses
+import os
 import urllib.parse
 
 import keras
 
 BUCKET = "https://storage.googleapis.com/vit_models/"
+CACHE_DIR = None  # None: `$KERAS_HOME` or `~/.keras`; files go to its `keras_vit/` folder
 LABELS_IN21K, LABELS_IN1K = "imagenet21k", "imagenet1k"
 
 
@@ -109,6 +111,9 @@ def find_checkpoint(name, variant=None):
 
 def fetch_checkpoint(checkpoint, cache_dir=None):
     """Downloads (once) and returns the local path of a registry row's file."""
+    cache_dir = cache_dir or CACHE_DIR
+    if cache_dir:  # get_file silently falls back to /tmp/.keras for a folder that does not exist
+        os.makedirs(cache_dir, exist_ok=True)
     return keras.utils.get_file(
         fname=checkpoint.cache_name,
         origin=checkpoint.url,

@@ -191,7 +191,8 @@ def apply_checkpoint(model, canonical, report, *, strict, reset_head, drop_repre
     source = dict(canonical)
     grid = model_grid(model)
     problems = adapt(targets, source, report.adapted, grid, reset_head, drop_representation, **resize)
-    problems += _check(targets, source)
+    reported = {problem.split(":")[0] for problem in problems}
+    problems += [p for p in _check(targets, source) if p.split(":")[0] not in reported]
     if problems and strict:
         raise CheckpointError(
             f"The checkpoint {report.path} ({report.format} layout) does not fit the model "

@@ -91,7 +91,21 @@ def test_pytorch_checkpoints_give_the_same_outputs(reference, file, expected, mo
     model = _tiny(**model_kwargs)
     report = load_weights(model, reference / file)
     assert len(report.loaded) == len(model.weights) and not report.adapted and not report.skipped
-    assert _max_diff(model, reference, expected) < TOLERANCE
+    difference = _max_diff(model, reference, expected)
+    print(f"{file}: max abs difference {difference:.2e}")  # shown with `pytest -s`
+    assert difference < TOLERANCE
+
+
+@needs_torch
+def test_b16_pytorch_checkpoints_give_the_same_logits(tmp_path):
+    _torch("make-b16", tmp_path)
+    images = np.load(tmp_path / "images_224.npy")
+    for file, expected in [("timm_b16.safetensors", "timm_b16"), ("hf_b16/model.safetensors", "hf_b16")]:
+        model = build_vit("B/16")
+        load_weights(model, tmp_path / file)
+        logits, reference = model.predict(images, verbose=0), np.load(tmp_path / f"{expected}.logits.npy")
+        print(f"B/16 {file}: max abs logit difference {np.abs(logits - reference).max():.2e}")
+        assert np.abs(logits - reference).max() < TOLERANCE * max(1.0, np.abs(reference).max()), file
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +130,9 @@ def saved_for_timm(reference):
 @needs_torch
 @pytest.mark.parametrize("file", ["original_token.npz", "original_gap.npz", "big_vision_token.npz", "big_vision_gap.npz"])
 def test_save_npz_is_read_by_timm(reference, saved_for_timm, file):
-    timm_logits = np.load(reference / f"{file}.logits.npy")
-    assert np.abs(timm_logits - saved_for_timm[file]).max() < TOLERANCE
+    difference = np.abs(np.load(reference / f"{file}.logits.npy") - saved_for_timm[file]).max()
+    print(f"{file} read by timm: max abs difference {difference:.2e}")
+    assert difference < TOLERANCE
 
 
 @needs_torch
@@ -145,6 +160,13 @@ def test_npz_round_trip_is_exact(tmp_path, layout, pooling):
     assert report.format == layout and len(report.loaded) == len(target.weights)
     images = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(target.predict(images, verbose=0), source.predict(images, verbose=0), atol=1e-5)
+
+
+def test_old_original_files_with_an_optimizer_prefix_load(tmp_path):
+    source = _randomize(_tiny())
+    np.savez(tmp_path / "old.npz", **{f"opt/target/{k}": v.numpy() for k, v in model_variables(source).items()})
+    report = load_weights(_tiny(), tmp_path / "old.npz")
+    assert report.format == "original" and len(report.loaded) == len(source.weights)
 
 
 def test_big_vision_scanned_encoder_and_class_slot(tmp_path):

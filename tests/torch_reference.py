@@ -8,6 +8,9 @@ runs this file with `subprocess`. It never imports TensorFlow or keras_vit.
         Random tiny timm and Hugging Face ViTs (fixed seed): their weights as
         safetensors, their outputs on `OUT/images.npy`, and timm's position
         embedding resampling on random tensors.
+    python tests/torch_reference.py make-b16 OUT
+        The same at full size: timm's `vit_base_patch16_224` and Hugging Face's
+        default `ViTConfig` (B/16 at 224), with their own random initialisation.
     python tests/torch_reference.py timm-npz OUT CONFIG FILE.npz [CONFIG FILE.npz ...]
         Loads each `.npz` (written by keras_vit) into a fresh timm model of
         CONFIG with timm's own loader; writes `FILE.logits.npy`.
@@ -100,6 +103,27 @@ def make(out):
 
 
 @torch.no_grad()
+def make_b16(out):
+    import timm
+    from safetensors.torch import save_file
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(SEED)
+    images = torch.randn(2, 3, 224, 224)
+    np.save(out / "images_224.npy", images.permute(0, 2, 3, 1).numpy())
+    model = timm.create_model("vit_base_patch16_224", pretrained=False).eval()  # nothing downloads
+    save_file(model.state_dict(), out / "timm_b16.safetensors")
+    np.save(out / "timm_b16.logits.npy", model(images).numpy())
+    # HF's ViT configs say layer_norm_eps=1e-12; the original JAX code (and keras_vit, and timm) use
+    # 1e-6. With HF's small random init the activations are tiny and that alone moves B/16's logits
+    # by ~8e-4, so this compares the weight mapping at the training-time epsilon.
+    config = ViTConfig(num_labels=1000, layer_norm_eps=1e-6, attn_implementation="eager")
+    classifier = ViTForImageClassification(config).eval()
+    classifier.save_pretrained(out / "hf_b16")
+    np.save(out / "hf_b16.logits.npy", classifier(pixel_values=images).logits.numpy())
+
+
+@torch.no_grad()
 def timm_npz(out, pairs):
     images = torch.from_numpy(np.load(out / "images.npy")).permute(0, 3, 1, 2)
     for config, file in zip(pairs[::2], pairs[1::2]):
@@ -112,6 +136,8 @@ if __name__ == "__main__":
     command, directory = sys.argv[1], pathlib.Path(sys.argv[2])
     if command == "make":
         make(directory)
+    elif command == "make-b16":
+        make_b16(directory)
     elif command == "timm-npz":
         timm_npz(directory, sys.argv[3:])
     else:

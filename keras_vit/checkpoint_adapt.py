@@ -16,20 +16,21 @@ HEAD, PRE_LOGITS, EMBEDDING = ("head/kernel", "head/bias"), ("pre_logits/kernel"
 
 def adapt(targets, source, notes, grid, reset_head, drop_representation, **resize):
     """Runs every adaptation; returns the problems found on the way (strings)."""
-    adapt_representation(targets, source, drop_representation, notes)
-    adapt_head(targets, source, reset_head, notes)
+    # A head trained on the dropped layer's outputs is meaningless without it.
+    dropped = adapt_representation(targets, source, drop_representation, notes)
+    adapt_head(targets, source, True if dropped else reset_head, notes)
     adapt_channels(targets, source, notes)
     return adapt_position_embedding(targets, source, notes, grid, **resize)
 
 
 def adapt_representation(targets, source, drop, notes):
-    if PRE_LOGITS[0] in source and PRE_LOGITS[0] not in targets and drop:
-        for key in PRE_LOGITS:
-            source.pop(key, None)
-        for key in HEAD:
-            if key in targets:
-                source[key] = np.zeros(targets[key].shape, "float32")
-        notes.append("dropped the checkpoint's pre_logits layer; the head starts at zeros")
+    """Drops the checkpoint's `pre_logits` when asked and the model has none; says if it did."""
+    if not (drop and PRE_LOGITS[0] in source and PRE_LOGITS[0] not in targets):
+        return False
+    for key in PRE_LOGITS:
+        source.pop(key, None)
+    notes.append("dropped the checkpoint's pre_logits layer")
+    return True
 
 
 def adapt_head(targets, source, reset_head, notes):

@@ -211,13 +211,21 @@ def apply_checkpoint(model, canonical, report, *, strict, reset_head, drop_repre
 
 def _check(targets, source):
     problems = [f"{key}: missing from the checkpoint" for key in targets if key not in source]
-    problems += [f"{key}: unexpected in the checkpoint {tuple(source[key].shape)}" for key in source if key not in targets]
+    problems += [
+        f"{key}: unexpected in the checkpoint {tuple(source[key].shape)}" + _hint(key) for key in source if key not in targets
+    ]
     problems += [
         f"{key}: checkpoint shape {tuple(source[key].shape)} != model shape {tuple(var.shape)}"
         for key, var in targets.items()
         if key in source and tuple(source[key].shape) != tuple(var.shape)
     ]
     return problems
+
+
+def _hint(key):
+    if key.startswith("pre_logits/"):
+        return " (the model has no representation layer: pass drop_representation=True to drop it)"
+    return ""
 
 
 def save_npz(model, path, *, layout="original"):

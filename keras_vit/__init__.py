@@ -30,5 +30,6 @@ from keras_vit.model import (
 )
 from keras_vit.variants import VARIANTS, Variant, parse_variant
 from keras_vit import recipes  # noqa: E402  (registers the optimizers that trained models are saved with)
+from keras_vit.weights import CheckpointError, build_from_checkpoint, load_weights, save_npz
 
 __version__ = "0.1.0"

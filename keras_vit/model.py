@@ -37,6 +37,7 @@ def build_vit(
     drop_path_rate=0.0,
     num_channels=3,
     name=None,
+    weights=None,
 ):
     """Builds a Vision Transformer as a functional `keras.Model`.
 
@@ -62,6 +63,12 @@ def build_vit(
             linearly less (Huang et al. 2016). Defaults to `0.0`.
         num_channels: image channels. Defaults to `3`.
         name: model name. Defaults to e.g. `"vit_b16"`.
+        weights: `None`, a checkpoint file, or the tag of a published
+            checkpoint of this variant (`keras_vit.checkpoints.CHECKPOINTS`,
+            e.g. `"augreg_in21k_ft_in1k"`), downloaded once. The position
+            embedding is resized to `image_size` and a head with another
+            `num_classes` starts at zeros (see `keras_vit.load_weights`).
+            Defaults to `None`.
 
     Returns:
         A `keras.Model` with one input named `images`, `(B, H, W, C)` float
@@ -136,7 +143,12 @@ def build_vit(
             dtype="float32" if policy.name.startswith("mixed") else policy,
             name="head",
         )(x)
-    return keras.Model(images, x, name=name or _default_name(variant, patch_size))
+    model = keras.Model(images, x, name=name or _default_name(variant, patch_size))
+    if weights is not None:
+        from keras_vit.weights import load_pretrained  # weights.py builds models with this module
+
+        load_pretrained(model, weights, variant)
+    return model
 
 
 def _pick(value, default):

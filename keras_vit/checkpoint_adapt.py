@@ -1,0 +1,90 @@
+"""Adapting a checkpoint (in the original layout) to the model it is loaded into.
+
+Each step edits the `source` dict of arrays in place, appends one sentence per
+change to `notes`, and leaves anything it cannot adapt for the shape check to
+report. `targets` maps the same keys to the model's variables.
+"""
+
+import numpy as np
+
+from keras_vit.layers import to_pair
+from keras_vit.resample import resample_position_embedding, square_grid
+
+POSEMB, CLS = "Transformer/posembed_input/pos_embedding", "cls"
+HEAD, PRE_LOGITS, EMBEDDING = ("head/kernel", "head/bias"), ("pre_logits/kernel", "pre_logits/bias"), "embedding/kernel"
+
+
+def adapt(targets, source, notes, grid, reset_head, drop_representation, **resize):
+    """Runs every adaptation; returns the problems found on the way (strings)."""
+    # A head trained on the dropped layer's outputs is meaningless without it.
+    dropped = adapt_representation(targets, source, drop_representation, notes)
+    adapt_head(targets, source, True if dropped else reset_head, notes)
+    adapt_channels(targets, source, notes)
+    return adapt_position_embedding(targets, source, notes, grid, **resize)
+
+
+def adapt_representation(targets, source, drop, notes):
+    """Drops the checkpoint's `pre_logits` when asked and the model has none; says if it did."""
+    if not (drop and PRE_LOGITS[0] in source and PRE_LOGITS[0] not in targets):
+        return False
+    for key in PRE_LOGITS:
+        source.pop(key, None)
+    notes.append("dropped the checkpoint's pre_logits layer")
+    return True
+
+
+def adapt_head(targets, source, reset_head, notes):
+    if HEAD[0] not in targets:
+        if HEAD[0] in source:
+            for key in HEAD:
+                source.pop(key, None)
+            notes.append("the model has no head: the checkpoint's head was not loaded")
+        return
+    ours = tuple(targets[HEAD[0]].shape)
+    theirs = tuple(source[HEAD[0]].shape) if HEAD[0] in source else None
+    if reset_head is True or (reset_head == "auto" and theirs != ours):
+        for key in HEAD:
+            source[key] = np.zeros(targets[key].shape, "float32")
+        was = f"{theirs[-1]} classes" if theirs else "no head"
+        notes.append(f"new head at zeros for {ours[-1]} classes (the checkpoint has {was})")
+    elif theirs == ours and not np.any(source[HEAD[0]]):
+        notes.append("the checkpoint's head is all zeros (an ImageNet-21k pre-training file): fine-tune it")
+
+
+def adapt_channels(targets, source, notes):
+    """Grayscale (or other channel counts) from an RGB kernel, as timm's `adapt_input_conv`."""
+    if EMBEDDING not in source or EMBEDDING not in targets:
+        return
+    kernel, shape = source[EMBEDDING], tuple(targets[EMBEDDING].shape)
+    theirs, ours = kernel.shape[2], shape[2]
+    if theirs == ours or kernel.shape[:2] + kernel.shape[3:] != shape[:2] + shape[3:]:
+        return
+    if ours == 1:
+        # A gray image is R = G = B, so summing the RGB filters gives the same response.
+        source[EMBEDDING] = kernel.sum(axis=2, keepdims=True)
+        notes.append(f"summed the patch kernel's {theirs} input channels into 1")
+    else:
+        repeats = -(-ours // theirs)
+        source[EMBEDDING] = np.tile(kernel, (1, 1, repeats, 1))[:, :, :ours] * (theirs / ours)
+        notes.append(f"repeated the patch kernel's {theirs} input channels to {ours}, scaled by {theirs}/{ours}")
+
+
+def adapt_position_embedding(targets, source, notes, grid, *, interpolation, antialias, source_grid):
+    if POSEMB not in source or POSEMB not in targets:
+        return []
+    embedding, shape = source[POSEMB], tuple(targets[POSEMB].shape)
+    prefix = int(CLS in source)
+    if embedding.ndim != 3 or embedding.shape[2] != shape[2] or prefix != int(CLS in targets):
+        return []  # another width or pooling: reported by the shape check
+    if source_grid is None and embedding.shape[1] == shape[1]:
+        return []  # same number of tokens: the same grid (pass source_grid if it is not)
+    try:
+        if source_grid is None:
+            old = square_grid(embedding.shape[1] - prefix, "checkpoint's position embedding")
+        else:
+            old = to_pair(source_grid, "source_grid")
+        source[POSEMB] = resample_position_embedding(embedding, grid, old, prefix, interpolation, antialias)
+    except ValueError as e:
+        return [f"{POSEMB}: {e}"]
+    notes.append(f"position embedding resized from a {old} grid to {grid} ({interpolation})")
+    return []

@@ -1,0 +1,291 @@
+"""Reading and writing the published ViT checkpoint layouts.
+
+Every format is translated to and from one canonical form: the flat key ->
+array dict of the original google-research/vision_transformer `.npz` files,
+in Flax's shapes. Those shapes are exactly Keras': a Conv2D kernel is
+`(p, p, C, D)` in both, and Keras' `MultiHeadAttention` projections are
+`EinsumDense`s shaped like Flax's `DenseGeneral` (`(D, heads, head_dim)` for
+query/key/value, `(heads, head_dim, D)` for the output). So only the other
+layouts need arithmetic:
+
+- big_vision: a `params/` prefix, other module indices, optionally a scanned
+  (stacked) encoder, and a position embedding added *before* the class token
+  is prepended, so it has no class slot.
+- timm and Hugging Face (PyTorch): `(out, in)` Linear weights, `(D, C, p, p)`
+  convolutions, timm's fused `qkv`.
+
+Legend: `D` hidden_dim, `H` heads, `d` head_dim, `C` channels, `p` patch.
+"""
+
+import re
+import struct
+import zipfile
+
+import numpy as np
+
+ORIGINAL, BIG_VISION, TIMM, HUGGING_FACE = "original", "big_vision", "timm", "hugging_face"
+FORMATS = (ORIGINAL, BIG_VISION, TIMM, HUGGING_FACE)
+
+_ORIGINAL_BLOCK = "Transformer/encoderblock_{}/"
+# The module names that differ between the original code and big_vision.
+_BIG_VISION_RENAMES = {
+    "MultiHeadDotProductAttention_1/": "MultiHeadDotProductAttention_0/",
+    "LayerNorm_2/": "LayerNorm_1/",
+    "MlpBlock_3/": "MlpBlock_0/",
+}
+
+
+_NO_PICKLES = (
+    "PyTorch .bin/.pth pickles are not read, because unpickling runs code: convert them with "
+    "`safetensors.torch.save_file(state_dict, 'model.safetensors')`."
+)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or does not fit the model; says every reason."""
+
+
+# --- reading files -----------------------------------------------------------------
+
+
+def sniff_format(path):
+    """`"npz"` or `"safetensors"` from the file's first bytes (never its name)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except IsADirectoryError:
+        raise CheckpointError(f"{path} is a folder; pass the checkpoint file inside it.") from None
+    if head.startswith(b"PK"):
+        return "npz"
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "safetensors"
+    raise CheckpointError(
+        f"{path} is neither an .npz archive nor a safetensors file (first bytes {head[:8]!r}). {_NO_PICKLES}"
+    )
+
+
+def read_npz(path):
+    """All arrays of an `.npz`, read eagerly and without unpickling."""
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable .npz archive (truncated or corrupt?): {e}") from e
+    arrays = {}
+    with archive:
+        if any(name.endswith(".pkl") for name in archive.files):
+            raise CheckpointError(f"{path} is a PyTorch pickle (torch.save), not an .npz. {_NO_PICKLES}")
+        for key in archive.files:
+            try:
+                arrays[key] = archive[key]
+            except ValueError as e:
+                if "allow_pickle" in str(e):
+                    raise CheckpointError(
+                        f"{path} holds a pickled object array at key {key!r}. Pickles can run code "
+                        "when loaded, so they are refused; a real checkpoint holds only numeric arrays."
+                    ) from e
+                raise CheckpointError(f"{path}: array {key!r} cannot be read: {e}") from e
+            except (zipfile.BadZipFile, EOFError, OSError, struct.error) as e:
+                raise CheckpointError(f"{path}: array {key!r} is truncated or corrupt: {e}") from e
+    return arrays
+
+
+def read_safetensors(path):
+    """All tensors of a safetensors file as NumPy arrays (no torch needed)."""
+    try:
+        from safetensors.numpy import load_file
+    except ImportError as e:
+        raise ImportError("Reading safetensors needs `pip install safetensors`.") from e
+    try:
+        return dict(load_file(path))
+    except Exception as e:  # safetensors raises its own error type for corrupt files
+        raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {e}") from e
+
+
+# --- detecting a layout ------------------------------------------------------------
+
+
+def detect_layout(arrays):
+    """Names the layout of a flat key -> array dict."""
+    keys = {re.sub(r"^opt/target/", "", k) for k in arrays}
+    if (
+        any(k.startswith("params/") for k in keys)
+        or "pos_embedding" in keys
+        or any(k.startswith("Transformer/encoderblock/") for k in keys)
+    ):
+        return BIG_VISION
+    if "embedding/kernel" in keys:
+        return ORIGINAL
+    if "patch_embed.proj.weight" in keys:
+        return TIMM
+    if any(k.endswith("embeddings.patch_embeddings.projection.weight") for k in keys):
+        return HUGGING_FACE
+    raise CheckpointError(
+        f"Unrecognised checkpoint layout (first keys {sorted(keys)[:5]}); expected the original ViT "
+        ".npz, big_vision .npz, or a timm / Hugging Face ViT state dict."
+    )
+
+
+def to_canonical(arrays, layout, num_heads):
+    """Any supported layout -> the original layout (see the module docstring).
+
+    Keys that have no place in a plain ViT (a MAP head, timm's `fc_norm`...)
+    are passed through under their own names, so that loading reports them.
+    `num_heads` is needed only for the PyTorch layouts, whose projections
+    store heads flattened.
+    """
+    if layout == ORIGINAL:
+        return {re.sub(r"^opt/target/", "", k): v for k, v in arrays.items()}
+    if layout == BIG_VISION:
+        return from_big_vision(arrays)
+    return _from_torch(arrays, TIMM_KEYS if layout == TIMM else HUGGING_FACE_KEYS, num_heads)
+
+
+# --- big_vision --------------------------------------------------------------------
+
+
+def from_big_vision(arrays):
+    params = {re.sub(r"^(params/|opt/target/)", "", k): v for k, v in arrays.items()}
+    params = _unscan(params)
+    out = {}
+    for key, value in params.items():
+        for original, big_vision in _BIG_VISION_RENAMES.items():
+            key = key.replace(big_vision, original) if key.startswith("Transformer/encoderblock_") else key
+        out[key] = value
+    if "pos_embedding" in out:
+        posemb = out.pop("pos_embedding")
+        if "cls" in out:
+            # big_vision adds the embedding before prepending the class token: an all-zero class slot
+            # here gives the same sums, since our model adds it after.
+            posemb = np.concatenate([np.zeros_like(posemb[:, :1]), posemb], axis=1)
+        out["Transformer/posembed_input/pos_embedding"] = posemb
+    return out
+
+
+def _unscan(params):
+    """A scanned encoder (`encoderblock/...` stacked on axis 0) -> one entry per block."""
+    out = {}
+    for key, value in params.items():
+        if key.startswith("Transformer/encoderblock/"):
+            rest = key[len("Transformer/encoderblock/") :]
+            for i, block in enumerate(value):
+                out[_ORIGINAL_BLOCK.format(i) + rest] = block
+        else:
+            out[key] = value
+    return out
+
+
+def to_big_vision(canonical):
+    """The original layout -> big_vision's (`params/` prefix, posemb without class slot)."""
+    out = {}
+    for key, value in canonical.items():
+        if key.startswith("Transformer/encoderblock_"):
+            for original, big_vision in _BIG_VISION_RENAMES.items():
+                key = key.replace(original, big_vision)
+        out[key] = value
+    posemb = out.pop("Transformer/posembed_input/pos_embedding")
+    if "cls" in out:
+        # Fold the class slot into the token itself: cls + pos[0] is what the first block sees.
+        out["cls"] = out["cls"] + posemb[:, :1]
+        posemb = posemb[:, 1:]
+    out["pos_embedding"] = posemb
+    return {f"params/{k}": v for k, v in out.items()}
+
+
+# --- PyTorch layouts (timm, Hugging Face) ------------------------------------------
+
+# (regex on the PyTorch key, canonical key template, transform). A block pattern's first group is
+# the block index; `{kind}` becomes kernel/bias, `{norm}` scale/bias, `{qkv}` query/key/value.
+_TIMM_BLOCK = r"blocks\.(\d+)\."
+TIMM_KEYS = [
+    (r"patch_embed\.proj\.weight", "embedding/kernel", "conv"),
+    (r"patch_embed\.proj\.bias", "embedding/bias", "copy"),
+    (r"cls_token", "cls", "copy"),
+    (r"pos_embed", "Transformer/posembed_input/pos_embedding", "posemb"),
+    (_TIMM_BLOCK + r"norm1\.(weight|bias)", "LayerNorm_0/{norm}", "copy"),
+    (_TIMM_BLOCK + r"attn\.(q|k|v)\.(weight|bias)", "MultiHeadDotProductAttention_1/{qkv}/{kind}", "heads_in"),
+    (_TIMM_BLOCK + r"attn\.proj\.(weight|bias)", "MultiHeadDotProductAttention_1/out/{kind}", "heads_out"),
+    (_TIMM_BLOCK + r"norm2\.(weight|bias)", "LayerNorm_2/{norm}", "copy"),
+    (_TIMM_BLOCK + r"mlp\.fc1\.(weight|bias)", "MlpBlock_3/Dense_0/{kind}", "linear"),
+    (_TIMM_BLOCK + r"mlp\.fc2\.(weight|bias)", "MlpBlock_3/Dense_1/{kind}", "linear"),
+    (r"norm\.(weight|bias)", "Transformer/encoder_norm/{norm}", "copy"),
+    (r"head\.(weight|bias)", "head/{kind}", "linear"),
+]
+_HF_LAYER = r"(?:vit\.)?(?:encoder\.layer|layers)\.(\d+)\."
+HUGGING_FACE_KEYS = [
+    (r"(?:vit\.)?embeddings\.patch_embeddings\.projection\.weight", "embedding/kernel", "conv"),
+    (r"(?:vit\.)?embeddings\.patch_embeddings\.projection\.bias", "embedding/bias", "copy"),
+    (r"(?:vit\.)?embeddings\.cls_token", "cls", "copy"),
+    (r"(?:vit\.)?embeddings\.position_embeddings", "Transformer/posembed_input/pos_embedding", "posemb"),
+    (_HF_LAYER + r"layernorm_before\.(weight|bias)", "LayerNorm_0/{norm}", "copy"),
+    # Files on the Hub (and save_pretrained) use the first names; transformers 5 in memory the second.
+    (_HF_LAYER + r"attention\.(?:attention\.)?(query|key|value|q|k|v)(?:_proj)?\.(weight|bias)",
+     "MultiHeadDotProductAttention_1/{qkv}/{kind}", "heads_in"),
+    (_HF_LAYER + r"attention\.(?:output\.dense|o_proj)\.(weight|bias)",
+     "MultiHeadDotProductAttention_1/out/{kind}", "heads_out"),
+    (_HF_LAYER + r"layernorm_after\.(weight|bias)", "LayerNorm_2/{norm}", "copy"),
+    (_HF_LAYER + r"(?:intermediate\.dense|mlp\.fc1)\.(weight|bias)", "MlpBlock_3/Dense_0/{kind}", "linear"),
+    (_HF_LAYER + r"(?:output\.dense|mlp\.fc2)\.(weight|bias)", "MlpBlock_3/Dense_1/{kind}", "linear"),
+    (r"(?:vit\.)?layernorm\.(weight|bias)", "Transformer/encoder_norm/{norm}", "copy"),
+    (r"(?:vit\.)?pooler\.dense\.(weight|bias)", "pre_logits/{kind}", "linear"),
+    (r"classifier\.(weight|bias)", "head/{kind}", "linear"),
+]
+_QKV = {"q": "query", "k": "key", "v": "value", "query": "query", "key": "key", "value": "value"}
+
+
+def _split_fused_qkv(state):
+    """timm's `attn.qkv` `(3D, D)` -> separate `attn.q`, `attn.k`, `attn.v`."""
+    out = {}
+    for key, value in state.items():
+        match = re.fullmatch(r"(blocks\.\d+\.attn\.)qkv\.(weight|bias)", key)
+        if match:
+            for name, part in zip("qkv", np.split(value, 3, axis=0)):
+                out[f"{match[1]}{name}.{match[2]}"] = part
+        else:
+            out[key] = value
+    return out
+
+
+def _from_torch(state, table, num_heads):
+    state = _split_fused_qkv(state)
+    out, has_cls = {}, any(re.fullmatch(r"(?:vit\.)?(?:embeddings\.)?cls_token", k) for k in state)
+    for key, value in state.items():
+        for pattern, template, transform in table:
+            match = re.fullmatch(pattern, key)
+            if match:
+                name, value = _convert(match, template, transform, value, num_heads, has_cls)
+                out[name] = value
+                break
+        else:
+            out[key] = value  # no place in a plain ViT: reported as unexpected when loading
+    return out
+
+
+def _convert(match, template, transform, value, num_heads, has_cls):
+    groups = match.groups()
+    kind = "kernel" if groups and groups[-1] == "weight" else "bias"
+    norm = "scale" if kind == "kernel" else "bias"
+    qkv = _QKV.get(groups[1]) if len(groups) > 2 else None
+    name = template.format(kind=kind, norm=norm, qkv=qkv)
+    if groups and groups[0] is not None and groups[0].isdigit():
+        name = _ORIGINAL_BLOCK.format(groups[0]) + name
+    value = np.asarray(value)
+    split_axis = -1 if transform == "heads_out" else 0  # the (out, in) axis that holds H*d
+    if transform.startswith("heads") and value.shape[split_axis] % num_heads:
+        transform = "linear"  # cannot split into heads: keep it flat, loading reports its shape
+    if transform == "conv":
+        value = value.transpose(2, 3, 1, 0)  # (D, C, p, p) -> (p, p, C, D)
+    elif transform == "posemb" and has_cls and not _has_class_slot(value.shape[1]):
+        value = np.concatenate([np.zeros_like(value[:, :1]), value], axis=1)  # timm `no_embed_class`
+    elif kind == "kernel" and transform in ("linear", "heads_in", "heads_out"):
+        value = value.T  # (out, in) -> (in, out)
+    if transform == "heads_in":  # (D, H*d) -> (D, H, d); bias (H*d,) -> (H, d)
+        value = value.reshape(*value.shape[:-1], num_heads, -1)
+    elif transform == "heads_out" and kind == "kernel":  # (H*d, D) -> (H, d, D)
+        value = value.reshape(num_heads, -1, value.shape[-1])
+    return name, value
+
+
+def _has_class_slot(length):
+    """A position embedding of `length` tokens has a class slot iff the rest is a square grid."""
+    side = int(np.sqrt(length - 1))
+    return side * side == length - 1

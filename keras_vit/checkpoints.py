@@ -1,0 +1,160 @@
+"""The well-known ViT checkpoints, as data, and the paper's fine-tuning recipe.
+
+A checkpoint is named `"<variant>:<tag>"`, e.g. `"B/16:augreg_in21k_ft_in1k"`;
+`build_vit("B/16", weights="augreg_in21k_ft_in1k")` looks up the same row.
+Files are fetched once with `keras.utils.get_file` into `~/.keras/keras_vit/`
+(or `$KERAS_HOME`) and checked against their SHA-256 when the row has one.
+
+Sources:
+- The original checkpoints (Dosovitskiy et al. 2020) and AugReg (Steiner et
+  al. 2021, "How to train your ViT?"), published by
+  google-research/vision_transformer in the `vit_models` Cloud Storage bucket.
+  ImageNet-21k pre-training checkpoints have a 21,843-way head that is all
+  zeros on purpose (it was re-initialised before release): fine-tune a new one.
+  The original ImageNet-21k files also carry a `pre_logits` layer.
+- Hugging Face's port of the original B/16 (`google/vit-base-patch16-224`).
+
+No SHA-256 is recorded yet: they were not downloaded on the machine that wrote
+this table (it has no access to those hosts). `get_file` then skips the check;
+fill the digests in from a verified download.
+"""
+
+import dataclasses
+import os
+import urllib.parse
+
+import keras
+
+BUCKET = "https://storage.googleapis.com/vit_models/"
+CACHE_DIR = None  # None: `$KERAS_HOME` or `~/.keras`; files go to its `keras_vit/` folder
+LABELS_IN21K, LABELS_IN1K = "imagenet21k", "imagenet1k"
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """One published checkpoint and what its model expects."""
+
+    variant: str  # e.g. "B/16"
+    tag: str  # e.g. "augreg_in21k_ft_in1k"
+    url: str
+    image_size: int
+    num_classes: int
+    labels: str  # the label set: "imagenet21k" or "imagenet1k"
+    pooling: str = "token"
+    representation_size: int = None
+    scaling: str = "vit"  # keras_vit.preprocessing.SCALINGS: [0, 255] -> [-1, 1]
+    sha256: str = None
+    file_name: str = None  # the cached file's name; the URL's last part when None
+
+    @property
+    def name(self):
+        return f"{self.variant}:{self.tag}"
+
+    @property
+    def cache_name(self):
+        return self.file_name or urllib.parse.unquote(self.url.rsplit("/", 1)[-1])
+
+
+# AugReg's recommended run per variant (the paper's Table 3 picks; same names as timm's
+# `augreg_in21k` weights): the pre-training file and its ImageNet-1k fine-tune.
+_AUGREG = {
+    "Ti/16": ("Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0", "steps_20k-lr_0.03"),
+    "S/16": ("S_16-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0", "steps_20k-lr_0.03"),
+    "B/16": ("B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0", "steps_20k-lr_0.01"),
+    "B/32": ("B_32-i21k-300ep-lr_0.001-aug_medium1-wd_0.03-do_0.0-sd_0.0", "steps_20k-lr_0.03"),
+    "L/16": ("L_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.1-sd_0.1", "steps_20k-lr_0.01"),
+}
+# The original paper's files: ImageNet-21k pre-training (with pre_logits) and 384 fine-tunes.
+_ORIGINAL = ("B/16", "B/32", "L/16", "L/32")
+
+
+def _rows():
+    for variant, (run, fine_tune) in _AUGREG.items():
+        yield Checkpoint(variant, "augreg_in21k", f"{BUCKET}augreg/{run}.npz", 224, 21843, LABELS_IN21K)
+        yield Checkpoint(
+            variant,
+            "augreg_in21k_ft_in1k",
+            f"{BUCKET}augreg/{run}--imagenet2012-{fine_tune}-res_224.npz",
+            224,
+            1000,
+            LABELS_IN1K,
+        )
+    for variant in _ORIGINAL + ("H/14",):
+        file = f"ViT-{variant.replace('/', '_')}.npz"
+        hidden = {"B": 768, "L": 1024, "H": 1280}[variant[0]]
+        yield Checkpoint(variant, "in21k", f"{BUCKET}imagenet21k/{file}", 224, 21843, LABELS_IN21K,
+                         representation_size=hidden)
+    for variant in _ORIGINAL:
+        file = f"ViT-{variant.replace('/', '_')}.npz"
+        yield Checkpoint(variant, "in21k_ft_in1k_384", f"{BUCKET}imagenet21k%2Bimagenet2012/{file}", 384, 1000,
+                         LABELS_IN1K)
+    yield Checkpoint(
+        "B/16",
+        "hf_in21k_ft_in1k",
+        "https://huggingface.co/google/vit-base-patch16-224/resolve/main/model.safetensors",
+        224,
+        1000,
+        LABELS_IN1K,
+        file_name="google_vit-base-patch16-224.safetensors",
+    )
+
+
+CHECKPOINTS = {row.name: row for row in _rows()}
+
+
+def find_checkpoint(name, variant=None):
+    """The registry row for `"B/16:tag"`, or for `tag` given the variant; `None` if unknown."""
+    if variant is not None and ":" not in str(name):
+        name = f"{str(variant).strip()}:{name}"
+    return CHECKPOINTS.get(str(name).strip())
+
+
+def fetch_checkpoint(checkpoint, cache_dir=None):
+    """Downloads (once) and returns the local path of a registry row's file."""
+    cache_dir = cache_dir or CACHE_DIR
+    if cache_dir:  # get_file silently falls back to /tmp/.keras for a folder that does not exist
+        os.makedirs(cache_dir, exist_ok=True)
+    return keras.utils.get_file(
+        fname=checkpoint.cache_name,
+        origin=checkpoint.url,
+        file_hash=checkpoint.sha256,
+        hash_algorithm="sha256",
+        cache_dir=cache_dir,
+        cache_subdir="keras_vit",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class FineTuneRecipe:
+    """The ViT paper's fine-tuning setup (Dosovitskiy et al. 2020, Appendix B.1.1).
+
+    SGD with momentum 0.9, no weight decay, gradients clipped at global norm 1,
+    a short linear warmup then cosine decay to zero, batch 512. The paper
+    sweeps the learning rate over `learning_rates` and fine-tunes at a higher
+    resolution than pre-training (384 for the ImageNet results).
+    """
+
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    global_clipnorm: float = 1.0
+    warmup_steps: int = 500  # the original code's fine-tuning configs
+    batch_size: int = 512
+    learning_rates: tuple = (0.001, 0.003, 0.01, 0.03)
+    steps: int = 20_000  # ImageNet; the paper uses 500-10k for the smaller transfer sets
+
+    def optimizer(self, learning_rate, total_steps=None):
+        """A `keras.optimizers.SGD` following the recipe (warmup, then cosine to 0)."""
+        total_steps = total_steps or self.steps
+        warmup = min(self.warmup_steps, max(total_steps // 10, 1))
+        schedule = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0,
+            decay_steps=max(total_steps - warmup, 1),
+            warmup_target=learning_rate,
+            warmup_steps=warmup,
+        )
+        return keras.optimizers.SGD(
+            learning_rate=schedule, momentum=self.momentum, global_clipnorm=self.global_clipnorm
+        )
+
+
+FINE_TUNE_RECIPE = FineTuneRecipe()

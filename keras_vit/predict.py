@@ -41,11 +41,13 @@ def read_image(path, max_side=MAX_SIDE):
 
 
 def _to_rgb(image):
+    from PIL import Image
+
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):  # 16-bit (or 32-bit) grayscale
         values = np.asarray(image, dtype=np.float64)
         if image.mode.startswith("I;16") or values.max() > 255:
             values = values / 257  # 65535 -> 255
-        image = image.__class__.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
+        image = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
     return image.convert("RGB")
 
 

@@ -6,6 +6,7 @@ from export_helpers import LABELS, IMAGE_SIZE, randomize, raw_images, save_model
 
 import keras_vit
 import keras_vit.export
+from keras_vit import cli
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +32,10 @@ def exported(model_dir, tmp_path_factory):
         calibration_images=raw_images(48, 32, 32, seed=3), int8_tolerance=1.0,
     )
     return output, report
+
+
+@pytest.fixture
+def cli_main(monkeypatch):
+    """`keras-vit` with only this branch's sub-commands (others register theirs elsewhere)."""
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["keras_vit.export", "keras_vit.predict"])
+    return cli.main

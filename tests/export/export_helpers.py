@@ -1,9 +1,13 @@
 """Helpers shared by the export tests: a tiny model with random weights and raw images."""
 
+import os
+
 import numpy as np
 
 from keras_vit.preprocessing import preprocessing_model, write_metadata
 
+# The repository root, where the export/ deployment kit lives.
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LABELS = ["airplane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 IMAGE_SIZE = (32, 32)
 

@@ -10,13 +10,12 @@ import subprocess
 import numpy as np
 import pytest
 import tensorflow as tf
-from export_helpers import IMAGE_SIZE, LABELS, keras_logits, raw_images
+from export_helpers import IMAGE_SIZE, LABELS, REPO, keras_logits, raw_images
 from PIL import Image
 
 from keras_vit.preprocessing import preprocessing_model
 from keras_vit.saved_model import SIGNATURES, load_signature
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUTPUTS = {"logits", "probabilities", "top_k_probabilities", "top_k_indices", "top_k_labels"}
 
 

@@ -37,16 +37,7 @@ def serving_archive(model, metadata, top_k=5):
     top_k = min(top_k, len(labels))
 
     def from_preprocessed(images):
-        logits = tf.cast(model(images, training=False), tf.float32)
-        probabilities = tf.nn.softmax(logits)
-        top = tf.math.top_k(probabilities, k=top_k)
-        return {
-            "logits": logits,
-            "probabilities": probabilities,
-            "top_k_probabilities": top.values,
-            "top_k_indices": top.indices,
-            "top_k_labels": tf.gather(tf.constant(labels), top.indices),
-        }
+        return _named_outputs(tf.cast(model(images, training=False), tf.float32), labels, top_k)
 
     def from_uint8(images):
         return from_preprocessed(preprocess(images))
@@ -71,6 +62,20 @@ def serving_archive(model, metadata, top_k=5):
     for name, (function, spec) in specs.items():
         archive.add_endpoint(name, function, input_signature=[spec])
     return archive
+
+
+def _named_outputs(logits, labels, top_k):
+    import tensorflow as tf
+
+    probabilities = tf.nn.softmax(logits)
+    top = tf.math.top_k(probabilities, k=top_k)
+    return {
+        "logits": logits,
+        "probabilities": probabilities,
+        "top_k_probabilities": top.values,
+        "top_k_indices": top.indices,
+        "top_k_labels": tf.gather(tf.constant(labels), top.indices),
+    }
 
 
 def write_saved_model(model, metadata, path, top_k=5):

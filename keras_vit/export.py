@@ -76,10 +76,10 @@ def export_model(
         measure = functools.partial(_measured, root=staging, reference=reference, labels=test_labels)
         path = os.path.join(staging, "saved_model", name, str(int(version)))
         saved_model_row = _saved_model_row(model, metadata, path, test_images, measure, top_k)
-        # The device resizes (preprocessing_model's first layer); the .tflite file normalises.
-        resize = preprocess.layers[0]
-        calibration = None if calibration_images is None else np.asarray(resize(calibration_images))
-        tflite_rows = _tflite_rows(model, metadata, staging, np.asarray(resize(test_images)), calibration, measure)
+        # The device resizes; the .tflite file normalises.
+        size = metadata["image_size"]
+        calibration = None if calibration_images is None else tflite.resized_pixels(calibration_images, size)
+        tflite_rows = _tflite_rows(model, metadata, staging, tflite.resized_pixels(test_images, size), calibration, measure)
         _judge_int8(tflite_rows, int8_tolerance, staging)
         report = {
             "model": model_path,

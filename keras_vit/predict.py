@@ -110,13 +110,11 @@ def _saved_model_predictor(path, top_k):
 
 
 def _tflite_predictor(path, top_k):
-    from keras_vit.preprocessing import preprocessing_model
-    from keras_vit.tflite import LiteRTModel
+    from keras_vit.tflite import LiteRTModel, resized_pixels
 
     model = LiteRTModel(path)
     labels = _read_labels(path)
-    resize = preprocessing_model(model.image_size).layers[0]  # the file normalises itself
-    return lambda image: _top_k(model(resize(image[None]))[0], labels, top_k)
+    return lambda image: _top_k(model(resized_pixels(image[None], model.image_size))[0], labels, top_k)
 
 
 def _read_labels(model_path):

@@ -54,6 +54,17 @@ def pixels_model(model, metadata):
     return keras.Model(pixels, float32_copy(model)(normalize(pixels)), name="vit_pixels")
 
 
+def resized_pixels(images, image_size):
+    """Raw images `(B, any, any, 3)` -> float32 pixels `(B, H, W, 3)`, as the `.tflite` files take them.
+
+    The resize of `preprocessing_model`, on float input: given uint8, Keras'
+    `Resizing` would round its output back to uint8, unlike the whole
+    preprocessing model (whose float32 input casts first).
+    """
+    resize = preprocessing_model(image_size).layers[0]
+    return np.asarray(resize(np.asarray(images, dtype=np.float32)), dtype=np.float32)
+
+
 def convert(model, path, quantization, calibration_pixels=None):
     """Writes `model` (from `pixels_model`) to `path` as a `.tflite` file.
 

@@ -1,0 +1,47 @@
+"""Calls a TF Serving gRPC endpoint with image files (`pip install tensorflow-serving-api grpcio`).
+
+    python grpc_predict.py --server localhost:8500 photo.jpg other.png
+
+Sends the files' encoded bytes to the `serving_bytes` signature and prints the
+top-k labels the model returns.
+"""
+
+import argparse
+
+
+def predict_request(paths, model_name="vit", signature_name="serving_bytes"):
+    """A `PredictRequest` holding the encoded bytes of `paths` as the `image_bytes` input."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model_name
+    request.model_spec.signature_name = signature_name
+    encoded = [open(path, "rb").read() for path in paths]
+    request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto(encoded, dtype=tf.string, shape=[len(encoded)]))
+    return request
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("images", nargs="+")
+    parser.add_argument("--server", default="localhost:8500")
+    parser.add_argument("--model-name", default="vit")
+    args = parser.parse_args()
+
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(args.server))
+    response = stub.Predict(predict_request(args.images, args.model_name), timeout=30.0)
+    labels = tf.make_ndarray(response.outputs["top_k_labels"])
+    probabilities = tf.make_ndarray(response.outputs["top_k_probabilities"])
+    for path, row, values in zip(args.images, labels, probabilities):
+        print(path)
+        for label, probability in zip(row, values):
+            print(f"  {probability:.4f}  {label.decode()}")
+
+
+if __name__ == "__main__":
+    main()

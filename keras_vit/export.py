@@ -1,0 +1,249 @@
+"""`export_model` and `keras-vit export`: a trained model folder -> SavedModel, LiteRT files, a report.
+
+Output layout (`output_dir`):
+
+    saved_model/<name>/<version>/   TF Serving's layout, three signatures (`keras_vit.saved_model`)
+    tflite/vit_<quantization>.tflite float32, float16, dynamic-range int8, int8 (`keras_vit.tflite`)
+    labels.txt                      one label per line, class index = line number
+    parity_report.json, .md         `keras_vit.parity`
+
+Everything is written into a temporary folder beside `output_dir` and renamed
+into place at the end, so an interrupted export leaves no half-written target.
+"""
+
+import contextlib
+import functools
+import os
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+
+from keras_vit import parity, saved_model, tflite
+from keras_vit.preprocessing import METADATA_FILE, preprocessing_model, read_metadata
+
+# Without test images the report still measures parity and latency, on these many random ones.
+NUM_RANDOM_TEST_IMAGES = 8
+
+
+def export_model(
+    model_dir,
+    output_dir,
+    *,
+    test_images=None,
+    test_labels=None,
+    calibration_images=None,
+    int8_tolerance=0.01,
+    overwrite=False,
+    name="vit",
+    version=1,
+    top_k=5,
+):
+    """Exports a trained model folder to SavedModel and LiteRT, and reports their parity.
+
+    Args:
+        model_dir: a folder with `model.keras` and `keras_vit.json` (or the
+            `.keras` file itself, with `keras_vit.json` beside it).
+        output_dir: the folder to create (see the module docstring).
+        test_images: uint8 `(N, H, W, 3)` raw pixels of any single size, for
+            the parity report. Defaults to a few random images (no accuracy).
+        test_labels: int `(N,)` class indices of `test_images`, for accuracy.
+        calibration_images: uint8 `(N, H, W, 3)` raw training images (a few
+            hundred) to calibrate full int8; without them full int8 is skipped.
+        int8_tolerance: largest accuracy drop of full int8 against float32
+            (a fraction; top-1 agreement with Keras when there are no labels)
+            for the int8 file to be kept. Defaults to `0.01`.
+        overwrite: replace an existing `output_dir`. Defaults to `False`.
+        name: the model name in TF Serving's layout. Defaults to `"vit"`.
+        version: the integer version folder. Defaults to `1`.
+        top_k: size of the `top_k_*` SavedModel outputs. Defaults to `5`.
+
+    Returns:
+        The report as a dict (also written as `parity_report.json`, and as
+        Markdown to `parity_report.md` and stdout).
+    """
+    output_dir = _check_target(output_dir, overwrite)
+    model, metadata, model_path = load_model(model_dir)
+    test_images, test_labels, source = _test_set(test_images, test_labels, metadata)
+    if calibration_images is not None:
+        calibration_images = _check_images(calibration_images, "calibration_images")
+    preprocess = preprocessing_model(metadata["image_size"], metadata["scaling"])
+    keras_row, reference = _keras_row(model, model_path, preprocess(test_images), test_labels)
+    with _atomic_directory(output_dir) as staging:
+        with open(os.path.join(staging, "labels.txt"), "w") as f:
+            f.write("".join(f"{label}\n" for label in metadata["labels"]))
+        measure = functools.partial(_measured, root=staging, reference=reference, labels=test_labels)
+        path = os.path.join(staging, "saved_model", name, str(int(version)))
+        saved_model_row = _saved_model_row(model, metadata, path, test_images, measure, top_k)
+        # The device resizes; the .tflite file normalises.
+        size = metadata["image_size"]
+        calibration = None if calibration_images is None else tflite.resized_pixels(calibration_images, size)
+        tflite_rows = _tflite_rows(model, metadata, staging, tflite.resized_pixels(test_images, size), calibration, measure)
+        _judge_int8(tflite_rows, int8_tolerance, staging)
+        report = {
+            "model": model_path,
+            "test_images": source,
+            "num_test_images": len(test_images),
+            "int8_tolerance": int8_tolerance,
+            "latency_threads": os.cpu_count(),
+            "artifacts": [keras_row, saved_model_row, *tflite_rows],
+        }
+        parity.write_report(report, staging)
+    print(parity.markdown(report), end="")
+    return report
+
+
+def load_model(model_dir):
+    """`(model, metadata, path of the .keras file)` from a model folder or `.keras` file."""
+    path = os.path.join(model_dir, "model.keras") if os.path.isdir(model_dir) else str(model_dir)
+    if not path.endswith(".keras") or not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"No model at {model_dir}: expected a folder with model.keras and {METADATA_FILE} "
+            "(as `keras-vit train` writes), or a .keras file."
+        )
+    metadata = read_metadata(path)
+    import keras_vit  # noqa: F401  (registers the layers for safe_mode loading)
+
+    return keras.saving.load_model(path, safe_mode=True), metadata, os.path.abspath(path)
+
+
+def _measured(name, path, predict, inputs, *, root, reference, labels):
+    """The parity row of one artifact; `predict` maps a batch of `inputs` to logits."""
+    latency = tflite.latency_ms(predict, inputs[:1])
+    return parity.artifact_row(name, path, predict(inputs), reference, labels, latency, root=root)
+
+
+def _keras_row(model, path, inputs, labels):
+    logits = model.predict(inputs, verbose=0)
+    latency = tflite.latency_ms(model.predict_on_batch, inputs[:1])
+    return parity.artifact_row("Keras", path, logits, logits, labels, latency), logits
+
+
+def _saved_model_row(model, metadata, path, images, measure, top_k):
+    saved_model.write_saved_model(model, metadata, path, top_k)
+    signature = saved_model.load_signature(path, "serving_uint8")
+    return measure("SavedModel (serving_uint8)", path, lambda batch: signature(batch)["logits"], images)
+
+
+def _tflite_rows(model, metadata, root, pixels, calibration, measure):
+    converted = tflite.pixels_model(model, metadata)
+    os.makedirs(os.path.join(root, "tflite"))
+    rows = []
+    for quantization in tflite.QUANTIZATIONS:
+        name = f"LiteRT {quantization}"
+        if quantization == "int8" and calibration is None:
+            rows.append({"artifact": name, "status": "skipped", "reason": "no calibration images were given"})
+            continue
+        path = os.path.join(root, "tflite", f"vit_{quantization}.tflite")
+        tflite.convert(converted, path, quantization, calibration)
+        rows.append(measure(name, path, tflite.LiteRTModel(path, num_threads=os.cpu_count()), pixels))
+    return rows
+
+
+def _judge_int8(rows, tolerance, root):
+    """Keeps the int8 file (the last row) only within `tolerance` of float32 (the first)."""
+    if rows[-1]["status"] == "skipped":
+        return
+    keep, reason = parity.int8_verdict(rows[-1], rows[0], tolerance)
+    rows[-1]["reason"] = reason
+    if not keep:
+        os.remove(os.path.join(root, rows[-1]["path"]))
+        rows[-1]["status"] = "dropped"
+
+
+def _test_set(images, labels, metadata):
+    if images is None:
+        if labels is not None:
+            raise ValueError("test_labels were given without test_images.")
+        shape = (NUM_RANDOM_TEST_IMAGES, *metadata["image_size"], 3)
+        return np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8), None, "random"
+    images = _check_images(images, "test_images")
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (len(images),) or labels.dtype.kind not in "iu":
+            raise ValueError(f"test_labels must be integers of shape ({len(images)},) like test_images; "
+                             f"got {labels.dtype} with shape {labels.shape}.")
+        if labels.min() < 0 or labels.max() >= len(metadata["labels"]):
+            raise ValueError(f"test_labels must be class indices in [0, {len(metadata['labels'])}).")
+    return images, labels, "test"
+
+
+def _check_images(images, name):
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or not len(images):
+        raise ValueError(f"{name} must be raw uint8 pixels of shape (N, height, width, 3) with N > 0; "
+                         f"got {images.dtype} with shape {images.shape}.")
+    return images
+
+
+def _check_target(output_dir, overwrite):
+    output_dir = os.path.abspath(output_dir)
+    if os.path.exists(output_dir):
+        if not os.path.isdir(output_dir):
+            raise FileExistsError(f"{output_dir} exists and is not a folder; choose another output.")
+        if not overwrite:
+            raise FileExistsError(f"{output_dir} already exists; pass --overwrite (overwrite=True) to replace it.")
+    return output_dir
+
+
+@contextlib.contextmanager
+def _atomic_directory(target):
+    """Yields a fresh folder beside `target` that replaces `target` only if the block completes."""
+    parent = os.path.dirname(target)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(target)}.partial-")
+    try:
+        yield staging
+        if os.path.exists(target):
+            retired = staging + ".old"
+            os.rename(target, retired)
+            os.rename(staging, target)
+            shutil.rmtree(retired)
+        else:
+            os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser(
+        "export",
+        help="export a trained model to SavedModel (TF Serving) and LiteRT, with a parity report",
+        description=export_model.__doc__.split("\n")[0],
+    )
+    parser.add_argument("model_dir", help="folder with model.keras and keras_vit.json")
+    parser.add_argument("--output", required=True, help="folder to create")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    parser.add_argument("--int8-tolerance", type=float, default=0.01,
+                        help="largest accuracy drop (fraction) for keeping full int8 (default: 0.01)")
+    parser.add_argument("--test-images", help=".npy of uint8 (N, H, W, 3) raw test images for the report")
+    parser.add_argument("--test-labels", help=".npy of int (N,) class indices of --test-images")
+    parser.add_argument("--calibration-images", help=".npy of uint8 (N, H, W, 3) raw training images for int8")
+    parser.add_argument("--name", default="vit", help="model name in TF Serving's layout (default: vit)")
+    parser.add_argument("--version", type=int, default=1, help="integer model version (default: 1)")
+    parser.set_defaults(run=run)
+
+
+def run(args):
+    export_model(
+        args.model_dir,
+        args.output,
+        test_images=_load_npy(args.test_images),
+        test_labels=_load_npy(args.test_labels),
+        calibration_images=_load_npy(args.calibration_images),
+        int8_tolerance=args.int8_tolerance,
+        overwrite=args.overwrite,
+        name=args.name,
+        version=args.version,
+    )
+    return 0
+
+
+def _load_npy(path):
+    if path is None:
+        return None
+    if not path.endswith(".npy"):
+        raise ValueError(f"{path}: expected a .npy file (numpy.save).")
+    return np.load(path, allow_pickle=False)

@@ -1,0 +1,166 @@
+"""`keras-vit predict`: top-k labels for image files from a `.keras`, SavedModel or `.tflite` model.
+
+Image files are read with Pillow into uint8 RGB whatever they hold: grayscale
+and palette images are expanded, alpha is dropped (as TensorFlow's
+`decode_image(channels=3)` does in the SavedModel's bytes signature), 16-bit
+images are scaled to 8 bits, and huge images are downscaled while decoding.
+"""
+
+import os
+import sys
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+# Longest side kept after decoding: far above any ViT input, far below a memory problem.
+MAX_SIDE = 2048
+
+
+def read_image(path, max_side=MAX_SIDE):
+    """Reads an image file as uint8 RGB `(H, W, 3)`, its longest side at most `max_side`.
+
+    Raises:
+        ValueError: the file is empty, not an image, damaged, or too large to decode safely.
+    """
+    from PIL import Image
+
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{path} is empty (0 bytes); expected an image file ({', '.join(IMAGE_EXTENSIONS)}).")
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (max_side, max_side))  # JPEG: decode straight at a reduced scale
+            image = _to_rgb(image)
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"{path} is too large to decode safely ({error}); downscale it first.") from None
+    except Image.UnidentifiedImageError:
+        raise ValueError(f"{path} is not an image Pillow can read; expected one of {', '.join(IMAGE_EXTENSIONS)}.") from None
+    except OSError as error:  # truncated or corrupt data
+        raise ValueError(f"{path} is a damaged image: {error}.") from None
+    image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def _to_rgb(image):
+    from PIL import Image
+
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):  # 16-bit (or 32-bit) grayscale
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode.startswith("I;16") or values.max() > 255:
+            values = values / 257  # 65535 -> 255
+        image = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
+    return image.convert("RGB")
+
+
+def image_files(paths):
+    """Expands folders (their image files, sorted) and keeps files as given."""
+    files = []
+    for path in paths:
+        if os.path.isdir(path):
+            found = sorted(os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS))
+            if not found:
+                raise FileNotFoundError(f"No image files ({', '.join(IMAGE_EXTENSIONS)}) in folder {path}.")
+            files += found
+        elif os.path.isfile(path):
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"No such image file or folder: {path}")
+    return files
+
+
+def load_predictor(path, top_k=5):
+    """Returns `predict(image) -> [(label, probability), ...]` (top-k, best first) for a model file.
+
+    Args:
+        path: a `.keras` file or its folder (with `keras_vit.json`), a
+            SavedModel folder written by `keras-vit export`, or a `.tflite`
+            file (with `labels.txt` beside it or one folder up).
+        top_k: how many labels to return per image. Defaults to `5`.
+    """
+    path = str(path)
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return _saved_model_predictor(path, top_k)
+    if path.endswith(".tflite"):
+        return _tflite_predictor(path, top_k)
+    if path.endswith(".keras") or os.path.isfile(os.path.join(path, "model.keras")):
+        return _keras_predictor(path, top_k)
+    raise ValueError(f"--model {path} is none of: a .keras file or its folder, a SavedModel folder "
+                     "(with saved_model.pb), a .tflite file.")
+
+
+def _keras_predictor(path, top_k):
+    from keras_vit.export import load_model
+    from keras_vit.preprocessing import preprocessing_model
+
+    model, metadata, _ = load_model(path)
+    preprocess = preprocessing_model(metadata["image_size"], metadata["scaling"])
+    return lambda image: _top_k(model.predict_on_batch(preprocess(image[None]))[0], metadata["labels"], top_k)
+
+
+def _saved_model_predictor(path, top_k):
+    from keras_vit.saved_model import load_signature
+
+    signature = load_signature(path, "serving_uint8")
+
+    def predict(image):  # the signature's own top-k (k fixed at export, 5 by default)
+        outputs = signature(image[None])
+        labels = [label.decode() for label in outputs["top_k_labels"][0]]
+        return list(zip(labels, outputs["top_k_probabilities"][0].tolist()))[:top_k]
+
+    return predict
+
+
+def _tflite_predictor(path, top_k):
+    from keras_vit.tflite import LiteRTModel, resized_pixels
+
+    model = LiteRTModel(path)
+    labels = _read_labels(path)
+    return lambda image: _top_k(model(resized_pixels(image[None], model.image_size))[0], labels, top_k)
+
+
+def _read_labels(model_path):
+    folder = os.path.dirname(os.path.abspath(model_path))
+    for candidate in (os.path.join(folder, "labels.txt"), os.path.join(os.path.dirname(folder), "labels.txt")):
+        if os.path.isfile(candidate):
+            with open(candidate) as f:
+                return f.read().splitlines()
+    raise FileNotFoundError(f"No labels.txt beside {model_path} or one folder up; `keras-vit export` writes one.")
+
+
+def _top_k(logits, labels, top_k):
+    """`[(label, probability)]` of the `top_k` most probable classes."""
+    logits = np.asarray(logits, dtype=np.float64)
+    probabilities = np.exp(logits - logits.max())
+    probabilities /= probabilities.sum()
+    return [(labels[i], float(probabilities[i])) for i in np.argsort(-probabilities)[:top_k]]
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser(
+        "predict",
+        help="print the top-k labels of image files",
+        description="Top-k labels with probabilities for image files (or folders of them).",
+    )
+    parser.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
+    parser.add_argument("--model", required=True,
+                        help=".keras file or its folder, SavedModel folder, or .tflite file")
+    parser.add_argument("--top-k", type=int, default=5, help="labels per image (default: 5)")
+    parser.set_defaults(run=run)
+
+
+def run(args):
+    if args.top_k < 1:
+        raise ValueError(f"--top-k={args.top_k} must be at least 1.")
+    files = image_files(args.images)
+    predict = load_predictor(args.model, args.top_k)
+    failures = 0
+    for path in files:
+        try:
+            image = read_image(path)
+        except ValueError as error:  # one bad file among many: say so and go on
+            print(f"skipped: {error}", file=sys.stderr)
+            failures += 1
+            continue
+        print(path)
+        for label, probability in predict(image):
+            print(f"  {probability:.4f}  {label}")
+    return 1 if failures else 0

@@ -1,0 +1,112 @@
+"""A SavedModel for TF Serving with three signatures, all ending in the same named outputs.
+
+Signatures (B is dynamic in all three; H, W the model's image size):
+- `serving_default`: `images`, float32 `(B, H, W, 3)`, already preprocessed.
+- `serving_uint8`: `images`, uint8 `(B, any, any, 3)` raw pixels; resized and
+  normalised inside by `keras_vit.preprocessing.preprocessing_model`.
+- `serving_bytes`: `image_bytes`, string `(B,)` encoded JPEG/PNG/GIF/BMP (TF
+  Serving's REST `{"b64": ...}`); decoded to RGB (grayscale and alpha are
+  converted, 16-bit is scaled to 8-bit), then as `serving_uint8`.
+
+Outputs: `logits` and `probabilities` `(B, num_classes)`; `top_k_probabilities`,
+`top_k_indices` and `top_k_labels` `(B, k)`.
+"""
+
+import keras
+
+from keras_vit.preprocessing import preprocessing_model
+
+SIGNATURES = ("serving_default", "serving_uint8", "serving_bytes")
+
+
+def serving_archive(model, metadata, top_k=5):
+    """Returns a `keras.export.ExportArchive` holding `model` behind the three signatures.
+
+    Args:
+        model: a Keras model mapping preprocessed images to logits.
+        metadata: the model's `keras_vit.json` contents (`image_size`,
+            `scaling`, `labels`).
+        top_k: how many classes the `top_k_*` outputs hold. Defaults to `5`.
+    """
+    import tensorflow as tf
+
+    height, width = metadata["image_size"]
+    preprocess = preprocessing_model((height, width), metadata["scaling"])
+    preprocess.build((None, None, None, 3))  # ExportArchive tracks built layers only
+    labels = list(metadata["labels"])
+    top_k = min(top_k, len(labels))
+
+    def from_preprocessed(images):
+        return _named_outputs(tf.cast(model(images, training=False), tf.float32), labels, top_k)
+
+    def from_uint8(images):
+        return from_preprocessed(preprocess(images))
+
+    def decode(image_bytes):
+        # Any size, mode or bit depth in; uint8 RGB out (a GIF gives its first frame).
+        image = tf.io.decode_image(image_bytes, channels=3, dtype=tf.uint8, expand_animations=False)
+        return preprocess(image[None])[0]
+
+    def from_bytes(image_bytes):
+        images = tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec((height, width, 3), tf.float32))
+        return from_preprocessed(images)
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.track(preprocess)
+    specs = {
+        "serving_default": (from_preprocessed, tf.TensorSpec((None, height, width, 3), tf.float32, name="images")),
+        "serving_uint8": (from_uint8, tf.TensorSpec((None, None, None, 3), tf.uint8, name="images")),
+        "serving_bytes": (from_bytes, tf.TensorSpec((None,), tf.string, name="image_bytes")),
+    }
+    for name, (function, spec) in specs.items():
+        archive.add_endpoint(name, function, input_signature=[spec])
+    return archive
+
+
+def _named_outputs(logits, labels, top_k):
+    import tensorflow as tf
+
+    probabilities = tf.nn.softmax(logits)
+    top = tf.math.top_k(probabilities, k=top_k)
+    return {
+        "logits": logits,
+        "probabilities": probabilities,
+        "top_k_probabilities": top.values,
+        "top_k_indices": top.indices,
+        "top_k_labels": tf.gather(tf.constant(labels), top.indices),
+    }
+
+
+def write_saved_model(model, metadata, path, top_k=5):
+    """Writes the SavedModel of `serving_archive` to `path` (a version folder)."""
+    serving_archive(model, metadata, top_k).write_out(str(path), verbose=False)
+    return path
+
+
+def load_signature(path, name="serving_uint8"):
+    """Loads one signature of a SavedModel written here, checking its inputs before TF does.
+
+    Returns a function `signature(array) -> dict of numpy outputs` that raises
+    a `ValueError` naming the expected input when the rank or dtype is wrong,
+    instead of TensorFlow's binding error.
+    """
+    import tensorflow as tf
+
+    function = tf.saved_model.load(str(path)).signatures[name]
+    (key, spec), = function.structured_input_signature[1].items()
+
+    def signature(array):
+        tensor = tf.convert_to_tensor(array)
+        if tensor.dtype != spec.dtype or not spec.shape.is_compatible_with(tensor.shape):
+            raise ValueError(
+                f"Signature {name!r} expects input {key!r} as {spec.dtype.name} with shape "
+                f"{_shape_text(spec.shape)}; got {tensor.dtype.name} with shape {_shape_text(tensor.shape)}."
+            )
+        return {output: value.numpy() for output, value in function(**{key: tensor}).items()}
+
+    return signature
+
+
+def _shape_text(shape):
+    return "(" + ", ".join("any" if n is None else str(n) for n in shape.as_list()) + ")"

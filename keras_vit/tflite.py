@@ -1,0 +1,144 @@
+"""LiteRT (TFLite) artifacts: float32, float16, dynamic-range int8 and full int8.
+
+Every `.tflite` file here takes float32 pixels `(B, H, W, 3)` in 0..255 at the
+model's image size and returns `(B, num_classes)` logits. The normalisation of
+`keras_vit.preprocessing.preprocessing_model` is inside the file, so a device
+only has to resize; the resize itself stays outside because TensorFlow's
+antialiased resize is not a LiteRT built-in op.
+
+Conversion goes through Keras' own LiteRT exporter with built-in ops only: if
+a TensorFlow (Flex) op were needed the conversion fails here, instead of on a
+phone whose runtime does not carry it.
+"""
+
+import time
+
+import keras
+import numpy as np
+
+from keras_vit.preprocessing import preprocessing_model
+
+QUANTIZATIONS = ("float32", "float16", "dynamic_int8", "int8")
+
+
+def float32_copy(model):
+    """Returns `model` rebuilt in float32 with the same weights (`model` itself if already float32).
+
+    A model trained under `mixed_float16` does not convert: exact GELU in half
+    precision lowers to `tf.Erfc`, which LiteRT lacks. Its variables are float32
+    anyway, so a float32 twin of the architecture can take them unchanged.
+    """
+    if all(layer.dtype_policy.compute_dtype == "float32" for layer in model._flatten_layers()):
+        return model
+    clone = model.__class__.from_config(_float32_config(model.get_config()))
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def _float32_config(config):
+    if isinstance(config, dict):
+        if config.get("class_name") in ("DTypePolicy", "FloatDTypePolicy"):
+            return "float32"
+        return {key: _float32_config(value) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_float32_config(value) for value in config]
+    return config
+
+
+def pixels_model(model, metadata):
+    """The model inside every `.tflite` file: pixels at the model's size -> normalise -> logits."""
+    height, width = metadata["image_size"]
+    # preprocessing_model is (resize, normalise); the device resizes, the file normalises.
+    normalize = preprocessing_model((height, width), metadata["scaling"]).layers[-1]
+    pixels = keras.Input((height, width, 3), name="pixels")
+    return keras.Model(pixels, float32_copy(model)(normalize(pixels)), name="vit_pixels")
+
+
+def resized_pixels(images, image_size):
+    """Raw images `(B, any, any, 3)` -> float32 pixels `(B, H, W, 3)`, as the `.tflite` files take them.
+
+    The resize of `preprocessing_model`, on float input: given uint8, Keras'
+    `Resizing` would round its output back to uint8, unlike the whole
+    preprocessing model (whose float32 input casts first).
+    """
+    resize = preprocessing_model(image_size).layers[0]
+    return np.asarray(resize(np.asarray(images, dtype=np.float32)), dtype=np.float32)
+
+
+def convert(model, path, quantization, calibration_pixels=None):
+    """Writes `model` (from `pixels_model`) to `path` as a `.tflite` file.
+
+    Args:
+        model: a Keras model taking float32 pixels.
+        path: the `.tflite` file to write.
+        quantization: one of `QUANTIZATIONS`: `"float32"`; `"float16"`
+            weights; `"dynamic_int8"` (int8 weights, activations quantized on
+            the fly); `"int8"` (weights and activations, calibrated).
+        calibration_pixels: `(N, H, W, 3)` float32 pixels for `"int8"`: a few
+            hundred training images, resized.
+    """
+    import tensorflow as tf
+
+    options = {"target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}}
+    if quantization == "float16":
+        options["target_spec"]["supported_types"] = [tf.float16]
+    elif quantization == "int8":
+        if calibration_pixels is None or not len(calibration_pixels):
+            raise ValueError("quantization='int8' needs calibration images (a few hundred training images).")
+        # Int8 kernels first; LayerNorm's NEG has none and stays float (still a built-in op).
+        options["target_spec"]["supported_ops"].insert(0, tf.lite.OpsSet.TFLITE_BUILTINS_INT8)
+        calibration_pixels = np.asarray(calibration_pixels, dtype=np.float32)
+        options["representative_dataset"] = lambda: ([pixels[None]] for pixels in calibration_pixels)
+    elif quantization != "dynamic_int8" and quantization != "float32":
+        raise ValueError(f"Unknown quantization={quantization!r}; expected one of {QUANTIZATIONS}.")
+    if quantization != "float32":
+        options["optimizations"] = [tf.lite.Optimize.DEFAULT]
+    model.export(str(path), format="litert", verbose=False, **options)
+    return path
+
+
+class LiteRTModel:
+    """A `.tflite` file run by LiteRT's interpreter: `model(pixels) -> logits`, any batch size.
+
+    Args:
+        path: the `.tflite` file.
+        num_threads: interpreter threads. Defaults to LiteRT's choice.
+    """
+
+    def __init__(self, path, num_threads=None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.path = str(path)
+        self.interpreter = Interpreter(model_path=self.path, num_threads=num_threads)
+        self.interpreter.allocate_tensors()
+        self._input = self.interpreter.get_input_details()[0]
+        self._output = self.interpreter.get_output_details()[0]
+        self.image_size = tuple(int(n) for n in self._input["shape"][1:3])
+
+    def __call__(self, pixels):
+        pixels = np.asarray(pixels, dtype=np.float32)
+        expected = (*self.image_size, 3)
+        if pixels.ndim != 4 or pixels.shape[1:] != expected:
+            raise ValueError(f"{self.path} expects float32 pixels of shape (B, {', '.join(map(str, expected))}); "
+                             f"got shape {pixels.shape}.")
+        if pixels.shape[0] != self.interpreter.get_input_details()[0]["shape"][0]:
+            self.interpreter.resize_tensor_input(self._input["index"], pixels.shape)
+            self.interpreter.allocate_tensors()
+        self.interpreter.set_tensor(self._input["index"], pixels)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self._output["index"]).copy()
+
+    def op_names(self):
+        """The distinct operators in the file, e.g. `["ADD", "BATCH_MATMUL", ...]`."""
+        return sorted({op["op_name"] for op in self.interpreter._get_ops_details()})
+
+
+def latency_ms(predict, image, repeats=20):
+    """Median milliseconds of `predict(image)` for a batch of one, after one warm-up call."""
+    predict(image)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        predict(image)
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))

@@ -1,0 +1,120 @@
+"""`export_model` and `keras-vit export`: the layout, the parity report, atomic writes, refusals."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from export_helpers import LABELS, raw_images
+
+from keras_vit import export, parity, tflite
+
+ARTIFACTS = ["Keras", "SavedModel (serving_uint8)"] + [f"LiteRT {q}" for q in tflite.QUANTIZATIONS]
+
+
+def test_export_writes_tf_serving_and_litert_layout(exported):
+    output, _ = exported
+    assert (output / "saved_model" / "vit" / "1" / "saved_model.pb").is_file()
+    assert sorted(os.listdir(output / "tflite")) == sorted(f"vit_{q}.tflite" for q in tflite.QUANTIZATIONS)
+    assert (output / "labels.txt").read_text().splitlines() == LABELS
+    # Nothing half-written is left beside the target.
+    assert os.listdir(output.parent) == ["out"]
+
+
+def test_report_measures_every_artifact(exported):
+    output, report = exported
+    assert json.loads((output / "parity_report.json").read_text()) == report
+    assert (output / "parity_report.md").read_text() == parity.markdown(report)
+    rows = {row["artifact"]: row for row in report["artifacts"]}
+    assert list(rows) == ARTIFACTS
+    assert report["num_test_images"] == 24 and report["test_images"] == "test"
+    for name, row in rows.items():
+        assert row["status"] == "kept"
+        assert row["size_mb"] > 0.05 and row["latency_ms"] > 0
+        assert 0 <= row["accuracy"] <= 1
+        assert os.path.exists(row["path"] if name == "Keras" else output / row["path"])
+    assert rows["SavedModel (serving_uint8)"]["max_abs_logit_diff"] < 1e-5
+    assert rows["LiteRT float32"]["max_abs_logit_diff"] < 1e-4
+    assert rows["LiteRT float16"]["max_abs_logit_diff"] < 5e-3
+    assert rows["LiteRT float32"]["top1_agreement"] == 1.0
+    assert rows["LiteRT float32"]["accuracy"] == rows["Keras"]["accuracy"]
+    assert "within int8_tolerance=1.0" in rows["LiteRT int8"]["reason"]
+
+
+def test_int8_is_dropped_with_the_reason_when_accuracy_falls(tmp_path):
+    (tmp_path / "vit_int8.tflite").write_bytes(b"x")
+    rows = [
+        {"artifact": "LiteRT float32", "accuracy": 0.90, "top1_agreement": 1.0, "status": "kept"},
+        {"artifact": "LiteRT int8", "accuracy": 0.85, "top1_agreement": 0.9, "status": "kept",
+         "path": "vit_int8.tflite"},
+    ]
+    export._judge_int8(rows, 0.02, str(tmp_path))
+    assert rows[-1]["status"] == "dropped"
+    assert rows[-1]["reason"] == "accuracy 85.00% is 5.00% below float32's, more than int8_tolerance=0.02"
+    assert not (tmp_path / "vit_int8.tflite").exists()
+    assert "- LiteRT int8: accuracy 85.00% is 5.00% below" in parity.markdown(
+        {"model": "m", "num_test_images": 1, "test_images": "test", "artifacts": rows})
+
+
+def test_without_labels_int8_is_judged_on_agreement_with_keras():
+    float32 = {"accuracy": None, "top1_agreement": 1.0}
+    assert parity.int8_verdict({"accuracy": None, "top1_agreement": 0.995}, float32, 0.01)[0]
+    keep, reason = parity.int8_verdict({"accuracy": None, "top1_agreement": 0.9}, float32, 0.01)
+    assert not keep and reason.startswith("top1_agreement 90.00%")
+
+
+def test_cli_export_refuses_an_existing_target_then_overwrites_it(cli_main, model_dir, tmp_path, capsys):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old_file").write_text("from an earlier export")
+    np.save(tmp_path / "images.npy", raw_images(6, 33, 20))
+    args = ["export", str(model_dir), "--output", str(target), "--test-images", str(tmp_path / "images.npy")]
+    assert cli_main(args) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert cli_main(args + ["--overwrite", "--name", "digits", "--version", "7"]) == 0
+    printed = capsys.readouterr().out
+    assert "| LiteRT float16 |" in printed and "LiteRT int8: no calibration images were given" in printed
+    assert not (target / "old_file").exists()
+    assert (target / "saved_model" / "digits" / "7" / "saved_model.pb").is_file()
+    report = json.loads((target / "parity_report.json").read_text())
+    assert report["artifacts"][-1]["status"] == "skipped" and report["artifacts"][2]["accuracy"] is None
+    assert sorted(os.listdir(tmp_path)) == ["images.npy", "out"]
+
+
+def test_interrupted_export_leaves_nothing(model_dir, tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tflite, "convert", fail)
+    with pytest.raises(KeyboardInterrupt):
+        export.export_model(str(model_dir), str(tmp_path / "out"))
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"test_images": raw_images(2).astype("float32")}, "test_images must be raw uint8 pixels"),
+        ({"test_images": raw_images(2)[..., :1]}, r"got uint8 with shape \(2, 40, 48, 1\)"),
+        ({"test_images": raw_images(2), "test_labels": [1, 2, 3]}, r"test_labels must be integers of shape \(2,\)"),
+        ({"test_images": raw_images(2), "test_labels": [0, 10]}, r"class indices in \[0, 10\)"),
+        ({"test_labels": [0, 1]}, "test_labels were given without test_images"),
+        ({"calibration_images": np.zeros((0, 32, 32, 3), "uint8")}, "calibration_images must be .* N > 0"),
+    ],
+)
+def test_bad_arrays_are_refused_before_anything_is_written(model_dir, tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        export.export_model(str(model_dir), str(tmp_path / "out"), **kwargs)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_folder_without_a_model_says_what_is_expected(tmp_path):
+    with pytest.raises(FileNotFoundError, match="expected a folder with model.keras and keras_vit.json"):
+        export.export_model(str(tmp_path), str(tmp_path / "out"))
+
+
+def test_cli_rejects_arrays_that_are_not_npy(cli_main, model_dir, tmp_path, capsys):
+    (tmp_path / "images.npz").write_bytes(b"")
+    assert cli_main(["export", str(model_dir), "--output", str(tmp_path / "o"),
+                     "--test-images", str(tmp_path / "images.npz")]) == 2
+    assert "expected a .npy file" in capsys.readouterr().err

@@ -1,0 +1,166 @@
+"""Reading image files, `keras-vit predict`, and the TensorFlow-free predictor in `export/`."""
+
+import os
+import runpy
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from export_helpers import LABELS, REPO, raw_images
+from PIL import Image
+
+from keras_vit import predict
+
+KIT_PREDICTOR = os.path.join(REPO, "export", "predict_litert.py")
+
+
+@pytest.fixture(scope="module")
+def kit():
+    """The export/ predictor's functions (importing it pulls in ai_edge_litert, not TensorFlow)."""
+    return runpy.run_path(KIT_PREDICTOR)
+
+
+def _readers(kit):
+    """Both image readers, as `path -> uint8 (H, W, 3)`; the kit's at the image's own size."""
+    def kit_reader(path):
+        try:
+            with Image.open(path) as image:
+                size = image.size[::-1]
+        except Exception:  # unreadable: any size, the reader must refuse it first
+            size = (8, 8)
+        return kit["read_image"](path, size).astype(np.uint8)
+
+    return {"keras_vit": predict.read_image, "export kit": kit_reader}
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    rgb = raw_images(1, 30, 40)[0]
+    Image.fromarray(rgb).save(folder / "rgb.png")
+    Image.fromarray(rgb[:, :, 0]).save(folder / "gray.png")
+    Image.fromarray(np.concatenate([rgb, np.zeros((30, 40, 1), np.uint8)], -1)).save(folder / "rgba.png")
+    Image.fromarray(rgb).quantize(16).save(folder / "palette.png")
+    Image.fromarray(rgb[:, :, 1].astype(np.uint16) * 257).save(folder / "deep.png")  # 16-bit grayscale
+    Image.fromarray(rgb).save(folder / "photo.jpg", quality=95)
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "notes.jpg").write_text("this is not an image")
+    (folder / "truncated.jpg").write_bytes((folder / "photo.jpg").read_bytes()[:300])
+    return folder, rgb
+
+
+@pytest.mark.parametrize("reader", ["keras_vit", "export kit"])
+def test_grayscale_rgba_palette_and_16_bit_become_rgb(kit, images, reader):
+    folder, rgb = images
+    read = _readers(kit)[reader]
+    np.testing.assert_array_equal(read(folder / "rgb.png"), rgb)
+    np.testing.assert_array_equal(read(folder / "gray.png"), np.repeat(rgb[:, :, :1], 3, -1))
+    np.testing.assert_array_equal(read(folder / "rgba.png"), rgb)  # alpha dropped, as TF's decoder does
+    np.testing.assert_array_equal(read(folder / "deep.png"), np.repeat(rgb[:, :, 1:2], 3, -1))
+    palette = read(folder / "palette.png")
+    assert palette.shape == (30, 40, 3) and palette.dtype == np.uint8 and np.abs(palette - rgb.astype(int)).mean() < 40
+
+
+@pytest.mark.parametrize("reader", ["keras_vit", "export kit"])
+@pytest.mark.parametrize(
+    "name, message",
+    [("empty.png", "is empty"), ("notes.jpg", "is not an image"), ("truncated.jpg", "is a damaged image")],
+)
+def test_unreadable_files_get_a_clear_message(kit, images, reader, name, message):
+    with pytest.raises(ValueError, match=message):
+        _readers(kit)[reader](images[0] / name)
+
+
+def test_huge_images_are_downscaled_while_decoding(tmp_path):
+    Image.new("RGB", (6000, 3000), (10, 200, 30)).save(tmp_path / "huge.jpg")
+    image = predict.read_image(tmp_path / "huge.jpg")
+    assert image.shape == (1024, 2048, 3) and tuple(image[500, 1000]) == pytest.approx((10, 200, 30), abs=3)
+
+
+@pytest.mark.parametrize("reader", ["keras_vit", "export kit"])
+def test_decompression_bombs_are_refused(kit, tmp_path, monkeypatch, reader):
+    Image.new("RGB", (200, 100)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)  # 200 x 100 is more than twice this
+    with pytest.raises(ValueError, match="too large to decode safely"):
+        _readers(kit)[reader](tmp_path / "bomb.png")
+
+
+def _parse(printed):
+    """`{image path: [(label, probability), ...]}` from predict's output."""
+    results, current = {}, None
+    for line in printed.splitlines():
+        if line.startswith("  "):
+            probability, label = line.split()
+            results[current].append((label, float(probability)))
+        else:
+            current = line
+            results[current] = []
+    return results
+
+
+@pytest.mark.parametrize("model_path", ["model.keras", "saved_model/vit/1", "tflite/vit_float32.tflite",
+                                        "tflite/vit_int8.tflite"])
+def test_predict_agrees_across_model_formats(cli_main, model_dir, exported, images, capsys, model_path):
+    folder, _ = images
+    good = [str(folder / n) for n in ("rgb.png", "gray.png", "photo.jpg")]
+    assert cli_main(["predict", *good, "--model", str(model_dir), "--top-k", "3"]) == 0
+    expected = _parse(capsys.readouterr().out)
+    root = model_dir if model_path == "model.keras" else exported[0]
+    assert cli_main(["predict", *good, "--model", str(root / model_path), "--top-k", "3"]) == 0
+    results = _parse(capsys.readouterr().out)
+    assert list(results) == good
+    tolerance = 0.05 if "int8" in model_path else 1e-3
+    for path in good:
+        assert len(results[path]) == 3 and all(label in LABELS for label, _ in results[path])
+        assert results[path][0][0] == expected[path][0][0]
+        assert results[path][0][1] == pytest.approx(expected[path][0][1], abs=tolerance)
+
+
+def test_predict_on_a_folder_skips_bad_files_and_says_why(cli_main, exported, images, capsys):
+    folder, _ = images
+    code = cli_main(["predict", str(folder), "--model", str(exported[0] / "tflite" / "vit_float16.tflite")])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert sorted(os.path.basename(p) for p in _parse(captured.out)) == [
+        "deep.png", "gray.png", "palette.png", "photo.jpg", "rgb.png", "rgba.png"]
+    assert captured.err.count("skipped:") == 3 and "notes.jpg is not an image" in captured.err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["missing.png", "--model", "m.keras"], "No such image file or folder: missing.png"),
+     (["{images}/rgb.png", "--model", "{images}"], "is none of: a .keras file")],
+)
+def test_predict_usage_errors_are_one_line(cli_main, images, capsys, args, message):
+    args = [a.format(images=images[0]) for a in args]
+    assert cli_main(["predict", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_export_kit_predictor_runs_without_tensorflow(exported, images, cli_main, capsys):
+    folder, _ = images
+    model = exported[0] / "tflite" / "vit_float32.tflite"
+    good = [str(folder / n) for n in ("rgb.png", "photo.jpg")]
+    # TensorFlow and keras are made unimportable, and checked absent afterwards.
+    script = (
+        "import runpy, sys\n"
+        "sys.modules['tensorflow'] = sys.modules['keras'] = None\n"
+        f"sys.argv = ['predict_litert.py', *{good!r}, '--model', {str(model)!r}, '--top-k', '3']\n"
+        "try:\n"
+        f"    runpy.run_path({KIT_PREDICTOR!r}, run_name='__main__')\n"
+        "except SystemExit as exit:\n"
+        "    assert not exit.code, exit.code\n"
+        "assert not [m for m in sys.modules if m.startswith(('tensorflow', 'keras')) and sys.modules[m]]\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": ""}, cwd="/")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert cli_main(["predict", *good, "--model", str(model), "--top-k", "3"]) == 0
+    expected = _parse(capsys.readouterr().out)
+    results = _parse(result.stdout)
+    assert list(results) == good
+    for path in good:  # Pillow's antialiased resize stands in for TensorFlow's on the device
+        assert [label for label, _ in results[path]][:1] == [label for label, _ in expected[path]][:1]
+        assert results[path][0][1] == pytest.approx(expected[path][0][1], abs=0.02)

@@ -144,16 +144,15 @@ class FineTuneRecipe:
 
     def optimizer(self, learning_rate, total_steps=None):
         """A `keras.optimizers.SGD` following the recipe (warmup, then cosine to 0)."""
+        from keras_vit.recipes import make_optimizer
+
         total_steps = total_steps or self.steps
-        warmup = min(self.warmup_steps, max(total_steps // 10, 1))
-        schedule = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=0.0,
-            decay_steps=max(total_steps - warmup, 1),
-            warmup_target=learning_rate,
-            warmup_steps=warmup,
-        )
-        return keras.optimizers.SGD(
-            learning_rate=schedule, momentum=self.momentum, global_clipnorm=self.global_clipnorm
+        return make_optimizer(
+            "sgd",
+            learning_rate=learning_rate,
+            total_steps=total_steps,
+            warmup_steps=min(self.warmup_steps, max(total_steps // 10, 1)),
+            clipnorm=self.global_clipnorm,
         )
 
 

@@ -60,9 +60,17 @@ def load(dataset="digits", *, data_dir=None, download=True, bad_files="skip", va
     """
     if not 0 < validation_fraction < 0.5:
         raise ValueError(f"validation_fraction={validation_fraction} must be in (0, 0.5).")
-    if os.path.sep in str(dataset) or os.path.isdir(str(dataset)):
-        return _load_folder(str(dataset), bad_files, validation_fraction, seed)
+    dataset = os.path.expanduser(str(dataset))
+    if _is_folder(dataset):
+        return _load_folder(dataset, bad_files, validation_fraction, seed)
     return _load_tfds(str(dataset), data_dir, download, validation_fraction)
+
+
+def _is_folder(dataset):
+    """A path when written as one; a bare name is a TFDS dataset first, then a folder here."""
+    if os.path.sep in dataset or dataset.startswith("."):
+        return True
+    return os.path.isdir(dataset) and dataset not in tfds.list_builders()
 
 
 # --- TFDS ------------------------------------------------------------------------
@@ -234,6 +242,19 @@ def _file_dataset(paths, ys):
 
     ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, tf.string), tf.constant(ys, tf.int64)))
     return ds.map(read, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def raw_arrays(ds, image_size, limit):
+    """Up to `limit` raw uint8 images of a split as one array (for export reports and int8 calibration).
+
+    Returned as they are when all share a size; else resized to `image_size` with the training
+    resize and rounded, so they stack.
+    """
+    images, labels = zip(*((image.numpy(), int(label)) for image, label in ds.take(limit)))
+    if len({image.shape for image in images}) > 1:
+        resize = preprocessing_model(image_size).layers[0]  # the training resize, no normalisation
+        images = [np.clip(np.round(resize(image).numpy()), 0, 255).astype(np.uint8) for image in images]
+    return np.stack(images), np.array(labels)
 
 
 # --- the input pipeline ---------------------------------------------------------

@@ -218,6 +218,9 @@ def add_parser(subparsers):
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     parser.add_argument("--int8-tolerance", type=float, default=0.01,
                         help="largest accuracy drop (fraction) for keeping full int8 (default: 0.01)")
+    parser.add_argument("--dataset", help="take test and calibration images from this dataset (as `keras-vit "
+                        "train --dataset`: a TFDS name, digits or a folder)")
+    parser.add_argument("--data-dir", help="where TFDS keeps --dataset")
     parser.add_argument("--test-images", help=".npy of uint8 (N, H, W, 3) raw test images for the report")
     parser.add_argument("--test-labels", help=".npy of int (N,) class indices of --test-images")
     parser.add_argument("--calibration-images", help=".npy of uint8 (N, H, W, 3) raw training images for int8")
@@ -227,12 +230,21 @@ def add_parser(subparsers):
 
 
 def run(args):
+    test_images, test_labels, calibration = (_load_npy(p) for p in (args.test_images, args.test_labels,
+                                                                     args.calibration_images))
+    if args.dataset:
+        from keras_vit import data
+
+        splits = data.load(args.dataset, data_dir=args.data_dir)
+        size = read_metadata(args.model_dir)["image_size"]
+        test_images, test_labels = data.raw_arrays(splits.test, size, limit=1000)
+        calibration, _ = data.raw_arrays(splits.train, size, limit=300)
     export_model(
         args.model_dir,
         args.output,
-        test_images=_load_npy(args.test_images),
-        test_labels=_load_npy(args.test_labels),
-        calibration_images=_load_npy(args.calibration_images),
+        test_images=test_images,
+        test_labels=test_labels,
+        calibration_images=calibration,
         int8_tolerance=args.int8_tolerance,
         overwrite=args.overwrite,
         name=args.name,

@@ -11,8 +11,6 @@ with the layer's dtype policy, and returns exactly its constructor arguments
 from `get_config`. Only `keras` and `keras.ops` are used, no TensorFlow.
 """
 
-import math
-
 import keras
 from keras import ops
 
@@ -164,7 +162,8 @@ class AddPositionEmbedding(keras.layers.Layer):
     Args:
         num_prefix_tokens: how many leading tokens are not patches (1 with a
             class token, 0 without). They keep their slots when the embedding
-            is resized to another patch grid (`resize_position_embedding`).
+            is resized to another patch grid
+            (`keras_vit.resample_position_embedding`).
             Defaults to `1`.
 
     Call arguments:
@@ -197,55 +196,6 @@ class AddPositionEmbedding(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_prefix_tokens": self.num_prefix_tokens}
-
-
-def resize_position_embedding(
-    embedding, target_grid, source_grid=None, num_prefix_tokens=1, interpolation="bilinear"
-):
-    """Resizes a `(1, prefix + h*w, D)` position embedding to another patch grid.
-
-    The prefix slots (the class token's) are kept as they are; the grid part
-    is reshaped to `(h, w, D)`, interpolated as an image and flattened back.
-    This is how a checkpoint trained at 224 fine-tunes at 384.
-
-    Args:
-        embedding: array `(1, T, D)` or `(T, D)`.
-        target_grid: `(rows, cols)` of the new patch grid, or an int.
-        source_grid: `(rows, cols)` of the embedding's grid; inferred as square
-            when `None`.
-        num_prefix_tokens: leading non-patch tokens. Defaults to `1`.
-        interpolation: `"bilinear"` or `"bicubic"` (`keras.ops.image.resize`,
-            half-pixel centres, no antialiasing). Defaults to `"bilinear"`.
-
-    Returns:
-        A `(1, prefix + rows*cols, D)` array in the embedding's dtype.
-    """
-    embedding = ops.convert_to_tensor(embedding)
-    if len(embedding.shape) == 2:
-        embedding = embedding[None]
-    length, dim = embedding.shape[1], embedding.shape[2]
-    grid_length = length - num_prefix_tokens
-    if source_grid is None:
-        side = math.isqrt(grid_length)
-        if side * side != grid_length:
-            raise ValueError(
-                f"The embedding has {grid_length} grid tokens, not a square grid: pass source_grid."
-            )
-        source_grid = (side, side)
-    source_grid = to_pair(source_grid, "source_grid")
-    target_grid = to_pair(target_grid, "target_grid")
-    if source_grid[0] * source_grid[1] != grid_length:
-        raise ValueError(
-            f"source_grid={source_grid} has {source_grid[0] * source_grid[1]} tokens but the "
-            f"embedding has {grid_length} after {num_prefix_tokens} prefix token(s)."
-        )
-    prefix, grid = embedding[:, :num_prefix_tokens], embedding[:, num_prefix_tokens:]
-    if source_grid != target_grid:
-        dtype = grid.dtype
-        grid = ops.reshape(ops.cast(grid, "float32"), (1, *source_grid, dim))
-        grid = ops.image.resize(grid, target_grid, interpolation=interpolation, antialias=False)
-        grid = ops.cast(ops.reshape(grid, (1, target_grid[0] * target_grid[1], dim)), dtype)
-    return ops.concatenate([prefix, grid], axis=1)
 
 
 @_register

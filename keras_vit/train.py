@@ -15,6 +15,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 
 import keras
@@ -22,6 +23,7 @@ import keras
 from keras_vit import data, recipes
 from keras_vit.model import build_vit
 from keras_vit.preprocessing import write_metadata
+from keras_vit.weights import build_from_checkpoint
 from keras_vit.reports import plot_curves, read_history
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -34,16 +36,16 @@ class TrainConfig:
     dataset: str = "digits"
     data_dir: str = None
     output: str = "runs/digits"
-    variant: str = "tiny/4"
-    image_size: int = 32
-    scaling: str = "vit"
+    variant: str = None  # None: "tiny/4", or the checkpoint's with --weights
+    image_size: int = None  # None: 32, or the checkpoint's with --weights
+    scaling: str = None  # None: "vit", or the checkpoint's with --weights
     epochs: int = 40
     batch_size: int = 64
-    learning_rate: float = 2e-3
+    learning_rate: float = None  # None: 2e-3 (adamw), 0.01 (sgd)
     weight_decay: float = 0.05
-    warmup_epochs: float = 2.0
+    warmup_epochs: float = None  # None: 2 from scratch, 1 when fine-tuning
     label_smoothing: float = 0.1
-    recipe: str = "adamw"
+    recipe: str = None  # None: "adamw" from scratch, "sgd" (the paper's fine-tuning) with --weights
     augment: str = None  # None: "crop_flip" for photos; "none" for digits, which a crop or a flip can change
     randaugment: bool = False
     mixup: float = 0.0
@@ -59,8 +61,23 @@ class TrainConfig:
     shuffle: bool = True
     overwrite: bool = False
     resume: bool = False
-    weights: str = None
+    weights: str = None  # a checkpoint file or registry name to fine-tune from
+    export: bool = True  # SavedModel + LiteRT + parity report into <output>/export
     verbose: str = "auto"
+
+
+def resolve(config):
+    """Fills the fields left `None` with the defaults for training from scratch or fine-tuning."""
+    fine_tune = bool(config.weights)
+    recipe = config.recipe or ("sgd" if fine_tune else "adamw")
+    return dataclasses.replace(
+        config,
+        variant=config.variant or (None if fine_tune else "tiny/4"),
+        image_size=config.image_size or (None if fine_tune else 32),
+        recipe=recipe,
+        learning_rate=config.learning_rate or (0.01 if recipe == "sgd" else 2e-3),
+        warmup_epochs=config.warmup_epochs if config.warmup_epochs is not None else (1.0 if fine_tune else 2.0),
+    )
 
 
 def train(config, return_model=False):
@@ -69,6 +86,7 @@ def train(config, return_model=False):
     Under a multi-worker strategy every worker calls this with the same config; the chief
     writes the run folder, each other worker only its own `backup/worker_<i>/`.
     """
+    config = resolve(config)
     _check(config)
     strategy = recipes.make_strategy(config.strategy)  # first: multi-worker set-up precedes any TF op
     keras.utils.set_random_seed(config.seed)
@@ -79,17 +97,12 @@ def train(config, return_model=False):
             f"--batch-size {config.batch_size} is larger than the {splits.sizes['train']} training "
             "images; use a smaller batch size."
         )
-    train_ds, val_ds, test_ds = _pipelines(config, splits)
     with strategy.scope():
-        model = build_vit(
-            config.variant,
-            image_size=config.image_size,
-            num_classes=splits.num_classes,
-            dropout_rate=config.dropout_rate,
-            drop_path_rate=config.drop_path_rate,
-        )
+        model, scaling = _build_model(config, splits)
         steps = splits.sizes["train"] // config.batch_size  # the training pipeline drops the remainder
         _compile(model, config, total_steps=steps * config.epochs, warmup_steps=int(config.warmup_epochs * steps))
+    config = dataclasses.replace(config, image_size=list(model.input_shape[1:3]), scaling=scaling)
+    train_ds, val_ds, test_ds = _pipelines(config, splits)
     recipes.patch_multi_worker_fit(model, strategy, next(iter(train_ds)))
     chief, worker = recipes.worker_role(strategy)
     if chief:  # only once every input checked out
@@ -101,12 +114,66 @@ def train(config, return_model=False):
         epochs=config.epochs,
         callbacks=_callbacks(config.output, chief, worker if recipes.several_workers(strategy) else None),
         shuffle=False,  # tf.data shuffles, with the seed
-        verbose=config.verbose if config.verbose == "auto" else int(config.verbose),
+        verbose=_verbosity(config.verbose),
     )
     seconds = time.perf_counter() - start
     metrics = model.evaluate(test_ds, return_dict=True, verbose=0)
     results = _finish(model, config, splits, metrics, seconds) if chief else _summary(config, splits, metrics)
+    if chief and config.export:
+        results["export"] = _export(config, splits)
+    if chief:
+        with open(os.path.join(config.output, "results.json"), "w") as f:
+            json.dump(results, f, indent=2)
     return (results, model) if return_model else results
+
+
+def _verbosity(verbose):
+    """`auto`: a progress bar on a terminal, one line per epoch in a log file."""
+    if verbose == "auto":
+        return 1 if sys.stdout.isatty() else 2
+    return int(verbose)
+
+
+def _build_model(config, splits):
+    """`(model, scaling)`: from scratch, or from `config.weights` with a new head at the asked size."""
+    if not config.weights:
+        model = build_vit(
+            config.variant,
+            image_size=config.image_size,
+            num_classes=splits.num_classes,
+            dropout_rate=config.dropout_rate,
+            drop_path_rate=config.drop_path_rate,
+        )
+        return model, config.scaling or "vit"
+    model, report = build_from_checkpoint(
+        config.weights,
+        image_size=config.image_size,
+        num_classes=splits.num_classes,
+        variant=config.variant,
+        dropout_rate=config.dropout_rate,
+        drop_path_rate=config.drop_path_rate,
+    )
+    for line in report.adapted:
+        print(f"keras-vit train: {line}")
+    return model, config.scaling or (report.checkpoint.scaling if report.checkpoint else "vit")
+
+
+def _export(config, splits, test_limit=1000, calibration_limit=300):
+    """The main job's last step: SavedModel + LiteRT into `<output>/export`, with the parity report."""
+    from keras_vit.export import export_model
+
+    test_images, test_labels = data.raw_arrays(splits.test, config.image_size, test_limit)
+    calibration, _ = data.raw_arrays(splits.train, config.image_size, calibration_limit)
+    report = export_model(
+        config.output,
+        os.path.join(config.output, "export"),
+        test_images=test_images,
+        test_labels=test_labels,
+        calibration_images=calibration,
+        overwrite=True,
+    )
+    return {row["artifact"]: row.get("accuracy") for row in report["artifacts"]}
+
 
 
 def _check(config):
@@ -213,6 +280,7 @@ def _finish(model, config, splits, metrics, seconds):
         output,
         image_size=model.input_shape[1:3],
         scaling=config.scaling,
+        weights=config.weights,
         labels=splits.labels,
         variant=config.variant,
         dataset=splits.name,
@@ -222,8 +290,6 @@ def _finish(model, config, splits, metrics, seconds):
         json.dump(history, f, indent=2)
     plot_curves(history, os.path.join(output, "curves.png"))
     results = {**_summary(config, splits, metrics), "epochs": len(history["epoch"]), "fit_seconds": round(seconds, 1)}
-    with open(os.path.join(output, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
     return results
 
 
@@ -286,7 +352,7 @@ def _run_train(args):
     results = train(config)
     print(json.dumps(results, indent=2))
     print(f"Wrote {config.output}/: model.keras, keras_vit.json, results.json, history.csv, curves.png, "
-          "checkpoints/best.keras, logs/ (TensorBoard)")
+          "checkpoints/best.keras, logs/ (TensorBoard)" + (", export/ (SavedModel, LiteRT, parity report)" if config.export else ""))
     return 0
 
 

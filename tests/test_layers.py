@@ -13,8 +13,8 @@ from keras_vit.layers import (
     ClassTokenPooling,
     PatchEmbedding,
     TransformerBlock,
-    resize_position_embedding,
 )
+from keras_vit.resample import resample_position_embedding
 
 # (factory, input shape, {weight path suffix: shape}, output shape)
 CASES = {
@@ -228,7 +228,7 @@ def test_block_rejects_invalid_arguments(kwargs, match):
 
 def test_resize_keeps_the_class_slot_and_interpolates_the_grid():
     embedding = _random((1, 1 + 4 * 4, 3))
-    resized = keras.ops.convert_to_numpy(resize_position_embedding(embedding, (8, 8)))
+    resized = keras.ops.convert_to_numpy(resample_position_embedding(embedding, (8, 8), interpolation="bilinear"))
     assert resized.shape == (1, 65, 3)
     np.testing.assert_array_equal(resized[:, 0], embedding[:, 0])
     # Bilinear upsampling by 2 with half-pixel centres keeps each channel's mean.
@@ -237,16 +237,16 @@ def test_resize_keeps_the_class_slot_and_interpolates_the_grid():
 
 def test_resize_to_the_same_grid_is_the_identity_and_handles_rectangles():
     embedding = _random((1, 2 * 3, 4))
-    same = resize_position_embedding(embedding, (2, 3), source_grid=(2, 3), num_prefix_tokens=0)
+    same = resample_position_embedding(embedding, (2, 3), source_grid=(2, 3), num_prefix_tokens=0)
     np.testing.assert_array_equal(same, embedding)
-    bigger = resize_position_embedding(embedding, (4, 6), source_grid=(2, 3), num_prefix_tokens=0)
+    bigger = resample_position_embedding(embedding, (4, 6), source_grid=(2, 3), num_prefix_tokens=0)
     assert tuple(bigger.shape) == (1, 24, 4)
     constant = np.ones((1, 1 + 9, 2), "float32")
-    np.testing.assert_allclose(resize_position_embedding(constant, (5, 7)), np.ones((1, 36, 2)), rtol=1e-6)
+    np.testing.assert_allclose(resample_position_embedding(constant, (5, 7)), np.ones((1, 36, 2)), rtol=1e-6)
 
 
 def test_resize_names_a_grid_that_does_not_fit():
     with pytest.raises(ValueError, match="not a square grid: pass source_grid"):
-        resize_position_embedding(np.zeros((1, 1 + 6, 2)), (4, 4))
+        resample_position_embedding(np.zeros((1, 1 + 6, 2)), (4, 4))
     with pytest.raises(ValueError, match=r"source_grid=\(2, 2\) has 4 tokens"):
-        resize_position_embedding(np.zeros((1, 1 + 6, 2)), (4, 4), source_grid=2)
+        resample_position_embedding(np.zeros((1, 1 + 6, 2)), (4, 4), source_grid=2)

@@ -20,7 +20,8 @@ CLI = [sys.executable, "-m", "keras_vit.cli"]
 
 
 def _config(tmp_path, **kwargs):
-    defaults = dict(output=str(tmp_path / "run"), variant="tiny/4", image_size=16, epochs=2, batch_size=64, verbose=0)
+    defaults = dict(output=str(tmp_path / "run"), variant="tiny/4", image_size=16, epochs=2, batch_size=64, verbose=0,
+                    export=False)
     return TrainConfig(**{**defaults, **kwargs})
 
 
@@ -103,7 +104,7 @@ def _epochs_logged(path):
 def test_a_killed_run_resumes_where_it_stopped(tmp_path):
     output = tmp_path / "run"
     args = [*CLI, "train", "--output", str(output), "--variant", "tiny/4", "--image-size", "16", "--epochs", "8",
-            "--verbose", "0"]
+            "--verbose", "0", "--no-export"]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
     while len(_epochs_logged(output / "history.csv")) < 2 and process.poll() is None and time.time() < deadline:
@@ -141,3 +142,45 @@ def test_schedule_warms_up_linearly_then_decays_to_zero():
     rates = [float(schedule(step)) for step in (0, 5, 10, 55, 100)]
     np.testing.assert_allclose(rates, [0.0, 0.05, 0.1, 0.05, 0.0], atol=1e-6)
     assert optimizer.momentum == 0.9 and optimizer.global_clipnorm == 1.0
+
+
+def test_the_main_job_trains_evaluates_and_exports(tmp_path):
+    """`keras-vit train` as the README runs it, shortened: digits -> fit -> test metrics -> export."""
+    output = tmp_path / "run"
+    result = subprocess.run([*CLI, "train", "--output", str(output), "--epochs", "3", "--image-size", "16"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| LiteRT float32 |" in result.stdout and f"Wrote {output}/" in result.stdout
+    report = json.loads((output / "export" / "parity_report.json").read_text())
+    rows = {row["artifact"]: row for row in report["artifacts"]}
+    assert rows["LiteRT float32"]["max_abs_logit_diff"] < 1e-3
+    assert rows["SavedModel (serving_uint8)"]["top1_agreement"] == 1.0
+    assert (output / "export" / "saved_model" / "vit" / "1" / "saved_model.pb").exists()
+    assert sorted(p.name for p in (output / "export" / "tflite").glob("*.tflite"))[:2] == [
+        "vit_dynamic_int8.tflite", "vit_float16.tflite"]
+    results = json.loads((output / "results.json").read_text())
+    assert results["export"]["LiteRT float32"] == pytest.approx(results["test_top1"], abs=0.01)
+
+
+def test_fine_tuning_from_a_checkpoint_at_a_new_size_and_class_count(tmp_path):
+    from keras_vit import save_npz
+    from keras_vit.train import resolve
+
+    source = build_vit("tiny/4", image_size=16, num_classes=5, pooling="gap")
+    rng = np.random.default_rng(0)
+    for w in source.weights:
+        w.assign(rng.normal(scale=0.05, size=w.shape).astype("float32"))
+    checkpoint = str(tmp_path / "pretrained.npz")
+    save_npz(source, checkpoint)
+    config = _config(tmp_path, weights=checkpoint, image_size=24, variant=None, epochs=1)
+    assert resolve(config).recipe == "sgd" and resolve(config).learning_rate == 0.01
+    results, model = train(config, return_model=True)
+    assert model.input_shape == (None, 24, 24, 3) and model.output_shape == (None, 10)
+    assert model.get_layer("position_embedding").embedding.shape == (1, 36, 64)  # 4x4 grid -> 6x6
+    assert "class_token" not in [layer.name for layer in model.layers]  # the checkpoint's gap pooling
+    # The encoder started from the checkpoint: one epoch of SGD moves it only a little.
+    start = keras.ops.convert_to_numpy(source.get_layer("block_1").mlp_dense_2.kernel)
+    tuned = keras.ops.convert_to_numpy(model.get_layer("block_1").mlp_dense_2.kernel)
+    assert np.abs(tuned - start).max() < 0.05 * np.abs(start).max() + 0.05
+    assert json.loads((tmp_path / "run" / "keras_vit.json").read_text())["weights"] == checkpoint
+    assert 0 <= results["test_top1"] <= 1

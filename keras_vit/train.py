@@ -19,51 +19,56 @@ import sys
 import time
 
 import keras
+import tensorflow as tf
 
 from keras_vit import data, recipes
 from keras_vit.model import build_vit
-from keras_vit.preprocessing import write_metadata
+from keras_vit.preprocessing import SCALINGS, write_metadata
 from keras_vit.weights import build_from_checkpoint
 from keras_vit.reports import plot_curves, read_history
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
+def _field(default, help, choices=None):
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+
+
 @dataclasses.dataclass
 class TrainConfig:
-    """Everything a run depends on; `keras-vit train` has one flag per field."""
+    """Everything a run depends on; `keras-vit train` has one flag per field, with this help."""
 
-    dataset: str = "digits"
-    data_dir: str = None
-    output: str = "runs/digits"
-    variant: str = None  # None: "tiny/4", or the checkpoint's with --weights
-    image_size: int = None  # None: 32, or the checkpoint's with --weights
-    scaling: str = None  # None: "vit", or the checkpoint's with --weights
-    epochs: int = 40
-    batch_size: int = 64
-    learning_rate: float = None  # None: 2e-3 (adamw), 0.01 (sgd)
-    weight_decay: float = 0.05
-    warmup_epochs: float = None  # None: 2 from scratch, 1 when fine-tuning
-    label_smoothing: float = 0.1
-    recipe: str = None  # None: "adamw" from scratch, "sgd" (the paper's fine-tuning) with --weights
-    augment: str = None  # None: "crop_flip" for photos; "none" for digits, which a crop or a flip can change
-    randaugment: bool = False
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    dropout_rate: float = None
-    drop_path_rate: float = 0.0
-    precision: str = "float32"
-    jit_compile: bool = False
-    strategy: str = "auto"
-    seed: int = 0
-    bad_files: str = "skip"
-    cache: bool = True
-    shuffle: bool = True
-    overwrite: bool = False
-    resume: bool = False
-    weights: str = None  # a checkpoint file or registry name to fine-tune from
-    export: bool = True  # SavedModel + LiteRT + parity report into <output>/export
-    verbose: str = "auto"
+    dataset: str = _field("digits", "TFDS name, 'digits' (built in) or a folder of class sub-folders")
+    data_dir: str = _field(None, "where TFDS keeps datasets (default: TFDS' own)")
+    output: str = _field("runs/digits", "the run folder to write")
+    variant: str = _field(None, "e.g. Ti/16, S/16, B/16, B/32, L/16, H/14 (default: tiny/4, or the checkpoint's)")
+    image_size: int = _field(None, "training resolution, a multiple of the patch (default: 32, or the checkpoint's)")
+    scaling: str = _field(None, "pixel scaling (default: vit, or the checkpoint's)", SCALINGS)
+    epochs: int = _field(40, "epochs")
+    batch_size: int = _field(64, "global batch size, split across replicas")
+    learning_rate: float = _field(None, "peak learning rate (default: 2e-3 for adamw, 0.01 for sgd)")
+    weight_decay: float = _field(0.05, "AdamW's decoupled weight decay")
+    warmup_epochs: float = _field(None, "linear warmup (default: 2 from scratch, 1 when fine-tuning)")
+    label_smoothing: float = _field(0.1, "label smoothing")
+    recipe: str = _field(None, "optimiser recipe (default: adamw from scratch, sgd with --weights)", recipes.RECIPES)
+    augment: str = _field(None, "crop/flip (default: crop_flip; none for digits)", data.AUGMENTATIONS)
+    randaugment: bool = _field(False, "Keras RandAugment on training images")
+    mixup: float = _field(0.0, "MixUp alpha (0: off)")
+    cutmix: float = _field(0.0, "CutMix factor (0: off)")
+    dropout_rate: float = _field(None, "dropout (default: the variant's)")
+    drop_path_rate: float = _field(0.0, "stochastic depth of the last block")
+    precision: str = _field("float32", "mixed_float16 on GPU, mixed_bfloat16 on TPU", PRECISIONS)
+    jit_compile: bool = _field(False, "compile with XLA")
+    strategy: str = _field("auto", "tf.distribute strategy", recipes.STRATEGIES)
+    seed: int = _field(0, "seed of initialisation, shuffling and hold-out")
+    bad_files: str = _field("skip", "unreadable files in an image folder", ("skip", "refuse"))
+    cache: bool = _field(True, "cache decoded images in memory")
+    shuffle: bool = _field(True, "shuffle training examples each epoch")
+    overwrite: bool = _field(False, "replace an existing --output run")
+    resume: bool = _field(False, "continue the run in --output where it stopped")
+    weights: str = _field(None, "checkpoint file or registry name to fine-tune from")
+    export: bool = _field(True, "export SavedModel + LiteRT with a parity report into <output>/export")
+    verbose: str = _field("auto", "0, 1 (progress bar), 2 (a line per epoch) or auto")
 
 
 def resolve(config):
@@ -91,6 +96,8 @@ def train(config, return_model=False):
     strategy = recipes.make_strategy(config.strategy)  # first: multi-worker set-up precedes any TF op
     keras.utils.set_random_seed(config.seed)
     keras.config.set_dtype_policy(config.precision)
+    if config.precision == "mixed_float16" and not tf.config.list_physical_devices("GPU"):
+        print("keras-vit train: note: mixed_float16 runs several times slower than float32 on a CPU", file=sys.stderr)
     splits = data.load(config.dataset, data_dir=config.data_dir, bad_files=config.bad_files, seed=config.seed)
     if config.batch_size > splits.sizes["train"]:
         raise ValueError(
@@ -330,12 +337,13 @@ def add_parser(subparsers):
     defaults = TrainConfig()
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
-        default = getattr(defaults, field.name)
+        default, help = getattr(defaults, field.name), field.metadata["help"]
+        help += "" if default is None or "default" in help else f" (default: {default})"
         if field.type is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help)
         else:
             kind = field.type if field.type in (int, float) else str
-            parser.add_argument(flag, type=kind, default=default, help=f"default: {default}")
+            parser.add_argument(flag, type=kind, default=default, choices=field.metadata["choices"], help=help)
     parser.set_defaults(run=_run_train)
 
     evaluate_parser = subparsers.add_parser("evaluate", help="print a trained model's metrics on a dataset")

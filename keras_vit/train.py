@@ -182,7 +182,6 @@ def _export(config, splits, test_limit=1000, calibration_limit=300):
     return {row["artifact"]: row.get("accuracy") for row in report["artifacts"]}
 
 
-
 def _check(config):
     if config.precision not in PRECISIONS:
         raise ValueError(f"Unknown precision={config.precision!r}; expected one of {PRECISIONS}.")
@@ -198,6 +197,9 @@ def _prepare_output(output, overwrite, resume):
     """Refuses to clobber a folder unless asked; only ever deletes a previous run's folder."""
     if os.path.exists(output):
         if resume:
+            finished = os.path.exists(os.path.join(output, "model.keras"))
+            if finished and not os.path.exists(os.path.join(output, "backup")):
+                raise FileExistsError(f"The run in {output} has finished; nothing to resume. Use --overwrite to redo it.")
             return
         if not overwrite:
             raise FileExistsError(f"{output} exists: pass --overwrite to replace it, or --resume to continue its run.")

@@ -115,6 +115,8 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path):
     assert 2 <= len(before) < 8, "the run must be killed mid-training"
     assert not (output / "model.keras").exists()
     subprocess.run([*args, "--resume"], check=True, capture_output=True, timeout=600)
+    again = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "has finished; nothing to resume" in again.stderr
     history = json.loads((output / "history.json").read_text())
     assert history["epoch"] == list(range(8))
     after = _epochs_logged(output / "history.csv")

@@ -1,6 +1,8 @@
-"""Pictures and tables of a run: training curves (and, later, confusion matrices)."""
+"""Pictures and tables of a run: training curves and the confusion matrix."""
 
 import csv
+
+import numpy as np
 
 import matplotlib
 
@@ -33,3 +35,40 @@ def plot_curves(history, path):
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
+
+
+def predicted_classes(model, ds):
+    """`(true, predicted)` class indices over a batched `(images, one-hot labels)` dataset."""
+    true, predicted = [], []
+    for images, labels in ds:
+        true.append(np.argmax(labels, axis=-1))
+        predicted.append(np.argmax(model.predict_on_batch(images), axis=-1))
+    return np.concatenate(true), np.concatenate(predicted)
+
+
+def confusion_matrix(true, predicted, num_classes):
+    """`(num_classes, num_classes)` counts: row = true class, column = predicted class."""
+    pairs = np.asarray(true, dtype=np.int64) * num_classes + np.asarray(predicted, dtype=np.int64)
+    return np.bincount(pairs, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def plot_confusion_matrix(true, predicted, labels, path, max_annotated=20):
+    """Writes the confusion matrix as PNG, counts written in the cells when there are few classes."""
+    matrix = confusion_matrix(true, predicted, len(labels))
+    side = min(4 + 0.4 * len(labels), 16)
+    figure, axis = plt.subplots(figsize=(side, side), dpi=100)
+    axis.imshow(matrix, cmap="Blues")
+    if len(labels) <= max_annotated:
+        for (row, column), count in np.ndenumerate(matrix):
+            colour = "white" if count > matrix.max() / 2 else "black"
+            axis.text(column, row, int(count), ha="center", va="center", color=colour, fontsize=8)
+    if len(labels) <= 2 * max_annotated:
+        ticks = np.arange(len(labels))
+        axis.set_xticks(ticks, labels, rotation=90)
+        axis.set_yticks(ticks, labels)
+    accuracy = np.trace(matrix) / max(matrix.sum(), 1)
+    axis.set(xlabel="predicted", ylabel="true", title=f"confusion matrix ({matrix.sum()} images, top-1 {accuracy:.2%})")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return matrix

@@ -3,11 +3,7 @@
 import csv
 
 import numpy as np
-
-import matplotlib
-
-matplotlib.use("Agg")  # files only; no display on servers
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # no pyplot: files only, and no global backend switched under a notebook
 
 
 def read_history(path):
@@ -23,7 +19,8 @@ def read_history(path):
 
 def plot_curves(history, path):
     """Loss and accuracy, train vs validation, one panel each; written as PNG."""
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    figure = Figure(figsize=(10, 4), dpi=100)
+    axes = figure.subplots(1, 2)
     epochs = [e + 1 for e in history["epoch"]]
     for axis, metric in zip(axes, ("loss", "accuracy")):
         axis.plot(epochs, history[metric], marker="o", label="train")
@@ -34,7 +31,6 @@ def plot_curves(history, path):
         axis.legend()
     figure.tight_layout()
     figure.savefig(path)
-    plt.close(figure)
 
 
 def predicted_classes(model, ds):
@@ -56,7 +52,8 @@ def plot_confusion_matrix(true, predicted, labels, path, max_annotated=20):
     """Writes the confusion matrix as PNG, counts written in the cells when there are few classes."""
     matrix = confusion_matrix(true, predicted, len(labels))
     side = min(4 + 0.4 * len(labels), 16)
-    figure, axis = plt.subplots(figsize=(side, side), dpi=100)
+    figure = Figure(figsize=(side, side), dpi=100)
+    axis = figure.subplots()
     axis.imshow(matrix, cmap="Blues")
     if len(labels) <= max_annotated:
         for (row, column), count in np.ndenumerate(matrix):
@@ -70,5 +67,4 @@ def plot_confusion_matrix(true, predicted, labels, path, max_annotated=20):
     axis.set(xlabel="predicted", ylabel="true", title=f"confusion matrix ({matrix.sum()} images, top-1 {accuracy:.2%})")
     figure.tight_layout()
     figure.savefig(path)
-    plt.close(figure)
     return matrix

@@ -11,13 +11,11 @@ any), `L` blocks, `(R, C)` the patch grid, `H, W` an image's height and width.
 
 import os
 
+import keras
 import matplotlib
-
-matplotlib.use("Agg")  # files only; no display on servers
-import keras  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure  # no pyplot: no display needed, no global backend switched
+from PIL import Image
 
 
 def attention_model(model):
@@ -187,10 +185,14 @@ def save_overlay(path, image, heat, size=None, alpha=0.5):
 
 
 def attention_figure(image, rollout, heads, title=None, panel_inches=2.5, dpi=100):
-    """One row of panels: the image, its rollout, and the last block's map for every head."""
+    """One row of panels: the image, its rollout, and the last block's map for every head.
+
+    Returns:
+        A `matplotlib.figure.Figure` (`display(figure)` in a notebook, `figure.savefig(path)`).
+    """
     panels = [("image", None), ("rollout", rollout)] + [(f"last block, head {i}", h) for i, h in enumerate(heads)]
-    figure, axes = plt.subplots(1, len(panels), figsize=(panel_inches * len(panels), panel_inches + 0.4), dpi=dpi)
-    for axis, (name, heat) in zip(np.atleast_1d(axes), panels):
+    figure = Figure(figsize=(panel_inches * len(panels), panel_inches + 0.4), dpi=dpi)
+    for axis, (name, heat) in zip(np.atleast_1d(figure.subplots(1, len(panels))), panels):
         axis.imshow(image if heat is None else overlay(image, heat), cmap="gray")
         axis.set_title(name, fontsize=9)
         axis.axis("off")
@@ -202,9 +204,7 @@ def attention_figure(image, rollout, heads, title=None, panel_inches=2.5, dpi=10
 
 def save_attention_figure(path, image, rollout, heads, title=None, **kwargs):
     """Writes `attention_figure(...)` as PNG: `(panel_inches + 0.4) * dpi` pixels high, one panel per map."""
-    figure = attention_figure(image, rollout, heads, title, **kwargs)
-    figure.savefig(path)
-    plt.close(figure)
+    attention_figure(image, rollout, heads, title, **kwargs).savefig(path)
     return path
 
 

@@ -23,8 +23,9 @@ def attention_model(model):
 
     The layers of a `build_vit` model are called again on a new input, the
     blocks with `return_attention_scores=True` (through `BlockWithAttention`):
-    the same layer objects and weights, nothing rebuilt or copied. Works for class-token and `gap`
-    models, any image size, with or without `pre_logits` and `head`.
+    the same layer objects and weights, nothing rebuilt or copied. Works for
+    class-token and `gap` models, any image size, with or without
+    `pre_logits` and `head`; saved as `.keras`, it loads with `safe_mode=True`.
 
     Args:
         model: a model made by `keras_vit.build_vit` (or loaded from its `.keras` file).
@@ -70,8 +71,19 @@ class BlockWithAttention(keras.layers.Layer):
         super().__init__(**kwargs)
         self.block = block
 
+    def build(self, input_shape):
+        if not self.block.built:  # a block deserialised from a saved attention model
+            self.block.build(input_shape)
+
     def call(self, tokens, training=None):
         return self.block(tokens, training=training, return_attention_scores=True)
+
+    def get_config(self):
+        return {**super().get_config(), "block": keras.saving.serialize_keras_object(self.block)}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{**config, "block": keras.saving.deserialize_keras_object(config["block"])})
 
 
 def _has_layer(model, name):

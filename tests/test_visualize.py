@@ -44,6 +44,17 @@ def test_attention_model_shares_the_weights_and_gives_the_same_logits(pooling, i
     np.testing.assert_allclose(np.sum(outputs["attention"][0], axis=-1), 1, atol=1e-5)
 
 
+def test_attention_model_saves_and_loads_in_safe_mode(tmp_path):
+    model = _model("gap", (16, 8))
+    attend = visualize.attention_model(model)
+    attend.save(tmp_path / "attention.keras")
+    loaded = keras.saving.load_model(tmp_path / "attention.keras", safe_mode=True)
+    expected, got = attend(_images(model)), loaded(_images(model))
+    np.testing.assert_allclose(got["logits"], expected["logits"], atol=1e-6)
+    for a, b in zip(got["attention"], expected["attention"]):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
 def test_attention_model_of_a_saved_model_without_head(tmp_path):
     model = _model(include_top=False)
     model.save(tmp_path / "features.keras")

@@ -34,11 +34,16 @@ def plot_curves(history, path):
 
 
 def predicted_classes(model, ds):
-    """`(true, predicted)` class indices over a batched `(images, one-hot labels)` dataset."""
+    """`(true, predicted)` class indices over a batched `(images, one-hot labels)` dataset.
+
+    Calls the model directly rather than `predict`: after training under a distribution
+    strategy this runs on the chief alone, and `predict` would split batches over replicas
+    (or wait for the other workers).
+    """
     true, predicted = [], []
     for images, labels in ds:
         true.append(np.argmax(labels, axis=-1))
-        predicted.append(np.argmax(model.predict_on_batch(images), axis=-1))
+        predicted.append(np.argmax(model(images, training=False), axis=-1))
     return np.concatenate(true), np.concatenate(predicted)
 
 

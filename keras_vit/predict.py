@@ -144,6 +144,8 @@ def add_parser(subparsers):
     parser.add_argument("--model", required=True,
                         help=".keras file or its folder, SavedModel folder, or .tflite file")
     parser.add_argument("--top-k", type=int, default=5, help="labels per image (default: 5)")
+    parser.add_argument("--explain", metavar="DIR", help="also write attention maps of each image into DIR as PNG "
+                        "(<name>_rollout.png, <name>_attention.png; .keras models only)")
     parser.set_defaults(run=run)
 
 
@@ -152,6 +154,11 @@ def run(args):
         raise ValueError(f"--top-k={args.top_k} must be at least 1.")
     files = image_files(args.images)
     predict = load_predictor(args.model, args.top_k)
+    explain = None
+    if args.explain:
+        from keras_vit.visualize import Explainer
+
+        explain = Explainer(args.model)
     failures = 0
     for path in files:
         try:
@@ -163,4 +170,7 @@ def run(args):
         print(path)
         for label, probability in predict(image):
             print(f"  {probability:.4f}  {label}")
+        if explain:
+            for written in explain.write(image, os.path.splitext(os.path.basename(path))[0], args.explain):
+                print(f"  wrote {written}")
     return 1 if failures else 0

@@ -1,11 +1,9 @@
-"""Pictures and tables of a run: training curves (and, later, confusion matrices)."""
+"""Pictures and tables of a run: training curves and the confusion matrix."""
 
 import csv
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; no display on servers
-import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure  # no pyplot: files only, and no global backend switched under a notebook
 
 
 def read_history(path):
@@ -21,7 +19,8 @@ def read_history(path):
 
 def plot_curves(history, path):
     """Loss and accuracy, train vs validation, one panel each; written as PNG."""
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    figure = Figure(figsize=(10, 4), dpi=100)
+    axes = figure.subplots(1, 2)
     epochs = [e + 1 for e in history["epoch"]]
     for axis, metric in zip(axes, ("loss", "accuracy")):
         axis.plot(epochs, history[metric], marker="o", label="train")
@@ -32,4 +31,45 @@ def plot_curves(history, path):
         axis.legend()
     figure.tight_layout()
     figure.savefig(path)
-    plt.close(figure)
+
+
+def predicted_classes(model, ds):
+    """`(true, predicted)` class indices over a batched `(images, one-hot labels)` dataset.
+
+    Calls the model directly rather than `predict`: after training under a distribution
+    strategy this runs on the chief alone, and `predict` would split batches over replicas
+    (or wait for the other workers).
+    """
+    true, predicted = [], []
+    for images, labels in ds:
+        true.append(np.argmax(labels, axis=-1))
+        predicted.append(np.argmax(model(images, training=False), axis=-1))
+    return np.concatenate(true), np.concatenate(predicted)
+
+
+def confusion_matrix(true, predicted, num_classes):
+    """`(num_classes, num_classes)` counts: row = true class, column = predicted class."""
+    pairs = np.asarray(true, dtype=np.int64) * num_classes + np.asarray(predicted, dtype=np.int64)
+    return np.bincount(pairs, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def plot_confusion_matrix(true, predicted, labels, path, max_annotated=20):
+    """Writes the confusion matrix as PNG, counts written in the cells when there are few classes."""
+    matrix = confusion_matrix(true, predicted, len(labels))
+    side = min(4 + 0.4 * len(labels), 16)
+    figure = Figure(figsize=(side, side), dpi=100)
+    axis = figure.subplots()
+    axis.imshow(matrix, cmap="Blues")
+    if len(labels) <= max_annotated:
+        for (row, column), count in np.ndenumerate(matrix):
+            colour = "white" if count > matrix.max() / 2 else "black"
+            axis.text(column, row, int(count), ha="center", va="center", color=colour, fontsize=8)
+    if len(labels) <= 2 * max_annotated:
+        ticks = np.arange(len(labels))
+        axis.set_xticks(ticks, labels, rotation=90)
+        axis.set_yticks(ticks, labels)
+    accuracy = np.trace(matrix) / max(matrix.sum(), 1)
+    axis.set(xlabel="predicted", ylabel="true", title=f"confusion matrix ({matrix.sum()} images, top-1 {accuracy:.2%})")
+    figure.tight_layout()
+    figure.savefig(path)
+    return matrix

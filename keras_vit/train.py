@@ -4,6 +4,7 @@ One run writes into its output folder:
     model.keras, keras_vit.json   the trained model and what its input expects
     results.json                  test top-1 / top-5, timings
     history.csv, history.json     per-epoch metrics; curves.png plots them
+    confusion_matrix.png          on the test split
     checkpoints/best.keras        the best epoch by validation accuracy
     backup/                       BackupAndRestore state: `--resume` continues a killed run
     logs/                         TensorBoard
@@ -25,7 +26,7 @@ from keras_vit import data, recipes
 from keras_vit.model import build_vit
 from keras_vit.preprocessing import SCALINGS, write_metadata
 from keras_vit.weights import build_from_checkpoint
-from keras_vit.reports import plot_curves, read_history
+from keras_vit.reports import plot_confusion_matrix, plot_curves, read_history, predicted_classes
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
@@ -125,7 +126,7 @@ def train(config, return_model=False):
     )
     seconds = time.perf_counter() - start
     metrics = model.evaluate(test_ds, return_dict=True, verbose=0)
-    results = _finish(model, config, splits, metrics, seconds) if chief else _summary(config, splits, metrics)
+    results = _finish(model, config, splits, metrics, seconds, test_ds) if chief else _summary(config, splits, metrics)
     if chief and config.export:
         results["export"] = _export(config, splits)
     if chief:
@@ -280,7 +281,7 @@ def _summary(config, splits, metrics):
     }
 
 
-def _finish(model, config, splits, metrics, seconds):
+def _finish(model, config, splits, metrics, seconds, test_ds):
     output = config.output
     tmp = os.path.join(output, ".model.keras.tmp.keras")
     model.save(tmp)
@@ -298,6 +299,7 @@ def _finish(model, config, splits, metrics, seconds):
     with open(os.path.join(output, "history.json"), "w") as f:
         json.dump(history, f, indent=2)
     plot_curves(history, os.path.join(output, "curves.png"))
+    plot_confusion_matrix(*predicted_classes(model, test_ds), splits.labels, os.path.join(output, "confusion_matrix.png"))
     results = {**_summary(config, splits, metrics), "epochs": len(history["epoch"]), "fit_seconds": round(seconds, 1)}
     return results
 
@@ -361,7 +363,7 @@ def _run_train(args):
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     results = train(config)
     print(json.dumps(results, indent=2))
-    print(f"Wrote {config.output}/: model.keras, keras_vit.json, results.json, history.csv, curves.png, "
+    print(f"Wrote {config.output}/: model.keras, keras_vit.json, results.json, history.csv, curves.png, confusion_matrix.png, "
           "checkpoints/best.keras, logs/ (TensorBoard)" + (", export/ (SavedModel, LiteRT, parity report)" if config.export else ""))
     return 0
 

@@ -29,7 +29,7 @@ def test_short_fit_writes_every_artifact_and_learns(tmp_path):
     results = train(_config(tmp_path, epochs=4, learning_rate=3e-3))
     run = tmp_path / "run"
     for name in ("model.keras", "keras_vit.json", "results.json", "history.csv", "history.json", "curves.png",
-                 "checkpoints/best.keras"):
+                 "confusion_matrix.png", "checkpoints/best.keras"):
         assert (run / name).exists(), name
     assert any((run / "logs").rglob("*tfevents*"))
     assert results["test_top1"] > 0.3  # 10 classes: well above chance after 4 short epochs
@@ -40,6 +40,8 @@ def test_short_fit_writes_every_artifact_and_learns(tmp_path):
     assert metadata["image_size"] == [16, 16] and metadata["labels"] == [str(i) for i in range(10)]
     with Image.open(run / "curves.png") as image:
         assert image.size == (1000, 400)
+    with Image.open(run / "confusion_matrix.png") as image:
+        assert image.size == (800, 800)  # 10 classes: (4 + 0.4 * 10) inches at 100 dpi
     model = keras.saving.load_model(run / "model.keras", safe_mode=True)
     assert model.output_shape == (None, 10)
     again = evaluate(str(run), "digits")

@@ -1,0 +1,147 @@
+"""Attention maps: the attention model, rollout, the PNG writers, `predict --explain`, confusion matrices."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import keras
+import keras_vit
+from keras_vit import cli, reports, visualize
+from keras_vit.preprocessing import write_metadata
+
+LABELS = [str(i) for i in range(3)]
+# (pooling, image_size): class token and gap, square and rectangular patch grids.
+CASES = [("token", 16), ("token", (16, 8)), ("gap", 16), ("gap", (8, 16))]
+
+
+def _model(pooling="token", image_size=16, **kwargs):
+    model = keras_vit.build_vit("tiny/4", image_size=image_size, num_classes=len(LABELS), pooling=pooling, **kwargs)
+    rng = np.random.default_rng(1)
+    for weight in model.weights:  # the zero head and class token would hide bugs
+        weight.assign(rng.normal(scale=0.2, size=weight.shape).astype("float32"))
+    return model
+
+
+def _images(model, n=2):
+    return np.random.default_rng(0).normal(size=(n, *model.input_shape[1:])).astype("float32")
+
+
+def _not_blank(path):
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB")).std() > 5
+
+
+@pytest.mark.parametrize("pooling, image_size", CASES)
+def test_attention_model_shares_the_weights_and_gives_the_same_logits(pooling, image_size):
+    model = _model(pooling, image_size, representation_size=8)
+    attend = visualize.attention_model(model)
+    assert {id(w) for w in attend.weights} == {id(w) for w in model.weights}
+    outputs = attend(_images(model))
+    np.testing.assert_allclose(outputs["logits"], model(_images(model)), atol=1e-5)
+    rows, cols = visualize.grid_shape(model)
+    tokens = rows * cols + (pooling == "token")
+    assert [tuple(a.shape) for a in outputs["attention"]] == [(2, 2, tokens, tokens)] * 2
+    np.testing.assert_allclose(np.sum(outputs["attention"][0], axis=-1), 1, atol=1e-5)
+
+
+def test_attention_model_saves_and_loads_in_safe_mode(tmp_path):
+    model = _model("gap", (16, 8))
+    attend = visualize.attention_model(model)
+    attend.save(tmp_path / "attention.keras")
+    loaded = keras.saving.load_model(tmp_path / "attention.keras", safe_mode=True)
+    expected, got = attend(_images(model)), loaded(_images(model))
+    np.testing.assert_allclose(got["logits"], expected["logits"], atol=1e-6)
+    for a, b in zip(got["attention"], expected["attention"]):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_attention_model_of_a_saved_model_without_head(tmp_path):
+    model = _model(include_top=False)
+    model.save(tmp_path / "features.keras")
+    loaded = keras.saving.load_model(tmp_path / "features.keras", safe_mode=True)
+    outputs = visualize.attention_model(loaded)(_images(model))
+    np.testing.assert_allclose(outputs["logits"], model(_images(model)), atol=1e-5)
+    assert outputs["logits"].shape == (2, 64)
+
+
+@pytest.mark.parametrize("pooling, image_size", CASES)
+def test_rollout_rows_sum_to_one_and_maps_cover_the_grid(pooling, image_size):
+    model = _model(pooling, image_size)
+    attention = visualize.attention_model(model)(_images(model))["attention"]
+    grid, prefix = visualize.grid_shape(model), visualize.num_prefix_tokens(model)
+    assert prefix == (pooling == "token")
+    rollout = visualize.attention_rollout(attention)
+    tokens = grid[0] * grid[1] + prefix
+    assert rollout.shape == (2, tokens, tokens)
+    np.testing.assert_allclose(rollout.sum(axis=-1), 1, atol=1e-6)
+    heat = visualize.rollout_map(attention, grid, prefix)
+    assert heat.shape == (2, *grid) and (heat >= 0).all()
+    np.testing.assert_allclose(heat.sum(axis=(1, 2)), 1, atol=1e-6)
+    assert visualize.last_block_maps(attention, grid, prefix).shape == (2, 2, *grid)
+
+
+def test_rollout_is_the_product_of_head_averaged_attention_plus_identity():
+    rng = np.random.default_rng(0)
+    attention = [rng.dirichlet(np.ones(3), size=(1, 2, 3)) for _ in range(2)]  # (B=1, h=2, T=3, T=3)
+    per_block = [(a[0].mean(axis=0) + np.eye(3)) / 2 for a in attention]  # rows already sum to 2
+    np.testing.assert_allclose(visualize.attention_rollout(attention)[0], per_block[1] @ per_block[0])
+    uniform = [np.full((1, 2, 3, 3), 1 / 3)] * 4  # the class token's rollout spreads evenly over patches
+    np.testing.assert_allclose(visualize.rollout_map(uniform, (1, 2), 1), [[[0.5, 0.5]]])
+
+
+def test_png_writers_make_real_images_of_the_right_size(tmp_path):
+    image = np.random.default_rng(0).integers(0, 256, (30, 20, 3), dtype=np.uint8)
+    heat = np.arange(6, dtype=float).reshape(3, 2)
+    visualize.save_overlay(tmp_path / "own.png", image, heat)
+    visualize.save_overlay(tmp_path / "big.png", image, heat, size=visualize.display_size(image.shape))
+    visualize.save_attention_figure(tmp_path / "panels.png", image, heat, [heat, heat[::-1], heat.T.reshape(3, 2)])
+    sizes = {"own.png": (20, 30), "big.png": (240, 360), "panels.png": (5 * 250, 290)}
+    for name, size in sizes.items():
+        with Image.open(tmp_path / name) as written:
+            assert written.format == "PNG" and written.size == size, name
+        assert _not_blank(tmp_path / name), name
+    upsampled = visualize.upsample(heat, (30, 20))
+    assert upsampled.min() == 0 and upsampled.max() == 1
+
+
+def test_confusion_matrix_counts_and_png(tmp_path):
+    true, predicted = [0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 2, 0]
+    expected = [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
+    np.testing.assert_array_equal(reports.confusion_matrix(true, predicted, 3), expected)
+    matrix = reports.plot_confusion_matrix(true, predicted, ["a", "b", "c"], tmp_path / "cm.png")
+    np.testing.assert_array_equal(matrix, expected)
+    with Image.open(tmp_path / "cm.png") as image:
+        assert image.size == (520, 520)
+    assert _not_blank(tmp_path / "cm.png")
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    _model(image_size=(16, 12)).save(folder / "model.keras")
+    write_metadata(folder, image_size=(16, 12), scaling="vit", labels=LABELS)
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.jpg"):
+        Image.fromarray(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(images / name)
+    return folder, images
+
+
+def test_predict_explain_writes_overlays(model_dir, tmp_path, monkeypatch, capsys):
+    folder, images = model_dir
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["keras_vit.predict"])
+    out = tmp_path / "explained"
+    assert cli.main(["predict", str(images), "--model", str(folder), "--explain", str(out)]) == 0
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["a_attention.png", "a_rollout.png", "b_attention.png", "b_rollout.png"]
+    with Image.open(out / "a_rollout.png") as image:
+        assert image.size == (240, 320)  # (30, 40) scaled by 8 so its shorter side reaches 224
+    assert all(_not_blank(out / name) for name in written)
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_predict_explain_refuses_models_without_attention(tmp_path):
+    with pytest.raises(ValueError, match="needs the Keras model"):
+        visualize.Explainer(tmp_path / "vit.tflite")

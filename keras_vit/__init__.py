@@ -15,6 +15,7 @@ from keras_vit.layers import (
     ClassToken,
     ClassTokenPooling,
     PatchEmbedding,
+    SelfAttention,
     TransformerBlock,
 )
 from keras_vit.model import (

@@ -248,7 +248,9 @@ class SelfAttention(keras.layers.Layer):
         heads = self.num_heads
         qkv = self.qkv(ops.reshape(tokens, (-1, dim)))  # (B*T, 3D)
         qkv = ops.transpose(ops.reshape(qkv, (batch, length, 3, heads, dim // heads)), (2, 0, 3, 1, 4))
-        query, key, value = qkv[0] * ((dim // heads) ** -0.5), qkv[1], qkv[2]  # (B, heads, T, d) each
+        # unstack, not qkv[i]: the gradient of a slice writes a zero-filled copy of all of qkv, per slice.
+        query, key, value = ops.unstack(qkv, 3, axis=0)  # (B, heads, T, d) each
+        query = query * ((dim // heads) ** -0.5)
         logits = ops.matmul(query, ops.swapaxes(key, -1, -2))  # (B, heads, T, T)
         if attention_bias is not None:
             logits = logits + ops.cast(attention_bias, logits.dtype)

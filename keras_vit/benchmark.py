@@ -25,6 +25,9 @@ import numpy as np
 from keras_vit.variants import parse_variant
 
 ROOFLINE_N = 4096
+# A pause before each timed step, so that the thread pools of the previous implementation (TensorFlow's
+# or PyTorch's, which spin-wait after work) are parked and do not steal cycles from the next one.
+SETTLE_SECONDS = 0.2
 
 
 def flops_per_image(variant, image_size=224, num_classes=1000):
@@ -156,6 +159,7 @@ def measure(case, peers, torch_peer, rounds):
     times = {name: [] for name in steps}
     for _ in range(rounds):
         for name, step in steps.items():
+            time.sleep(SETTLE_SECONDS)
             times[name].append(_timed(step))
     return times
 

@@ -254,7 +254,8 @@ class SelfAttention(keras.layers.Layer):
         logits = ops.matmul(query, ops.swapaxes(key, -1, -2))  # (B, heads, T, T)
         if attention_bias is not None:
             logits = logits + ops.cast(attention_bias, logits.dtype)
-        weights = ops.softmax(logits, axis=-1)
+        # Softmax in float32 under mixed precision (the casts vanish in float32).
+        weights = ops.cast(ops.softmax(ops.cast(logits, "float32"), axis=-1), logits.dtype)
         y = ops.matmul(self.dropout(weights, training=training), value)  # (B, heads, T, d)
         y = self.output_dense(ops.reshape(ops.transpose(y, (0, 2, 1, 3)), (-1, dim)))  # (B*T, D)
         outputs = (ops.reshape(y, (batch, length, dim)),)

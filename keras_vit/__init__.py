@@ -15,6 +15,7 @@ from keras_vit.layers import (
     ClassToken,
     ClassTokenPooling,
     PatchEmbedding,
+    SelfAttention,
     TransformerBlock,
 )
 from keras_vit.model import (
@@ -28,6 +29,7 @@ from keras_vit.model import (
     vit_ti16,
 )
 from keras_vit.resample import resample_position_embedding
+from keras_vit.tome import TokenMerging, apply_token_merging
 from keras_vit.variants import VARIANTS, Variant, parse_variant
 from keras_vit import recipes  # noqa: E402  (registers the optimizers that trained models are saved with)
 from keras_vit.weights import CheckpointError, build_from_checkpoint, load_weights, save_npz

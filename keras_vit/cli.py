@@ -13,7 +13,7 @@ import os
 import sys
 
 # Modules that contribute a sub-command, in the order `--help` lists them.
-COMMAND_MODULES = ["keras_vit.train", "keras_vit.export", "keras_vit.predict"]
+COMMAND_MODULES = ["keras_vit.train", "keras_vit.export", "keras_vit.predict", "keras_vit.benchmark"]
 
 # The mistakes a user can make on the command line; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)

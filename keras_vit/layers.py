@@ -199,15 +199,88 @@ class AddPositionEmbedding(keras.layers.Layer):
 
 
 @_register
+class SelfAttention(keras.layers.Layer):
+    """Multi-head self-attention with one fused query/key/value projection.
+
+    Computes the same function as Keras' `MultiHeadAttention(q=k=v)` but with
+    the layout a CPU runs fastest (measured in `benchmarks/README.md`): the
+    tokens are flattened to `(B*T, D)` so each projection is one plain 2-D
+    matmul, query/key/value come from one `(D, 3D)` matmul, and the heads are
+    split by one transpose into `(B, heads, T, d)`, where both attention
+    products are contiguous batched matmuls. The `1/sqrt(d)` scale is folded
+    into the queries (`T x d` multiplies instead of `T x T`).
+
+    Args:
+        num_heads: attention heads; must divide `D`.
+        dropout_rate: dropout on the attention weights. Defaults to `0.0`.
+
+    Call arguments:
+        tokens: `(B, T, D)`.
+        attention_bias: optional logits bias broadcastable to
+            `(B, heads, T, T)` (token merging adds `log(size)` of the keys).
+        training: whether dropout is active.
+        return_attention_scores: also return the `(B, heads, T, T)` weights.
+        return_keys: also return the keys, `(B, heads, T, d)`.
+
+    Returns:
+        `(B, T, D)`, followed by the weights and keys when asked.
+    """
+
+    def __init__(self, num_heads, dropout_rate=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = _positive_int(num_heads, "num_heads")
+        self.dropout_rate = _rate(dropout_rate, "dropout_rate")
+
+    def build(self, input_shape):
+        hidden_dim = input_shape[-1]
+        if hidden_dim % self.num_heads:
+            raise ValueError(f"hidden_dim={hidden_dim} is not divisible by num_heads={self.num_heads}.")
+        dense = dict(kernel_initializer="glorot_uniform", dtype=self.dtype_policy)
+        # Columns of `qkv` are (query | key | value), each head-major (heads, d), as timm's `qkv`.
+        self.qkv = keras.layers.Dense(3 * hidden_dim, name="qkv", **dense)
+        self.output_dense = keras.layers.Dense(hidden_dim, name="output", **dense)
+        self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy, name="dropout")
+        self.qkv.build((None, hidden_dim))
+        self.output_dense.build((None, hidden_dim))
+
+    def call(self, tokens, attention_bias=None, training=None, return_attention_scores=False, return_keys=False):
+        batch, length, dim = ops.shape(tokens)[0], ops.shape(tokens)[1], tokens.shape[-1]
+        heads = self.num_heads
+        qkv = self.qkv(ops.reshape(tokens, (-1, dim)))  # (B*T, 3D)
+        qkv = ops.transpose(ops.reshape(qkv, (batch, length, 3, heads, dim // heads)), (2, 0, 3, 1, 4))
+        # unstack, not qkv[i]: the gradient of a slice writes a zero-filled copy of all of qkv, per slice.
+        query, key, value = ops.unstack(qkv, 3, axis=0)  # (B, heads, T, d) each
+        query = query * ((dim // heads) ** -0.5)
+        logits = ops.matmul(query, ops.swapaxes(key, -1, -2))  # (B, heads, T, T)
+        if attention_bias is not None:
+            logits = logits + ops.cast(attention_bias, logits.dtype)
+        # Softmax in float32 under mixed precision (the casts vanish in float32).
+        weights = ops.cast(ops.softmax(ops.cast(logits, "float32"), axis=-1), logits.dtype)
+        y = ops.matmul(self.dropout(weights, training=training), value)  # (B, heads, T, d)
+        y = self.output_dense(ops.reshape(ops.transpose(y, (0, 2, 1, 3)), (-1, dim)))  # (B*T, D)
+        outputs = (ops.reshape(y, (batch, length, dim)),)
+        outputs += (weights,) if return_attention_scores else ()
+        outputs += (key,) if return_keys else ()
+        return outputs if len(outputs) > 1 else outputs[0]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "num_heads": self.num_heads, "dropout_rate": self.dropout_rate}
+
+
+@_register
 class TransformerBlock(keras.layers.Layer):
     """One pre-LayerNorm encoder block (paper, eqs. 2-3).
 
         x = x + DropPath(Dropout(MSA(LN(x))))
         x = x + DropPath(Dropout(Dense(Dropout(GELU(Dense(LN(x)))))))
 
-    Attention is Keras' `MultiHeadAttention`, which routes to the fused
-    `ops.dot_product_attention` whenever attention dropout is off. Stochastic
-    depth (drop path) is Keras' `Dropout` with one mask value per sample.
+    Attention is `SelfAttention` (fused query/key/value). The MLP runs on the
+    tokens flattened to `(B*T, D)`: a 2-D matmul lets TensorFlow fuse its bias
+    and exact GELU into the matmul, which a 3-D one does not. Stochastic depth
+    (drop path) is Keras' `Dropout` with one mask value per sample.
 
     Args:
         num_heads: attention heads; must divide `D`.
@@ -259,13 +332,8 @@ class TransformerBlock(keras.layers.Layer):
         )
         norm = dict(epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy)
         self.norm_1 = keras.layers.LayerNormalization(name="norm_1", **norm)
-        self.attention = keras.layers.MultiHeadAttention(
-            self.num_heads,
-            key_dim=hidden_dim // self.num_heads,
-            dropout=self.attention_dropout_rate,
-            kernel_initializer="glorot_uniform",
-            dtype=self.dtype_policy,
-            name="attention",
+        self.attention = SelfAttention(
+            self.num_heads, self.attention_dropout_rate, dtype=self.dtype_policy, name="attention"
         )
         self.norm_2 = keras.layers.LayerNormalization(name="norm_2", **norm)
         self.mlp_dense_1 = keras.layers.Dense(self.mlp_dim, activation="gelu", name="mlp_dense_1", **dense)
@@ -274,23 +342,32 @@ class TransformerBlock(keras.layers.Layer):
         self.drop_path = keras.layers.Dropout(
             self.drop_path_rate, noise_shape=(None, 1, 1), dtype=self.dtype_policy, name="drop_path"
         )
-        self.norm_1.build(input_shape)
-        self.attention.build(input_shape, input_shape)
-        self.norm_2.build(input_shape)
-        self.mlp_dense_1.build(input_shape)
-        self.mlp_dense_2.build((*input_shape[:-1], self.mlp_dim))
+        flat = (None, hidden_dim)
+        self.norm_1.build(flat)
+        self.attention.build(input_shape)
+        self.norm_2.build(flat)
+        self.mlp_dense_1.build(flat)
+        self.mlp_dense_2.build((None, self.mlp_dim))
 
     def call(self, tokens, training=None, return_attention_scores=False):
-        y = self.norm_1(tokens)
-        if return_attention_scores:
-            y, scores = self.attention(y, y, training=training, return_attention_scores=True)
-        else:
-            y = self.attention(y, y, training=training)  # (B, T, D)
-        x = tokens + self.drop_path(self.dropout(y, training=training), training=training)
-        y = self.mlp_dense_1(self.norm_2(x))  # (B, T, mlp_dim), exact GELU
-        y = self.mlp_dense_2(self.dropout(y, training=training))  # (B, T, D)
-        x = x + self.drop_path(self.dropout(y, training=training), training=training)
+        y = self.attention(
+            self.norm_1(tokens), training=training, return_attention_scores=return_attention_scores
+        )
+        y, scores = y if return_attention_scores else (y, None)
+        x = self.residual(tokens, y, training)
+        x = self.residual(x, self.mlp(x, training), training)
         return (x, scores) if return_attention_scores else x
+
+    def residual(self, x, y, training):
+        """`x + DropPath(Dropout(y))`."""
+        return x + self.drop_path(self.dropout(y, training=training), training=training)
+
+    def mlp(self, tokens, training=None):
+        """`Dense(Dropout(GELU(Dense(LN(tokens)))))` on the flattened tokens: `(B, T, D)`."""
+        dim = tokens.shape[-1]
+        y = self.mlp_dense_1(self.norm_2(ops.reshape(tokens, (-1, dim))))  # (B*T, mlp_dim), exact GELU
+        y = self.mlp_dense_2(self.dropout(y, training=training))  # (B*T, D)
+        return ops.reshape(y, ops.shape(tokens))
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -22,32 +22,10 @@ from keras_vit import checkpoint_formats as formats
 from keras_vit.checkpoint_formats import CheckpointError
 from keras_vit.checkpoint_adapt import CLS, EMBEDDING, HEAD, POSEMB, PRE_LOGITS, adapt
 from keras_vit.checkpoints import fetch_checkpoint, find_checkpoint
+from keras_vit.checkpoint_keys import model_variables
 from keras_vit.resample import square_grid
 
 _logger = logging.getLogger("keras_vit")
-
-_NORM = {"gamma": "scale", "beta": "bias"}
-_LEAVES = ("kernel", "bias")
-# Our layer name -> {weight path inside the layer: key in the original checkpoints}.
-_LAYER_KEYS = {
-    "patch_embedding": {f"projection/{leaf}": f"embedding/{leaf}" for leaf in _LEAVES},
-    "class_token": {"token": CLS},
-    "position_embedding": {"embedding": POSEMB},
-    "encoder_norm": {ours: f"Transformer/encoder_norm/{theirs}" for ours, theirs in _NORM.items()},
-    "pre_logits": {leaf: f"pre_logits/{leaf}" for leaf in _LEAVES},
-    "head": {leaf: f"head/{leaf}" for leaf in _LEAVES},
-}
-_BLOCK_KEYS = {
-    **{f"norm_1/{ours}": f"LayerNorm_0/{theirs}" for ours, theirs in _NORM.items()},
-    **{f"norm_2/{ours}": f"LayerNorm_2/{theirs}" for ours, theirs in _NORM.items()},
-    **{
-        f"attention/{ours}/{leaf}": f"MultiHeadDotProductAttention_1/{theirs}/{leaf}"
-        for ours, theirs in [("query", "query"), ("key", "key"), ("value", "value"), ("attention_output", "out")]
-        for leaf in _LEAVES
-    },
-    **{f"mlp_dense_{i + 1}/{leaf}": f"MlpBlock_3/Dense_{i}/{leaf}" for i in range(2) for leaf in _LEAVES},
-}
-
 
 @dataclasses.dataclass
 class LoadReport:
@@ -74,24 +52,6 @@ class LoadReport:
         lines += [f"  adapted: {line}" for line in self.adapted]
         lines += [f"  skipped: {line}" for line in self.skipped]
         return "\n".join(lines)
-
-
-def model_variables(model):
-    """`{original checkpoint key: variable}` for every weight of a `build_vit` model.
-
-    Weights of layers this module does not know are keyed `keras:<path>`, so
-    a load reports them as missing instead of ignoring them.
-    """
-    out = {}
-    for layer in model.layers:
-        if layer.name.startswith("block_"):
-            table = {k: f"Transformer/encoderblock_{layer.name[6:]}/{v}" for k, v in _BLOCK_KEYS.items()}
-        else:
-            table = _LAYER_KEYS.get(layer.name, {})
-        for variable in layer.weights:
-            inner = variable.path.partition(f"{layer.name}/")[2]
-            out[table.get(inner, f"keras:{variable.path}")] = variable
-    return out
 
 
 def read_checkpoint(path, num_heads=None):

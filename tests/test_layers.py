@@ -12,6 +12,7 @@ from keras_vit.layers import (
     ClassToken,
     ClassTokenPooling,
     PatchEmbedding,
+    SelfAttention,
     TransformerBlock,
 )
 from keras_vit.resample import resample_position_embedding
@@ -32,6 +33,12 @@ CASES = {
         (2, 7, 8),
     ),
     "class_token_pooling": (lambda: ClassTokenPooling(), (2, 7, 8), {}, (2, 8)),
+    "self_attention": (
+        lambda: SelfAttention(num_heads=2, dropout_rate=0.1),
+        (2, 7, 8),
+        {"qkv/kernel": (8, 24), "qkv/bias": (24,), "output/kernel": (8, 8), "output/bias": (8,)},
+        (2, 7, 8),
+    ),
     "transformer_block": (
         lambda: TransformerBlock(
             num_heads=2, mlp_dim=16, dropout_rate=0.1, attention_dropout_rate=0.1, drop_path_rate=0.1
@@ -40,14 +47,10 @@ CASES = {
         {
             "norm_1/gamma": (8,),
             "norm_1/beta": (8,),
-            "attention/query/kernel": (8, 2, 4),
-            "attention/query/bias": (2, 4),
-            "attention/key/kernel": (8, 2, 4),
-            "attention/key/bias": (2, 4),
-            "attention/value/kernel": (8, 2, 4),
-            "attention/value/bias": (2, 4),
-            "attention/attention_output/kernel": (2, 4, 8),
-            "attention/attention_output/bias": (8,),
+            "attention/qkv/kernel": (8, 24),
+            "attention/qkv/bias": (24,),
+            "attention/output/kernel": (8, 8),
+            "attention/output/bias": (8,),
             "norm_2/gamma": (8,),
             "norm_2/beta": (8,),
             "mlp_dense_1/kernel": (8, 16),

@@ -22,7 +22,7 @@ from keras_vit import CheckpointError, build_from_checkpoint, build_vit, load_we
 from keras_vit import checkpoints, preprocessing
 from keras_vit.checkpoint_formats import to_big_vision
 from keras_vit.resample import resample_position_embedding
-from keras_vit.weights import model_variables
+from keras_vit.checkpoint_keys import model_variables
 
 TORCH_REFERENCE = pathlib.Path(__file__).with_name("torch_reference.py")
 PARITY = all(importlib.util.find_spec(name) for name in ("torch", "timm", "transformers", "safetensors"))
@@ -90,7 +90,7 @@ def _max_diff(model, reference, expected):
 def test_pytorch_checkpoints_give_the_same_outputs(reference, file, expected, model_kwargs):
     model = _tiny(**model_kwargs)
     report = load_weights(model, reference / file)
-    assert len(report.loaded) == len(model.weights) and not report.adapted and not report.skipped
+    assert len(report.loaded) == len(model_variables(model)) and not report.adapted and not report.skipped
     difference = _max_diff(model, reference, expected)
     print(f"{file}: max abs difference {difference:.2e}")  # shown with `pytest -s`
     assert difference < TOLERANCE
@@ -157,7 +157,7 @@ def test_npz_round_trip_is_exact(tmp_path, layout, pooling):
     assert ("params/pos_embedding" in keys) == (layout == "big_vision")
     target = _tiny(pooling=pooling, representation_size=16)
     report = load_weights(target, tmp_path / "model.npz")
-    assert report.format == layout and len(report.loaded) == len(target.weights)
+    assert report.format == layout and len(report.loaded) == len(model_variables(target))
     images = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(target.predict(images, verbose=0), source.predict(images, verbose=0), atol=1e-5)
 
@@ -166,7 +166,7 @@ def test_old_original_files_with_an_optimizer_prefix_load(tmp_path):
     source = _randomize(_tiny())
     np.savez(tmp_path / "old.npz", **{f"opt/target/{k}": v.numpy() for k, v in model_variables(source).items()})
     report = load_weights(_tiny(), tmp_path / "old.npz")
-    assert report.format == "original" and len(report.loaded) == len(source.weights)
+    assert report.format == "original" and len(report.loaded) == len(model_variables(source))
 
 
 def test_big_vision_scanned_encoder_and_class_slot(tmp_path):

@@ -1,0 +1,169 @@
+"""Token merging (Bolya et al., "Token Merging: Your ViT but Faster", ICLR 2023).
+
+    fast = keras_vit.apply_token_merging(model, r=8)   # same weights, no retraining
+
+Between attention and MLP, every block merges its `r` most similar token
+pairs, so a 12-block B/16 at 224 ends with 197 - 12 r tokens: less work in
+every later attention and MLP. Similarity is the cosine of the attention keys
+(averaged over heads); pairs are found by bipartite soft matching (tokens
+split alternately into sets A and B; each A token picks its most similar B
+token; the `r` best-matched A tokens are averaged into their partners, the
+class token never). A merged token stands for `size` patches: it is averaged
+with weights `size`, and attention adds `log(size)` to its logits
+(proportional attention), as if it were still `size` copies.
+
+Gathers and scatters are one-hot matmuls, so the model converts to LiteRT
+with builtin operators only. Legend: `B` batch, `T` tokens, `D` hidden_dim,
+`Ta`, `Tb` the sizes of the two sets.
+"""
+
+import keras
+from keras import ops
+
+from keras_vit.layers import TransformerBlock, _register
+
+
+def _check_r(value, name="r"):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name}={value!r} must be a non-negative integer.")
+    return value
+
+
+@_register
+class TokenMerging(keras.layers.Wrapper):
+    """A `TransformerBlock` that merges `r` token pairs between attention and MLP.
+
+    Wraps (and shares the weights of) a trained block; inference only.
+
+    Args:
+        layer: the `TransformerBlock`.
+        r: token pairs to merge; at most half of the mergeable tokens are.
+        class_token: whether token 0 is a class token, never merged.
+            Defaults to `True`.
+
+    Call arguments:
+        tokens: `(B, T, D)`.
+        sizes: `(B, T, 1)` patches each token stands for, or `None` for ones.
+
+    Returns:
+        `(tokens, sizes)`: `(B, T - r, D)` and `(B, T - r, 1)`.
+    """
+
+    def __init__(self, layer, r, class_token=True, **kwargs):
+        if not isinstance(layer, TransformerBlock):
+            raise ValueError(f"layer={layer!r} must be a keras_vit TransformerBlock.")
+        super().__init__(layer, **kwargs)
+        self.r = _check_r(r)
+        self.class_token = bool(class_token)
+
+    def build(self, tokens_shape, sizes_shape=None):
+        if not self.layer.built:
+            self.layer.build(tokens_shape)
+        self.built = True
+
+    def merged(self, length):
+        """How many pairs merge among `length` tokens."""
+        return min(self.r, (length - int(self.class_token)) // 2)
+
+    def call(self, tokens, sizes=None):
+        block = self.layer
+        if sizes is None:
+            sizes = ops.ones_like(tokens[..., :1])
+        r = self.merged(tokens.shape[1])
+        if r == 0:
+            return block(tokens, training=False), sizes
+        bias = ops.expand_dims(ops.transpose(ops.log(sizes), (0, 2, 1)), 1)  # (B, 1, 1, T)
+        y, keys = block.attention(block.norm_1(tokens), attention_bias=bias, return_keys=True)
+        x = tokens + y
+        merge = bipartite_soft_matching(ops.mean(keys, axis=1), r, self.class_token)
+        x, sizes = merge_weighted(merge, x, sizes)
+        return x + block.mlp(x), sizes
+
+    def compute_output_shape(self, tokens_shape, sizes_shape=None):
+        batch, length, dim = tokens_shape
+        length = None if length is None else length - self.merged(length)
+        return (batch, length, dim), (batch, length, 1)
+
+    def get_config(self):
+        return {**super().get_config(), "r": self.r, "class_token": self.class_token}
+
+
+def bipartite_soft_matching(metric, r, class_token=True):
+    """Plans the merge of `r` pairs of `metric` `(B, T, d)`; returns `merge(x)`.
+
+    `merge` maps any `(B, T, C)` to `(B, T - r, C)`: the unmerged A tokens
+    (in their original order, so the class token stays first) followed by
+    the B tokens, each plus the sum of the A tokens merged into it.
+    """
+    metric = metric / ops.norm(metric, axis=-1, keepdims=True)
+    a, b = metric[:, ::2], metric[:, 1::2]  # (B, Ta, d), (B, Tb, d)
+    size_a, size_b = a.shape[1], b.shape[1]
+    scores = ops.matmul(a, ops.swapaxes(b, 1, 2))  # (B, Ta, Tb) cosine similarities
+    if class_token:
+        protect = ops.cast(ops.arange(size_a) == 0, scores.dtype) * -1e9
+        scores = scores + protect[:, None]
+    # top_k, not argmax: Keras' TensorFlow argmax bit-casts to tell -0.0 from 0.0, which LiteRT cannot run.
+    best, partner = ops.top_k(scores, k=1)
+    best, partner = best[..., 0], partner[..., 0]  # (B, Ta): best B partner of each A token
+    _, order = ops.top_k(best, k=size_a)  # A tokens, best matched first
+    # Back in their original order (class token first); top_k on floats, since TensorFlow sorts
+    # integers with a bitwise op that LiteRT lacks.
+    unmerged, _ = ops.top_k(-ops.cast(order[:, r:], "float32"), k=size_a - r)
+    unmerged = ops.cast(-unmerged, "int32")  # (B, Ta - r)
+    src = order[:, :r]  # (B, r)
+    dst = ops.take_along_axis(partner, src, axis=1)  # (B, r)
+
+    def merge(x):
+        x_a, x_b = x[:, ::2], x[:, 1::2]
+        keep = ops.matmul(ops.one_hot(unmerged, size_a, dtype=x.dtype), x_a)  # (B, Ta - r, C)
+        moved = ops.matmul(ops.one_hot(src, size_a, dtype=x.dtype), x_a)  # (B, r, C)
+        into = ops.swapaxes(ops.one_hot(dst, size_b, dtype=x.dtype), 1, 2)  # (B, Tb, r)
+        return ops.concatenate([keep, x_b + ops.matmul(into, moved)], axis=1)
+
+    return merge
+
+
+def merge_weighted(merge, x, sizes):
+    """Merges tokens as size-weighted averages; returns `(tokens, sizes)`."""
+    dim = x.shape[-1]
+    merged = merge(ops.concatenate([x * sizes, sizes], axis=-1))  # one pass for both
+    sizes = merged[..., dim:]
+    return merged[..., :dim] / sizes, sizes
+
+
+def apply_token_merging(model, r):
+    """The same model (same weights, shared) with token merging in every block.
+
+    Args:
+        model: a `build_vit` model with a class token (`pooling="token"`),
+            trained or not.
+        r: pairs merged per block, an int or one int per block. `0` gives
+            the original model's outputs exactly.
+
+    Returns:
+        A `keras.Model` with the same input and output.
+
+    Example:
+
+    >>> import keras_vit
+    >>> model = keras_vit.build_vit("tiny/4", image_size=32, num_classes=10)
+    >>> fast = apply_token_merging(model, r=4)
+    >>> fast.get_layer("block_1").output[0].shape  # 65 tokens, then 61, then 57
+    (None, 57, 64)
+    """
+    blocks = [layer for layer in model.layers if isinstance(layer, TransformerBlock)]
+    schedule = [r] * len(blocks) if isinstance(r, int) and not isinstance(r, bool) else list(r)
+    if len(schedule) != len(blocks):
+        raise ValueError(f"r={r!r} must be an int or one int per block ({len(blocks)} blocks).")
+    for value in schedule:
+        _check_r(value)
+    if any(layer.name == "gap_pooling" for layer in model.layers):
+        raise ValueError("Token merging needs a class-token model (pooling='token'); this one pools with 'gap'.")
+    images = keras.Input(shape=model.input_shape[1:], name=model.inputs[0].name)
+    x, sizes, schedule = images, None, iter(schedule)
+    for layer in model.layers[1:]:
+        if isinstance(layer, TransformerBlock):
+            x, sizes = TokenMerging(layer, next(schedule), name=layer.name)(x, sizes)
+        else:
+            x = layer(x)
+    return keras.Model(images, x, name=f"{model.name}_tome")

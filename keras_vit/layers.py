@@ -210,6 +210,12 @@ class SelfAttention(keras.layers.Layer):
     products are contiguous batched matmuls. The `1/sqrt(d)` scale is folded
     into the queries (`T x d` multiplies instead of `T x T`).
 
+    Written out rather than calling `ops.dot_product_attention`, which wants
+    `(B, T, heads, d)` and so two more transposes per product: for B/16 at
+    batch 16 its attention core took 26 ms against 15 ms here, same process
+    (about 10% of the whole forward). The test suite checks this layer against
+    Keras' `MultiHeadAttention` holding the same weights.
+
     Args:
         num_heads: attention heads; must divide `D`.
         dropout_rate: dropout on the attention weights. Defaults to `0.0`.
@@ -357,6 +363,14 @@ class TransformerBlock(keras.layers.Layer):
         x = self.residual(tokens, y, training)
         x = self.residual(x, self.mlp(x, training), training)
         return (x, scores) if return_attention_scores else x
+
+    def compute_output_spec(self, tokens, training=None, return_attention_scores=False):
+        # Symbolic calls see the flag here (`compute_output_shape` does not): tokens, then weights.
+        out = keras.KerasTensor(tokens.shape, dtype=self.compute_dtype)
+        if not return_attention_scores:
+            return out
+        batch, length, _ = tokens.shape
+        return out, keras.KerasTensor((batch, self.num_heads, length, length), dtype=self.compute_dtype)
 
     def residual(self, x, y, training):
         """`x + DropPath(Dropout(y))`."""

@@ -253,3 +253,33 @@ def test_resize_names_a_grid_that_does_not_fit():
         resample_position_embedding(np.zeros((1, 1 + 6, 2)), (4, 4))
     with pytest.raises(ValueError, match=r"source_grid=\(2, 2\) has 4 tokens"):
         resample_position_embedding(np.zeros((1, 1 + 6, 2)), (4, 4), source_grid=2)
+
+
+def test_self_attention_equals_keras_multi_head_attention_with_the_same_weights():
+    from keras_vit.layers import SelfAttention
+
+    dim, heads = 12, 3
+    tokens = _random((2, 5, dim))
+    ours = SelfAttention(heads)
+    ours.build(tokens.shape)
+    for w in ours.weights:
+        w.assign(_random(w.shape, seed=3))
+    reference = keras.layers.MultiHeadAttention(heads, key_dim=dim // heads)
+    reference.build(tokens.shape, tokens.shape)
+    kernel, bias = (keras.ops.convert_to_numpy(w) for w in ours.qkv.weights)  # (D, 3D): query | key | value
+    for i, dense in enumerate((reference._query_dense, reference._key_dense, reference._value_dense)):
+        dense.kernel.assign(kernel[:, i * dim:(i + 1) * dim].reshape(dim, heads, dim // heads))
+        dense.bias.assign(bias[i * dim:(i + 1) * dim].reshape(heads, dim // heads))
+    out_kernel, out_bias = (keras.ops.convert_to_numpy(w) for w in ours.output_dense.weights)
+    reference._output_dense.kernel.assign(out_kernel.reshape(heads, dim // heads, dim))
+    reference._output_dense.bias.assign(out_bias)
+    expected, expected_scores = reference(tokens, tokens, return_attention_scores=True)
+    got, scores = ours(tokens, return_attention_scores=True)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose(scores, expected_scores, atol=1e-6)
+
+
+def test_symbolic_block_call_returns_the_attention_weights_when_asked():
+    block = TransformerBlock(num_heads=2, mlp_dim=8)
+    tokens, scores = block(keras.Input((5, 4)), return_attention_scores=True)
+    assert tuple(tokens.shape) == (None, 5, 4) and tuple(scores.shape) == (None, 2, 5, 5)

@@ -81,60 +81,73 @@ def build_vit(
     >>> model.output_shape
     (None, 10)
     """
-    arch, variant_patch = parse_variant(variant)
-    patch_size = _pick(patch_size, variant_patch)
-    if patch_size is None:
-        raise ValueError(f"variant={variant!r} names no patch size; write e.g. '{variant}/16' or pass patch_size.")
-    patch_size = to_pair(patch_size, "patch_size")
-    image_size = to_pair(image_size, "image_size")
-    for size, patch in zip(image_size, patch_size):
-        if size % patch:
-            raise ValueError(
-                f"image_size={image_size} is not divisible by patch_size={patch_size}; "
-                "use an image size that is a multiple of the patch size."
-            )
-    hidden_dim = _positive_int(_pick(hidden_dim, arch.hidden_dim), "hidden_dim")
-    num_layers = _positive_int(_pick(num_layers, arch.num_layers), "num_layers")
-    num_heads = _positive_int(_pick(num_heads, arch.num_heads), "num_heads")
-    mlp_dim = _positive_int(_pick(mlp_dim, arch.mlp_dim), "mlp_dim")
-    if hidden_dim % num_heads:
-        raise ValueError(f"hidden_dim={hidden_dim} is not divisible by num_heads={num_heads}.")
-    dropout_rate = _rate(_pick(dropout_rate, arch.dropout_rate), "dropout_rate")
-    attention_dropout_rate = _rate(
-        _pick(attention_dropout_rate, arch.attention_dropout_rate), "attention_dropout_rate"
-    )
-    drop_path_rate = _rate(drop_path_rate, "drop_path_rate")
-    if pooling not in POOLINGS:
-        raise ValueError(f"Unknown pooling={pooling!r}; expected one of {POOLINGS}.")
-    if representation_size is not None:
-        _positive_int(representation_size, "representation_size")
-    if include_top:
-        _positive_int(num_classes, "num_classes")
-    _positive_int(num_channels, "num_channels")
-
-    images = keras.Input(shape=(*image_size, num_channels), name="images")
-    x = PatchEmbedding(patch_size, hidden_dim, name="patch_embedding")(images)  # (B, N, D)
+    c = _resolve(locals())  # locals() here is exactly the arguments, by name
+    images = keras.Input(shape=(*c["image_size"], c["num_channels"]), name="images")
+    x = PatchEmbedding(c["patch_size"], c["hidden_dim"], name="patch_embedding")(images)  # (B, N, D)
     if pooling == "token":
         x = ClassToken(name="class_token")(x)  # (B, N + 1, D)
     x = AddPositionEmbedding(int(pooling == "token"), name="position_embedding")(x)
-    x = keras.layers.Dropout(dropout_rate, name="embedding_dropout")(x)
-    for i in range(num_layers):
+    x = keras.layers.Dropout(c["dropout_rate"], name="embedding_dropout")(x)
+    for i in range(c["num_layers"]):
         x = TransformerBlock(
-            num_heads,
-            mlp_dim,
-            dropout_rate=dropout_rate,
-            attention_dropout_rate=attention_dropout_rate,
-            drop_path_rate=drop_path_rate * i / max(num_layers - 1, 1),
+            c["num_heads"],
+            c["mlp_dim"],
+            dropout_rate=c["dropout_rate"],
+            attention_dropout_rate=c["attention_dropout_rate"],
+            drop_path_rate=c["drop_path_rate"] * i / max(c["num_layers"] - 1, 1),
             name=f"block_{i}",
         )(x)
     x = keras.layers.LayerNormalization(epsilon=1e-6, name="encoder_norm")(x)
+    x = _pool_and_head(x, pooling, representation_size, num_classes if include_top else None)
+    model = keras.Model(images, x, name=name or _default_name(variant, c["patch_size"]))
+    if weights is not None:
+        from keras_vit.weights import load_pretrained  # weights.py builds models with this module
+
+        load_pretrained(model, weights, variant)
+    return model
+
+
+def _resolve(args):
+    """The variant's row overridden by the explicit arguments, every value checked."""
+    arch, variant_patch = parse_variant(args["variant"])
+    patch_size = _pick(args["patch_size"], variant_patch)
+    if patch_size is None:
+        raise ValueError(
+            f"variant={args['variant']!r} names no patch size; write e.g. '{args['variant']}/16' or pass patch_size."
+        )
+    c = {"patch_size": to_pair(patch_size, "patch_size"), "image_size": to_pair(args["image_size"], "image_size")}
+    for size, patch in zip(c["image_size"], c["patch_size"]):
+        if size % patch:
+            raise ValueError(
+                f"image_size={c['image_size']} is not divisible by patch_size={c['patch_size']}; "
+                "use an image size that is a multiple of the patch size."
+            )
+    for key in ("hidden_dim", "num_layers", "num_heads", "mlp_dim"):
+        c[key] = _positive_int(_pick(args[key], getattr(arch, key)), key)
+    if c["hidden_dim"] % c["num_heads"]:
+        raise ValueError(f"hidden_dim={c['hidden_dim']} is not divisible by num_heads={c['num_heads']}.")
+    for key in ("dropout_rate", "attention_dropout_rate"):
+        c[key] = _rate(_pick(args[key], getattr(arch, key)), key)
+    c["drop_path_rate"] = _rate(args["drop_path_rate"], "drop_path_rate")
+    if args["pooling"] not in POOLINGS:
+        raise ValueError(f"Unknown pooling={args['pooling']!r}; expected one of {POOLINGS}.")
+    if args["representation_size"] is not None:
+        _positive_int(args["representation_size"], "representation_size")
+    if args["include_top"]:
+        _positive_int(args["num_classes"], "num_classes")
+    c["num_channels"] = _positive_int(args["num_channels"], "num_channels")
+    return c
+
+
+def _pool_and_head(x, pooling, representation_size, num_classes):
+    """`(B, T, D)` -> pooled `(B, D)` -> [pre-logits] -> [head logits]."""
     if pooling == "token":
         x = ClassTokenPooling(name="token_pooling")(x)  # (B, D)
     else:
         x = keras.layers.GlobalAveragePooling1D(name="gap_pooling")(x)  # (B, D)
     if representation_size is not None:
         x = keras.layers.Dense(representation_size, activation="tanh", name="pre_logits")(x)
-    if include_top:
+    if num_classes is not None:
         # Zero-initialised, as the original code; a mixed policy still yields float32 logits.
         policy = keras.config.dtype_policy()
         x = keras.layers.Dense(
@@ -143,12 +156,7 @@ def build_vit(
             dtype="float32" if policy.name.startswith("mixed") else policy,
             name="head",
         )(x)
-    model = keras.Model(images, x, name=name or _default_name(variant, patch_size))
-    if weights is not None:
-        from keras_vit.weights import load_pretrained  # weights.py builds models with this module
-
-        load_pretrained(model, weights, variant)
-    return model
+    return x
 
 
 def _pick(value, default):

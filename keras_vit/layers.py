@@ -241,10 +241,14 @@ class SelfAttention(keras.layers.Layer):
         hidden_dim = input_shape[-1]
         if hidden_dim % self.num_heads:
             raise ValueError(f"hidden_dim={hidden_dim} is not divisible by num_heads={self.num_heads}.")
-        dense = dict(kernel_initializer="glorot_uniform", dtype=self.dtype_policy)
         # Columns of `qkv` are (query | key | value), each head-major (heads, d), as timm's `qkv`.
-        self.qkv = keras.layers.Dense(3 * hidden_dim, name="qkv", **dense)
-        self.output_dense = keras.layers.Dense(hidden_dim, name="output", **dense)
+        # Each part is initialised as the original code's own (D, D) xavier-uniform projection:
+        # fan_avg over the fused (D, 3D) kernel is 2D, so scale 2 gives the limit sqrt(3 / D).
+        qkv_init = keras.initializers.VarianceScaling(2.0, mode="fan_avg", distribution="uniform")
+        self.qkv = keras.layers.Dense(3 * hidden_dim, kernel_initializer=qkv_init, dtype=self.dtype_policy, name="qkv")
+        self.output_dense = keras.layers.Dense(
+            hidden_dim, kernel_initializer="glorot_uniform", dtype=self.dtype_policy, name="output"
+        )
         self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy, name="dropout")
         self.qkv.build((None, hidden_dim))
         self.output_dense.build((None, hidden_dim))

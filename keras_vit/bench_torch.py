@@ -30,7 +30,7 @@ def _step(cache, task, variant, batch, image_size):
         images = torch.randn(batch, 3, image_size, image_size)
         labels = torch.randint(0, 1000, (batch,))
         if task == "forward":
-            model.eval()
+            model.train(False)  # inference mode (what torch calls eval)
 
             def step():
                 with torch.inference_mode():

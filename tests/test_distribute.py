@@ -11,15 +11,25 @@ import numpy as np
 WORKER = os.path.join(os.path.dirname(__file__), "distributed_worker.py")
 
 
-def _run(*args, **kwargs):
-    return subprocess.Popen([sys.executable, WORKER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, **kwargs)
+def _run(log_dir, *args):
+    """Starts a worker; its output goes to files, as an unread pipe that fills would stall it."""
+    out = open(os.path.join(log_dir, f"{os.path.basename(args[2])}.out"), "w+")
+    err = open(os.path.join(log_dir, f"{os.path.basename(args[2])}.err"), "w+")
+    process = subprocess.Popen([sys.executable, WORKER, *args], stdout=out, stderr=err, text=True)
+    process.logs = (out, err)
+    return process
 
 
 def _finish(process, timeout=600):
-    out, err = process.communicate(timeout=timeout)
-    assert process.returncode == 0, err[-3000:]
-    return json.loads(out.strip().splitlines()[-1])
+    process.wait(timeout=timeout)
+    out, err = process.logs
+    out.seek(0)
+    err.seek(0)
+    output, errors = out.read(), err.read()
+    out.close()
+    err.close()
+    assert process.returncode == 0, errors[-3000:]
+    return json.loads(output.strip().splitlines()[-1])
 
 
 def _weights(path):
@@ -28,8 +38,8 @@ def _weights(path):
 
 
 def test_mirrored_over_two_devices_trains_to_the_weights_of_one(tmp_path):
-    one = _finish(_run("one_device", str(tmp_path / "one"), str(tmp_path / "one.npz")))
-    two = _finish(_run("mirrored", str(tmp_path / "two"), str(tmp_path / "two.npz")))
+    one = _finish(_run(tmp_path, "one_device", str(tmp_path / "one"), str(tmp_path / "one.npz")))
+    two = _finish(_run(tmp_path, "mirrored", str(tmp_path / "two"), str(tmp_path / "two.npz")))
     assert one["replicas"] == 1 and two["replicas"] == 2
     for a, b in zip(_weights(tmp_path / "one.npz"), _weights(tmp_path / "two.npz")):
         np.testing.assert_allclose(a, b, atol=1e-4)
@@ -50,11 +60,16 @@ def test_two_workers_train_together_to_identical_weights(tmp_path):
     cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
     output = str(tmp_path / "run")  # one output, as on a shared file system: the chief writes it
     workers = [
-        _run("multi_worker", output, str(tmp_path / f"w{i}.npz"),
+        _run(tmp_path, "multi_worker", output, str(tmp_path / f"w{i}.npz"),
              json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
         for i in range(2)
     ]
-    results = [_finish(w, timeout=600) for w in workers]
+    try:
+        results = [_finish(w, timeout=600) for w in workers]
+    finally:
+        for w in workers:  # never leave a worker waiting on its peer
+            if w.poll() is None:
+                w.kill()
     assert [r["replicas"] for r in results] == [2, 2]
     first, second = _weights(tmp_path / "w0.npz"), _weights(tmp_path / "w1.npz")
     for a, b in zip(first, second):

@@ -56,20 +56,36 @@ def _free_ports(count):
     return ports
 
 
-def test_two_workers_train_together_to_identical_weights(tmp_path):
+def _train_two_workers(tmp_path, output):
+    """Runs the two workers; returns `(results, None)`, or `(None, logs)` when one failed."""
     cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
-    output = str(tmp_path / "run")  # one output, as on a shared file system: the chief writes it
     workers = [
         _run(tmp_path, "multi_worker", output, str(tmp_path / f"w{i}.npz"),
              json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
         for i in range(2)
     ]
     try:
-        results = [_finish(w, timeout=600) for w in workers]
+        for w in workers:
+            w.wait(timeout=600)
     finally:
         for w in workers:  # never leave a worker waiting on its peer
             if w.poll() is None:
                 w.kill()
+    if any(w.returncode for w in workers):
+        return None, "\n\n".join(f"worker {i}:\n{open(w.logs[1].name).read()[-2000:]}" for i, w in enumerate(workers))
+    return [_finish(w) for w in workers], None
+
+
+def test_two_workers_train_together_to_identical_weights(tmp_path):
+    output = str(tmp_path / "run")  # one output, as on a shared file system: the chief writes it
+    results, logs = _train_two_workers(tmp_path, output)
+    if results is None and "UNAVAILABLE" in logs:
+        # Seen once in ~10 runs on a 2-core CI machine: the gRPC link between the two local
+        # workers dropped ("Socket closed") mid-fit. A transport failure, not a result: run again
+        # on fresh ports, once. Any other failure fails here.
+        results, logs = _train_two_workers(tmp_path, output + "_again")
+        output += "_again"
+    assert results is not None, logs
     assert [r["replicas"] for r in results] == [2, 2]
     first, second = _weights(tmp_path / "w0.npz"), _weights(tmp_path / "w1.npz")
     for a, b in zip(first, second):

@@ -133,11 +133,16 @@ def worker_role(strategy):
     return task_type == "chief" or (task_type == "worker" and task_id == 0 and not has_chief), task_id
 
 
-def patch_multi_worker_fit(model, strategy, sample_batch):
-    """Works around keras-team/keras#20585 for `model.fit` under `strategy`; True if patched."""
+def patch_multi_worker_fit(model, strategy, dataset):
+    """Works around keras-team/keras#20585 for `model.fit` on `dataset`; True if patched.
+
+    Takes one local batch of `dataset` only when it patches (several workers).
+    """
     if not several_workers(strategy) or not keras.version().startswith(_MULTI_WORKER_FIX_CHECKED):
         return False
     from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    sample_batch = next(iter(dataset))
 
     def build_from_sample(iterator=None, data_batch=None):
         with strategy.scope():

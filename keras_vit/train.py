@@ -111,7 +111,7 @@ def train(config, return_model=False):
         _compile(model, config, total_steps=steps * config.epochs, warmup_steps=int(config.warmup_epochs * steps))
     config = dataclasses.replace(config, image_size=list(model.input_shape[1:3]), scaling=scaling)
     train_ds, val_ds, test_ds = _pipelines(config, splits)
-    recipes.patch_multi_worker_fit(model, strategy, next(iter(train_ds)))
+    recipes.patch_multi_worker_fit(model, strategy, train_ds)
     chief, worker = recipes.worker_role(strategy)
     if chief:  # only once every input checked out
         _prepare_output(config.output, config.overwrite, config.resume)

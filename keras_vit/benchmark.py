@@ -4,13 +4,20 @@
     keras-vit benchmark --variants B/16 --batch-sizes 16 --train-variants --rounds 7
 
 Every case (variant, forward or training step, batch) is timed round-robin:
-in each round the float32 matmul roofline, keras_vit, keras-hub's
-`ViTBackbone` (TensorFlow backend) and timm (PyTorch, in a child process,
-`keras_vit.bench_torch`) each run one step on the same shapes, so a machine
-shared with other work slows all of them alike; medians are reported. FLOPs
-are 2 x multiply-adds of the forward pass (3 x that for a training step),
-counted from the architecture. Peers that are not installed
-(`pip install keras_vit[bench]`) are skipped with a note.
+in each round the float32 matmul roofline, the case's matmuls alone (the
+ceiling below), keras_vit, keras-hub's `ViTBackbone` (TensorFlow backend) and
+timm (PyTorch, in a child process, `keras_vit.bench_torch`) each run one step
+on the same shapes, so a machine shared with other work slows all of them
+alike; medians are reported. FLOPs are 2 x multiply-adds of the forward pass
+(3 x that for a training step), counted from the architecture. Peers that are
+not installed (`pip install keras_vit[bench]`) are skipped with a note.
+
+The roofline is one large square matmul; a ViT's matmuls are smaller and
+thinner (Ti/16: 192 wide; attention: 197 x 64 per head), so TensorFlow's own
+kernels run them below it. `matmuls_only` times exactly those matmuls, chained
+at the model's shapes with nothing else (no LayerNorm, softmax, GELU, layout
+transposes or optimizer): the most any TensorFlow implementation of the case
+could reach, printed as each implementation's `of ceiling`.
 """
 
 import dataclasses
@@ -25,6 +32,7 @@ import numpy as np
 from keras_vit.variants import parse_variant
 
 ROOFLINE_N = 4096
+CEILING = "matmuls_only"
 # A pause before each timed step, so that the thread pools of the previous implementation (TensorFlow's
 # or PyTorch's, which spin-wait after work) are parked and do not steal cycles from the next one.
 SETTLE_SECONDS = 0.2
@@ -95,6 +103,51 @@ def keras_step(model, case):
     return train
 
 
+def matmuls_only(case):
+    """The case's matmuls alone, chained at the model's shapes: the ceiling of any TF implementation.
+
+    Per block: the fused query/key/value projection, both attention products per head, the output
+    projection and the two MLP matmuls; plus the patch projection and the head. A training step
+    differentiates the chain with respect to every weight, so its backward matmuls are the model's.
+    """
+    import tensorflow as tf
+
+    arch, patch = parse_variant(case.variant)
+    dim, heads, batch = arch.hidden_dim, arch.num_heads, case.batch
+    tokens = (case.image_size // patch) ** 2 + 1
+    init = tf.random_normal_initializer(stddev=0.02, seed=0)
+    shapes = [(patch * patch * 3, dim), (dim, 1000)]
+    shapes += [(dim, 3 * dim), (dim, dim), (dim, arch.mlp_dim), (arch.mlp_dim, dim)] * arch.num_layers
+    weights = [tf.Variable(init(shape)) for shape in shapes]
+    patches = tf.random.uniform((batch * tokens, patch * patch * 3), seed=0)
+
+    def split(x, part):  # (B*T, 3D) -> (B*heads, T, d); same shapes as the model, without its transpose
+        return tf.reshape(x[:, part * dim:(part + 1) * dim], (batch * heads, tokens, dim // heads))
+
+    def forward():
+        x = tf.matmul(patches, weights[0])
+        for qkv, out, mlp_1, mlp_2 in zip(*[iter(weights[2:])] * 4):
+            y = tf.matmul(x, qkv)
+            logits = tf.matmul(split(y, 0), split(y, 1), transpose_b=True) * 1e-3  # keeps values finite
+            x = tf.reshape(tf.matmul(logits, split(y, 2)), (batch * tokens, dim))
+            x = tf.matmul(tf.matmul(tf.matmul(x, out), mlp_1), mlp_2)
+        return tf.reduce_sum(tf.matmul(tf.reshape(x, (batch, tokens, dim))[:, 0], weights[1]))
+
+    @tf.function
+    def step():
+        if case.task == "forward":
+            return forward()
+        with tf.GradientTape() as tape:
+            loss = forward()
+        return tf.add_n([tf.reduce_sum(g) for g in tape.gradient(loss, weights)])
+
+    return step
+
+
+def _numpy(function):
+    return lambda: function().numpy()
+
+
 def roofline_step():
     import tensorflow as tf
 
@@ -148,7 +201,7 @@ def _timed(step):
 
 def measure(case, peers, torch_peer, rounds):
     """`{name: [seconds per round]}` for `roofline` and every implementation, round-robin."""
-    steps = {"roofline": roofline_step()}
+    steps = {"roofline": roofline_step(), CEILING: _numpy(matmuls_only(case))}
     for name, build in peers.items():
         model = build(case)
         steps[name] = keras_step(model, case)
@@ -177,10 +230,14 @@ def summarize(case, times):
             "gflops": case.flops / median / 1e9,
             "roofline_fraction": case.flops / median / 1e9 / roofline,
         }
-    for name, row in rows.items():
+    peers = [name for name in rows if name != CEILING]
+    for name in peers:
+        row = rows[name]
         row["ratio_vs"] = {
-            peer: row["images_per_second"] / other["images_per_second"] for peer, other in rows.items() if peer != name
+            peer: row["images_per_second"] / rows[peer]["images_per_second"] for peer in peers if peer != name
         }
+        if CEILING in rows:
+            row["ceiling_fraction"] = row["images_per_second"] / rows[CEILING]["images_per_second"]
     return {**dataclasses.asdict(case), "roofline_gflops": roofline, "results": rows}
 
 
@@ -201,8 +258,10 @@ def _print_row(row):
     case = f"{row['variant']:>5} {row['task']:>7} batch {row['batch']:>2}"
     print(f"{case}  (roofline {row['roofline_gflops']:.0f} GFLOP/s)")
     for name, r in row["results"].items():
-        ratios = "  ".join(f"{r['ratio_vs'][p]:.2f}x {p}" for p in r["ratio_vs"])
-        print(f"    {name:>9}: {r['images_per_second']:8.2f} img/s  {r['roofline_fraction']:6.1%} of roofline  {ratios}")
+        ceiling = f"  {r['ceiling_fraction']:6.1%} of ceiling" if "ceiling_fraction" in r else " " * 20
+        ratios = "  ".join(f"{r['ratio_vs'][p]:.2f}x {p}" for p in r.get("ratio_vs", {}))
+        line = f"    {name:>12}: {r['images_per_second']:8.2f} img/s  {r['roofline_fraction']:6.1%} of roofline{ceiling}  {ratios}"
+        print(line.rstrip())
 
 
 def run(args):

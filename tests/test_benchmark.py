@@ -2,10 +2,11 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from keras_vit import cli
-from keras_vit.benchmark import Case, flops_per_image, plot, summarize
+from keras_vit.benchmark import CEILING, Case, flops_per_image, matmuls_only, plot, summarize
 
 
 @pytest.mark.parametrize("variant, gmacs", [("B/16", 17.58), ("S/16", 4.61), ("Ti/16", 1.26)])
@@ -30,3 +31,39 @@ def test_summary_ratios_and_roofline_fraction(tmp_path):
 def test_benchmark_is_a_command():
     args = cli.build_parser().parse_args(["benchmark", "--variants", "Ti/16", "--train-variants", "--skip", "timm"])
     assert args.variants == ["Ti/16"] and args.train_variants == [] and args.skip == ["timm"]
+
+
+def _multiply_adds(graph):
+    """Multiply-adds of every MatMul / BatchMatMulV2 in a traced graph, from its static shapes."""
+    total = 0
+    for op in graph.get_operations():
+        if op.type not in ("MatMul", "BatchMatMulV2"):
+            continue
+        a = op.inputs[0].shape.as_list()
+        out = op.outputs[0].shape.as_list()
+        transposed = op.get_attr("transpose_a" if op.type == "MatMul" else "adj_x")
+        inner = a[-2] if transposed else a[-1]
+        total += int(np.prod(out)) * inner
+    return total
+
+
+@pytest.mark.parametrize("task", ["forward", "train"])
+def test_matmul_ceiling_does_exactly_the_models_multiply_adds(task):
+    # The ceiling is only meaningful if it runs the same matmuls as the model, no more, no fewer.
+    case = Case("Ti/16", task, 2)
+    step = matmuls_only(case)
+    macs = _multiply_adds(step.get_concrete_function().graph)
+    expected = case.flops / 2
+    if task == "train":  # "3 x forward" counts the pixels' gradient, which neither the chain nor a model computes
+        expected -= case.batch * 197 * 16 * 16 * 3 * 192
+    # Patches are projected for T = N + 1 rows (the class token's row is free in the model): +0.1%.
+    assert macs == pytest.approx(expected, rel=2e-3)
+    assert np.isfinite(step().numpy())
+
+
+def test_the_ceiling_is_not_a_peer():
+    case = Case("Ti/16", "forward", 16)
+    row = summarize(case, {"roofline": [1.0] * 3, CEILING: [1.0] * 3, "a": [2.0] * 3, "b": [4.0] * 3})
+    a, ceiling = row["results"]["a"], row["results"][CEILING]
+    assert a["ceiling_fraction"] == pytest.approx(0.5) and set(a["ratio_vs"]) == {"b"}
+    assert "ratio_vs" not in ceiling and "ceiling_fraction" not in ceiling

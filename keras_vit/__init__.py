@@ -14,6 +14,7 @@ from keras_vit.layers import (
     AddPositionEmbedding,
     ClassToken,
     ClassTokenPooling,
+    LayerNorm,
     PatchEmbedding,
     SelfAttention,
     TransformerBlock,

@@ -8,6 +8,7 @@ from keras_vit.layers import (
     AddPositionEmbedding,
     ClassToken,
     ClassTokenPooling,
+    LayerNorm,
     PatchEmbedding,
     TransformerBlock,
     _positive_int,
@@ -97,7 +98,7 @@ def build_vit(
             drop_path_rate=c["drop_path_rate"] * i / max(c["num_layers"] - 1, 1),
             name=f"block_{i}",
         )(x)
-    x = keras.layers.LayerNormalization(epsilon=1e-6, name="encoder_norm")(x)
+    x = LayerNorm(epsilon=1e-6, name="encoder_norm")(x)
     x = _pool_and_head(x, pooling, representation_size, num_classes if include_top else None)
     model = keras.Model(images, x, name=name or _default_name(variant, c["patch_size"]))
     if weights is not None:

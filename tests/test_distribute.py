@@ -41,8 +41,12 @@ def test_mirrored_over_two_devices_trains_to_the_weights_of_one(tmp_path):
     one = _finish(_run(tmp_path, "one_device", str(tmp_path / "one"), str(tmp_path / "one.npz")))
     two = _finish(_run(tmp_path, "mirrored", str(tmp_path / "two"), str(tmp_path / "two.npz")))
     assert one["replicas"] == 1 and two["replicas"] == 2
+    # Summation order differs between one device and two replicas; Adam turns those last-bit
+    # differences in near-zero gradients into steps of up to the learning rate (2e-3), so after
+    # 78 steps weights agree to ~1e-4 (measured 0.7-1.4e-4). A real divergence is far larger:
+    # clipping each replica's gradient before the all-reduce (recipes._ClipAfterAllReduce) gave 0.05.
     for a, b in zip(_weights(tmp_path / "one.npz"), _weights(tmp_path / "two.npz")):
-        np.testing.assert_allclose(a, b, atol=1e-4)
+        np.testing.assert_allclose(a, b, atol=5e-4)
     np.testing.assert_allclose(one["test_loss"], two["test_loss"], rtol=1e-4)
 
 

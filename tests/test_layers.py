@@ -8,9 +8,11 @@ import pytest
 
 from keras_vit import layers as vit_layers
 from keras_vit.layers import (
+    gelu_for_training,
     AddPositionEmbedding,
     ClassToken,
     ClassTokenPooling,
+    LayerNorm,
     PatchEmbedding,
     SelfAttention,
     TransformerBlock,
@@ -33,6 +35,7 @@ CASES = {
         (2, 7, 8),
     ),
     "class_token_pooling": (lambda: ClassTokenPooling(), (2, 7, 8), {}, (2, 8)),
+    "layer_norm": (lambda: LayerNorm(epsilon=1e-6), (2, 7, 8), {"gamma": (8,), "beta": (8,)}, (2, 7, 8)),
     "self_attention": (
         lambda: SelfAttention(num_heads=2, dropout_rate=0.1),
         (2, 7, 8),
@@ -283,3 +286,44 @@ def test_symbolic_block_call_returns_the_attention_weights_when_asked():
     block = TransformerBlock(num_heads=2, mlp_dim=8)
     tokens, scores = block(keras.Input((5, 4)), return_attention_scores=True)
     assert tuple(tokens.shape) == (None, 5, 4) and tuple(scores.shape) == (None, 2, 5, 5)
+
+
+def _values_and_gradients(fn, inputs, upstream, weights=()):
+    """`fn(*inputs)` and the gradients of `sum(fn * upstream)` for every input, then every weight."""
+    import tensorflow as tf
+
+    inputs = [tf.Variable(v) for v in inputs]
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(fn(*inputs) * upstream)
+    out = fn(*inputs)
+    return [np.asarray(out)] + [g.numpy() for g in tape.gradient(loss, inputs + list(weights))]
+
+
+@pytest.mark.parametrize("shape, axis", [((6, 32), -1), ((2, 5, 32), -1), ((2, 5, 32), 2), ((2, 5, 32), 1)])
+def test_layer_norm_equals_keras_layer_normalization_values_and_gradients(shape, axis):
+    # Offset, scaled inputs and non-trivial gamma/beta: a wrong mean or variance term would show.
+    x, upstream = 3.0 + 2.5 * _random(shape), _random(shape, 3)
+    results = []
+    for layer in (LayerNorm(axis=axis, epsilon=1e-6), keras.layers.LayerNormalization(axis=axis, epsilon=1e-6)):
+        layer.build(shape)
+        layer.gamma.assign(1 + _random(layer.gamma.shape, 1))
+        layer.beta.assign(_random(layer.beta.shape, 2))
+        results.append(_values_and_gradients(layer, [x], upstream, [layer.gamma.value, layer.beta.value]))
+    for ours, keras_own in zip(*results):
+        np.testing.assert_allclose(ours, keras_own, rtol=1e-4, atol=1e-4)
+
+
+def test_gelu_for_training_is_exact_gelu_with_its_gradient():
+    x = np.concatenate([np.linspace(-12, 12, 241), _random((500,))]).astype("float32")
+    upstream = _random(x.shape, 1)
+    got = _values_and_gradients(gelu_for_training, [x], upstream)
+    want = _values_and_gradients(lambda t: keras.activations.gelu(t, approximate=False), [x], upstream)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_block_computes_the_same_function_in_training_and_inference():
+    # Without dropout the two paths differ only in how GELU is written (fused vs hand-differentiated).
+    block = TransformerBlock(num_heads=2, mlp_dim=32)
+    x = _random((2, 7, 16))
+    np.testing.assert_allclose(block(x, training=True), block(x, training=False), rtol=1e-5, atol=1e-5)

@@ -46,8 +46,7 @@ def main():
 
             splits = data.load(args.dataset, download=False)
             size = metadata["image_size"][0]
-            test = data.raw_arrays(splits.test, size, limit=1000)
-            calibration, _ = data.raw_arrays(splits.train, size, limit=args.calibration_images)
+            *test, calibration = data.report_arrays(splits, size, calibration_limit=args.calibration_images)
         table(model, metadata, args.model, args, test, calibration)
         return
     for variant in args.variants:
@@ -95,11 +94,12 @@ def table(model, metadata, title, args, test=None, calibration=None):
         for quantization in tflite.QUANTIZATIONS:
             path = tflite.convert(pixels_model, os.path.join(folder, f"{quantization}.tflite"), quantization, calibration)
             times = [tflite.latency_ms(tflite.LiteRTModel(path, num_threads=n), image, args.repeats) for n in args.threads]
-            float32_ms = float32_ms or times[-1]
+            if quantization == "float32":  # the reference of the speed-up and agreement columns
+                float32_ms = times[-1]
             cells = [f"{t:.1f}" for t in times] + [f"{float32_ms / times[-1]:.2f}x", f"{tf_ms / times[-1]:.2f}x"]
             if test is not None:
                 top1 = tflite.LiteRTModel(path, num_threads=most)(test_pixels).argmax(-1)
-                float32_top1 = top1 if float32_top1 is None else float32_top1
+                float32_top1 = top1 if quantization == "float32" else float32_top1
                 cells += [f"{np.mean(top1 == float32_top1):.2%}", f"{np.mean(top1 == test[1]):.2%}"]
             size = os.path.getsize(path) / 1e6
             print(f"| {quantization} | {size:.1f} | " + " | ".join(cells) + " |", flush=True)

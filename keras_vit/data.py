@@ -257,6 +257,17 @@ def raw_arrays(ds, image_size, limit):
     return np.stack(images), np.array(labels)
 
 
+def report_arrays(splits, image_size, test_limit=1000, calibration_limit=300):
+    """`(test images, test labels, calibration images)` for an export's parity report and int8.
+
+    Up to `test_limit` test images with their labels and `calibration_limit` training images,
+    raw uint8, as `raw_arrays` returns them.
+    """
+    test_images, test_labels = raw_arrays(splits.test, image_size, test_limit)
+    calibration, _ = raw_arrays(splits.train, image_size, calibration_limit)
+    return test_images, test_labels, calibration
+
+
 # --- the input pipeline ---------------------------------------------------------
 
 

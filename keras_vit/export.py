@@ -237,8 +237,7 @@ def run(args):
 
         splits = data.load(args.dataset, data_dir=args.data_dir)
         size = read_metadata(args.model_dir)["image_size"]
-        test_images, test_labels = data.raw_arrays(splits.test, size, limit=1000)
-        calibration, _ = data.raw_arrays(splits.train, size, limit=300)
+        test_images, test_labels, calibration = data.report_arrays(splits, size)
     export_model(
         args.model_dir,
         args.output,

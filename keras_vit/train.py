@@ -166,12 +166,11 @@ def _build_model(config, splits):
     return model, config.scaling or (report.checkpoint.scaling if report.checkpoint else "vit")
 
 
-def _export(config, splits, test_limit=1000, calibration_limit=300):
+def _export(config, splits):
     """The main job's last step: SavedModel + LiteRT into `<output>/export`, with the parity report."""
     from keras_vit.export import export_model
 
-    test_images, test_labels = data.raw_arrays(splits.test, config.image_size, test_limit)
-    calibration, _ = data.raw_arrays(splits.train, config.image_size, calibration_limit)
+    test_images, test_labels, calibration = data.report_arrays(splits, config.image_size)
     report = export_model(
         config.output,
         os.path.join(config.output, "export"),

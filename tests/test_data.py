@@ -143,3 +143,21 @@ def test_training_pipeline_augments_and_evaluation_is_deterministic():
     assert np.any((y.numpy() > 0) & (y.numpy() < 1))  # MixUp made soft labels
     with pytest.raises(ValueError, match="Unknown augment='rotate'"):
         data.pipeline(raw, image_size=32, num_classes=4, batch_size=8, augment="rotate")
+
+
+def test_the_suite_is_offline():
+    # conftest's guard: a download attempt fails at once instead of reaching the network.
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from conftest import NetworkBlocked
+
+    with pytest.raises(urllib.error.URLError) as failure:
+        urllib.request.urlopen("http://93.184.215.14/", timeout=5)  # an IP: no name lookup first
+    assert isinstance(failure.value.reason, NetworkBlocked)
+    with socket.socket() as local:  # this machine stays reachable (the two-worker test needs it)
+        local.bind(("127.0.0.1", 0))
+        local.listen()
+        with socket.create_connection(local.getsockname(), timeout=5):
+            pass

@@ -3,15 +3,17 @@
 A checkpoint is named `"<variant>:<tag>"`, e.g. `"B/16:augreg_in21k_ft_in1k"`;
 `build_vit("B/16", weights="augreg_in21k_ft_in1k")` looks up the same row.
 Files are fetched once with `keras.utils.get_file` into `~/.keras/keras_vit/`
-(or `$KERAS_HOME`) and checked against their SHA-256 when the row has one.
+(or `$KERAS_HOME`), renamed into place only when complete, and checked against
+their SHA-256 when the row has one.
 
 Sources:
 - The original checkpoints (Dosovitskiy et al. 2020) and AugReg (Steiner et
   al. 2021, "How to train your ViT?"), published by
   google-research/vision_transformer in the `vit_models` Cloud Storage bucket.
-  ImageNet-21k pre-training checkpoints have a 21,843-way head that is all
-  zeros on purpose (it was re-initialised before release): fine-tune a new one.
-  The original ImageNet-21k files also carry a `pre_logits` layer.
+  The original (2020) ImageNet-21k files carry a `pre_logits` layer and a
+  21,843-way head zeroed before release (timm's notes say the same): fine-tune
+  a new one. AugReg's ImageNet-21k files have a trained 21k head and no
+  `pre_logits`.
 - Hugging Face's port of the original B/16 (`google/vit-base-patch16-224`).
 
 No SHA-256 is recorded yet: they were not downloaded on the machine that wrote
@@ -20,6 +22,7 @@ fill the digests in from a verified download.
 """
 
 import dataclasses
+import hashlib
 import os
 import urllib.parse
 
@@ -79,15 +82,17 @@ def _rows():
             1000,
             LABELS_IN1K,
         )
+    # Both folders hold a `ViT-B_16.npz`: the cached copies are named after folder and file, or the
+    # second one asked for would be served the first one's weights.
     for variant in _ORIGINAL + ("H/14",):
         file = f"ViT-{variant.replace('/', '_')}.npz"
         hidden = {"B": 768, "L": 1024, "H": 1280}[variant[0]]
         yield Checkpoint(variant, "in21k", f"{BUCKET}imagenet21k/{file}", 224, 21843, LABELS_IN21K,
-                         representation_size=hidden)
+                         representation_size=hidden, file_name=f"imagenet21k_{file}")
     for variant in _ORIGINAL:
         file = f"ViT-{variant.replace('/', '_')}.npz"
         yield Checkpoint(variant, "in21k_ft_in1k_384", f"{BUCKET}imagenet21k%2Bimagenet2012/{file}", 384, 1000,
-                         LABELS_IN1K)
+                         LABELS_IN1K, file_name=f"imagenet21k+imagenet2012_{file}")
     yield Checkpoint(
         "B/16",
         "hf_in21k_ft_in1k",
@@ -110,18 +115,43 @@ def find_checkpoint(name, variant=None):
 
 
 def fetch_checkpoint(checkpoint, cache_dir=None):
-    """Downloads (once) and returns the local path of a registry row's file."""
-    cache_dir = cache_dir or CACHE_DIR
-    if cache_dir:  # get_file silently falls back to /tmp/.keras for a folder that does not exist
-        os.makedirs(cache_dir, exist_ok=True)
-    return keras.utils.get_file(
-        fname=checkpoint.cache_name,
-        origin=checkpoint.url,
-        file_hash=checkpoint.sha256,
-        hash_algorithm="sha256",
-        cache_dir=cache_dir,
-        cache_subdir="keras_vit",
-    )
+    """Downloads (once) and returns the local path of a registry row's file.
+
+    `keras.utils.get_file` writes straight to its cache path, so a download
+    killed half-way would be served, truncated, from then on: the file is
+    fetched under a temporary name and renamed into place only once complete
+    (and hash-checked, when the row has a digest).
+    """
+    base = os.path.expanduser(cache_dir or CACHE_DIR or os.environ.get("KERAS_HOME") or "~/.keras")
+    folder = os.path.join(base, "keras_vit")
+    target = os.path.join(folder, checkpoint.cache_name)
+    if os.path.exists(target) and (checkpoint.sha256 is None or _sha256(target) == checkpoint.sha256):
+        return target
+    os.makedirs(folder, exist_ok=True)  # get_file falls back to /tmp/.keras for a folder that does not exist
+    partial = os.path.join(folder, f"{checkpoint.cache_name}.{os.getpid()}.part")
+    try:
+        keras.utils.get_file(
+            fname=os.path.basename(partial),
+            origin=checkpoint.url,
+            file_hash=checkpoint.sha256,
+            hash_algorithm="sha256",
+            cache_dir=base,
+            cache_subdir="keras_vit",
+            force_download=True,
+        )
+        os.replace(partial, target)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    return target
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -367,12 +367,25 @@ def test_build_vit_fetches_a_registered_checkpoint_once(published, tmp_path):
     assert report.checkpoint is row and again.output_shape == (None, 2)
 
 
-def test_a_registered_file_with_another_hash_is_refused(published, monkeypatch):
+def test_a_registered_file_with_another_hash_is_refused(published, monkeypatch, tmp_path):
     _, row = published
     bad = checkpoints.Checkpoint(**{**row.__dict__, "sha256": "0" * 64})
     monkeypatch.setitem(checkpoints.CHECKPOINTS, row.name, bad)
     with pytest.raises(ValueError, match="corrupted"):
         build_vit("tiny/8", image_size=32, num_classes=5, weights="test_in1k")
+    assert not list((tmp_path / "cache" / "keras_vit").iterdir())  # nothing half-checked is kept
+
+
+def test_a_download_killed_half_way_is_not_served(published, tmp_path):
+    source, row = published
+    cache = tmp_path / "cache" / "keras_vit"
+    cache.mkdir(parents=True)
+    truncated = pathlib.Path(row.url.removeprefix("file://")).read_bytes()[:100]
+    (cache / "published.npz.4242.part").write_bytes(truncated)  # what a killed download left
+    model = build_vit("tiny/8", image_size=32, num_classes=5, weights="test_in1k")
+    images = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(model.predict(images, verbose=0), source.predict(images, verbose=0), atol=1e-6)
+    assert (cache / "published.npz").read_bytes() == pathlib.Path(row.url.removeprefix("file://")).read_bytes()
 
 
 def test_unknown_weights_name_lists_the_known_ones():
@@ -385,6 +398,8 @@ def test_registry_rows_are_consistent():
         _, patch = keras_vit.parse_variant(row.variant)
         assert name == row.name and row.url.startswith("https://") and row.image_size % patch == 0
         assert row.scaling in preprocessing.SCALINGS and row.cache_name.endswith((".npz", ".safetensors"))
+    cache_names = [row.cache_name for row in checkpoints.CHECKPOINTS.values()]
+    assert len(set(cache_names)) == len(cache_names)  # two rows sharing a cached file would load each other's weights
     assert checkpoints.find_checkpoint("augreg_in21k_ft_in1k", "B/16").url.endswith("res_224.npz")
 
 

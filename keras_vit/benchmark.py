@@ -21,7 +21,6 @@ could reach, printed as each implementation's `of ceiling`.
 """
 
 import dataclasses
-import json
 import os
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import time
 
 import numpy as np
 
+from keras_vit import files
 from keras_vit.variants import parse_variant
 
 ROOFLINE_N = 4096
@@ -285,8 +285,7 @@ def run(args):
             torch_peer.close()
     report = {"cpus": os.cpu_count(), "load_average_end": os.getloadavg(), "notes": notes, "rows": rows}
     os.makedirs(args.output, exist_ok=True)
-    with open(os.path.join(args.output, "benchmark.json"), "w") as f:
-        json.dump(report, f, indent=2)
+    files.write_json(os.path.join(args.output, "benchmark.json"), report)
     plot(rows, os.path.join(args.output, "benchmark.png"))
     print(f"Wrote {args.output}/benchmark.json and benchmark.png")
 

@@ -11,16 +11,13 @@ Everything is written into a temporary folder beside `output_dir` and renamed
 into place at the end, so an interrupted export leaves no half-written target.
 """
 
-import contextlib
 import functools
 import os
-import shutil
-import tempfile
 
 import keras
 import numpy as np
 
-from keras_vit import parity, saved_model, tflite
+from keras_vit import files, parity, saved_model, tflite
 from keras_vit.preprocessing import METADATA_FILE, preprocessing_model, read_metadata
 
 # Without test images the report still measures parity and latency, on these many random ones.
@@ -70,7 +67,7 @@ def export_model(
         calibration_images = _check_images(calibration_images, "calibration_images")
     preprocess = preprocessing_model(metadata["image_size"], metadata["scaling"])
     keras_row, reference = _keras_row(model, model_path, preprocess(test_images), test_labels)
-    with _atomic_directory(output_dir) as staging:
+    with files.atomic_directory(output_dir) as staging:
         with open(os.path.join(staging, "labels.txt"), "w") as f:
             f.write("".join(f"{label}\n" for label in metadata["labels"]))
         measure = functools.partial(_measured, root=staging, reference=reference, labels=test_labels)
@@ -178,33 +175,20 @@ def _check_images(images, name):
 
 
 def _check_target(output_dir, overwrite):
+    """Refuses an existing target unless asked; even then only ever replaces an earlier export."""
     output_dir = os.path.abspath(output_dir)
     if os.path.exists(output_dir):
         if not os.path.isdir(output_dir):
             raise FileExistsError(f"{output_dir} exists and is not a folder; choose another output.")
         if not overwrite:
             raise FileExistsError(f"{output_dir} already exists; pass --overwrite (overwrite=True) to replace it.")
+        exported = all(os.path.exists(os.path.join(output_dir, part)) for part in ("parity_report.json", "saved_model"))
+        if os.listdir(output_dir) and not exported:
+            raise FileExistsError(
+                f"{output_dir} is not an earlier export (no parity_report.json and saved_model/); refusing to "
+                "replace it. Choose another output."
+            )
     return output_dir
-
-
-@contextlib.contextmanager
-def _atomic_directory(target):
-    """Yields a fresh folder beside `target` that replaces `target` only if the block completes."""
-    parent = os.path.dirname(target)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(target)}.partial-")
-    try:
-        yield staging
-        if os.path.exists(target):
-            retired = staging + ".old"
-            os.rename(target, retired)
-            os.rename(staging, target)
-            shutil.rmtree(retired)
-        else:
-            os.rename(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def add_parser(subparsers):

@@ -9,9 +9,10 @@ pixels.
 
 import json
 import os
-import tempfile
 
 import keras
+
+from keras_vit import files
 
 # Per-channel mean and standard deviation on the 0..255 scale.
 SCALINGS = {
@@ -61,10 +62,7 @@ def preprocessing_model(image_size, scaling="vit", num_channels=3):
 def write_metadata(directory, *, image_size, scaling, labels, **extra):
     """Writes `keras_vit.json` into `directory` atomically (temp file, then rename)."""
     metadata = {"image_size": list(image_size), "scaling": check_scaling(scaling), "labels": list(labels), **extra}
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(metadata, f, indent=2)
-    os.replace(tmp, os.path.join(directory, METADATA_FILE))
+    files.write_json(os.path.join(directory, METADATA_FILE), metadata)
     return metadata
 
 

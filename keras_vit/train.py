@@ -22,9 +22,9 @@ import time
 import keras
 import tensorflow as tf
 
-from keras_vit import data, recipes
+from keras_vit import data, files, recipes
 from keras_vit.model import build_vit
-from keras_vit.preprocessing import SCALINGS, write_metadata
+from keras_vit.preprocessing import METADATA_FILE, SCALINGS, write_metadata
 from keras_vit.weights import build_from_checkpoint
 from keras_vit.reports import plot_confusion_matrix, plot_curves, read_history, predicted_classes
 
@@ -130,8 +130,7 @@ def train(config, return_model=False):
     if chief and config.export:
         results["export"] = _export(config, splits)
     if chief:
-        with open(os.path.join(config.output, "results.json"), "w") as f:
-            json.dump(results, f, indent=2)
+        files.write_json(os.path.join(config.output, "results.json"), results)
     return (results, model) if return_model else results
 
 
@@ -193,6 +192,11 @@ def _check(config):
         raise ValueError("Pass either --overwrite (start again) or --resume (continue), not both.")
 
 
+# Written into every run folder when it is made: `--overwrite` deletes only folders that have it
+# (or a finished run's keras_vit.json), never a folder that merely holds a `history.csv`.
+RUN_MARKER = ".keras_vit_run"
+
+
 def _prepare_output(output, overwrite, resume):
     """Refuses to clobber a folder unless asked; only ever deletes a previous run's folder."""
     if os.path.exists(output):
@@ -203,14 +207,13 @@ def _prepare_output(output, overwrite, resume):
             return
         if not overwrite:
             raise FileExistsError(f"{output} exists: pass --overwrite to replace it, or --resume to continue its run.")
-        if os.listdir(output) and not os.path.exists(os.path.join(output, "backup")) and not os.path.exists(
-            os.path.join(output, "history.csv")
-        ):
+        if os.listdir(output) and not any(os.path.exists(os.path.join(output, f)) for f in (RUN_MARKER, METADATA_FILE)):
             raise FileExistsError(f"{output} is not a keras-vit run folder; refusing to delete it. Choose another --output.")
         shutil.rmtree(output)
     elif resume:
         raise FileNotFoundError(f"--resume: there is no run in {output} to continue.")
     os.makedirs(output, exist_ok=True)
+    open(os.path.join(output, RUN_MARKER), "w").close()
 
 
 def _pipelines(config, splits):
@@ -282,7 +285,7 @@ def _summary(config, splits, metrics):
 
 def _finish(model, config, splits, metrics, seconds, test_ds):
     output = config.output
-    tmp = os.path.join(output, ".model.keras.tmp.keras")
+    tmp = os.path.join(output, ".model.keras.tmp.keras")  # Keras saves only to a name ending in .keras
     model.save(tmp)
     os.replace(tmp, os.path.join(output, "model.keras"))
     write_metadata(
@@ -295,8 +298,7 @@ def _finish(model, config, splits, metrics, seconds, test_ds):
         dataset=splits.name,
     )
     history = read_history(os.path.join(output, "history.csv"))
-    with open(os.path.join(output, "history.json"), "w") as f:
-        json.dump(history, f, indent=2)
+    files.write_json(os.path.join(output, "history.json"), history)
     plot_curves(history, os.path.join(output, "curves.png"))
     plot_confusion_matrix(*predicted_classes(model, test_ds), splits.labels, os.path.join(output, "confusion_matrix.png"))
     results = {**_summary(config, splits, metrics), "epochs": len(history["epoch"]), "fit_seconds": round(seconds, 1)}

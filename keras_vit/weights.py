@@ -14,11 +14,11 @@ failed load leaves the model exactly as it was.
 import dataclasses
 import logging
 import os
-import tempfile
 
 import numpy as np
 
 from keras_vit import checkpoint_formats as formats
+from keras_vit import files
 from keras_vit.checkpoint_formats import CheckpointError
 from keras_vit.checkpoint_adapt import CLS, EMBEDDING, HEAD, POSEMB, PRE_LOGITS, adapt
 from keras_vit.checkpoints import fetch_checkpoint, find_checkpoint
@@ -211,10 +211,8 @@ def save_npz(model, path, *, layout="original"):
     if layout == formats.BIG_VISION:
         arrays = formats.to_big_vision(arrays)
     path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".npz")
-    with os.fdopen(fd, "wb") as f:
+    with files.atomic_write(path, "wb") as f:
         np.savez(f, **arrays)
-    os.replace(tmp, path)
     return path
 
 

@@ -65,13 +65,19 @@ def test_without_labels_int8_is_judged_on_agreement_with_keras():
 
 def test_cli_export_refuses_an_existing_target_then_overwrites_it(cli_main, model_dir, tmp_path, capsys):
     target = tmp_path / "out"
-    target.mkdir()
+    (target / "saved_model").mkdir(parents=True)  # an earlier export
+    (target / "parity_report.json").write_text("{}")
     (target / "old_file").write_text("from an earlier export")
     np.save(tmp_path / "images.npy", raw_images(6, 33, 20))
     args = ["export", str(model_dir), "--output", str(target), "--test-images", str(tmp_path / "images.npy")]
     assert cli_main(args) == 2
     assert "already exists; pass --overwrite" in capsys.readouterr().err
-    assert cli_main(args + ["--overwrite", "--name", "digits", "--version", "7"]) == 0
+    previous = os.umask(0o022)
+    try:
+        assert cli_main(args + ["--overwrite", "--name", "digits", "--version", "7"]) == 0
+    finally:
+        os.umask(previous)
+    assert target.stat().st_mode & 0o777 == 0o755  # readable by a model server running as another user
     printed = capsys.readouterr().out
     assert "| LiteRT float16 |" in printed and "LiteRT int8: no calibration images were given" in printed
     assert not (target / "old_file").exists()
@@ -79,6 +85,15 @@ def test_cli_export_refuses_an_existing_target_then_overwrites_it(cli_main, mode
     report = json.loads((target / "parity_report.json").read_text())
     assert report["artifacts"][-1]["status"] == "skipped" and report["artifacts"][2]["accuracy"] is None
     assert sorted(os.listdir(tmp_path)) == ["images.npy", "out"]
+
+
+def test_overwrite_replaces_only_an_earlier_export(cli_main, model_dir, tmp_path, capsys):
+    target = tmp_path / "photos"
+    target.mkdir()
+    (target / "holiday.jpg").write_bytes(b"not ours")
+    assert cli_main(["export", str(model_dir), "--output", str(target), "--overwrite"]) == 2
+    assert "is not an earlier export" in capsys.readouterr().err
+    assert (target / "holiday.jpg").read_bytes() == b"not ours"
 
 
 def test_interrupted_export_leaves_nothing(model_dir, tmp_path, monkeypatch):

@@ -1,0 +1,62 @@
+"""Writing files and folders all at once: a reader never sees half of one.
+
+Everything keras_vit writes for a user (checkpoints, metadata, run files, exports) goes through
+here: written under a temporary name beside the target, then renamed over it, which is atomic on
+one file system. `tempfile` creates its files 0600 and folders 0700; they get the permissions the
+user's umask gives any new file instead, so a model server running as another user can read them.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+
+
+def _umask():
+    mask = os.umask(0)  # the only way to read it
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="w"):
+    """Yields a file object for a temporary file that becomes `path` when the block completes."""
+    path = os.path.abspath(os.fspath(path))
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def write_json(path, value):
+    with atomic_write(path) as f:
+        json.dump(value, f, indent=2)
+
+
+@contextlib.contextmanager
+def atomic_directory(target):
+    """Yields a fresh folder beside `target` that replaces `target` only if the block completes."""
+    target = os.path.abspath(os.fspath(target))
+    parent = os.path.dirname(target)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(target)}.partial-")
+    try:
+        yield staging
+        os.chmod(staging, 0o777 & ~_umask())
+        if os.path.exists(target):
+            retired = staging + ".old"
+            os.rename(target, retired)
+            os.rename(staging, target)
+            shutil.rmtree(retired)
+        else:
+            os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

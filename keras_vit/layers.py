@@ -355,6 +355,20 @@ class SelfAttention(keras.layers.Layer):
         outputs += (key,) if return_keys else ()
         return outputs if len(outputs) > 1 else outputs[0]
 
+    def compute_output_spec(
+        self, tokens, attention_bias=None, training=None, return_attention_scores=False, return_keys=False
+    ):
+        # Symbolic calls see the flags here (`compute_output_shape` does not), so they return the
+        # same tuple as eager ones: tokens, then weights, then keys.
+        batch, length, dim = tokens.shape
+        heads, dtype = self.num_heads, self.compute_dtype
+        outputs = (keras.KerasTensor(tokens.shape, dtype=dtype),)
+        if return_attention_scores:
+            outputs += (keras.KerasTensor((batch, heads, length, length), dtype=dtype),)
+        if return_keys:
+            outputs += (keras.KerasTensor((batch, heads, length, dim // heads), dtype=dtype),)
+        return outputs if len(outputs) > 1 else outputs[0]
+
     def compute_output_shape(self, input_shape):
         return input_shape
 

@@ -327,3 +327,14 @@ def test_block_computes_the_same_function_in_training_and_inference():
     block = TransformerBlock(num_heads=2, mlp_dim=32)
     x = _random((2, 7, 16))
     np.testing.assert_allclose(block(x, training=True), block(x, training=False), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("scores, keys", [(True, False), (False, True), (True, True)])
+def test_symbolic_self_attention_returns_what_an_eager_call_returns(scores, keys):
+    layer = SelfAttention(2)
+    flags = dict(return_attention_scores=scores, return_keys=keys)
+    symbolic = layer(keras.Input((5, 4)), **flags)
+    eager = layer(_random((3, 5, 4)), **flags)
+    assert isinstance(symbolic, tuple) and len(symbolic) == len(eager) == 1 + scores + keys
+    for s, e in zip(symbolic, eager):
+        assert tuple(s.shape) == (None, *e.shape[1:]) and s.dtype == keras.backend.standardize_dtype(e.dtype)

@@ -146,12 +146,7 @@ def _load_folder(root, bad_files, validation_fraction, seed):
         raise ValueError(f"bad_files={bad_files!r} must be 'skip' or 'refuse'.")
     if not os.path.isdir(root):
         raise FileNotFoundError(f"No folder at {root}: pass a folder with one sub-folder of images per class.")
-    split_roots = {
-        split: os.path.join(root, folder)
-        for split, folders in _SPLIT_FOLDERS.items()
-        for folder in folders
-        if os.path.isdir(os.path.join(root, folder))
-    }
+    split_roots = _split_roots(root)
     if "train" in split_roots:
         labels = _class_folders(split_roots["train"])
         files = {split: _list_images(path, labels) for split, path in split_roots.items()}
@@ -169,8 +164,34 @@ def _load_folder(root, bad_files, validation_fraction, seed):
     )
 
 
+def _sub_folders(root):
+    return sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
+
+
+def _split_roots(root):
+    """The folder of each split `root` has: `{"train": root/train, ...}`, or `{}` for class folders.
+
+    A split name is never a class: `root` is either the split layout (`train/` and
+    optionally `val/`, `test/`) or class folders only; anything in between is refused
+    rather than guessed at.
+    """
+    folders = _sub_folders(root)
+    found = [name for names in _SPLIT_FOLDERS.values() for name in names if name in folders]
+    classes = [d for d in folders if d not in found]
+    if found and classes:
+        raise ValueError(
+            f"{root} holds split folders ({', '.join(found)}) next to class folders ({', '.join(classes)}): "
+            "put the class folders inside train/ (and val/, test/), or move the split folders out."
+        )
+    if found and "train" not in found:
+        raise ValueError(f"{root} has {', '.join(found)} but no train/: put the training images' class folders in train/.")
+    if "validation" in found and "val" in found:
+        raise ValueError(f"{root} has validation/ and val/: keep one of them as the validation split.")
+    return {split: os.path.join(root, name) for split, names in _SPLIT_FOLDERS.items() for name in names if name in found}
+
+
 def _class_folders(root):
-    labels = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
+    labels = _sub_folders(root)
     if not labels:
         raise ValueError(f"{root} has no class sub-folders: put each class's images in a folder of its own.")
     return labels

@@ -21,14 +21,14 @@ def _image_bytes(fmt, mode="RGB", size=(20, 14), seed=0):
     return buffer.getvalue()
 
 
-def _make_folder(root, per_class=6, classes=("cat", "dog")):
+def _make_folder(root, per_class=6, classes=("cat", "dog"), seed=0):
     formats = [("JPEG", "RGB", "jpg"), ("PNG", "RGBA", "png"), ("BMP", "RGB", "bmp"), ("GIF", "L", "gif"),
                ("PNG", "L", "png"), ("JPEG", "L", "jpeg")]
     for c, name in enumerate(classes):
         (root / name).mkdir(parents=True)
         for i in range(per_class):
             fmt, mode, ext = formats[i % len(formats)]
-            (root / name / f"{i}.{ext}").write_bytes(_image_bytes(fmt, mode, seed=10 * c + i))
+            (root / name / f"{i}.{ext}").write_bytes(_image_bytes(fmt, mode, seed=seed + 10 * c + i))
     return root
 
 
@@ -98,6 +98,22 @@ def test_folder_with_split_subfolders(tmp_path):
     _make_folder(tmp_path / "val", per_class=2)
     splits = data.load(str(tmp_path))
     assert splits.sizes == {"train": 12, "validation": 4, "test": 4}
+
+
+def test_split_folder_names_are_never_classes(tmp_path):
+    _make_folder(tmp_path / "mixed")
+    _make_folder(tmp_path / "mixed" / "test", per_class=2)
+    with pytest.raises(ValueError, match=r"mixed holds split folders \(test\) next to class folders \(cat, dog\).*train/"):
+        data.load(str(tmp_path / "mixed"))
+    _make_folder(tmp_path / "no_train" / "val", per_class=2)
+    _make_folder(tmp_path / "no_train" / "test", per_class=2)
+    with pytest.raises(ValueError, match=r"no_train has val, test but no train/"):
+        data.load(str(tmp_path / "no_train"))
+    _make_folder(tmp_path / "both" / "train")
+    _make_folder(tmp_path / "both" / "val", per_class=2)
+    _make_folder(tmp_path / "both" / "validation", per_class=2)
+    with pytest.raises(ValueError, match=r"both has validation/ and val/"):
+        data.load(str(tmp_path / "both"))
 
 
 def test_broken_files_are_reported_and_skipped_or_refused(tmp_path, capsys):

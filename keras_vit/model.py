@@ -147,7 +147,10 @@ def _pool_and_head(x, pooling, representation_size, num_classes):
     else:
         x = keras.layers.GlobalAveragePooling1D(name="gap_pooling")(x)  # (B, D)
     if representation_size is not None:
-        x = keras.layers.Dense(representation_size, activation="tanh", name="pre_logits")(x)
+        # flax nn.Dense's defaults, which the original code's pre_logits uses: lecun_normal, zero bias.
+        x = keras.layers.Dense(
+            representation_size, activation="tanh", kernel_initializer="lecun_normal", name="pre_logits"
+        )(x)
     if num_classes is not None:
         # Zero-initialised, as the original code; a mixed policy still yields float32 logits.
         policy = keras.config.dtype_policy()

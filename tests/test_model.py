@@ -79,6 +79,15 @@ def test_representation_layer_and_zero_head():
     assert not any(layer.name == "pre_logits" for layer in build_vit("tiny/4", image_size=16).layers)
 
 
+def test_pre_logits_starts_as_flax_dense_lecun_normal_with_zero_bias():
+    # The original code's pre_logits is a plain flax nn.Dense: truncated normal with variance 1/fan_in.
+    pre_logits = build_vit("tiny/4", image_size=16, representation_size=512).get_layer("pre_logits")
+    kernel, bias = (keras.ops.convert_to_numpy(w) for w in pre_logits.weights)
+    assert 0.95 * 64 ** -0.5 < kernel.std() < 1.05 * 64 ** -0.5  # glorot_uniform would give 0.059
+    assert np.abs(kernel).max() <= 2 * 64 ** -0.5 / 0.8796  # truncated at two (pre-truncation) stddevs
+    assert not np.any(bias)
+
+
 def test_include_top_false_returns_features():
     assert _tiny(include_top=False).output_shape == (None, 64)
 

@@ -130,20 +130,34 @@ def fetch_checkpoint(checkpoint, cache_dir=None):
     os.makedirs(folder, exist_ok=True)  # get_file falls back to /tmp/.keras for a folder that does not exist
     partial = os.path.join(folder, f"{checkpoint.cache_name}.{os.getpid()}.part")
     try:
-        keras.utils.get_file(
-            fname=os.path.basename(partial),
-            origin=checkpoint.url,
-            file_hash=checkpoint.sha256,
-            hash_algorithm="sha256",
-            cache_dir=base,
-            cache_subdir="keras_vit",
-            force_download=True,
-        )
+        _download(checkpoint, partial, base, target)
         os.replace(partial, target)
     finally:
         if os.path.exists(partial):
             os.remove(partial)
     return target
+
+
+def _download(checkpoint, partial, cache_dir, target):
+    """`get_file` into `partial`; a failed fetch becomes a `ConnectionError` saying what to do instead."""
+    try:
+        keras.utils.get_file(
+            fname=os.path.basename(partial),
+            origin=checkpoint.url,
+            file_hash=checkpoint.sha256,
+            hash_algorithm="sha256",
+            cache_dir=cache_dir,
+            cache_subdir="keras_vit",
+            force_download=True,
+        )
+    except ValueError:
+        raise  # a hash mismatch: get_file's own message says the file is corrupted
+    except Exception as e:  # get_file raises a bare `Exception("URL fetch failure on ...")`
+        raise ConnectionError(
+            f"Could not download the checkpoint {checkpoint.name} from {checkpoint.url} ({e}). "
+            f"Download it by other means and put it at {target}, or pass the downloaded file "
+            "itself, e.g. `--weights path/to/file.npz`."
+        ) from e
 
 
 def _sha256(path):

@@ -16,7 +16,10 @@ import sys
 COMMAND_MODULES = ["keras_vit.train", "keras_vit.export", "keras_vit.predict", "keras_vit.benchmark"]
 
 # The mistakes a user can make on the command line; anything else is a bug and keeps its traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)
+USER_ERRORS = (
+    ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+    ConnectionError,  # a checkpoint download that failed: the message says where to put the file by hand
+)
 
 
 @contextlib.contextmanager

@@ -388,6 +388,21 @@ def test_a_download_killed_half_way_is_not_served(published, tmp_path):
     assert (cache / "published.npz").read_bytes() == pathlib.Path(row.url.removeprefix("file://")).read_bytes()
 
 
+def test_a_failed_download_says_where_to_put_the_file(published, monkeypatch, tmp_path):
+    _, row = published
+    missing = checkpoints.Checkpoint(**{**row.__dict__, "url": (tmp_path / "gone.npz").as_uri(), "sha256": None})
+    monkeypatch.setitem(checkpoints.CHECKPOINTS, row.name, missing)
+    target = tmp_path / "cache" / "keras_vit" / "gone.npz"
+    with pytest.raises(ConnectionError) as error:
+        build_vit("tiny/8", image_size=32, num_classes=5, weights="test_in1k")
+    message = str(error.value)
+    assert missing.url in message and str(target) in message and "--weights path/to/file.npz" in message
+    assert not list(target.parent.iterdir())  # no partial file left behind
+    from keras_vit.cli import USER_ERRORS
+
+    assert isinstance(error.value, USER_ERRORS)  # one line on the command line, not a traceback
+
+
 def test_unknown_weights_name_lists_the_known_ones():
     with pytest.raises(ValueError, match=r"known: \['augreg_in21k', 'augreg_in21k_ft_in1k', 'hf_in21k_ft_in1k'"):
         build_vit("B/16", weights="no_such_checkpoint")

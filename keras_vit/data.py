@@ -146,16 +146,14 @@ def _load_folder(root, bad_files, validation_fraction, seed):
         raise ValueError(f"bad_files={bad_files!r} must be 'skip' or 'refuse'.")
     if not os.path.isdir(root):
         raise FileNotFoundError(f"No folder at {root}: pass a folder with one sub-folder of images per class.")
-    split_roots = _split_roots(root)
-    if "train" in split_roots:
-        labels = _class_folders(split_roots["train"])
-        files = {split: _list_images(path, labels) for split, path in split_roots.items()}
-    else:
-        labels = _class_folders(root)
-        files = _hold_out(_list_images(root, labels), validation_fraction, seed, "test" in split_roots)
-    files = {split: _drop_unreadable(paths, ys, bad_files) for split, (paths, ys) in files.items()}
-    if "test" not in files:  # train/ and val/ only: evaluate on the validation images
-        files["test"] = files["validation"]
+    split_roots = _split_roots(root) or {"train": root}
+    labels = _class_folders(split_roots["train"])
+    # Decoded before any hold-out, so held-out counts are of images that can be used.
+    files = {
+        split: _drop_unreadable(*_list_images(path, labels), bad_files) for split, path in split_roots.items()
+    }
+    files = _hold_out(files, validation_fraction, seed)
+    _check_every_split_has_images(files, labels, split_roots)
     return Splits(
         **{split: _file_dataset(*files[split]) for split in ("train", "validation", "test")},
         labels=labels,
@@ -215,18 +213,46 @@ def _list_images(root, labels):
     return paths, ys
 
 
-def _hold_out(files, fraction, seed, has_test):
-    """Seeded per-class hold-out of validation (and test) files from one folder."""
-    paths, ys = np.array(files[0]), np.array(files[1])
+def _hold_out(files, fraction, seed):
+    """Fills each missing validation / test split with a seeded per-class share of train's files.
+
+    A class gives each missing split `fraction` of its images (at least one) only as long as it
+    keeps one to train on: with both splits missing, a class of 1 or 2 images stays in train.
+    """
+    missing = [split for split in ("validation", "test") if split not in files]
+    if not missing:
+        return files
+    paths, ys = np.array(files["train"][0], dtype=str), np.array(files["train"][1], dtype=np.int64)
     rng = np.random.default_rng(seed)
-    parts = {"train": [], "validation": [], "test": []}
+    parts = {split: [] for split in ("train", *missing)}
     for label in np.unique(ys):
         index = rng.permutation(np.flatnonzero(ys == label))
-        n = max(1, int(round(fraction * len(index))))
-        parts["validation"] += list(index[:n])
-        parts["test"] += list(index[n : 2 * n])
-        parts["train"] += list(index[2 * n :])
-    return {split: (list(paths[sorted(i)]), list(ys[sorted(i)])) for split, i in parts.items()}
+        n = min(max(1, int(round(fraction * len(index)))), (len(index) - 1) // len(missing))
+        for k, split in enumerate(missing):
+            parts[split] += list(index[k * n : (k + 1) * n])
+        parts["train"] += list(index[len(missing) * n :])
+    held_out = {split: (paths[sorted(i)].tolist(), ys[sorted(i)].tolist()) for split, i in parts.items()}
+    return {**files, **held_out}
+
+
+def _check_every_split_has_images(files, labels, split_roots):
+    """A class without training images is a label the model never sees; an empty split breaks `fit`."""
+    trained = set(files["train"][1])
+    for index, label in enumerate(labels):
+        if index not in trained:
+            raise ValueError(
+                f"Class folder {os.path.join(split_roots['train'], label)} has no readable image to train on: "
+                "add images to it or remove the folder."
+            )
+    for split in ("validation", "test"):
+        if files[split][0]:
+            continue
+        if split in split_roots:
+            raise ValueError(f"{split_roots[split]} has no readable image: add some or remove the folder.")
+        raise ValueError(
+            f"There are no images for the {split} split: no class has enough readable images to hold one "
+            "out of train and keep one to train on; add images, or give val/ and test/ folders next to train/."
+        )
 
 
 def _readable(path):

@@ -97,7 +97,27 @@ def test_folder_with_split_subfolders(tmp_path):
     _make_folder(tmp_path / "train")
     _make_folder(tmp_path / "val", per_class=2)
     splits = data.load(str(tmp_path))
-    assert splits.sizes == {"train": 12, "validation": 4, "test": 4}
+    # No test/: one image per class held out of train (not the validation images, which pick the checkpoint).
+    assert splits.sizes == {"train": 10, "validation": 4, "test": 2}
+
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        (("train", "test"), {"train": 10, "validation": 2, "test": 4}),
+        (("train", "validation"), {"train": 10, "validation": 4, "test": 2}),
+        (("train",), {"train": 8, "validation": 2, "test": 2}),
+    ],
+)
+def test_missing_split_folders_are_held_out_of_train(tmp_path, given, expected):
+    for split in given:
+        _make_folder(tmp_path / split, per_class=6 if split == "train" else 2, seed=0 if split == "train" else 100)
+    splits = data.load(str(tmp_path))
+    assert splits.sizes == expected and splits.labels == ["cat", "dog"]
+    for split in ("validation", "test"):
+        assert sorted(int(y) for _, y in getattr(splits, split)) == [0] * (expected[split] // 2) + [1] * (expected[split] // 2)
+    images = {split: {image.numpy().tobytes() for image, _ in getattr(splits, split)} for split in expected}
+    assert not images["train"] & (images["validation"] | images["test"])  # held out, not copied
 
 
 def test_split_folder_names_are_never_classes(tmp_path):
@@ -144,6 +164,45 @@ def test_folder_mistakes_are_clear_errors(tmp_path):
     (root / "empty_class").mkdir()
     with pytest.raises(ValueError, match=r"Class folder .*empty_class has no images"):
         data.load(str(root))
+
+
+def test_a_class_with_no_readable_image_is_a_clear_error(tmp_path, capsys):
+    root = _make_folder(tmp_path / "shapes", per_class=6, classes=("circle", "square"))
+    (root / "hexagon").mkdir()
+    (root / "hexagon" / "a.png").write_bytes(b"")
+    (root / "hexagon" / "b.jpg").write_text("text, not a JPEG")
+    with pytest.raises(ValueError, match=r"Class folder .*hexagon has no readable image to train on.*remove the folder"):
+        data.load(str(root))
+    _make_folder(tmp_path / "split" / "train", per_class=3, classes=("cat",))
+    (tmp_path / "split" / "train" / "dog").mkdir()
+    (tmp_path / "split" / "train" / "dog" / "a.png").write_bytes(b"")
+    _make_folder(tmp_path / "split" / "val", per_class=2, classes=("cat", "dog"))
+    with pytest.raises(ValueError, match=r"Class folder .*train/dog has no readable image"):
+        data.load(str(tmp_path / "split"))
+
+
+def test_small_classes_keep_a_training_image(tmp_path, capsys):
+    root = _make_folder(tmp_path / "few", per_class=3, classes=("three",))
+    _make_folder(root, per_class=2, classes=("two",))
+    _make_folder(root, per_class=1, classes=("one",))
+    (root / "three" / "broken.jpg").write_text("not a JPEG")  # held out after decoding: never counted
+    (root / "three" / "empty.png").write_bytes(b"")
+    splits = data.load(str(root))
+    train = sorted(int(y) for _, y in splits.train)
+    assert splits.labels == ["one", "three", "two"] and train == [0, 1, 2, 2]  # "three" gave one to each split
+    assert [int(y) for _, y in splits.validation] == [1] and [int(y) for _, y in splits.test] == [1]
+
+
+def test_too_few_images_to_hold_out_is_a_clear_error(tmp_path, capsys):
+    root = _make_folder(tmp_path / "tiny", per_class=2)
+    with pytest.raises(ValueError, match=r"no images for the validation split: no class has enough.*val/ and test/"):
+        data.load(str(root))
+    _make_folder(tmp_path / "given" / "train")
+    for name in ("cat", "dog"):
+        (tmp_path / "given" / "val" / name).mkdir(parents=True)
+        (tmp_path / "given" / "val" / name / "a.png").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"given/val has no readable image: add some or remove the folder"):
+        data.load(str(tmp_path / "given"))
 
 
 def test_training_pipeline_augments_and_evaluation_is_deterministic():

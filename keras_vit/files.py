@@ -46,7 +46,9 @@ def atomic_directory(target):
     target = os.path.abspath(os.fspath(target))
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(target)}.partial-")
+    prefix = f".{os.path.basename(target)}.partial-"
+    _remove_abandoned(parent, prefix)
+    staging = tempfile.mkdtemp(dir=parent, prefix=f"{prefix}{os.getpid()}-")
     try:
         yield staging
         os.chmod(staging, 0o777 & ~_umask())
@@ -60,3 +62,21 @@ def atomic_directory(target):
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _remove_abandoned(parent, prefix):
+    """Deletes staging folders left by a process that was killed (SIGKILL skips every `finally`)."""
+    for name in os.listdir(parent):
+        pid = name[len(prefix):].split("-", 1)[0]
+        if name.startswith(prefix) and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user's
+        return True
+    return True

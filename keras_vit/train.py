@@ -6,6 +6,7 @@ One run writes into its output folder:
     history.csv, history.json     per-epoch metrics; curves.png plots them
     confusion_matrix.png          on the test split
     checkpoints/best.keras        the best epoch by validation accuracy
+    train_config.json             the settings asked for: `--resume` continues with them
     backup/                       BackupAndRestore state: `--resume` continues a killed run
     logs/                         TensorBoard
 """
@@ -24,6 +25,7 @@ import tensorflow as tf
 
 from keras_vit import data, files, recipes
 from keras_vit.model import build_vit
+from keras_vit.variants import parse_variant
 from keras_vit.preprocessing import METADATA_FILE, SCALINGS, write_metadata
 from keras_vit.weights import build_from_checkpoint
 from keras_vit.reports import plot_confusion_matrix, plot_curves, read_history, predicted_classes
@@ -79,9 +81,9 @@ def resolve(config):
     return dataclasses.replace(
         config,
         variant=config.variant or (None if fine_tune else "tiny/4"),
-        image_size=config.image_size or (None if fine_tune else 32),
+        image_size=config.image_size if config.image_size is not None else (None if fine_tune else 32),
         recipe=recipe,
-        learning_rate=config.learning_rate or (0.01 if recipe == "sgd" else 2e-3),
+        learning_rate=config.learning_rate if config.learning_rate is not None else (0.01 if recipe == "sgd" else 2e-3),
         warmup_epochs=config.warmup_epochs if config.warmup_epochs is not None else (1.0 if fine_tune else 2.0),
     )
 
@@ -92,9 +94,15 @@ def train(config, return_model=False):
     Under a multi-worker strategy every worker calls this with the same config; the chief
     writes the run folder, each other worker only its own `backup/worker_<i>/`.
     """
+    strategy = recipes.make_strategy(config.strategy)  # first: multi-worker set-up precedes any TF op
+    chief, worker = recipes.worker_role(strategy)
+    if config.resume:
+        config = _resumed_config(config)
+    requested = config  # what the run folder stores, for --resume
     config = resolve(config)
     _check(config)
-    strategy = recipes.make_strategy(config.strategy)  # first: multi-worker set-up precedes any TF op
+    if chief:  # before any image is decoded: an output that cannot be written is the cheapest mistake
+        _check_output(config.output, config.overwrite, config.resume)
     keras.utils.set_random_seed(config.seed)
     keras.config.set_dtype_policy(config.precision)
     if config.precision == "mixed_float16" and not tf.config.list_physical_devices("GPU"):
@@ -112,19 +120,24 @@ def train(config, return_model=False):
     config = dataclasses.replace(config, image_size=list(model.input_shape[1:3]), scaling=scaling)
     train_ds, val_ds, test_ds = _pipelines(config, splits)
     recipes.patch_multi_worker_fit(model, strategy, train_ds)
-    chief, worker = recipes.worker_role(strategy)
     if chief:  # only once every input checked out
-        _prepare_output(config.output, config.overwrite, config.resume)
+        _prepare_output(config, requested)
     start = time.perf_counter()
-    model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=config.epochs,
-        callbacks=_callbacks(config.output, chief, worker if recipes.several_workers(strategy) else None),
-        shuffle=False,  # tf.data shuffles, with the seed
-        verbose=_verbosity(config.verbose),
-    )
-    seconds = time.perf_counter() - start
+    if config.resume and _fit_finished(config.output):  # killed after fit, while saving or exporting
+        saved = keras.saving.load_model(os.path.join(config.output, "model.keras"), safe_mode=True, compile=False)
+        model.set_weights(saved.get_weights())  # not load_weights: the saved optimizer state is not needed
+        start = None
+    else:
+        history = model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=config.epochs,
+            callbacks=_callbacks(config.output, chief, worker if recipes.several_workers(strategy) else None),
+            shuffle=False,  # tf.data shuffles, with the seed
+            verbose=_verbosity(config.verbose),
+        )
+        _check_not_diverged(history.history.get("loss", []), config.output)
+    seconds = None if start is None else time.perf_counter() - start
     metrics = model.evaluate(test_ds, return_dict=True, verbose=0)
     results = _finish(model, config, splits, metrics, seconds, test_ds) if chief else _summary(config, splits, metrics)
     if chief and config.export:
@@ -186,34 +199,106 @@ def _check(config):
         raise ValueError(f"Unknown precision={config.precision!r}; expected one of {PRECISIONS}.")
     if config.epochs < 1 or config.batch_size < 1:
         raise ValueError(f"epochs={config.epochs} and batch_size={config.batch_size} must be positive.")
+    if config.variant is not None:
+        parse_variant(config.variant)  # an unknown name fails before any image is decoded
+    sizes = config.image_size if isinstance(config.image_size, (list, tuple)) else [config.image_size]
+    checks = [  # flag, value, whether it is valid, what it must be
+        ("--image-size", config.image_size, all(size is None or size >= 1 for size in sizes), "a positive size"),
+        ("--learning-rate", config.learning_rate, config.learning_rate > 0, "> 0"),
+        ("--weight-decay", config.weight_decay, config.weight_decay >= 0, ">= 0"),
+        ("--warmup-epochs", config.warmup_epochs, config.warmup_epochs >= 0, ">= 0"),
+        ("--label-smoothing", config.label_smoothing, 0 <= config.label_smoothing < 1, "in [0, 1)"),
+        ("--mixup", config.mixup, config.mixup >= 0, ">= 0 (0: off)"),
+        ("--cutmix", config.cutmix, 0 <= config.cutmix <= 1, "in [0, 1] (0: off)"),
+        ("--dropout-rate", config.dropout_rate, config.dropout_rate is None or 0 <= config.dropout_rate < 1, "in [0, 1)"),
+        ("--drop-path-rate", config.drop_path_rate, 0 <= config.drop_path_rate < 1, "in [0, 1)"),
+    ]
+    for flag, value, valid, requirement in checks:
+        if not valid:
+            raise ValueError(f"{flag} {value} is out of range: it must be {requirement}.")
     if config.jit_compile and config.strategy in ("mirrored", "multi_worker"):
         raise ValueError("--jit-compile does not work with a mirrored strategy (variables on several devices).")
     if config.overwrite and config.resume:
         raise ValueError("Pass either --overwrite (start again) or --resume (continue), not both.")
 
 
-# Written into every run folder when it is made: `--overwrite` deletes only folders that have it
-# (or a finished run's keras_vit.json), never a folder that merely holds a `history.csv`.
-RUN_MARKER = ".keras_vit_run"
+# Written into every run folder when it is made: the settings `--resume` continues with, and the
+# mark of a run folder, which `--overwrite` alone may delete (or a finished run's keras_vit.json
+# from before it existed); a folder that merely holds a `history.csv` is never taken for a run.
+RUN_CONFIG = "train_config.json"
+_NOT_STORED = ("output", "overwrite", "resume", "verbose", "export", "cache", "data_dir")
 
 
-def _prepare_output(output, overwrite, resume):
-    """Refuses to clobber a folder unless asked; only ever deletes a previous run's folder."""
-    if os.path.exists(output):
+def _check_output(output, overwrite, resume):
+    """Refuses to clobber a folder unless asked, or to resume what is not an unfinished run."""
+    if not os.path.exists(output):
         if resume:
-            finished = os.path.exists(os.path.join(output, "model.keras"))
-            if finished and not os.path.exists(os.path.join(output, "backup")):
-                raise FileExistsError(f"The run in {output} has finished; nothing to resume. Use --overwrite to redo it.")
-            return
-        if not overwrite:
-            raise FileExistsError(f"{output} exists: pass --overwrite to replace it, or --resume to continue its run.")
-        if os.listdir(output) and not any(os.path.exists(os.path.join(output, f)) for f in (RUN_MARKER, METADATA_FILE)):
-            raise FileExistsError(f"{output} is not a keras-vit run folder; refusing to delete it. Choose another --output.")
-        shutil.rmtree(output)
-    elif resume:
-        raise FileNotFoundError(f"--resume: there is no run in {output} to continue.")
-    os.makedirs(output, exist_ok=True)
-    open(os.path.join(output, RUN_MARKER), "w").close()
+            raise FileNotFoundError(f"--resume: there is no run in {output} to continue.")
+        return
+    if not os.path.isdir(output):
+        raise NotADirectoryError(f"--output {output} is a file; choose a folder.")
+    if resume:
+        if not os.path.exists(os.path.join(output, RUN_CONFIG)):
+            raise FileNotFoundError(f"--resume: {output} holds no unfinished keras-vit run (no {RUN_CONFIG}).")
+        if os.path.exists(os.path.join(output, "results.json")):
+            raise FileExistsError(f"The run in {output} has finished; nothing to resume. Use --overwrite to redo it.")
+        return
+    if not overwrite:
+        raise FileExistsError(f"{output} exists: pass --overwrite to replace it, or --resume to continue its run.")
+    is_run = any(os.path.exists(os.path.join(output, name)) for name in (RUN_CONFIG, METADATA_FILE))
+    if os.listdir(output) and not is_run:
+        raise FileExistsError(f"{output} is not a keras-vit run folder; refusing to delete it. Choose another --output.")
+
+
+def _prepare_output(config, requested):
+    """Makes the run folder (deleting a previous run's with `overwrite`) and stores `requested`."""
+    _check_output(config.output, config.overwrite, config.resume)
+    if config.resume:
+        return
+    if os.path.exists(config.output):
+        shutil.rmtree(config.output)
+    os.makedirs(config.output)
+    settings = {k: v for k, v in dataclasses.asdict(requested).items() if k not in _NOT_STORED}
+    files.write_json(os.path.join(config.output, RUN_CONFIG), settings)
+
+
+def _resumed_config(config):
+    """`config` with the run's stored settings where it left them at their defaults.
+
+    A setting given that contradicts the run's is an error: a resumed run with another batch
+    size or model would silently train something else.
+    """
+    path = os.path.join(config.output, RUN_CONFIG)
+    if not os.path.exists(path):  # no run here (refused later), or a worker without the chief's folder
+        return config
+    with open(path) as f:
+        stored = json.load(f)
+    defaults, taken, conflicts = TrainConfig(), {}, []
+    for name, value in stored.items():
+        given = getattr(config, name, value)
+        if given == value or name in _NOT_STORED:
+            continue
+        if given == getattr(defaults, name):
+            taken[name] = value
+        else:
+            conflicts.append(f"--{name.replace('_', '-')} {given} (the run has {value})")
+    if conflicts:
+        raise ValueError(f"--resume continues the run in {config.output} with its own settings, which "
+                         f"{', '.join(conflicts)} contradict: leave them out, or start again with --overwrite.")
+    return dataclasses.replace(config, **taken)
+
+
+def _fit_finished(output):
+    """Whether the run was killed after `fit` (model saved, backup gone) but before its results."""
+    return os.path.exists(os.path.join(output, "model.keras")) and not os.path.exists(os.path.join(output, "backup"))
+
+
+def _check_not_diverged(losses, output):
+    if losses and not math.isfinite(losses[-1]):
+        raise ValueError(
+            f"Training diverged (loss {losses[-1]} in epoch {len(losses)}), so no model was saved or exported; "
+            f"lower --learning-rate, or check --mixup/--cutmix and the data (history.csv is in {output})."
+        )
 
 
 def _pipelines(config, splits):
@@ -296,12 +381,15 @@ def _finish(model, config, splits, metrics, seconds, test_ds):
         labels=splits.labels,
         variant=config.variant,
         dataset=splits.name,
+        seed=config.seed,  # folders and TFDS datasets without a test split hold one out with it
+        bad_files=config.bad_files,
     )
     history = read_history(os.path.join(output, "history.csv"))
     files.write_json(os.path.join(output, "history.json"), history)
     plot_curves(history, os.path.join(output, "curves.png"))
     plot_confusion_matrix(*predicted_classes(model, test_ds), splits.labels, os.path.join(output, "confusion_matrix.png"))
-    results = {**_summary(config, splits, metrics), "epochs": len(history["epoch"]), "fit_seconds": round(seconds, 1)}
+    fit_seconds = None if seconds is None else round(seconds, 1)
+    results = {**_summary(config, splits, metrics), "epochs": len(history["epoch"]), "fit_seconds": fit_seconds}
     return results
 
 
@@ -315,11 +403,10 @@ def evaluate(model_path, dataset="digits", *, split="test", data_dir=None, batch
     metadata = read_metadata(model_path)
     model_file = os.path.join(model_path, "model.keras") if os.path.isdir(model_path) else model_path
     model = keras.saving.load_model(model_file, safe_mode=True, compile=False)
-    splits = data.load(dataset, data_dir=data_dir)
-    if splits.num_classes != model.output_shape[-1]:
-        raise ValueError(
-            f"The model predicts {model.output_shape[-1]} classes but {dataset!r} has {splits.num_classes}."
-        )
+    # The run's seed: a folder's held-out test split is the one it never trained on.
+    splits = data.load(dataset, data_dir=data_dir, seed=metadata.get("seed", 0),
+                       bad_files=metadata.get("bad_files", "skip"))
+    check_labels(metadata["labels"], splits.labels, dataset)
     ds = data.pipeline(
         getattr(splits, split),
         image_size=metadata["image_size"],
@@ -332,6 +419,18 @@ def evaluate(model_path, dataset="digits", *, split="test", data_dir=None, batch
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"), keras.metrics.TopKCategoricalAccuracy(5, name="top5")],
     )
     return model.evaluate(ds, return_dict=True, verbose=0)
+
+
+def check_labels(model_labels, dataset_labels, dataset):
+    """Refuses a dataset whose classes are not the model's, in the model's order."""
+    if list(model_labels) != list(dataset_labels):
+        def show(labels):
+            return ", ".join(map(str, labels[:8])) + (", ..." if len(labels) > 8 else "")
+
+        raise ValueError(
+            f"{dataset!r} has {len(dataset_labels)} classes ({show(dataset_labels)}) but the model was trained on "
+            f"{len(model_labels)} ({show(model_labels)}): evaluate it on the dataset it was trained on."
+        )
 
 
 # --- command line ----------------------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from keras_vit import build_vit, recipes
-from keras_vit.train import RUN_MARKER, TrainConfig, _prepare_output, evaluate, train
+from keras_vit.train import RUN_CONFIG, TrainConfig, _prepare_output, evaluate, train
 
 CLI = [sys.executable, "-m", "keras_vit.cli"]
 
@@ -65,11 +65,13 @@ def test_an_existing_output_is_refused_unless_asked(tmp_path):
 
 
 def test_overwrite_deletes_a_run_folder(tmp_path):
-    output = str(tmp_path / "run")
-    _prepare_output(output, overwrite=False, resume=False)  # as a run starts, killed before it wrote more
+    config = _config(tmp_path)
+    _prepare_output(config, config)  # as a run starts, killed before it wrote more
     (tmp_path / "run" / "history.csv").write_text("epoch,loss\n")
-    _prepare_output(output, overwrite=True, resume=False)
-    assert os.listdir(output) == [RUN_MARKER]
+    config = _config(tmp_path, overwrite=True, epochs=3)
+    _prepare_output(config, config)
+    assert os.listdir(tmp_path / "run") == [RUN_CONFIG]
+    assert json.loads((tmp_path / "run" / RUN_CONFIG).read_text())["epochs"] == 3
 
 
 @pytest.mark.parametrize(
@@ -81,6 +83,14 @@ def test_overwrite_deletes_a_run_folder(tmp_path):
         (dict(precision="float8"), ValueError, "Unknown precision='float8'"),
         (dict(recipe="lamb"), ValueError, "Unknown recipe='lamb'"),
         (dict(strategy="mirrored", jit_compile=True), ValueError, "does not work with a mirrored strategy"),
+        (dict(variant="Q/16"), ValueError, "Q/16"),
+        (dict(image_size=0), ValueError, "--image-size 0 is out of range"),
+        (dict(learning_rate=0.0), ValueError, r"--learning-rate 0.0 is out of range: it must be > 0"),
+        (dict(label_smoothing=1.0), ValueError, r"--label-smoothing 1.0 is out of range: it must be in \[0, 1\)"),
+        (dict(mixup=-1.0), ValueError, "--mixup -1.0 is out of range"),
+        (dict(cutmix=2.0), ValueError, "--cutmix 2.0 is out of range"),
+        (dict(dropout_rate=1.5), ValueError, "--dropout-rate 1.5 is out of range"),
+        (dict(weight_decay=-0.1), ValueError, "--weight-decay -0.1 is out of range"),
     ],
 )
 def test_bad_input_fails_before_anything_is_written(tmp_path, kwargs, error, match):
@@ -137,6 +147,46 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path):
     assert after[: len(before)] == before  # nothing earlier is lost
     # It continued rather than restarted: no epoch ran twice beyond the one a kill can repeat.
     assert len(after) <= 9
+
+
+def test_resume_takes_the_runs_settings_and_refuses_contradicting_ones(tmp_path):
+    started = _config(tmp_path, batch_size=32, epochs=3)
+    _prepare_output(started, started)
+    with pytest.raises(ValueError, match=r"--batch-size 16 \(the run has 32\) contradict"):
+        train(_config(tmp_path, resume=True, batch_size=16))
+    (tmp_path / "notarun").mkdir()
+    (tmp_path / "notarun" / "cats").mkdir()  # say, the dataset itself
+    with pytest.raises(FileNotFoundError, match="holds no unfinished keras-vit run"):
+        train(_config(tmp_path, output=str(tmp_path / "notarun"), resume=True))
+    assert os.listdir(tmp_path / "notarun") == ["cats"]
+
+
+def test_a_run_killed_after_fit_finishes_on_resume_without_training_again(tmp_path):
+    first = train(_config(tmp_path, epochs=2))
+    run = tmp_path / "run"
+    (run / "results.json").unlink()  # as if killed while saving or exporting
+    rows = _epochs_logged(run / "history.csv")
+    again = train(_config(tmp_path, resume=True))
+    assert _epochs_logged(run / "history.csv") == rows  # no epoch ran again
+    assert again["test_top1"] == first["test_top1"] and again["fit_seconds"] is None
+    assert (run / "results.json").exists()
+
+
+def test_a_diverged_run_is_an_error_and_saves_no_model(tmp_path):
+    with pytest.raises(ValueError, match=r"Training diverged \(loss nan"):
+        train(_config(tmp_path, epochs=1, learning_rate=1e12, warmup_epochs=0))
+    assert not (tmp_path / "run" / "model.keras").exists()
+
+
+def test_evaluate_refuses_a_dataset_with_other_classes(tmp_path):
+    train(_config(tmp_path, epochs=1))
+    folder = tmp_path / "photos"
+    for label in ("cat", "dog"):
+        (folder / label).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(folder / label / f"{i}.png")
+    with pytest.raises(ValueError, match=r"has 2 classes \(cat, dog\) but the model was trained on 10 \(0, 1, 2"):
+        evaluate(str(tmp_path / "run"), str(folder))
 
 
 def test_weight_decay_skips_biases_norms_position_embedding_and_class_token():

@@ -20,7 +20,17 @@ def main(strategy, output, weights, tf_config=None):
     if strategy != "multi_worker":
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from keras_vit import train as training
     from keras_vit.train import TrainConfig, train
+
+    build = training._build_model
+
+    def build_and_record(config, splits):  # the initial weights too: tells a bad start from a bad step
+        model, scaling = build(config, splits)
+        np.savez(weights.replace(".npz", ".initial.npz"), *model.get_weights())
+        return model, scaling
+
+    training._build_model = build_and_record
 
     config = TrainConfig(output=output, strategy=strategy, variant="tiny/4", image_size=16, epochs=2,
                          batch_size=32, shuffle=False, verbose=0)

@@ -5,6 +5,8 @@ change to `notes`, and leaves anything it cannot adapt for the shape check to
 report. `targets` maps the same keys to the model's variables.
 """
 
+import math
+
 import numpy as np
 
 from keras_vit.layers import to_pair
@@ -21,6 +23,40 @@ def adapt(targets, source, notes, grid, reset_head, drop_representation, **resiz
     adapt_head(targets, source, True if dropped else reset_head, notes)
     adapt_channels(targets, source, notes)
     return adapt_position_embedding(targets, source, notes, grid, **resize)
+
+
+def adapt_class_slot(targets, source, notes, source_grid):
+    """timm's position embedding -> the original layout's, which has a class slot whenever a class token exists.
+
+    timm stores a slot for the class token unless the model had `no_embed_class`,
+    and its state dict does not say which. Token counts do: `source_grid`'s when
+    given, else the model's (the same grid, with or without the slot). Only for a
+    checkpoint at another, unnamed grid does the shape decide, and then a missing
+    slot is reported, since a square length is the only hint.
+    """
+    if CLS not in source or POSEMB not in source:
+        return
+    embedding = source[POSEMB]
+    length, model_length = embedding.shape[1], targets[POSEMB].shape[1] if CLS in targets else None
+    if source_grid is not None:
+        rows, cols = to_pair(source_grid, "source_grid")
+        has_slot = length != rows * cols  # a length fitting neither is reported by the resize
+    elif model_length is not None and length in (model_length, model_length - 1):
+        has_slot = length == model_length
+    else:
+        has_slot = _is_square(length - 1) or not _is_square(length)  # timm's default is the slot
+        if not has_slot:
+            notes.append(
+                f"read the position embedding's {length} tokens as a square grid without a class slot "
+                "(timm's no_embed_class); pass source_grid=(rows, cols) if the grid is another"
+            )
+    if not has_slot:
+        # A zero slot for the class token gives the same sums: timm adds no embedding to it.
+        source[POSEMB] = np.concatenate([np.zeros_like(embedding[:, :1]), embedding], axis=1)
+
+
+def _is_square(n):
+    return n >= 0 and math.isqrt(n) ** 2 == n
 
 
 def adapt_representation(targets, source, drop, notes):

@@ -12,7 +12,10 @@ layouts need arithmetic:
   (stacked) encoder, and a position embedding added *before* the class token
   is prepended, so it has no class slot.
 - timm and Hugging Face (PyTorch): `(out, in)` Linear weights, `(D, C, p, p)`
-  convolutions, timm's fused `qkv`.
+  convolutions, timm's fused `qkv`. timm's position embedding is left as
+  stored: with `no_embed_class` it has no class slot, and nothing in the state
+  dict says so, so the slot is added once the model's token count is known
+  (`checkpoint_adapt.adapt_class_slot`).
 
 Legend: `D` hidden_dim, `H` heads, `d` head_dim, `C` channels, `p` patch.
 """
@@ -24,7 +27,8 @@ import zipfile
 import numpy as np
 
 ORIGINAL, BIG_VISION, TIMM, HUGGING_FACE = "original", "big_vision", "timm", "hugging_face"
-FORMATS = (ORIGINAL, BIG_VISION, TIMM, HUGGING_FACE)
+KERAS = "keras"  # a `.keras` model saved by keras_vit (a previous run's model.keras)
+FORMATS = (ORIGINAL, BIG_VISION, TIMM, HUGGING_FACE, KERAS)
 
 _ORIGINAL_BLOCK = "Transformer/encoderblock_{}/"
 # The module names that differ between the original code and big_vision.
@@ -49,19 +53,46 @@ class CheckpointError(ValueError):
 
 
 def sniff_format(path):
-    """`"npz"` or `"safetensors"` from the file's first bytes (never its name)."""
+    """`"npz"`, `"keras"` or `"safetensors"` from the file's content (never its name)."""
     try:
         with open(path, "rb") as f:
             head = f.read(16)
     except IsADirectoryError:
         raise CheckpointError(f"{path} is a folder; pass the checkpoint file inside it.") from None
     if head.startswith(b"PK"):
-        return "npz"
+        return "keras" if _is_keras_archive(path) else "npz"
     if len(head) >= 9 and head[8:9] == b"{":
         return "safetensors"
     raise CheckpointError(
         f"{path} is neither an .npz archive nor a safetensors file (first bytes {head[:8]!r}). {_NO_PICKLES}"
     )
+
+
+def _is_keras_archive(path):
+    """A `.keras` file is a zip too, holding `config.json` and the weights instead of `.npy` arrays."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False  # read_npz says what is wrong with it
+    return "config.json" in names and any(name.startswith("model.weights") for name in names)
+
+
+def read_keras(path):
+    """The weights of a `.keras` keras_vit model, in the original layout (the keys `save_npz` writes)."""
+    import keras
+
+    import keras_vit  # noqa: F401  (registers the layers, which safe mode then loads without code)
+    from keras_vit.checkpoint_keys import model_variables
+
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as e:  # Keras raises many types for a file it cannot rebuild
+        raise CheckpointError(
+            f"{path} is a .keras file that Keras cannot load ({type(e).__name__}: {e}). Only models "
+            "saved by keras_vit (such as a run's model.keras) can be read as checkpoints."
+        ) from e
+    return {key: np.asarray(variable.numpy(), "float32") for key, variable in model_variables(model).items()}
 
 
 def read_npz(path):
@@ -200,7 +231,7 @@ TIMM_KEYS = [
     (r"patch_embed\.proj\.weight", "embedding/kernel", "conv"),
     (r"patch_embed\.proj\.bias", "embedding/bias", "copy"),
     (r"cls_token", "cls", "copy"),
-    (r"pos_embed", "Transformer/posembed_input/pos_embedding", "posemb"),
+    (r"pos_embed", "Transformer/posembed_input/pos_embedding", "copy"),  # class slot: see the docstring
     (_TIMM_BLOCK + r"norm1\.(weight|bias)", "LayerNorm_0/{norm}", "copy"),
     (_TIMM_BLOCK + r"attn\.(q|k|v)\.(weight|bias)", "MultiHeadDotProductAttention_1/{qkv}/{kind}", "heads_in"),
     (_TIMM_BLOCK + r"attn\.proj\.(weight|bias)", "MultiHeadDotProductAttention_1/out/{kind}", "heads_out"),
@@ -208,6 +239,7 @@ TIMM_KEYS = [
     (_TIMM_BLOCK + r"mlp\.fc1\.(weight|bias)", "MlpBlock_3/Dense_0/{kind}", "linear"),
     (_TIMM_BLOCK + r"mlp\.fc2\.(weight|bias)", "MlpBlock_3/Dense_1/{kind}", "linear"),
     (r"norm\.(weight|bias)", "Transformer/encoder_norm/{norm}", "copy"),
+    (r"pre_logits\.fc\.(weight|bias)", "pre_logits/{kind}", "linear"),  # older timm's representation layer
     (r"head\.(weight|bias)", "head/{kind}", "linear"),
 ]
 _HF_LAYER = r"(?:vit\.)?(?:encoder\.layer|layers)\.(\d+)\."
@@ -215,7 +247,7 @@ HUGGING_FACE_KEYS = [
     (r"(?:vit\.)?embeddings\.patch_embeddings\.projection\.weight", "embedding/kernel", "conv"),
     (r"(?:vit\.)?embeddings\.patch_embeddings\.projection\.bias", "embedding/bias", "copy"),
     (r"(?:vit\.)?embeddings\.cls_token", "cls", "copy"),
-    (r"(?:vit\.)?embeddings\.position_embeddings", "Transformer/posembed_input/pos_embedding", "posemb"),
+    (r"(?:vit\.)?embeddings\.position_embeddings", "Transformer/posembed_input/pos_embedding", "copy"),
     (_HF_LAYER + r"layernorm_before\.(weight|bias)", "LayerNorm_0/{norm}", "copy"),
     # Files on the Hub (and save_pretrained) use the first names; transformers 5 in memory the second.
     (_HF_LAYER + r"attention\.(?:attention\.)?(query|key|value|q|k|v)(?:_proj)?\.(weight|bias)",
@@ -247,12 +279,12 @@ def _split_fused_qkv(state):
 
 def _from_torch(state, table, num_heads):
     state = _split_fused_qkv(state)
-    out, has_cls = {}, any(re.fullmatch(r"(?:vit\.)?(?:embeddings\.)?cls_token", k) for k in state)
+    out = {}
     for key, value in state.items():
         for pattern, template, transform in table:
             match = re.fullmatch(pattern, key)
             if match:
-                name, value = _convert(match, template, transform, value, num_heads, has_cls)
+                name, value = _convert(match, template, transform, value, num_heads)
                 out[name] = value
                 break
         else:
@@ -260,7 +292,7 @@ def _from_torch(state, table, num_heads):
     return out
 
 
-def _convert(match, template, transform, value, num_heads, has_cls):
+def _convert(match, template, transform, value, num_heads):
     groups = match.groups()
     kind = "kernel" if groups and groups[-1] == "weight" else "bias"
     norm = "scale" if kind == "kernel" else "bias"
@@ -274,8 +306,6 @@ def _convert(match, template, transform, value, num_heads, has_cls):
         transform = "linear"  # cannot split into heads: keep it flat, loading reports its shape
     if transform == "conv":
         value = value.transpose(2, 3, 1, 0)  # (D, C, p, p) -> (p, p, C, D)
-    elif transform == "posemb" and has_cls and not _has_class_slot(value.shape[1]):
-        value = np.concatenate([np.zeros_like(value[:, :1]), value], axis=1)  # timm `no_embed_class`
     elif kind == "kernel" and transform in ("linear", "heads_in", "heads_out"):
         value = value.T  # (out, in) -> (in, out)
     if transform == "heads_in":  # (D, H*d) -> (D, H, d); bias (H*d,) -> (H, d)
@@ -283,9 +313,3 @@ def _convert(match, template, transform, value, num_heads, has_cls):
     elif transform == "heads_out" and kind == "kernel":  # (H*d, D) -> (H, d, D)
         value = value.reshape(num_heads, -1, value.shape[-1])
     return name, value
-
-
-def _has_class_slot(length):
-    """A position embedding of `length` tokens has a class slot iff the rest is a square grid."""
-    side = int(np.sqrt(length - 1))
-    return side * side == length - 1

@@ -13,6 +13,7 @@ failed load leaves the model exactly as it was.
 
 import dataclasses
 import logging
+import math
 import os
 
 import numpy as np
@@ -20,10 +21,9 @@ import numpy as np
 from keras_vit import checkpoint_formats as formats
 from keras_vit import files
 from keras_vit.checkpoint_formats import CheckpointError
-from keras_vit.checkpoint_adapt import CLS, EMBEDDING, HEAD, POSEMB, PRE_LOGITS, adapt
+from keras_vit.checkpoint_adapt import CLS, EMBEDDING, HEAD, POSEMB, PRE_LOGITS, adapt, adapt_class_slot
 from keras_vit.checkpoints import fetch_checkpoint, find_checkpoint
 from keras_vit.checkpoint_keys import model_variables
-from keras_vit.resample import square_grid
 
 _logger = logging.getLogger("keras_vit")
 
@@ -33,11 +33,15 @@ class LoadReport:
 
     Attributes:
         path: the checkpoint file.
-        format: `"original"`, `"big_vision"`, `"timm"` or `"hugging_face"`.
+        format: `"original"`, `"big_vision"`, `"timm"`, `"hugging_face"` or
+            `"keras"` (a `.keras` model saved by keras_vit).
         loaded: checkpoint keys (original layout) assigned to the model.
         adapted: one sentence per adaptation (resized grid, new head, ...).
         skipped: problems ignored by a partial load (`strict=False`).
         checkpoint: the registry row when loaded by name, else `None`.
+        variant: the checkpoint's architecture as a `VARIANTS` name such as
+            `"B/16"` (`build_from_checkpoint` only), or `None` for one that is
+            no row of the table.
     """
 
     path: str
@@ -46,6 +50,7 @@ class LoadReport:
     adapted: list = dataclasses.field(default_factory=list)
     skipped: list = dataclasses.field(default_factory=list)
     checkpoint: object = None
+    variant: str = None
 
     def __str__(self):
         lines = [f"Loaded {len(self.loaded)} tensors from {self.path} ({self.format} layout)."]
@@ -58,14 +63,18 @@ def read_checkpoint(path, num_heads=None):
     """Reads any supported file into `(layout, arrays in the original layout)`.
 
     Args:
-        path: an `.npz` or `.safetensors` file; the format comes from its bytes.
+        path: an `.npz`, `.safetensors` or keras_vit `.keras` file; the format
+            comes from its content.
         num_heads: heads of the attention layers, needed for PyTorch layouts
             (which store them flattened); guessed from the width if `None`.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"No checkpoint at {path}.")
-    arrays = formats.read_npz(path) if formats.sniff_format(path) == "npz" else formats.read_safetensors(path)
+    kind = formats.sniff_format(path)
+    if kind == "keras":
+        return formats.KERAS, formats.read_keras(path)  # already in the original layout
+    arrays = formats.read_npz(path) if kind == "npz" else formats.read_safetensors(path)
     layout = formats.detect_layout(arrays)
     if layout in (formats.TIMM, formats.HUGGING_FACE) and num_heads is None:
         num_heads = _guess_num_heads(arrays)
@@ -99,8 +108,9 @@ def load_weights(
     """Loads a ViT checkpoint into a `build_vit` model, adapting what can be adapted.
 
     Formats, told apart by the file's content: the original and AugReg `.npz`
-    (google-research/vision_transformer), big_vision `.npz`, and timm or
-    Hugging Face ViT state dicts in safetensors.
+    (google-research/vision_transformer), big_vision `.npz`, timm or
+    Hugging Face ViT state dicts in safetensors, and `.keras` models saved by
+    keras_vit (a run's `model.keras`, to fine-tune from).
 
     Args:
         model: a model from `build_vit`.
@@ -150,6 +160,8 @@ def apply_checkpoint(model, canonical, report, *, strict, reset_head, drop_repre
     targets = model_variables(model)
     source = dict(canonical)
     grid = model_grid(model)
+    if report.format == formats.TIMM:
+        adapt_class_slot(targets, source, report.adapted, resize["source_grid"])
     problems = adapt(targets, source, report.adapted, grid, reset_head, drop_representation, **resize)
     reported = {problem.split(":")[0] for problem in problems}
     problems += [p for p in _check(targets, source) if p.split(":")[0] not in reported]
@@ -259,7 +271,7 @@ def build_from_checkpoint(
         by name.
     """
     from keras_vit.model import build_vit
-    from keras_vit.variants import VARIANTS, parse_variant
+    from keras_vit.variants import parse_variant
 
     if representation not in ("keep", "drop"):
         raise ValueError(f"representation={representation!r} must be 'keep' or 'drop'.")
@@ -267,26 +279,25 @@ def build_from_checkpoint(
     path = fetch_checkpoint(row, cache_dir) if row else os.fspath(path_or_name)
     variant = variant or (row.variant if row else None)
     layout, canonical = read_checkpoint(path, num_heads=parse_variant(variant)[0].num_heads if variant else None)
-    found = describe_checkpoint(canonical)
-    shape = (found["hidden_dim"], found["num_layers"], found["num_heads"], found["mlp_dim"])
-    names = [n for n, v in VARIANTS.items() if (v.hidden_dim, v.num_layers, v.num_heads, v.mlp_dim) == shape]
-    build_kwargs.setdefault("name", None if names else "vit_custom")
+    found = describe_checkpoint(canonical, layout)
+    if variant:
+        _check_variant(variant, found, path)
+    name = variant_name(found)
+    build_kwargs.setdefault("name", None if name else "vit_custom")
     if num_classes is None:
         num_classes = found["num_classes"] or 0
-    if image_size is None:
-        image_size = row.image_size if row else [g * p for g, p in zip(found["grid"], found["patch_size"])]
     model = build_vit(
-        names[0] if names else "tiny",
-        image_size=image_size,
+        name.split("/")[0] if name else "tiny",
+        image_size=image_size or (row.image_size if row else _native_image_size(found, canonical, path)),
         num_classes=num_classes or 1,
         include_top=bool(num_classes),
         pooling=found["pooling"],
         representation_size=found["representation_size"] if representation == "keep" else None,
         num_channels=num_channels,
-        **{k: found[k] for k in ("patch_size", "hidden_dim", "num_layers", "num_heads", "mlp_dim")},
+        **{k: found[k] for k in _ARCHITECTURE},
         **build_kwargs,
     )
-    report = LoadReport(path, layout, checkpoint=row)
+    report = LoadReport(path, layout, checkpoint=row, variant=name)
     apply_checkpoint(
         model, canonical, report, strict=strict, reset_head="auto", drop_representation=representation == "drop",
         interpolation=interpolation, antialias=antialias, source_grid=None,
@@ -294,8 +305,15 @@ def build_from_checkpoint(
     return model, report
 
 
-def describe_checkpoint(canonical):
-    """The architecture a checkpoint in the original layout implies, as `build_vit` arguments."""
+_ARCHITECTURE = ("patch_size", "hidden_dim", "num_layers", "num_heads", "mlp_dim")
+
+
+def describe_checkpoint(canonical, layout=formats.ORIGINAL):
+    """The architecture a checkpoint in the original layout implies, as `build_vit` arguments.
+
+    `grid` is the square patch grid of its position embedding, or `None` when
+    the length is no square (a rectangular grid, which the tensors cannot tell).
+    """
     try:
         kernel = canonical[EMBEDDING]
         query = canonical["Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel"]
@@ -304,6 +322,10 @@ def describe_checkpoint(canonical):
         raise CheckpointError(f"The checkpoint has no {e.args[0]!r}: it is not a ViT checkpoint.") from None
     blocks = {key.split("/")[1] for key in canonical if key.startswith("Transformer/encoderblock_")}
     prefix = int(CLS in canonical)
+    # timm's position embedding may lack the class slot (`no_embed_class`): then its whole length is the grid.
+    length = canonical[POSEMB].shape[1]
+    lengths = [length - prefix] + ([length] if prefix and layout == formats.TIMM else [])
+    side = next((math.isqrt(n) for n in lengths if math.isqrt(n) ** 2 == n), None)
     return {
         "patch_size": tuple(kernel.shape[:2]),
         "hidden_dim": kernel.shape[3],
@@ -313,8 +335,52 @@ def describe_checkpoint(canonical):
         "pooling": "token" if prefix else "gap",
         "representation_size": canonical[PRE_LOGITS[0]].shape[1] if PRE_LOGITS[0] in canonical else None,
         "num_classes": canonical[HEAD[0]].shape[1] if HEAD[0] in canonical else None,
-        "grid": square_grid(canonical[POSEMB].shape[1] - prefix, "checkpoint's position embedding"),
+        "grid": (side, side) if side else None,
     }
+
+
+def variant_name(found):
+    """`"B/16"` for an architecture (from `describe_checkpoint`) that is a row of `VARIANTS`, else `None`.
+
+    A non-square patch gets the bare row name (`"B"`), which `build_vit` takes with `patch_size`.
+    """
+    from keras_vit.variants import VARIANTS
+
+    shape = tuple(found[k] for k in ("hidden_dim", "num_layers", "num_heads", "mlp_dim"))
+    names = [n for n, v in VARIANTS.items() if (v.hidden_dim, v.num_layers, v.num_heads, v.mlp_dim) == shape]
+    rows, cols = found["patch_size"]
+    if not names:
+        return None
+    return f"{names[0]}/{rows}" if rows == cols else names[0]
+
+
+def _check_variant(variant, found, path):
+    """A `variant` the checkpoint contradicts is a mistake to report, not to build around silently."""
+    from keras_vit.variants import parse_variant
+
+    arch, patch = parse_variant(variant)
+    wanted = {k: getattr(arch, k) for k in _ARCHITECTURE[1:]}
+    if patch is not None:
+        wanted["patch_size"] = (patch, patch)
+    differences = [f"{k}={found[k]} (the variant has {v})" for k, v in wanted.items() if found[k] != v]
+    if not differences:
+        return
+    name = variant_name(found)
+    fix = f"it is a {name}: pass variant={name!r}" if name else "it is no variant of the table"
+    raise CheckpointError(
+        f"variant={variant!r} does not match the checkpoint {path}, which has {', '.join(differences)}; "
+        f"{fix}, or leave variant out to build the checkpoint's own architecture."
+    )
+
+
+def _native_image_size(found, canonical, path):
+    """The image size the checkpoint was trained at, from its square grid; else it must be given."""
+    if found["grid"] is None:
+        raise CheckpointError(
+            f"The position embedding of {path} has {canonical[POSEMB].shape[1]} tokens, not a square grid, "
+            "so its image size is unknown: pass image_size=(height, width)."
+        )
+    return [g * p for g, p in zip(found["grid"], found["patch_size"])]
 
 
 def load_pretrained(model, weights, variant):

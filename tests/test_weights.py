@@ -14,6 +14,7 @@ import subprocess
 import sys
 import zipfile
 
+import keras
 import numpy as np
 import pytest
 
@@ -94,6 +95,76 @@ def test_pytorch_checkpoints_give_the_same_outputs(reference, file, expected, mo
     difference = _max_diff(model, reference, expected)
     print(f"{file}: max abs difference {difference:.2e}")  # shown with `pytest -s`
     assert difference < TOLERANCE
+
+
+@needs_torch
+@pytest.mark.parametrize("stem", ["timm_token_32x64", "timm_no_embed_class_32x64", "timm_no_embed_class_8x136", "hf_32x64"])
+def test_pytorch_checkpoints_with_a_non_square_grid_give_the_same_logits(reference, stem):
+    from tests.torch_reference import GRIDS
+
+    size, _ = GRIDS[stem]
+    model = _tiny(image_size=size)
+    report = load_weights(model, reference / f"{stem}.safetensors")
+    assert len(report.loaded) == len(model_variables(model)) and not report.adapted and not report.skipped
+    logits = model.predict(np.load(reference / f"images_{size[0]}x{size[1]}.npy"), verbose=0)
+    difference = float(np.abs(logits - np.load(reference / f"{stem}.logits.npy")).max())
+    print(f"{stem}: max abs logit difference {difference:.2e}")
+    assert difference < TOLERANCE
+
+
+@needs_torch
+@pytest.mark.parametrize("stem, class_slot", [("timm_token_32x64", True), ("timm_no_embed_class_32x64", False)])
+def test_a_non_square_pytorch_checkpoint_resizes_from_the_grid_it_is_given(reference, stem, class_slot):
+    from safetensors.numpy import load_file
+
+    stored = load_file(reference / f"{stem}.safetensors")["pos_embed"]
+    with pytest.raises(CheckpointError, match="not a square grid: pass source_grid"):
+        load_weights(_tiny(image_size=48), reference / f"{stem}.safetensors")
+    model = _tiny(image_size=48)
+    report = load_weights(model, reference / f"{stem}.safetensors", source_grid=(4, 8))
+    assert report.adapted == ["position embedding resized from a (4, 8) grid to (6, 6) (bicubic)"]
+    # timm adds no position embedding to the class token when it has no slot: a zero slot does the same.
+    expected = stored if class_slot else np.concatenate([np.zeros_like(stored[:, :1]), stored], axis=1)
+    np.testing.assert_allclose(
+        model.get_layer("position_embedding").embedding.numpy(), resample_position_embedding(expected, (6, 6), (4, 8)),
+        atol=1e-6,
+    )
+    built, _ = build_from_checkpoint(reference / f"{stem}.safetensors", image_size=(32, 64))
+    assert built.input_shape == (None, 32, 64, 3)
+
+
+@needs_torch
+def test_a_timm_square_grid_without_class_slot_at_another_size_is_read_and_said(reference, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    state = load_file(reference / "timm_token.safetensors")
+    state["pos_embed"] = state["pos_embed"][:, 1:]  # as timm's no_embed_class stores it: 16 tokens, 4x4
+    save_file(state, tmp_path / "no_slot.safetensors")
+    model = _tiny(image_size=48)
+    report = load_weights(model, tmp_path / "no_slot.safetensors")
+    assert any("without a class slot (timm's no_embed_class)" in line for line in report.adapted)
+    assert not np.any(model.get_layer("position_embedding").embedding.numpy()[:, 0])
+
+
+@needs_torch
+def test_older_timm_representation_layer_is_loaded(reference, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    state = load_file(reference / "timm_token.safetensors")
+    rng = np.random.default_rng(0)
+    fc_weight, fc_bias = rng.normal(size=(16, 64)).astype("float32"), rng.normal(size=16).astype("float32")
+    head_weight = rng.normal(size=(5, 16)).astype("float32")
+    save_file({**state, "pre_logits.fc.weight": fc_weight, "pre_logits.fc.bias": fc_bias, "head.weight": head_weight},
+              tmp_path / "with_pre_logits.safetensors")
+    model = _tiny(representation_size=16)
+    report = load_weights(model, tmp_path / "with_pre_logits.safetensors")
+    assert len(report.loaded) == len(model_variables(model)) and not report.skipped
+    features = _tiny(include_top=False)
+    load_weights(features, reference / "timm_token.safetensors")
+    images = np.load(reference / "images.npy")
+    # timm's old head: Linear + tanh (`pre_logits.fc`, `pre_logits.act`), then `head`.
+    expected = np.tanh(features.predict(images, verbose=0) @ fc_weight.T + fc_bias) @ head_weight.T + state["head.bias"]
+    np.testing.assert_allclose(model.predict(images, verbose=0), expected, atol=1e-4)
 
 
 @needs_torch
@@ -186,6 +257,26 @@ def test_big_vision_scanned_encoder_and_class_slot(tmp_path):
     np.testing.assert_allclose(target.predict(images, verbose=0), source.predict(images, verbose=0), atol=1e-5)
 
 
+def test_a_keras_file_of_an_earlier_run_loads_as_a_checkpoint(tmp_path):
+    source = _randomize(_tiny(representation_size=16))
+    source.save(tmp_path / "model.keras")
+    target = _tiny(representation_size=16)
+    report = load_weights(target, tmp_path / "model.keras")
+    assert report.format == "keras" and len(report.loaded) == len(model_variables(target))
+    images = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
+    np.testing.assert_array_equal(target.predict(images, verbose=0), source.predict(images, verbose=0))
+    model, report = build_from_checkpoint(tmp_path / "model.keras", image_size=48, num_classes=2)
+    assert report.variant == "tiny/8" and model.output_shape == (None, 2)
+    assert model.get_layer("pre_logits").units == 16
+
+
+def test_a_keras_file_of_another_model_is_refused_with_the_reason(tmp_path):
+    inputs = keras.Input((4,))
+    keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs)).save(tmp_path / "other.keras")
+    with pytest.raises(CheckpointError, match=r"a \.keras file that Keras cannot load .*saved by keras_vit"):
+        load_weights(_tiny(), tmp_path / "other.keras")
+
+
 # --- adapting ----------------------------------------------------------------------
 
 
@@ -273,6 +364,30 @@ def test_build_from_checkpoint_reads_the_architecture(tmp_path):
     assert bigger.output_shape == (None, 2) and len(report.adapted) == 2
     features, _ = build_from_checkpoint(tmp_path / "model.npz", num_classes=0)
     assert features.output_shape == (None, 64)
+
+
+def test_build_from_checkpoint_names_the_variant_and_reads_rectangular_grids_given_the_size(tmp_path):
+    save_npz(_randomize(_tiny(image_size=(32, 64))), tmp_path / "wide.npz")
+    model, report = build_from_checkpoint(tmp_path / "wide.npz", image_size=(32, 64))
+    assert report.variant == "tiny/8" and model.input_shape == (None, 32, 64, 3) and not report.adapted
+    with pytest.raises(CheckpointError, match=r"has 33 tokens, not a square grid, so its image size is unknown: pass image_size"):
+        build_from_checkpoint(tmp_path / "wide.npz")
+    save_npz(_randomize(_tiny(mlp_dim=96)), tmp_path / "custom.npz")
+    assert build_from_checkpoint(tmp_path / "custom.npz")[1].variant is None
+
+
+def test_a_variant_the_checkpoint_contradicts_is_refused(tmp_path):
+    save_npz(_randomize(build_vit("tiny/8", image_size=32, num_classes=5, hidden_dim=96)), tmp_path / "wide.npz")
+    with pytest.raises(CheckpointError) as error:
+        build_from_checkpoint(tmp_path / "wide.npz", variant="tiny/4")
+    message = str(error.value)
+    assert "variant='tiny/4' does not match" in message and "hidden_dim=96 (the variant has 64)" in message
+    assert "patch_size=(8, 8) (the variant has (4, 4))" in message and "leave variant out" in message
+    save_npz(_randomize(_tiny()), tmp_path / "tiny.npz")
+    with pytest.raises(CheckpointError, match=r"patch_size=\(8, 8\).*it is a tiny/8: pass variant='tiny/8'"):
+        build_from_checkpoint(tmp_path / "tiny.npz", variant="tiny/4")
+    assert build_from_checkpoint(tmp_path / "tiny.npz", variant="tiny/8")[1].variant == "tiny/8"
+    assert build_from_checkpoint(tmp_path / "tiny.npz", variant="tiny")[1].variant == "tiny/8"  # no patch: not compared
 
 
 # --- refusing ----------------------------------------------------------------------

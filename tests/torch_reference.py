@@ -16,7 +16,9 @@ runs this file with `subprocess`. It never imports TensorFlow or keras_vit.
         CONFIG with timm's own loader; writes `FILE.logits.npy`.
 
 Every model is 32x32 images, patch 8, width 64, 2 blocks, 2 heads, MLP 128,
-5 classes: keras_vit's `build_vit("tiny/8", image_size=32, num_classes=5)`.
+5 classes: keras_vit's `build_vit("tiny/8", image_size=32, num_classes=5)`;
+the `GRIDS` models differ only in image size (non-square patch grids), their
+outputs on `OUT/images_<h>x<w>.npy`.
 """
 
 import pathlib
@@ -34,6 +36,12 @@ TIMM_CONFIGS = {
     # big_vision adds the position embedding before prepending the class token.
     "token_no_embed_class": dict(class_token=True, global_pool="token", no_embed_class=True),
 }
+GRIDS = {  # file stem: (image size, timm config or "hf"); not square, one of them 17 = 4 * 4 + 1 patches
+    "timm_token_32x64": ((32, 64), "token"),
+    "timm_no_embed_class_32x64": ((32, 64), "token_no_embed_class"),
+    "timm_no_embed_class_8x136": ((8, 136), "token_no_embed_class"),
+    "hf_32x64": ((32, 64), "hf"),
+}
 RESAMPLE_CASES = [  # (source grid, target grid, interpolation, antialias, prefix tokens)
     ((4, 4), (6, 6), "bicubic", False, 1),
     ((4, 4), (6, 6), "bilinear", False, 1),
@@ -44,17 +52,17 @@ RESAMPLE_CASES = [  # (source grid, target grid, interpolation, antialias, prefi
 ]
 
 
-def timm_model(config):
+def timm_model(config, image_size=32):
     from timm.models.vision_transformer import VisionTransformer
 
-    return VisionTransformer(**TINY, **TIMM_CONFIGS[config]).eval()
+    return VisionTransformer(**{**TINY, "img_size": image_size}, **TIMM_CONFIGS[config]).eval()
 
 
-def hf_config():
+def hf_config(image_size=32):
     from transformers import ViTConfig
 
     return ViTConfig(
-        image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+        image_size=image_size, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=128, num_labels=5, attn_implementation="eager",
     )
 
@@ -90,6 +98,7 @@ def make(out):
     randomize(backbone)
     backbone.save_pretrained(out / "hf_backbone")
     np.save(out / "hf_backbone.pooler.npy", backbone(pixel_values=images).pooler_output.numpy())
+    make_grids(out)
     generator = torch.Generator().manual_seed(SEED)
     resampled = {}
     for i, (old, new, interpolation, antialias, prefix) in enumerate(RESAMPLE_CASES):
@@ -100,6 +109,22 @@ def make(out):
             interpolation=interpolation, antialias=antialias,
         ).numpy()
     np.savez(out / "resample.npz", **resampled)
+
+
+@torch.no_grad()
+def make_grids(out):
+    from safetensors.torch import save_file
+    from transformers import ViTForImageClassification
+
+    for stem, (size, config) in GRIDS.items():
+        images = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(SEED))
+        np.save(out / f"images_{size[0]}x{size[1]}.npy", images.permute(0, 2, 3, 1).numpy())
+        model = ViTForImageClassification(hf_config(size)) if config == "hf" else timm_model(config, size)
+        model.eval()
+        randomize(model)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / f"{stem}.safetensors")
+        logits = model(pixel_values=images).logits if config == "hf" else model(images)
+        np.save(out / f"{stem}.logits.npy", logits.numpy())
 
 
 @torch.no_grad()

@@ -12,7 +12,10 @@ into place at the end, so an interrupted export leaves no half-written target.
 """
 
 import functools
+import numbers
 import os
+import re
+import zipfile
 
 import keras
 import numpy as np
@@ -22,6 +25,8 @@ from keras_vit.preprocessing import METADATA_FILE, preprocessing_model, read_met
 
 # Without test images the report still measures parity and latency, on these many random ones.
 NUM_RANDOM_TEST_IMAGES = 8
+# TF Serving reads <base>/<name>/<version>/: the name is one folder, the version a positive integer.
+SERVING_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 def export_model(
@@ -60,6 +65,7 @@ def export_model(
         The report as a dict (also written as `parity_report.json`, and as
         Markdown to `parity_report.md` and stdout).
     """
+    _check_serving_path(name, version)
     output_dir = _check_target(output_dir, overwrite)
     model, metadata, model_path = load_model(model_dir)
     test_images, test_labels, source = _test_set(test_images, test_labels, metadata)
@@ -92,17 +98,70 @@ def export_model(
 
 
 def load_model(model_dir):
-    """`(model, metadata, path of the .keras file)` from a model folder or `.keras` file."""
+    """`(model, metadata, path of the .keras file)` from a model folder or `.keras` file.
+
+    Raises:
+        FileNotFoundError: no `.keras` file, or no `keras_vit.json` beside it.
+        ValueError: the file is no `.keras` archive, or the model's input size
+            or number of outputs disagrees with `keras_vit.json`.
+    """
     path = os.path.join(model_dir, "model.keras") if os.path.isdir(model_dir) else str(model_dir)
     if not path.endswith(".keras") or not os.path.isfile(path):
         raise FileNotFoundError(
             f"No model at {model_dir}: expected a folder with model.keras and {METADATA_FILE} "
             "(as `keras-vit train` writes), or a .keras file."
         )
+    # Keras reports a file that is no zip archive as "File not found", though it is there.
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a valid .keras archive (a zip file written by model.save); "
+                         "was it saved by another program or truncated?")
     metadata = read_metadata(path)
     import keras_vit  # noqa: F401  (registers the layers for safe_mode loading)
 
-    return keras.saving.load_model(path, safe_mode=True), metadata, os.path.abspath(path)
+    model = keras.saving.load_model(path, safe_mode=True)
+    check_model_matches_metadata(model, metadata, path)
+    return model, metadata, os.path.abspath(path)
+
+
+def check_model_matches_metadata(model, metadata, path):
+    """Raises a `ValueError` when `keras_vit.json` describes another model than `model`.
+
+    A mismatch would otherwise surface far away: an IndexError when naming the
+    top classes, or a TensorFlow shape error deep inside the export.
+    """
+    labels, image_size = metadata["labels"], list(metadata["image_size"])
+    if model.output_shape[-1] != len(labels):
+        raise ValueError(f"{path} has {model.output_shape[-1]} outputs but {METADATA_FILE} beside it lists "
+                         f"{len(labels)} labels; the two come from different models. Put the {METADATA_FILE} "
+                         "written with this model beside it.")
+    if list(model.input_shape[1:3]) != image_size:
+        raise ValueError(f"{path} takes {tuple(model.input_shape[1:3])} images but {METADATA_FILE} beside it "
+                         f"says image_size={tuple(image_size)}; the two come from different models. Put the "
+                         f"{METADATA_FILE} written with this model beside it.")
+
+
+def check_dataset_labels(dataset_labels, model_labels, dataset):
+    """Raises a `ValueError` unless `dataset` has the model's classes, in the model's order.
+
+    Class indices only mean the same thing when the label names agree: a
+    dataset with the same number of classes in another order would give a
+    plausible but wrong accuracy.
+    """
+    dataset_labels, model_labels = [str(label) for label in dataset_labels], [str(label) for label in model_labels]
+    if dataset_labels == model_labels:
+        return
+    if len(dataset_labels) != len(model_labels):
+        problem = (f"it has {len(dataset_labels)} classes ({_few(dataset_labels)}), the model "
+                   f"{len(model_labels)} ({_few(model_labels)})")
+    else:
+        i = next(i for i, (a, b) in enumerate(zip(dataset_labels, model_labels)) if a != b)
+        problem = f"its class {i} is {dataset_labels[i]!r}, the model's is {model_labels[i]!r}"
+    raise ValueError(f"Dataset {dataset!r} does not have the model's labels: {problem}. "
+                     "Use the dataset the model was trained on.")
+
+
+def _few(labels, n=5):
+    return ", ".join(labels[:n]) + (", ..." if len(labels) > n else "")
 
 
 def _measured(name, path, predict, inputs, *, root, reference, labels):
@@ -174,6 +233,16 @@ def _check_images(images, name):
     return images
 
 
+def _check_serving_path(name, version):
+    """TF Serving loads only `<base>/<name>/<positive integer>/`; refuse anything else up front."""
+    if not isinstance(name, str) or not SERVING_NAME.fullmatch(name) or name in (".", ".."):
+        raise ValueError(f"name={name!r} must be one folder name of letters, digits, '-', '_' and '.' "
+                         "(TF Serving's model name), e.g. 'vit'.")
+    if isinstance(version, bool) or not isinstance(version, numbers.Integral) or version < 1:
+        raise ValueError(f"version={version!r} must be an integer >= 1: TF Serving loads only positive "
+                         "integer version folders.")
+
+
 def _check_target(output_dir, overwrite):
     """Refuses an existing target unless asked; even then only ever replaces an earlier export."""
     output_dir = os.path.abspath(output_dir)
@@ -219,9 +288,10 @@ def run(args):
     if args.dataset:
         from keras_vit import data
 
+        metadata = read_metadata(args.model_dir)
         splits = data.load(args.dataset, data_dir=args.data_dir)
-        size = read_metadata(args.model_dir)["image_size"]
-        test_images, test_labels, calibration = data.report_arrays(splits, size)
+        check_dataset_labels(splits.labels, metadata["labels"], args.dataset)
+        test_images, test_labels, calibration = data.report_arrays(splits, metadata["image_size"])
     export_model(
         args.model_dir,
         args.output,
@@ -241,4 +311,9 @@ def _load_npy(path):
         return None
     if not path.endswith(".npy"):
         raise ValueError(f"{path}: expected a .npy file (numpy.save).")
-    return np.load(path, allow_pickle=False)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No such .npy file: {path}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:  # not .npy data, truncated, or pickled objects
+        raise ValueError(f"{path} is not a readable .npy array of numbers ({error}).") from None

@@ -2,12 +2,17 @@
 
 import json
 import os
+import re
+import shutil
+import types
 
 import numpy as np
 import pytest
-from export_helpers import LABELS, raw_images
+from export_helpers import IMAGE_SIZE, LABELS, raw_images
+from PIL import Image
 
 from keras_vit import export, parity, tflite
+from keras_vit.preprocessing import write_metadata
 
 ARTIFACTS = ["Keras", "SavedModel (serving_uint8)"] + [f"LiteRT {q}" for q in tflite.QUANTIZATIONS]
 
@@ -133,3 +138,81 @@ def test_cli_rejects_arrays_that_are_not_npy(cli_main, model_dir, tmp_path, caps
     assert cli_main(["export", str(model_dir), "--output", str(tmp_path / "o"),
                      "--test-images", str(tmp_path / "images.npz")]) == 2
     assert "expected a .npy file" in capsys.readouterr().err
+
+
+def _model_with_metadata(model_dir, folder, **metadata):
+    """`model_dir`'s model.keras beside a keras_vit.json changed by `metadata`."""
+    folder.mkdir()
+    shutil.copy(model_dir / "model.keras", folder / "model.keras")
+    write_metadata(folder, **{"image_size": IMAGE_SIZE, "scaling": "vit", "labels": LABELS, **metadata})
+    return folder
+
+
+@pytest.mark.parametrize(
+    "metadata, message",
+    [({"labels": LABELS[:4]}, "has 10 outputs but keras_vit.json beside it lists 4 labels"),
+     ({"image_size": (16, 16)}, r"takes \(32, 32\) images but keras_vit.json beside it says image_size=\(16, 16\)")],
+)
+@pytest.mark.parametrize("command", ["export", "predict"])
+def test_metadata_of_another_model_is_refused(cli_main, model_dir, tmp_path, capsys, metadata, message, command):
+    folder = _model_with_metadata(model_dir, tmp_path / "mixed", **metadata)
+    Image.fromarray(raw_images(1)[0]).save(tmp_path / "img.png")
+    args = ["--output", str(tmp_path / "out")] if command == "export" else ["--model", str(folder)]
+    target = [str(folder)] if command == "export" else [str(tmp_path / "img.png")]
+    assert cli_main([command, *target, *args]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_model_keras_that_is_no_archive_is_named_as_such(model_dir, tmp_path):
+    folder = _model_with_metadata(model_dir, tmp_path / "text")
+    (folder / "model.keras").write_text("not a model")
+    with pytest.raises(ValueError, match=r"model.keras is not a valid .keras archive"):
+        export.load_model(str(folder))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"version": -3}, "version=-3 must be an integer >= 1"),
+     ({"version": 0}, "version=0 must be an integer >= 1"),
+     ({"version": 1.5}, "version=1.5 must be an integer >= 1"),
+     ({"name": "a/b"}, "name='a/b' must be one folder name"),
+     ({"name": ".."}, "name='..' must be one folder name"),
+     ({"name": ""}, "name='' must be one folder name")],
+)
+def test_names_and_versions_tf_serving_cannot_load_are_refused(model_dir, tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        export.export_model(str(model_dir), str(tmp_path / "out"), **kwargs)
+    assert os.listdir(tmp_path) == []
+
+
+def test_cli_export_refuses_a_dataset_with_other_labels(cli_main, model_dir, tmp_path, capsys, monkeypatch):
+    from keras_vit import data
+
+    def fake_load(name, data_dir=None):
+        return types.SimpleNamespace(labels=[str(i) for i in range(4)] if name == "four" else LABELS[::-1])
+
+    monkeypatch.setattr(data, "load", fake_load)
+    monkeypatch.setattr(data, "report_arrays", lambda *args: pytest.fail("the labels were not compared first"))
+    for dataset, message in [("four", "Dataset 'four' does not have the model's labels: it has 4 classes "
+                                      "(0, 1, 2, 3), the model 10 (airplane, car, bird, cat, deer, ...)"),
+                             ("reversed", "its class 0 is 'truck', the model's is 'airplane'")]:
+        assert cli_main(["export", str(model_dir), "--output", str(tmp_path / "o"), "--dataset", dataset]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_check_dataset_labels_accepts_the_same_labels():
+    export.check_dataset_labels(list(LABELS), LABELS, "cifar10")
+    export.check_dataset_labels(range(3), ["0", "1", "2"], "digits")  # TFDS label names vs JSON strings
+
+
+@pytest.mark.parametrize("content, message", [(None, "No such .npy file: .*missing.npy"),
+                                              (b"hello", "bad.npy is not a readable .npy array")])
+def test_cli_names_the_npy_file_it_cannot_read(cli_main, model_dir, tmp_path, capsys, content, message):
+    path = tmp_path / ("missing.npy" if content is None else "bad.npy")
+    if content is not None:
+        path.write_bytes(content)
+    assert cli_main(["export", str(model_dir), "--output", str(tmp_path / "o"), "--test-images", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and err.count("\n") == 1

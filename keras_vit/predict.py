@@ -73,12 +73,16 @@ def load_predictor(path, top_k=5):
     Args:
         path: a `.keras` file or its folder (with `keras_vit.json`), a
             SavedModel folder written by `keras-vit export`, or a `.tflite`
-            file (with `labels.txt` beside it or one folder up).
+            file (with `labels.txt` beside it or one folder up). A folder of
+            SavedModel versions (`saved_model/vit`) means its highest version,
+            as for TF Serving.
         top_k: how many labels to return per image. Defaults to `5`.
     """
+    from keras_vit.saved_model import version_folder
+
     path = str(path)
-    if os.path.isfile(os.path.join(path, "saved_model.pb")):
-        return _saved_model_predictor(path, top_k)
+    if version_folder(path):  # a version folder, or TF Serving's base path holding them
+        return _saved_model_predictor(version_folder(path), top_k)
     if path.endswith(".tflite"):
         return _tflite_predictor(path, top_k)
     if path.endswith(".keras") or os.path.isfile(os.path.join(path, "model.keras")):
@@ -100,8 +104,13 @@ def _saved_model_predictor(path, top_k):
     from keras_vit.saved_model import load_signature
 
     signature = load_signature(path, "serving_uint8")
+    exported_k = signature.outputs["top_k_labels"].shape[-1]
+    num_classes = signature.outputs["probabilities"].shape[-1]
+    if top_k > exported_k and exported_k < num_classes:  # k is fixed inside the graph at export
+        raise ValueError(f"--top-k={top_k} but the SavedModel {path} returns its top {exported_k} only "
+                         f"(fixed at export); ask for at most {exported_k}, or use the .keras or .tflite model.")
 
-    def predict(image):  # the signature's own top-k (k fixed at export, 5 by default)
+    def predict(image):
         outputs = signature(image[None])
         labels = [label.decode() for label in outputs["top_k_labels"][0]]
         return list(zip(labels, outputs["top_k_probabilities"][0].tolist()))[:top_k]
@@ -114,6 +123,9 @@ def _tflite_predictor(path, top_k):
 
     model = LiteRTModel(path)
     labels = _read_labels(path)
+    if len(labels) != model.num_classes:
+        raise ValueError(f"{path} has {model.num_classes} outputs but the labels.txt found for it has "
+                         f"{len(labels)} lines; use the labels.txt exported with this model.")
     return lambda image: _top_k(model(resized_pixels(image[None], model.image_size))[0], labels, top_k)
 
 
@@ -124,6 +136,24 @@ def _read_labels(model_path):
             with open(candidate) as f:
                 return f.read().splitlines()
     raise FileNotFoundError(f"No labels.txt beside {model_path} or one folder up; `keras-vit export` writes one.")
+
+
+def explain_names(files):
+    """A distinct name per image file for its attention maps: `a/1.png`, `b/1.png` -> `1`, `1_2`.
+
+    Files from different folders may share a name, and each would overwrite
+    the maps of the one before.
+    """
+    names, taken = [], set()
+    for path in files:
+        stem = name = os.path.splitext(os.path.basename(path))[0]
+        count = 1
+        while name in taken:
+            count += 1
+            name = f"{stem}_{count}"
+        taken.add(name)
+        names.append(name)
+    return names
 
 
 def _top_k(logits, labels, top_k):
@@ -160,7 +190,7 @@ def run(args):
 
         explain = Explainer(args.model)
     failures = 0
-    for path in files:
+    for path, name in zip(files, explain_names(files)):
         try:
             image = read_image(path)
         except ValueError as error:  # one bad file among many: say so and go on
@@ -171,6 +201,6 @@ def run(args):
         for label, probability in predict(image):
             print(f"  {probability:.4f}  {label}")
         if explain:
-            for written in explain.write(image, os.path.splitext(os.path.basename(path))[0], args.explain):
+            for written in explain.write(image, name, args.explain):
                 print(f"  wrote {written}")
     return 1 if failures else 0

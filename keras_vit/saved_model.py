@@ -12,6 +12,8 @@ Outputs: `logits` and `probabilities` `(B, num_classes)`; `top_k_probabilities`,
 `top_k_indices` and `top_k_labels` `(B, k)`.
 """
 
+import os
+
 import keras
 
 from keras_vit.preprocessing import preprocessing_model
@@ -93,7 +95,14 @@ def load_signature(path, name="serving_uint8"):
     """
     import tensorflow as tf
 
-    function = tf.saved_model.load(str(path)).signatures[name]
+    signatures = tf.saved_model.load(str(path)).signatures
+    if name not in signatures:
+        raise ValueError(
+            f"The SavedModel {path} has no signature {name!r} (it has: {', '.join(sorted(signatures)) or 'none'}): "
+            f"it is not a keras-vit export, which has {', '.join(SIGNATURES)}. Export the model with "
+            "`keras-vit export` (keras_vit.export.export_model)."
+        )
+    function = signatures[name]
     (key, spec), = function.structured_input_signature[1].items()
 
     def signature(array):
@@ -105,7 +114,23 @@ def load_signature(path, name="serving_uint8"):
             )
         return {output: value.numpy() for output, value in function(**{key: tensor}).items()}
 
+    signature.outputs = function.structured_outputs  # {name: TensorSpec}, e.g. to read k of top_k_*
     return signature
+
+
+def version_folder(path):
+    """The SavedModel folder at `path`: `path` itself, or its highest integer version below it.
+
+    TF Serving is pointed at `<base>/<name>/` and serves the highest version;
+    doing the same here lets that one path work everywhere. Returns `None`
+    when `path` is neither.
+    """
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return path
+    if not os.path.isdir(path):
+        return None
+    versions = [int(v) for v in os.listdir(path) if v.isdigit() and os.path.isfile(os.path.join(path, v, "saved_model.pb"))]
+    return os.path.join(path, str(max(versions))) if versions else None
 
 
 def _shape_text(shape):

@@ -11,6 +11,7 @@ a TensorFlow (Flex) op were needed the conversion fails here, instead of on a
 phone whose runtime does not carry it.
 """
 
+import os
 import time
 
 import keras
@@ -109,11 +110,17 @@ class LiteRTModel:
         from ai_edge_litert.interpreter import Interpreter
 
         self.path = str(path)
-        self.interpreter = Interpreter(model_path=self.path, num_threads=num_threads)
+        if not os.path.isfile(self.path):
+            raise FileNotFoundError(f"No such .tflite file: {self.path}")
+        try:
+            self.interpreter = Interpreter(model_path=self.path, num_threads=num_threads)
+        except ValueError as error:  # LiteRT's message does not say which file
+            raise ValueError(f"{self.path} is not a valid .tflite model ({error}).") from None
         self.interpreter.allocate_tensors()
         self._input = self.interpreter.get_input_details()[0]
         self._output = self.interpreter.get_output_details()[0]
         self.image_size = tuple(int(n) for n in self._input["shape"][1:3])
+        self.num_classes = int(self._output["shape"][-1])
 
     def __call__(self, pixels):
         pixels = np.asarray(pixels, dtype=np.float32)

@@ -5,6 +5,7 @@ import io
 import json
 import os
 import runpy
+import shutil
 import subprocess
 
 import numpy as np
@@ -14,7 +15,7 @@ from export_helpers import IMAGE_SIZE, LABELS, REPO, keras_logits, raw_images
 from PIL import Image
 
 from keras_vit.preprocessing import preprocessing_model
-from keras_vit.saved_model import SIGNATURES, load_signature
+from keras_vit.saved_model import SIGNATURES, load_signature, version_folder
 
 OUTPUTS = {"logits", "probabilities", "top_k_probabilities", "top_k_indices", "top_k_labels"}
 
@@ -144,3 +145,41 @@ def test_rest_request_body_carries_b64_images_the_signature_decodes(saved_model_
     encoded = np.array([base64.b64decode(row["image_bytes"]["b64"]) for row in body["instances"]], dtype=object)
     logits = load_signature(saved_model_dir, body["signature_name"])(encoded)["logits"]
     np.testing.assert_allclose(logits, keras_logits(model, images), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def plain_saved_model(model, tmp_path_factory):
+    """What `model.export()` writes: a SavedModel, but not keras-vit's three signatures."""
+    path = tmp_path_factory.mktemp("plain") / "m"
+    model.export(str(path), format="tf_saved_model", verbose=False)
+    return path
+
+
+def test_a_saved_model_from_another_program_is_named_as_such(cli_main, plain_saved_model, tmp_path, capsys):
+    with pytest.raises(ValueError, match=r"has no signature 'serving_uint8' \(it has: serve, serving_default\): "
+                                         "it is not a keras-vit export"):
+        load_signature(plain_saved_model, "serving_uint8")
+    Image.fromarray(raw_images(1)[0]).save(tmp_path / "a.png")
+    assert cli_main(["predict", str(tmp_path / "a.png"), "--model", str(plain_saved_model)]) == 2
+    err = capsys.readouterr().err
+    assert "is not a keras-vit export" in err and err.count("\n") == 1
+
+
+def test_predict_takes_tf_servings_base_path_as_its_highest_version(cli_main, exported, tmp_path, capsys):
+    base = tmp_path / "vit"
+    shutil.copytree(exported[0] / "saved_model" / "vit" / "1", base / "2")
+    (base / "10").mkdir()  # not a SavedModel: ignored, as TF Serving would
+    (base / "notes").mkdir()
+    assert version_folder(str(base)) == str(base / "2")
+    assert version_folder(str(tmp_path)) is None
+    Image.fromarray(raw_images(1)[0]).save(tmp_path / "a.png")
+    assert cli_main(["predict", str(tmp_path / "a.png"), "--model", str(base), "--top-k", "2"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+
+
+def test_predict_says_when_top_k_exceeds_the_k_exported(cli_main, saved_model_dir, tmp_path, capsys):
+    Image.fromarray(raw_images(1)[0]).save(tmp_path / "a.png")
+    assert cli_main(["predict", str(tmp_path / "a.png"), "--model", saved_model_dir, "--top-k", "7"]) == 2
+    captured = capsys.readouterr()
+    assert "--top-k=7 but the SavedModel" in captured.err and "returns its top 5 only" in captured.err
+    assert captured.out == ""

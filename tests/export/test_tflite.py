@@ -1,9 +1,12 @@
 """The LiteRT files: built-in ops only, each variant against Keras, mixed precision, refusals."""
 
+import shutil
+
 import keras
 import numpy as np
 import pytest
 from export_helpers import IMAGE_SIZE, LABELS, keras_logits, randomize, raw_images
+from PIL import Image
 
 import keras_vit
 from keras_vit import tflite
@@ -83,3 +86,21 @@ def test_runner_names_the_expected_input_shape(exported):
     runner = tflite.LiteRTModel(exported[0] / "tflite" / "vit_float32.tflite")
     with pytest.raises(ValueError, match=r"expects float32 pixels of shape \(B, 32, 32, 3\); got shape \(1, 40, 48, 3\)"):
         runner(raw_images(1))
+
+
+def test_a_damaged_or_missing_tflite_file_is_named(tmp_path):
+    (tmp_path / "bad.tflite").write_text("not a model")
+    with pytest.raises(ValueError, match=r"bad.tflite is not a valid .tflite model \(.*Flatbuffer"):
+        tflite.LiteRTModel(tmp_path / "bad.tflite")
+    with pytest.raises(FileNotFoundError, match="No such .tflite file: .*nope.tflite"):
+        tflite.LiteRTModel(tmp_path / "nope.tflite")
+
+
+def test_predict_refuses_a_labels_txt_of_another_model(cli_main, exported, tmp_path, capsys):
+    shutil.copy(exported[0] / "tflite" / "vit_float32.tflite", tmp_path / "m.tflite")
+    (tmp_path / "labels.txt").write_text("cat\ndog\n")
+    Image.fromarray(raw_images(1)[0]).save(tmp_path / "a.png")
+    assert cli_main(["predict", str(tmp_path / "a.png"), "--model", str(tmp_path / "m.tflite")]) == 2
+    captured = capsys.readouterr()
+    assert "m.tflite has 10 outputs but the labels.txt found for it has 2 lines" in captured.err
+    assert captured.out == ""

@@ -53,6 +53,7 @@ class Classifier:
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self.image_size = tuple(int(n) for n in self.input["shape"][1:3])
+        self.num_classes = int(self.output["shape"][-1])
 
     def __call__(self, pixels):
         self.interpreter.resize_tensor_input(self.input["index"], pixels.shape)
@@ -64,14 +65,57 @@ class Classifier:
         return probabilities / probabilities.sum(-1, keepdims=True)
 
 
+class UsageError(Exception):
+    """A mistake in the command line or its files: printed as one line, exit status 2."""
+
+
 def image_files(paths):
+    """Expands folders (their image files, sorted) and keeps files as given; refuses what is neither."""
     files = []
     for path in paths:
         if os.path.isdir(path):
-            files += sorted(os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS))
-        else:
+            found = sorted(os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS))
+            if not found:
+                raise UsageError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder {path}")
+            files += found
+        elif os.path.isfile(path):
             files.append(path)
+        else:
+            raise UsageError(f"no such image file or folder: {path}")
     return files
+
+
+def load_classifier(model_path, num_threads=None):
+    """The model, checked first: a missing or non-.tflite file gets its own message, not LiteRT's."""
+    if not os.path.isfile(model_path):
+        raise UsageError(f"no such model file: {model_path}")
+    with open(model_path, "rb") as f:
+        header = f.read(8)
+    if header[4:8] != b"TFL3":  # the file identifier of every TFLite flatbuffer
+        raise UsageError(f"{model_path} is not a .tflite model (no TFL3 identifier); pass the .tflite file as --model")
+    try:
+        return Classifier(model_path, num_threads)
+    except ValueError as error:
+        raise UsageError(f"{model_path} is not a valid .tflite model ({error})") from None
+
+
+def read_labels(labels_path, model_path, num_classes):
+    """The label names, one per line, checked against the model's number of outputs."""
+    if labels_path is None:
+        folder = os.path.dirname(os.path.abspath(model_path))
+        found = [p for p in (os.path.join(folder, "labels.txt"), os.path.join(folder, "..", "labels.txt"))
+                 if os.path.isfile(p)]
+        if not found:
+            raise UsageError("no labels.txt beside the model or one folder up; pass --labels")
+        labels_path = found[0]
+    if not os.path.isfile(labels_path):
+        raise UsageError(f"no such labels file: {labels_path}")
+    with open(labels_path) as f:
+        labels = f.read().splitlines()
+    if len(labels) != num_classes:
+        raise UsageError(f"{labels_path} has {len(labels)} labels but {model_path} has {num_classes} outputs; "
+                         "use the labels.txt exported with this model")
+    return labels
 
 
 def main(argv=None):
@@ -82,25 +126,31 @@ def main(argv=None):
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
-    labels_path = args.labels or next(
-        (p for p in (os.path.join(os.path.dirname(os.path.abspath(args.model)), *up, "labels.txt")
-                     for up in ((), ("..",))) if os.path.isfile(p)), None)
-    if labels_path is None:
-        parser.error("no labels.txt beside the model or one folder up; pass --labels")
-    with open(labels_path) as f:
-        labels = f.read().splitlines()
-    classifier = Classifier(args.model, args.threads)
+    try:
+        if args.top_k < 1:
+            raise UsageError(f"--top-k={args.top_k} must be at least 1")
+        files = image_files(args.images)
+        classifier = load_classifier(args.model, args.threads)
+        labels = read_labels(args.labels, args.model, classifier.num_classes)
+    except UsageError as error:  # before any output, so nothing is printed half-way
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    return predict_files(files, classifier, labels, args.top_k)
+
+
+def predict_files(files, classifier, labels, top_k):
+    """Prints the top-k labels of each file; unreadable files are skipped with a message (exit status 1)."""
     failures = 0
-    for path in image_files(args.images):
+    for path in files:
         try:
             pixels = read_image(path, classifier.image_size)
-        except (ValueError, FileNotFoundError) as error:
+        except (ValueError, OSError) as error:
             print(f"skipped: {error}", file=sys.stderr)
             failures += 1
             continue
         probabilities = classifier(pixels[None])[0]
         print(path)
-        for i in np.argsort(-probabilities)[: args.top_k]:
+        for i in np.argsort(-probabilities)[:top_k]:
             print(f"  {probabilities[i]:.4f}  {labels[i]}")
     return 1 if failures else 0
 

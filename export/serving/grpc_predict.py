@@ -7,6 +7,22 @@ top-k labels the model returns.
 """
 
 import argparse
+import os
+import sys
+
+# Leading bytes of the formats the serving_bytes signature decodes (as in rest_request.py).
+IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
+
+
+def read_image_file(path):
+    """The bytes of an encoded image file; a `ValueError` if it is missing, empty or no JPEG/PNG/GIF/BMP."""
+    if not os.path.isfile(path):
+        raise ValueError(f"no such image file: {path}")
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data.startswith(IMAGE_MAGIC):
+        raise ValueError(f"{path} is {'empty (0 bytes)' if not data else 'not a JPEG/PNG/GIF/BMP image'}")
+    return data
 
 
 def predict_request(paths, model_name="vit", signature_name="serving_bytes"):
@@ -14,10 +30,10 @@ def predict_request(paths, model_name="vit", signature_name="serving_bytes"):
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
 
+    encoded = [read_image_file(path) for path in paths]  # refused here, not by the server after the upload
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model_name
     request.model_spec.signature_name = signature_name
-    encoded = [open(path, "rb").read() for path in paths]
     request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto(encoded, dtype=tf.string, shape=[len(encoded)]))
     return request
 
@@ -33,15 +49,21 @@ def main():
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+    try:
+        request = predict_request(args.images, args.model_name)
+    except ValueError as error:
+        print(f"grpc_predict.py: error: {error}", file=sys.stderr)
+        return 2
     stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(args.server))
-    response = stub.Predict(predict_request(args.images, args.model_name), timeout=30.0)
+    response = stub.Predict(request, timeout=30.0)
     labels = tf.make_ndarray(response.outputs["top_k_labels"])
     probabilities = tf.make_ndarray(response.outputs["top_k_probabilities"])
     for path, row, values in zip(args.images, labels, probabilities):
         print(path)
         for label, probability in zip(row, values):
             print(f"  {probability:.4f}  {label.decode()}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,7 +1,9 @@
 """Reading image files, `keras-vit predict`, and the TensorFlow-free predictor in `export/`."""
 
 import os
+import re
 import runpy
+import shutil
 import subprocess
 import sys
 
@@ -164,3 +166,75 @@ def test_export_kit_predictor_runs_without_tensorflow(exported, images, cli_main
     for path in good:  # Pillow's antialiased resize stands in for TensorFlow's on the device
         assert [label for label, _ in results[path]][:1] == [label for label, _ in expected[path]][:1]
         assert results[path][0][1] == pytest.approx(expected[path][0][1], abs=0.02)
+
+
+def test_explain_names_are_unique_across_folders():
+    files = ["a/1.png", "b/1.png", "c/1.jpg", "1_2.png", "d/2.png"]
+    assert predict.explain_names(files) == ["1", "1_2", "1_3", "1_2_2", "2"]
+
+
+def test_predict_explain_keeps_the_maps_of_files_with_the_same_name(cli_main, model_dir, tmp_path, capsys):
+    for folder, seed in (("a", 0), ("b", 1)):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(raw_images(1, seed=seed)[0]).save(tmp_path / folder / "1.png")
+    out = tmp_path / "maps"
+    assert cli_main(["predict", str(tmp_path / "a" / "1.png"), str(tmp_path / "b" / "1.png"),
+                     "--model", str(model_dir), "--explain", str(out)]) == 0
+    assert sorted(os.listdir(out)) == ["1_2_attention.png", "1_2_rollout.png", "1_attention.png", "1_rollout.png"]
+    assert (out / "1_rollout.png").read_bytes() != (out / "1_2_rollout.png").read_bytes()
+    assert f"wrote {out / '1_2_rollout.png'}" in capsys.readouterr().out
+
+
+@pytest.fixture
+def kit_files(exported, tmp_path):
+    """A model beside a labels.txt of the wrong length, a labels file, a folder without images."""
+    shutil.copy(exported[0] / "tflite" / "vit_float32.tflite", tmp_path / "m.tflite")
+    (tmp_path / "two_labels.txt").write_text("cat\ndog\n")
+    (tmp_path / "no_images").mkdir()
+    (tmp_path / "no_images" / "notes.txt").write_text("hello")
+    Image.fromarray(raw_images(1)[0]).save(tmp_path / "img.png")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--model", "m.tflite", "--labels", "two_labels.txt", "img.png"],
+      "two_labels.txt has 2 labels but m.tflite has 10 outputs"),
+     (["--model", "two_labels.txt", "--labels", "two_labels.txt", "img.png"],
+      "two_labels.txt is not a .tflite model"),
+     (["--model", "nope.tflite", "img.png"], "no such model file: nope.tflite"),
+     (["--model", "m.tflite", "--labels", "nope.txt", "img.png"], "no such labels file: nope.txt"),
+     (["--model", "m.tflite", "img.png"], "no labels.txt beside the model or one folder up; pass --labels"),
+     (["--model", "m.tflite", "--labels", "two_labels.txt", "no_images"], "no image files (.bmp"),
+     (["--model", "m.tflite", "--labels", "two_labels.txt", "missing.png"], "no such image file or folder: missing.png"),
+     (["--model", "m.tflite", "--top-k", "0", "img.png"], "--top-k=0 must be at least 1")],
+)
+def test_export_kit_predictor_usage_errors_are_one_line(kit, kit_files, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(kit_files)
+    assert kit["main"](args) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and captured.err.count("\n") == 1
+    assert captured.out == ""
+
+
+def _run_script(script, *args, cwd):
+    return subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+@pytest.mark.parametrize(
+    "names, message",
+    [(["good.png", "empty.png"], "empty.png is empty (0 bytes)"),
+     (["good.png", "notes.txt"], "notes.txt is not a JPEG/PNG/GIF/BMP image"),
+     (["missing.jpg"], "no such image file: missing.jpg")],
+)
+def test_serving_clients_refuse_files_that_are_no_image(tmp_path, monkeypatch, names, message):
+    Image.fromarray(raw_images(1)[0]).save(tmp_path / "good.png")
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("hello")
+    result = _run_script(os.path.join(REPO, "export", "serving", "rest_request.py"), *names, cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == f"rest_request.py: error: {message}\n"
+    grpc_client = runpy.run_path(os.path.join(REPO, "export", "serving", "grpc_predict.py"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        grpc_client["read_image_file"](names[-1])

@@ -66,6 +66,42 @@ def load(dataset="digits", *, data_dir=None, download=True, bad_files="skip", va
     return _load_tfds(str(dataset), data_dir, download, validation_fraction)
 
 
+def load_for_model(dataset, metadata, *, data_dir=None):
+    """`load(dataset)` as the model's run loaded it, refused unless it has the model's labels.
+
+    `metadata` is the run's `keras_vit.json`: its seed and bad-file rule give a folder (or a
+    TFDS dataset without a test split) the same held-out test split as in training, not one
+    made of the images the model trained on.
+    """
+    splits = load(dataset, data_dir=data_dir, seed=metadata.get("seed", 0), bad_files=metadata.get("bad_files", "skip"))
+    check_dataset_labels(splits.labels, metadata["labels"], dataset)
+    return splits
+
+
+def check_dataset_labels(dataset_labels, model_labels, dataset):
+    """Raises a `ValueError` unless `dataset` has the model's classes, in the model's order.
+
+    Class indices only mean the same thing when the label names agree: a
+    dataset with the same number of classes in another order would give a
+    plausible but wrong accuracy.
+    """
+    dataset_labels, model_labels = [str(label) for label in dataset_labels], [str(label) for label in model_labels]
+    if dataset_labels == model_labels:
+        return
+    if len(dataset_labels) != len(model_labels):
+        problem = (f"it has {len(dataset_labels)} classes ({_few(dataset_labels)}), the model "
+                   f"{len(model_labels)} ({_few(model_labels)})")
+    else:
+        i = next(i for i, (a, b) in enumerate(zip(dataset_labels, model_labels)) if a != b)
+        problem = f"its class {i} is {dataset_labels[i]!r}, the model's is {model_labels[i]!r}"
+    raise ValueError(f"Dataset {dataset!r} does not have the model's labels: {problem}. "
+                     "Use the dataset the model was trained on.")
+
+
+def _few(labels, n=5):
+    return ", ".join(labels[:n]) + (", ..." if len(labels) > n else "")
+
+
 def _is_folder(dataset):
     """A path when written as one; a bare name is a TFDS dataset first, then a folder here."""
     if os.path.sep in dataset or dataset.startswith("."):

@@ -140,30 +140,6 @@ def check_model_matches_metadata(model, metadata, path):
                          f"{METADATA_FILE} written with this model beside it.")
 
 
-def check_dataset_labels(dataset_labels, model_labels, dataset):
-    """Raises a `ValueError` unless `dataset` has the model's classes, in the model's order.
-
-    Class indices only mean the same thing when the label names agree: a
-    dataset with the same number of classes in another order would give a
-    plausible but wrong accuracy.
-    """
-    dataset_labels, model_labels = [str(label) for label in dataset_labels], [str(label) for label in model_labels]
-    if dataset_labels == model_labels:
-        return
-    if len(dataset_labels) != len(model_labels):
-        problem = (f"it has {len(dataset_labels)} classes ({_few(dataset_labels)}), the model "
-                   f"{len(model_labels)} ({_few(model_labels)})")
-    else:
-        i = next(i for i, (a, b) in enumerate(zip(dataset_labels, model_labels)) if a != b)
-        problem = f"its class {i} is {dataset_labels[i]!r}, the model's is {model_labels[i]!r}"
-    raise ValueError(f"Dataset {dataset!r} does not have the model's labels: {problem}. "
-                     "Use the dataset the model was trained on.")
-
-
-def _few(labels, n=5):
-    return ", ".join(labels[:n]) + (", ..." if len(labels) > n else "")
-
-
 def _measured(name, path, predict, inputs, *, root, reference, labels):
     """The parity row of one artifact; `predict` maps a batch of `inputs` to logits."""
     latency = tflite.latency_ms(predict, inputs[:1])
@@ -289,8 +265,7 @@ def run(args):
         from keras_vit import data
 
         metadata = read_metadata(args.model_dir)
-        splits = data.load(args.dataset, data_dir=args.data_dir)
-        check_dataset_labels(splits.labels, metadata["labels"], args.dataset)
+        splits = data.load_for_model(args.dataset, metadata, data_dir=args.data_dir)
         test_images, test_labels, calibration = data.report_arrays(splits, metadata["image_size"])
     export_model(
         args.model_dir,

@@ -185,7 +185,7 @@ def test_evaluate_refuses_a_dataset_with_other_classes(tmp_path):
         (folder / label).mkdir(parents=True)
         for i in range(3):
             Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(folder / label / f"{i}.png")
-    with pytest.raises(ValueError, match=r"has 2 classes \(cat, dog\) but the model was trained on 10 \(0, 1, 2"):
+    with pytest.raises(ValueError, match=r"does not have the model's labels: it has 2 classes \(cat, dog\), the model 10 \(0, 1, 2"):
         evaluate(str(tmp_path / "run"), str(folder))
 
 

@@ -11,7 +11,7 @@ import pytest
 from export_helpers import IMAGE_SIZE, LABELS, raw_images
 from PIL import Image
 
-from keras_vit import export, parity, tflite
+from keras_vit import data, export, parity, tflite
 from keras_vit.preprocessing import write_metadata
 
 ARTIFACTS = ["Keras", "SavedModel (serving_uint8)"] + [f"LiteRT {q}" for q in tflite.QUANTIZATIONS]
@@ -188,9 +188,7 @@ def test_names_and_versions_tf_serving_cannot_load_are_refused(model_dir, tmp_pa
 
 
 def test_cli_export_refuses_a_dataset_with_other_labels(cli_main, model_dir, tmp_path, capsys, monkeypatch):
-    from keras_vit import data
-
-    def fake_load(name, data_dir=None):
+    def fake_load(name, data_dir=None, **kwargs):
         return types.SimpleNamespace(labels=[str(i) for i in range(4)] if name == "four" else LABELS[::-1])
 
     monkeypatch.setattr(data, "load", fake_load)
@@ -203,8 +201,8 @@ def test_cli_export_refuses_a_dataset_with_other_labels(cli_main, model_dir, tmp
 
 
 def test_check_dataset_labels_accepts_the_same_labels():
-    export.check_dataset_labels(list(LABELS), LABELS, "cifar10")
-    export.check_dataset_labels(range(3), ["0", "1", "2"], "digits")  # TFDS label names vs JSON strings
+    data.check_dataset_labels(list(LABELS), LABELS, "cifar10")
+    data.check_dataset_labels(range(3), ["0", "1", "2"], "digits")  # TFDS label names vs JSON strings
 
 
 @pytest.mark.parametrize("content, message", [(None, "No such .npy file: .*missing.npy"),

@@ -114,10 +114,10 @@ def train(config, return_model=False):
             "images; use a smaller batch size."
         )
     with strategy.scope():
-        model, scaling = _build_model(config, splits)
+        model, scaling, variant = _build_model(config, splits)
         steps = splits.sizes["train"] // config.batch_size  # the training pipeline drops the remainder
         _compile(model, config, total_steps=steps * config.epochs, warmup_steps=int(config.warmup_epochs * steps))
-    config = dataclasses.replace(config, image_size=list(model.input_shape[1:3]), scaling=scaling)
+    config = dataclasses.replace(config, image_size=list(model.input_shape[1:3]), scaling=scaling, variant=variant)
     train_ds, val_ds, test_ds = _pipelines(config, splits)
     recipes.patch_multi_worker_fit(model, strategy, train_ds)
     if chief:  # only once every input checked out
@@ -155,7 +155,10 @@ def _verbosity(verbose):
 
 
 def _build_model(config, splits):
-    """`(model, scaling)`: from scratch, or from `config.weights` with a new head at the asked size."""
+    """`(model, scaling, variant)`: from scratch, or from `config.weights` with a new head at the asked size.
+
+    `variant` is the checkpoint's own when fine-tuning (`None` for an architecture outside the table).
+    """
     if not config.weights:
         model = build_vit(
             config.variant,
@@ -164,7 +167,7 @@ def _build_model(config, splits):
             dropout_rate=config.dropout_rate,
             drop_path_rate=config.drop_path_rate,
         )
-        return model, config.scaling or "vit"
+        return model, config.scaling or "vit", config.variant
     model, report = build_from_checkpoint(
         config.weights,
         image_size=config.image_size,
@@ -175,7 +178,7 @@ def _build_model(config, splits):
     )
     for line in report.adapted:
         print(f"keras-vit train: {line}")
-    return model, config.scaling or (report.checkpoint.scaling if report.checkpoint else "vit")
+    return model, config.scaling or (report.checkpoint.scaling if report.checkpoint else "vit"), report.variant
 
 
 def _export(config, splits):

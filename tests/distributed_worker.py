@@ -26,9 +26,9 @@ def main(strategy, output, weights, tf_config=None):
     build = training._build_model
 
     def build_and_record(config, splits):  # the initial weights too: tells a bad start from a bad step
-        model, scaling = build(config, splits)
-        np.savez(weights.replace(".npz", ".initial.npz"), *model.get_weights())
-        return model, scaling
+        built = build(config, splits)
+        np.savez(weights.replace(".npz", ".initial.npz"), *built[0].get_weights())
+        return built
 
     training._build_model = build_and_record
 

@@ -248,5 +248,6 @@ def test_fine_tuning_from_a_checkpoint_at_a_new_size_and_class_count(tmp_path):
     start = keras.ops.convert_to_numpy(source.get_layer("block_1").mlp_dense_2.kernel)
     tuned = keras.ops.convert_to_numpy(model.get_layer("block_1").mlp_dense_2.kernel)
     assert np.abs(tuned - start).max() < 0.05 * np.abs(start).max() + 0.05
-    assert json.loads((tmp_path / "run" / "keras_vit.json").read_text())["weights"] == checkpoint
+    metadata = json.loads((tmp_path / "run" / "keras_vit.json").read_text())
+    assert metadata["weights"] == checkpoint and metadata["variant"] == "tiny/4"  # the checkpoint's, as read from it
     assert np.isfinite(results["test_loss"]) and results["test_loss"] < 2 * np.log(10)

@@ -257,7 +257,9 @@ def build_from_checkpoint(
         num_classes: a new head (zeros) with this many classes. Defaults to
             the checkpoint's head; `0` builds a feature extractor (no head).
         variant: e.g. `"B/16"`; needed only for PyTorch checkpoints whose
-            width does not tell the number of heads.
+            width does not tell the number of heads. One the checkpoint
+            contradicts (width, depth, heads, MLP size, patch) is a
+            `CheckpointError` naming the differences.
         representation: `"keep"` the checkpoint's `pre_logits` layer (if any)
             or `"drop"` it. Defaults to `"keep"`.
         num_channels: input channels; the patch kernel is adapted. Defaults to `3`.
@@ -266,9 +268,10 @@ def build_from_checkpoint(
         **build_kwargs: passed to `build_vit` (e.g. `drop_path_rate`).
 
     Returns:
-        `(model, report)`; `report.checkpoint` is the registry row (image
-        size, `scaling` for `keras_vit.preprocessing`, label set) when loaded
-        by name.
+        `(model, report)`; `report.variant` names the checkpoint's
+        architecture (`"B/16"`, or `None` if it is none of `VARIANTS`) and
+        `report.checkpoint` is the registry row (image size, `scaling` for
+        `keras_vit.preprocessing`, label set) when loaded by name.
     """
     from keras_vit.model import build_vit
     from keras_vit.variants import parse_variant

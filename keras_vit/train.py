@@ -26,7 +26,7 @@ import tensorflow as tf
 from keras_vit import data, files, recipes
 from keras_vit.model import build_vit
 from keras_vit.variants import parse_variant
-from keras_vit.preprocessing import METADATA_FILE, SCALINGS, write_metadata
+from keras_vit.preprocessing import METADATA_FILE, SCALINGS, read_metadata, write_metadata
 from keras_vit.weights import build_from_checkpoint
 from keras_vit.reports import plot_confusion_matrix, plot_curves, read_history, predicted_classes
 
@@ -178,7 +178,16 @@ def _build_model(config, splits):
     )
     for line in report.adapted:
         print(f"keras-vit train: {line}")
-    return model, config.scaling or (report.checkpoint.scaling if report.checkpoint else "vit"), report.variant
+    return model, config.scaling or _checkpoint_scaling(config.weights, report), report.variant
+
+
+def _checkpoint_scaling(weights, report):
+    """The pixel scaling the checkpoint was trained with: the registry's, a keras-vit run's, or ViT's."""
+    if report.checkpoint:
+        return report.checkpoint.scaling
+    if report.format == "keras" and os.path.exists(os.path.join(os.path.dirname(os.path.abspath(weights)), METADATA_FILE)):
+        return read_metadata(weights)["scaling"]  # fine-tuning a model.keras of an earlier run
+    return "vit"
 
 
 def _export(config, splits):

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from keras_vit import build_vit, recipes
+from keras_vit.preprocessing import write_metadata
 from keras_vit.train import RUN_CONFIG, TrainConfig, _prepare_output, evaluate, train
 
 CLI = [sys.executable, "-m", "keras_vit.cli"]
@@ -187,6 +188,15 @@ def test_evaluate_refuses_a_dataset_with_other_classes(tmp_path):
             Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(folder / label / f"{i}.png")
     with pytest.raises(ValueError, match=r"does not have the model's labels: it has 2 classes \(cat, dog\), the model 10 \(0, 1, 2"):
         evaluate(str(tmp_path / "run"), str(folder))
+
+
+def test_fine_tuning_an_earlier_runs_model_keeps_its_pixel_scaling(tmp_path):
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    build_vit("tiny/4", image_size=16, num_classes=3).save(earlier / "model.keras")
+    write_metadata(str(earlier), image_size=(16, 16), scaling="imagenet", labels=["a", "b", "c"])
+    train(_config(tmp_path, weights=str(earlier / "model.keras"), variant=None, epochs=1))
+    assert json.loads((tmp_path / "run" / "keras_vit.json").read_text())["scaling"] == "imagenet"
 
 
 def test_weight_decay_skips_biases_norms_position_embedding_and_class_token():

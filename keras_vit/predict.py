@@ -81,8 +81,9 @@ def load_predictor(path, top_k=5):
     from keras_vit.saved_model import version_folder
 
     path = str(path)
-    if version_folder(path):  # a version folder, or TF Serving's base path holding them
-        return _saved_model_predictor(version_folder(path), top_k)
+    saved_model = version_folder(path)  # a version folder, or TF Serving's base path holding them
+    if saved_model:
+        return _saved_model_predictor(saved_model, top_k)
     if path.endswith(".tflite"):
         return _tflite_predictor(path, top_k)
     if path.endswith(".keras") or os.path.isfile(os.path.join(path, "model.keras")):

@@ -1,4 +1,4 @@
-"""Images/second of the input pipeline alone (`keras_vit.data.pipeline`), no model.
+"""Images/second of the input pipeline alone (`keras_vit.training.data.pipeline`), no model.
 
     python benchmarks/pipeline.py [--image-size 224] [--batch-size 32] [--jpegs 600]
 

@@ -36,7 +36,7 @@ def main():
     quiet_tensorflow()
 
     import keras_vit
-    from keras_vit.export import load_model
+    from keras_vit.deploy.export import load_model
 
     if args.model:
         model, metadata, _ = load_model(args.model)

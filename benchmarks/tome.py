@@ -21,7 +21,7 @@ import tensorflow as tf  # noqa: E402
 import keras_vit  # noqa: E402
 from keras_vit import data  # noqa: E402
 from keras_vit.benchmark import _timed  # noqa: E402
-from keras_vit.export import load_model  # noqa: E402
+from keras_vit.deploy.export import load_model  # noqa: E402
 
 
 def test_set(dataset, metadata, num_classes):

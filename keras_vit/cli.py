@@ -13,7 +13,7 @@ import os
 import sys
 
 # Modules that contribute a sub-command, in the order `--help` lists them.
-COMMAND_MODULES = ["keras_vit.train", "keras_vit.export", "keras_vit.predict", "keras_vit.benchmark"]
+COMMAND_MODULES = ["keras_vit.training.train", "keras_vit.deploy.export", "keras_vit.deploy.predict"]
 
 # The mistakes a user can make on the command line; anything else is a bug and keeps its traceback.
 USER_ERRORS = (

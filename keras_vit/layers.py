@@ -14,30 +14,9 @@ from `get_config`. Only `keras` and `keras.ops` are used, no TensorFlow.
 import keras
 from keras import ops
 
+from keras_vit.config import positive_int, rate, to_pair
+
 _register = keras.saving.register_keras_serializable(package="keras_vit")
-
-
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name}={value!r} must be a positive integer.")
-    return value
-
-
-def _rate(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"{name}={value!r} must be a number in [0, 1).")
-    return float(value)
-
-
-def to_pair(value, name):
-    """`16` -> `(16, 16)`; `(16, 8)` -> `(16, 8)`; both entries positive ints."""
-    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(pair) != 2:
-        raise ValueError(f"{name}={value!r} must be an int or a pair of ints.")
-    for v in pair:
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ValueError(f"{name}={value!r} must be a positive int or a pair of them.")
-    return pair
 
 
 # --- two hand-written gradients --------------------------------------------------------
@@ -150,7 +129,7 @@ class PatchEmbedding(keras.layers.Layer):
     def __init__(self, patch_size, hidden_dim, **kwargs):
         super().__init__(**kwargs)
         self.patch_size = to_pair(patch_size, "patch_size")
-        self.hidden_dim = _positive_int(hidden_dim, "hidden_dim")
+        self.hidden_dim = positive_int(hidden_dim, "hidden_dim")
 
     def build(self, input_shape):
         if len(input_shape) != 4:
@@ -316,8 +295,8 @@ class SelfAttention(keras.layers.Layer):
 
     def __init__(self, num_heads, dropout_rate=0.0, **kwargs):
         super().__init__(**kwargs)
-        self.num_heads = _positive_int(num_heads, "num_heads")
-        self.dropout_rate = _rate(dropout_rate, "dropout_rate")
+        self.num_heads = positive_int(num_heads, "num_heads")
+        self.dropout_rate = rate(dropout_rate, "dropout_rate")
 
     def build(self, input_shape):
         hidden_dim = input_shape[-1]
@@ -424,11 +403,11 @@ class TransformerBlock(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.num_heads = _positive_int(num_heads, "num_heads")
-        self.mlp_dim = _positive_int(mlp_dim, "mlp_dim")
-        self.dropout_rate = _rate(dropout_rate, "dropout_rate")
-        self.attention_dropout_rate = _rate(attention_dropout_rate, "attention_dropout_rate")
-        self.drop_path_rate = _rate(drop_path_rate, "drop_path_rate")
+        self.num_heads = positive_int(num_heads, "num_heads")
+        self.mlp_dim = positive_int(mlp_dim, "mlp_dim")
+        self.dropout_rate = rate(dropout_rate, "dropout_rate")
+        self.attention_dropout_rate = rate(attention_dropout_rate, "attention_dropout_rate")
+        self.drop_path_rate = rate(drop_path_rate, "drop_path_rate")
         self.layer_norm_epsilon = layer_norm_epsilon
 
     def build(self, input_shape):
@@ -463,13 +442,32 @@ class TransformerBlock(keras.layers.Layer):
         self.mlp_dense_2.build((None, self.mlp_dim))
 
     def call(self, tokens, training=None, return_attention_scores=False):
-        y = self.attention(
-            self.norm_1(tokens), training=training, return_attention_scores=return_attention_scores
+        x, *scores = self.attend(tokens, training=training, return_attention_scores=return_attention_scores)
+        x = self.feed_forward(x, training=training)
+        return (x, *scores) if return_attention_scores else x
+
+    def attend(
+        self, tokens, training=None, attention_bias=None, return_attention_scores=False, return_keys=False
+    ):
+        """The first half of the block, `x + DropPath(Dropout(MSA(LN(x))))`.
+
+        Token merging and attention maps call the halves themselves, so the
+        block is written once. Returns `(x, [attention weights], [keys])`, the
+        optional parts when asked (see `SelfAttention`).
+        """
+        outputs = self.attention(
+            self.norm_1(tokens),
+            attention_bias=attention_bias,
+            training=training,
+            return_attention_scores=return_attention_scores,
+            return_keys=return_keys,
         )
-        y, scores = y if return_attention_scores else (y, None)
-        x = self.residual(tokens, y, training)
-        x = self.residual(x, self.mlp(x, training), training)
-        return (x, scores) if return_attention_scores else x
+        y, extras = (outputs[0], outputs[1:]) if isinstance(outputs, tuple) else (outputs, ())
+        return (self.residual(tokens, y, training), *extras)
+
+    def feed_forward(self, tokens, training=None):
+        """The second half of the block, `x + DropPath(Dropout(MLP(LN(x))))`."""
+        return self.residual(tokens, self.mlp(tokens, training), training)
 
     def compute_output_spec(self, tokens, training=None, return_attention_scores=False):
         # Symbolic calls see the flag here (`compute_output_shape` does not): tokens, then weights.

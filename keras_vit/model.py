@@ -1,9 +1,23 @@
-"""`build_vit`: the layers composed into the paper's functional model."""
+"""The ViT's forward graph, written once: `build_model(config)`, and the views that reuse it.
 
-import functools
+    images -> patch embedding -> [class token] -> position embedding -> dropout
+           -> blocks -> LayerNorm -> pooling -> [pre-logits Dense + tanh] -> [head]
+
+`ViTLayers` holds the layers of that graph by role, either new ones for a
+`ViTConfig` or those of an existing model; `forward` wires them, calling each
+block through a hook. The model itself, its attention view
+(`attention_model`), token merging (`keras_vit.tome`) and, later, adaptive
+tokens and intermediate features are `forward` with another hook over the same
+layer objects: the same weights, never a second copy of the graph.
+
+Legend: `B` batch, `N` patches, `T` tokens, `D` hidden_dim, `h` heads.
+"""
+
+import dataclasses
 
 import keras
 
+from keras_vit.config import ViTConfig
 from keras_vit.layers import (
     AddPositionEmbedding,
     ClassToken,
@@ -11,178 +25,203 @@ from keras_vit.layers import (
     LayerNorm,
     PatchEmbedding,
     TransformerBlock,
-    _positive_int,
-    _rate,
-    to_pair,
 )
-from keras_vit.variants import parse_variant
-
-POOLINGS = ("token", "gap")
 
 
-def build_vit(
-    variant="B/16",
-    *,
-    image_size=224,
-    num_classes=1000,
-    pooling="token",
-    representation_size=None,
-    include_top=True,
-    patch_size=None,
-    hidden_dim=None,
-    num_layers=None,
-    num_heads=None,
-    mlp_dim=None,
-    dropout_rate=None,
-    attention_dropout_rate=None,
-    drop_path_rate=0.0,
-    num_channels=3,
-    name=None,
-    weights=None,
-):
-    """Builds a Vision Transformer as a functional `keras.Model`.
+@dataclasses.dataclass
+class ViTLayers:
+    """The layers of a ViT by their role in the graph (`None` where a model has none)."""
 
-    images -> patch embedding -> [class token] -> position embedding -> dropout
-    -> blocks -> LayerNorm -> pooling -> [pre-logits Dense + tanh] -> head.
+    patch_embedding: keras.layers.Layer
+    class_token: keras.layers.Layer
+    position_embedding: keras.layers.Layer
+    embedding_dropout: keras.layers.Layer
+    blocks: list
+    encoder_norm: keras.layers.Layer
+    pooling: keras.layers.Layer
+    pre_logits: keras.layers.Layer
+    head: keras.layers.Layer
+
+    @classmethod
+    def create(cls, config):
+        """New layers for `config`, named as checkpoints and `summary()` know them."""
+        c = config
+        policy = keras.config.dtype_policy()
+        return cls(
+            patch_embedding=PatchEmbedding(c.patch_size, c.hidden_dim, name="patch_embedding"),
+            class_token=ClassToken(name="class_token") if c.pooling == "token" else None,
+            position_embedding=AddPositionEmbedding(c.num_prefix_tokens, name="position_embedding"),
+            embedding_dropout=keras.layers.Dropout(c.dropout_rate, name="embedding_dropout"),
+            blocks=[
+                TransformerBlock(
+                    c.num_heads,
+                    c.mlp_dim,
+                    dropout_rate=c.dropout_rate,
+                    attention_dropout_rate=c.attention_dropout_rate,
+                    drop_path_rate=c.drop_path_rate * i / max(c.num_layers - 1, 1),
+                    layer_norm_epsilon=c.layer_norm_epsilon,
+                    name=f"block_{i}",
+                )
+                for i in range(c.num_layers)
+            ],
+            encoder_norm=LayerNorm(epsilon=c.layer_norm_epsilon, name="encoder_norm"),
+            pooling=(
+                ClassTokenPooling(name="token_pooling")
+                if c.pooling == "token"
+                else keras.layers.GlobalAveragePooling1D(name="gap_pooling")
+            ),
+            # flax nn.Dense's defaults, which the original code's pre_logits uses: lecun_normal, zero bias.
+            pre_logits=keras.layers.Dense(
+                c.representation_size, activation="tanh", kernel_initializer="lecun_normal", name="pre_logits"
+            )
+            if c.representation_size is not None
+            else None,
+            # Zero-initialised, as the original code; a mixed policy still yields float32 logits.
+            head=keras.layers.Dense(
+                c.num_classes,
+                kernel_initializer="zeros",
+                dtype="float32" if policy.name.startswith("mixed") else policy,
+                name="head",
+            )
+            if c.include_top
+            else None,
+        )
+
+    @classmethod
+    def of(cls, model):
+        """The layers of a model made by `build_model` (or loaded from its `.keras` file)."""
+        layers = {layer.name: layer for layer in model.layers}
+        blocks = sorted(
+            (layer for name, layer in layers.items() if isinstance(layer, TransformerBlock)),
+            key=lambda block: int(block.name.rpartition("_")[2]),
+        )
+        missing = [name for name in ("patch_embedding", "position_embedding", "encoder_norm") if name not in layers]
+        if missing or not blocks:
+            raise ValueError(
+                f"{model.name!r} is not a keras_vit ViT (it lacks {missing or 'transformer blocks'}); "
+                "pass a model made by keras_vit.build_vit or loaded from its .keras file."
+            )
+        return cls(
+            patch_embedding=layers["patch_embedding"],
+            class_token=layers.get("class_token"),
+            position_embedding=layers["position_embedding"],
+            embedding_dropout=layers["embedding_dropout"],
+            blocks=blocks,
+            encoder_norm=layers["encoder_norm"],
+            pooling=layers.get("token_pooling") or layers["gap_pooling"],
+            pre_logits=layers.get("pre_logits"),
+            head=layers.get("head"),
+        )
+
+
+def call_block(block, tokens):
+    """The default hook: the block as it is."""
+    return block(tokens)
+
+
+def forward(layers, images, block_hook=call_block):
+    """The forward graph over `layers` (a `ViTLayers`): images `(B, H, W, C)` -> logits or features.
 
     Args:
-        variant: `"<size>/<patch>"` from `VARIANTS`, e.g. `"B/16"`, `"S/32"`,
-            `"H/14"`. Every explicit argument below overrides the variant's.
-        image_size: int or `(height, width)`, each a multiple of the patch
-            size. Defaults to `224`.
-        num_classes: outputs of the head. Defaults to `1000`.
-        pooling: `"token"` (the class token's output) or `"gap"` (mean of the
-            patch tokens; the model then has no class token at all, as in the
-            original code). Defaults to `"token"`.
-        representation_size: size of the pre-logits Dense + tanh layer, or
-            `None` for none. Defaults to `None`.
-        include_top: add the head; if `False` the model returns the pooled
-            `(B, D)` features. Defaults to `True`.
-        patch_size, hidden_dim, num_layers, num_heads, mlp_dim, dropout_rate,
-            attention_dropout_rate: override the variant's value.
-        drop_path_rate: stochastic depth of the last block; earlier blocks get
-            linearly less (Huang et al. 2016). Defaults to `0.0`.
-        num_channels: image channels. Defaults to `3`.
-        name: model name. Defaults to e.g. `"vit_b16"`.
-        weights: `None`, a checkpoint file, or the tag of a published
-            checkpoint of this variant (`keras_vit.checkpoints.CHECKPOINTS`,
-            e.g. `"augreg_in21k_ft_in1k"`), downloaded once. The position
-            embedding is resized to `image_size` and a head with another
-            `num_classes` starts at zeros (see `keras_vit.load_weights`).
-            Defaults to `None`.
-
-    Returns:
-        A `keras.Model` with one input named `images`, `(B, H, W, C)` float
-        images preprocessed as the weights expect, returning `(B, num_classes)`
-        logits (float32 under a mixed precision policy).
-
-    Example:
-
-    >>> model = build_vit("tiny/4", image_size=32, num_classes=10)
-    >>> model.output_shape
-    (None, 10)
+        layers: a `ViTLayers`.
+        images: the input tensor.
+        block_hook: `hook(block, tokens) -> tokens`, how each block is
+            called: `keras_vit.tome` merges tokens there, `attention_model`
+            records attention weights. Defaults to calling the block.
     """
-    c = _resolve(locals())  # locals() here is exactly the arguments, by name
-    images = keras.Input(shape=(*c["image_size"], c["num_channels"]), name="images")
-    x = PatchEmbedding(c["patch_size"], c["hidden_dim"], name="patch_embedding")(images)  # (B, N, D)
-    if pooling == "token":
-        x = ClassToken(name="class_token")(x)  # (B, N + 1, D)
-    x = AddPositionEmbedding(int(pooling == "token"), name="position_embedding")(x)
-    x = keras.layers.Dropout(c["dropout_rate"], name="embedding_dropout")(x)
-    for i in range(c["num_layers"]):
-        x = TransformerBlock(
-            c["num_heads"],
-            c["mlp_dim"],
-            dropout_rate=c["dropout_rate"],
-            attention_dropout_rate=c["attention_dropout_rate"],
-            drop_path_rate=c["drop_path_rate"] * i / max(c["num_layers"] - 1, 1),
-            name=f"block_{i}",
-        )(x)
-    x = LayerNorm(epsilon=1e-6, name="encoder_norm")(x)
-    x = _pool_and_head(x, pooling, representation_size, num_classes if include_top else None)
-    model = keras.Model(images, x, name=name or _default_name(variant, c["patch_size"]))
-    if weights is not None:
-        from keras_vit.weights import load_pretrained  # weights.py builds models with this module
-
-        load_pretrained(model, weights, variant)
-    return model
-
-
-def _resolve(args):
-    """The variant's row overridden by the explicit arguments, every value checked."""
-    arch, variant_patch = parse_variant(args["variant"])
-    patch_size = _pick(args["patch_size"], variant_patch)
-    if patch_size is None:
-        raise ValueError(
-            f"variant={args['variant']!r} names no patch size; write e.g. '{args['variant']}/16' or pass patch_size."
-        )
-    c = {"patch_size": to_pair(patch_size, "patch_size"), "image_size": to_pair(args["image_size"], "image_size")}
-    for size, patch in zip(c["image_size"], c["patch_size"]):
-        if size % patch:
-            raise ValueError(
-                f"image_size={c['image_size']} is not divisible by patch_size={c['patch_size']}; "
-                "use an image size that is a multiple of the patch size."
-            )
-    for key in ("hidden_dim", "num_layers", "num_heads", "mlp_dim"):
-        c[key] = _positive_int(_pick(args[key], getattr(arch, key)), key)
-    if c["hidden_dim"] % c["num_heads"]:
-        raise ValueError(f"hidden_dim={c['hidden_dim']} is not divisible by num_heads={c['num_heads']}.")
-    for key in ("dropout_rate", "attention_dropout_rate"):
-        c[key] = _rate(_pick(args[key], getattr(arch, key)), key)
-    c["drop_path_rate"] = _rate(args["drop_path_rate"], "drop_path_rate")
-    if args["pooling"] not in POOLINGS:
-        raise ValueError(f"Unknown pooling={args['pooling']!r}; expected one of {POOLINGS}.")
-    if args["representation_size"] is not None:
-        _positive_int(args["representation_size"], "representation_size")
-    if args["include_top"]:
-        _positive_int(args["num_classes"], "num_classes")
-    c["num_channels"] = _positive_int(args["num_channels"], "num_channels")
-    return c
-
-
-def _pool_and_head(x, pooling, representation_size, num_classes):
-    """`(B, T, D)` -> pooled `(B, D)` -> [pre-logits] -> [head logits]."""
-    if pooling == "token":
-        x = ClassTokenPooling(name="token_pooling")(x)  # (B, D)
-    else:
-        x = keras.layers.GlobalAveragePooling1D(name="gap_pooling")(x)  # (B, D)
-    if representation_size is not None:
-        # flax nn.Dense's defaults, which the original code's pre_logits uses: lecun_normal, zero bias.
-        x = keras.layers.Dense(
-            representation_size, activation="tanh", kernel_initializer="lecun_normal", name="pre_logits"
-        )(x)
-    if num_classes is not None:
-        # Zero-initialised, as the original code; a mixed policy still yields float32 logits.
-        policy = keras.config.dtype_policy()
-        x = keras.layers.Dense(
-            num_classes,
-            kernel_initializer="zeros",
-            dtype="float32" if policy.name.startswith("mixed") else policy,
-            name="head",
-        )(x)
+    x = layers.patch_embedding(images)  # (B, N, D)
+    if layers.class_token is not None:
+        x = layers.class_token(x)  # (B, N + 1, D)
+    x = layers.embedding_dropout(layers.position_embedding(x))  # (B, T, D)
+    for block in layers.blocks:
+        x = block_hook(block, x)
+    x = layers.pooling(layers.encoder_norm(x))  # (B, D)
+    for layer in (layers.pre_logits, layers.head):
+        if layer is not None:
+            x = layer(x)
     return x
 
 
-def _pick(value, default):
-    return default if value is None else value
+def build_model(config, name=None):
+    """The functional `keras.Model` of a `ViTConfig`, with new (randomly initialised) weights.
+
+    Returns:
+        A model with one input named `images`, `(B, H, W, C)` float images,
+        returning `(B, num_classes)` logits (float32 under a mixed precision
+        policy), or the pooled `(B, D)` features without a head.
+    """
+    if not isinstance(config, ViTConfig):
+        raise TypeError(f"config={config!r} must be a keras_vit.ViTConfig.")
+    images = keras.Input(shape=(*config.image_size, config.num_channels), name="images")
+    return keras.Model(images, forward(ViTLayers.create(config), images), name=name or default_name(config))
 
 
-def _default_name(variant, patch_size):
-    size = str(variant).split("/")[0].lower()
-    patch = patch_size[0] if patch_size[0] == patch_size[1] else f"{patch_size[0]}x{patch_size[1]}"
-    return f"vit_{size}{patch}"
+def default_name(config):
+    """`vit_b16` for B/16, `vit_b16x8` for a non-square patch, `vit_custom` outside the table."""
+    variant = config.variant
+    if variant is None:
+        return "vit_custom"
+    rows, cols = config.patch_size
+    return f"vit_{variant.split('/')[0].lower()}{rows if rows == cols else f'{rows}x{cols}'}"
 
 
-def _alias(variant):
-    builder = functools.partial(build_vit, variant)
-    builder.__doc__ = f"`build_vit({variant!r}, **kwargs)`: ViT-{variant}."
-    return builder
+def attention_model(model):
+    """A functional model over `model`'s own layers that also returns every block's attention.
+
+    `forward` over `ViTLayers.of(model)`, each block called through
+    `BlockWithAttention`: the same layer objects and weights, nothing rebuilt
+    or copied. Works for class-token and `gap` models, any image size, with or
+    without `pre_logits` and `head`; saved as `.keras`, it loads with
+    `safe_mode=True`.
+
+    Args:
+        model: a model made by `keras_vit.build_vit` (or loaded from its `.keras` file).
+
+    Returns:
+        A `keras.Model` mapping `images` to `{"logits": (B, C), "attention":
+        [(B, h, T, T)] * L}` (`"logits"` holds the pooled features for a model
+        built with `include_top=False`).
+    """
+    attention = []
+
+    def record(block, tokens):
+        tokens, scores = BlockWithAttention(block, name=f"{block.name}_attention")(tokens)  # (B, T, D), (B, h, T, T)
+        attention.append(scores)
+        return tokens
+
+    images = keras.Input(shape=model.input_shape[1:], name="images")
+    logits = forward(ViTLayers.of(model), images, record)
+    return keras.Model(images, {"logits": logits, "attention": attention}, name=f"{model.name}_attention")
 
 
-vit_ti16 = _alias("Ti/16")
-vit_s16 = _alias("S/16")
-vit_b16 = _alias("B/16")
-vit_b32 = _alias("B/32")
-vit_l16 = _alias("L/16")
-vit_l32 = _alias("L/32")
-vit_h14 = _alias("H/14")
+@keras.saving.register_keras_serializable(package="keras_vit")
+class BlockWithAttention(keras.layers.Layer):
+    """Calls a model's `TransformerBlock` with `return_attention_scores=True`, as one graph node.
+
+    Not the block itself in the new graph: Keras' functional graph takes a
+    shared layer's number of outputs from its first call, which in the
+    trained model returned the tokens alone, so a second call returning two
+    outputs fails the connectivity check. This layer's one call returns both;
+    the block inside is the model's own, weights and all.
+
+    Args:
+        block: the `TransformerBlock` to call.
+    """
+
+    def __init__(self, block, **kwargs):
+        super().__init__(**kwargs)
+        self.block = block
+
+    def build(self, input_shape):
+        if not self.block.built:  # a block deserialised from a saved attention model
+            self.block.build(input_shape)
+
+    def call(self, tokens, training=None):
+        return self.block(tokens, training=training, return_attention_scores=True)
+
+    def get_config(self):
+        return {**super().get_config(), "block": keras.saving.serialize_keras_object(self.block)}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{**config, "block": keras.saving.deserialize_keras_object(config["block"])})

@@ -1,18 +1,12 @@
 """The one definition of preprocessing, shared by training, evaluation, export and prediction.
 
-A trained model travels with a small JSON file (`keras_vit.json`, written next
-to `model.keras`) holding what its input expects: image size, scaling and the
-label names. Everything that feeds the model reads that file and calls
-`preprocessing_model`, so a server, a phone and `model.fit` all see the same
-pixels.
+A trained model travels with `keras_vit.json` (`keras_vit.run_folder`), which
+names its image size and scaling. Everything that feeds the model calls
+`preprocessing_model` with them, so a server, a phone and `model.fit` all see
+the same pixels.
 """
 
-import json
-import os
-
 import keras
-
-from keras_vit import files
 
 # Per-channel mean and standard deviation on the 0..255 scale.
 SCALINGS = {
@@ -21,7 +15,6 @@ SCALINGS = {
     # timm / torchvision checkpoints.
     "imagenet": ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
 }
-METADATA_FILE = "keras_vit.json"
 
 
 def check_scaling(scaling):
@@ -57,23 +50,3 @@ def preprocessing_model(image_size, scaling="vit", num_channels=3):
         ],
         name="preprocessing",
     )
-
-
-def write_metadata(directory, *, image_size, scaling, labels, **extra):
-    """Writes `keras_vit.json` into `directory` atomically (temp file, then rename)."""
-    metadata = {"image_size": list(image_size), "scaling": check_scaling(scaling), "labels": list(labels), **extra}
-    files.write_json(os.path.join(directory, METADATA_FILE), metadata)
-    return metadata
-
-
-def read_metadata(path):
-    """Reads `keras_vit.json` from a model's folder (or next to a model file)."""
-    directory = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
-    file = os.path.join(directory, METADATA_FILE)
-    if not os.path.exists(file):
-        raise FileNotFoundError(
-            f"No {METADATA_FILE} next to {path}: it holds the image size, scaling and labels "
-            "the model expects. Models written by `keras-vit train` have one."
-        )
-    with open(file) as f:
-        return json.load(f)

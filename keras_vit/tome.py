@@ -20,7 +20,8 @@ with builtin operators only. Legend: `B` batch, `T` tokens, `D` hidden_dim,
 import keras
 from keras import ops
 
-from keras_vit.layers import TransformerBlock, _register
+from keras_vit.layers import TransformerBlock
+from keras_vit.model import ViTLayers, forward
 
 
 def _check_r(value, name="r"):
@@ -29,7 +30,7 @@ def _check_r(value, name="r"):
     return value
 
 
-@_register
+@keras.saving.register_keras_serializable(package="keras_vit")
 class TokenMerging(keras.layers.Wrapper):
     """A `TransformerBlock` that merges `r` token pairs between attention and MLP.
 
@@ -72,12 +73,12 @@ class TokenMerging(keras.layers.Wrapper):
         r = self.merged(tokens.shape[1])
         if r == 0:
             return block(tokens, training=False), sizes
+        # Proportional attention: a token standing for `size` patches counts `size` times.
         bias = ops.expand_dims(ops.transpose(ops.log(sizes), (0, 2, 1)), 1)  # (B, 1, 1, T)
-        y, keys = block.attention(block.norm_1(tokens), attention_bias=bias, return_keys=True)
-        x = tokens + y
+        x, keys = block.attend(tokens, training=False, attention_bias=bias, return_keys=True)
         merge = bipartite_soft_matching(ops.mean(keys, axis=1), r, self.class_token)
         x, sizes = merge_weighted(merge, x, sizes)
-        return x + block.mlp(x), sizes
+        return block.feed_forward(x, training=False), sizes
 
     def compute_output_shape(self, tokens_shape, sizes_shape=None):
         batch, length, dim = tokens_shape
@@ -151,19 +152,21 @@ def apply_token_merging(model, r):
     >>> fast.get_layer("block_1").output[0].shape  # 65 tokens, then 61, then 57
     (None, 57, 64)
     """
-    blocks = [layer for layer in model.layers if isinstance(layer, TransformerBlock)]
-    schedule = [r] * len(blocks) if isinstance(r, int) and not isinstance(r, bool) else list(r)
-    if len(schedule) != len(blocks):
-        raise ValueError(f"r={r!r} must be an int or one int per block ({len(blocks)} blocks).")
+    layers = ViTLayers.of(model)
+    schedule = [r] * len(layers.blocks) if isinstance(r, int) and not isinstance(r, bool) else list(r)
+    if len(schedule) != len(layers.blocks):
+        raise ValueError(f"r={r!r} must be an int or one int per block ({len(layers.blocks)} blocks).")
     for value in schedule:
         _check_r(value)
-    if any(layer.name == "gap_pooling" for layer in model.layers):
+    if layers.class_token is None:
         raise ValueError("Token merging needs a class-token model (pooling='token'); this one pools with 'gap'.")
+    r_of = dict(zip((block.name for block in layers.blocks), schedule))
+    sizes = None  # (B, T, 1): how many patches each token stands for, carried from block to block
+
+    def merge(block, tokens):
+        nonlocal sizes
+        tokens, sizes = TokenMerging(block, r_of[block.name], name=block.name)(tokens, sizes)
+        return tokens
+
     images = keras.Input(shape=model.input_shape[1:], name=model.inputs[0].name)
-    x, sizes, schedule = images, None, iter(schedule)
-    for layer in model.layers[1:]:
-        if isinstance(layer, TransformerBlock):
-            x, sizes = TokenMerging(layer, next(schedule), name=layer.name)(x, sizes)
-        else:
-            x = layer(x)
-    return keras.Model(images, x, name=f"{model.name}_tome")
+    return keras.Model(images, forward(layers, images, merge), name=f"{model.name}_tome")

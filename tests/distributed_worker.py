@@ -1,4 +1,4 @@
-"""Runs `keras_vit.train.train` in a process of its own, for tests/test_distribute.py.
+"""Runs `keras_vit.training.train.train` in a process of its own, for tests/test_distribute.py.
 
     python distributed_worker.py STRATEGY OUTPUT WEIGHTS.npz [TF_CONFIG-json]
 
@@ -20,8 +20,8 @@ def main(strategy, output, weights, tf_config=None):
     if strategy != "multi_worker":
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from keras_vit import train as training
-    from keras_vit.train import TrainConfig, train
+    from keras_vit.training import train as training
+    from keras_vit.training.train import TrainConfig, train
 
     build = training._build_model
 

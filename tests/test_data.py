@@ -8,7 +8,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from keras_vit import data
+from keras_vit.training import data
 
 
 def _image_bytes(fmt, mode="RGB", size=(20, 14), seed=0):

@@ -17,7 +17,7 @@ from keras_vit.layers import (
     SelfAttention,
     TransformerBlock,
 )
-from keras_vit.resample import resample_position_embedding
+from keras_vit.checkpoints.resample import resample_position_embedding
 
 # (factory, input shape, {weight path suffix: shape}, output shape)
 CASES = {

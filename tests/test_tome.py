@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import keras_vit
-from keras_vit import tflite
+from keras_vit.deploy import litert as tflite
 from keras_vit.tome import TokenMerging, apply_token_merging, bipartite_soft_matching
 
 

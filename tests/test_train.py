@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_vit import build_vit, recipes
-from keras_vit.preprocessing import write_metadata
-from keras_vit.train import RUN_CONFIG, TrainConfig, _prepare_output, evaluate, train
+from keras_vit import build_vit, run_folder
+from keras_vit.training import optimizers as recipes
+from keras_vit.run_folder import write_metadata
+from keras_vit.training.train import TrainConfig, evaluate, train
 
 CLI = [sys.executable, "-m", "keras_vit.cli"]
 
@@ -67,12 +68,12 @@ def test_an_existing_output_is_refused_unless_asked(tmp_path):
 
 def test_overwrite_deletes_a_run_folder(tmp_path):
     config = _config(tmp_path)
-    _prepare_output(config, config)  # as a run starts, killed before it wrote more
+    run_folder.start(config.output, {"epochs": config.epochs})  # as a run starts, killed before it wrote more
     (tmp_path / "run" / "history.csv").write_text("epoch,loss\n")
     config = _config(tmp_path, overwrite=True, epochs=3)
-    _prepare_output(config, config)
-    assert os.listdir(tmp_path / "run") == [RUN_CONFIG]
-    assert json.loads((tmp_path / "run" / RUN_CONFIG).read_text())["epochs"] == 3
+    run_folder.start(config.output, {"epochs": config.epochs}, overwrite=True)
+    assert os.listdir(tmp_path / "run") == [run_folder.SETTINGS]
+    assert json.loads((tmp_path / "run" / run_folder.SETTINGS).read_text())["epochs"] == 3
 
 
 @pytest.mark.parametrize(
@@ -152,7 +153,7 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path):
 
 def test_resume_takes_the_runs_settings_and_refuses_contradicting_ones(tmp_path):
     started = _config(tmp_path, batch_size=32, epochs=3)
-    _prepare_output(started, started)
+    run_folder.start(started.output, {"batch_size": 32, "epochs": 3})
     with pytest.raises(ValueError, match=r"--batch-size 16 \(the run has 32\) contradict"):
         train(_config(tmp_path, resume=True, batch_size=16))
     (tmp_path / "notarun").mkdir()
@@ -240,7 +241,7 @@ def test_the_main_job_trains_evaluates_and_exports(tmp_path):
 
 def test_fine_tuning_from_a_checkpoint_at_a_new_size_and_class_count(tmp_path):
     from keras_vit import save_npz
-    from keras_vit.train import resolve
+    from keras_vit.training.train import resolve
 
     source = build_vit("tiny/4", image_size=16, num_classes=5, pooling="gap")
     rng = np.random.default_rng(0)

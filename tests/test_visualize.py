@@ -6,8 +6,10 @@ from PIL import Image
 
 import keras
 import keras_vit
-from keras_vit import cli, reports, visualize
-from keras_vit.preprocessing import write_metadata
+from keras_vit import cli, visualize
+from keras_vit.deploy import predict
+from keras_vit.training import reports
+from keras_vit.run_folder import write_metadata
 
 LABELS = [str(i) for i in range(3)]
 # (pooling, image_size): class token and gap, square and rectangular patch grids.
@@ -131,7 +133,7 @@ def model_dir(tmp_path):
 
 def test_predict_explain_writes_overlays(model_dir, tmp_path, monkeypatch, capsys):
     folder, images = model_dir
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["keras_vit.predict"])
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["keras_vit.deploy.predict"])
     out = tmp_path / "explained"
     assert cli.main(["predict", str(images), "--model", str(folder), "--explain", str(out)]) == 0
     written = sorted(p.name for p in out.iterdir())
@@ -144,4 +146,4 @@ def test_predict_explain_writes_overlays(model_dir, tmp_path, monkeypatch, capsy
 
 def test_predict_explain_refuses_models_without_attention(tmp_path):
     with pytest.raises(ValueError, match="needs the Keras model"):
-        visualize.Explainer(tmp_path / "vit.tflite")
+        predict.Explainer(tmp_path / "vit.tflite")

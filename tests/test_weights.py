@@ -21,9 +21,10 @@ import pytest
 import keras_vit
 from keras_vit import CheckpointError, build_from_checkpoint, build_vit, load_weights, save_npz
 from keras_vit import checkpoints, preprocessing
-from keras_vit.checkpoint_formats import to_big_vision
-from keras_vit.resample import resample_position_embedding
-from keras_vit.checkpoint_keys import model_variables
+from keras_vit.training import optimizers
+from keras_vit.checkpoints.formats import to_big_vision
+from keras_vit.checkpoints.resample import resample_position_embedding
+from keras_vit.checkpoints.keys import model_variables
 
 TORCH_REFERENCE = pathlib.Path(__file__).with_name("torch_reference.py")
 PARITY = all(importlib.util.find_spec(name) for name in ("torch", "timm", "transformers", "safetensors"))
@@ -467,7 +468,7 @@ def published(tmp_path, monkeypatch):
         "tiny/8", "test_in1k", pathlib.Path(path).as_uri(), 32, 5, "test", sha256=digest
     )
     monkeypatch.setitem(checkpoints.CHECKPOINTS, row.name, row)
-    monkeypatch.setattr(checkpoints, "CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(checkpoints.registry, "CACHE_DIR", str(tmp_path / "cache"))
     return source, row
 
 
@@ -534,7 +535,7 @@ def test_registry_rows_are_consistent():
 
 
 def test_fine_tune_recipe_is_the_papers():
-    recipe = checkpoints.FINE_TUNE_RECIPE
+    recipe = optimizers.FINE_TUNE_RECIPE
     optimizer = recipe.optimizer(0.03, total_steps=1000)
     schedule = optimizer.learning_rate if callable(optimizer.learning_rate) else optimizer._learning_rate
     assert optimizer.momentum == 0.9 and optimizer.global_clipnorm == 1.0 and not optimizer.weight_decay

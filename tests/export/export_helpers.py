@@ -4,7 +4,8 @@ import os
 
 import numpy as np
 
-from keras_vit.preprocessing import preprocessing_model, write_metadata
+from keras_vit.preprocessing import preprocessing_model
+from keras_vit.run_folder import write_metadata
 
 # The repository root, where the export/ deployment kit lives.
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

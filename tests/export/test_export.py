@@ -11,8 +11,10 @@ import pytest
 from export_helpers import IMAGE_SIZE, LABELS, raw_images
 from PIL import Image
 
-from keras_vit import data, export, parity, tflite
-from keras_vit.preprocessing import write_metadata
+from keras_vit.deploy import export, parity
+from keras_vit.deploy import litert as tflite
+from keras_vit.training import data
+from keras_vit.run_folder import write_metadata
 
 ARTIFACTS = ["Keras", "SavedModel (serving_uint8)"] + [f"LiteRT {q}" for q in tflite.QUANTIZATIONS]
 

@@ -12,9 +12,9 @@ import pytest
 from export_helpers import LABELS, REPO, raw_images
 from PIL import Image
 
-from keras_vit import predict
+from keras_vit.deploy import predict
 
-KIT_PREDICTOR = os.path.join(REPO, "export", "predict_litert.py")
+KIT_PREDICTOR = os.path.join(REPO, "deployment_kit", "predict_litert.py")
 
 
 @pytest.fixture(scope="module")
@@ -231,10 +231,10 @@ def test_serving_clients_refuse_files_that_are_no_image(tmp_path, monkeypatch, n
     Image.fromarray(raw_images(1)[0]).save(tmp_path / "good.png")
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "notes.txt").write_text("hello")
-    result = _run_script(os.path.join(REPO, "export", "serving", "rest_request.py"), *names, cwd=tmp_path)
+    result = _run_script(os.path.join(REPO, "deployment_kit", "serving", "rest_request.py"), *names, cwd=tmp_path)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr == f"rest_request.py: error: {message}\n"
-    grpc_client = runpy.run_path(os.path.join(REPO, "export", "serving", "grpc_predict.py"))
+    grpc_client = runpy.run_path(os.path.join(REPO, "deployment_kit", "serving", "grpc_predict.py"))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=re.escape(message)):
         grpc_client["read_image_file"](names[-1])

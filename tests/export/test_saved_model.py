@@ -15,7 +15,7 @@ from export_helpers import IMAGE_SIZE, LABELS, REPO, keras_logits, raw_images
 from PIL import Image
 
 from keras_vit.preprocessing import preprocessing_model
-from keras_vit.saved_model import SIGNATURES, load_signature, version_folder
+from keras_vit.deploy.saved_model import SIGNATURES, load_signature, version_folder
 
 OUTPUTS = {"logits", "probabilities", "top_k_probabilities", "top_k_indices", "top_k_labels"}
 
@@ -124,7 +124,7 @@ def test_grpc_predict_request_evaluates_against_the_signature(saved_model_dir, m
     for i, image in enumerate(images):
         paths.append(tmp_path / f"{i}.png")
         Image.fromarray(image).save(paths[-1])
-    client = runpy.run_path(os.path.join(REPO, "export", "serving", "grpc_predict.py"))
+    client = runpy.run_path(os.path.join(REPO, "deployment_kit", "serving", "grpc_predict.py"))
     request = client["predict_request"](paths)
     request = type(request).FromString(request.SerializeToString())  # as the server receives it
     signature = tf.saved_model.load(saved_model_dir).signatures[request.model_spec.signature_name]
@@ -138,7 +138,7 @@ def test_rest_request_body_carries_b64_images_the_signature_decodes(saved_model_
     paths = [tmp_path / "a.png", tmp_path / "b.png"]
     for path, image in zip(paths, images):
         Image.fromarray(image).save(path)
-    body = json.loads(json.dumps(runpy.run_path(os.path.join(REPO, "export", "serving", "rest_request.py"))
+    body = json.loads(json.dumps(runpy.run_path(os.path.join(REPO, "deployment_kit", "serving", "rest_request.py"))
                                  ["bytes_request"](paths)))
     assert body["signature_name"] == "serving_bytes"
     # What TF Serving does with {"b64": ...} before calling the signature.

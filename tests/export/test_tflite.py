@@ -9,7 +9,7 @@ from export_helpers import IMAGE_SIZE, LABELS, keras_logits, randomize, raw_imag
 from PIL import Image
 
 import keras_vit
-from keras_vit import tflite
+from keras_vit.deploy import litert as tflite
 from keras_vit.preprocessing import preprocessing_model
 
 # How far each variant may drift from the Keras logits on this tiny random model.

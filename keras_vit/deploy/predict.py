@@ -10,6 +10,22 @@ import os
 import sys
 
 import numpy as np
+from PIL import Image
+
+from keras_vit import run_folder
+from keras_vit.deploy.litert import LiteRTModel, resized_pixels
+from keras_vit.deploy.saved_model import load_signature, version_folder
+from keras_vit.model import attention_model
+from keras_vit.preprocessing import preprocessing_model
+from keras_vit.visualize import (
+    display_size,
+    grid_shape,
+    last_block_maps,
+    num_prefix_tokens,
+    rollout_map,
+    save_attention_figure,
+    save_overlay,
+)
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 # Longest side kept after decoding: far above any ViT input, far below a memory problem.
@@ -22,8 +38,6 @@ def read_image(path, max_side=MAX_SIDE):
     Raises:
         ValueError: the file is empty, not an image, damaged, or too large to decode safely.
     """
-    from PIL import Image
-
     if os.path.getsize(path) == 0:
         raise ValueError(f"{path} is empty (0 bytes); expected an image file ({', '.join(IMAGE_EXTENSIONS)}).")
     try:
@@ -41,8 +55,6 @@ def read_image(path, max_side=MAX_SIDE):
 
 
 def _to_rgb(image):
-    from PIL import Image
-
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):  # 16-bit (or 32-bit) grayscale
         values = np.asarray(image, dtype=np.float64)
         if image.mode.startswith("I;16") or values.max() > 255:
@@ -78,32 +90,25 @@ def load_predictor(path, top_k=5):
             as for TF Serving.
         top_k: how many labels to return per image. Defaults to `5`.
     """
-    from keras_vit.saved_model import version_folder
-
     path = str(path)
     saved_model = version_folder(path)  # a version folder, or TF Serving's base path holding them
     if saved_model:
         return _saved_model_predictor(saved_model, top_k)
     if path.endswith(".tflite"):
         return _tflite_predictor(path, top_k)
-    if path.endswith(".keras") or os.path.isfile(os.path.join(path, "model.keras")):
+    if run_folder.model_path(path):
         return _keras_predictor(path, top_k)
     raise ValueError(f"--model {path} is none of: a .keras file or its folder, a SavedModel folder "
                      "(with saved_model.pb), a .tflite file.")
 
 
 def _keras_predictor(path, top_k):
-    from keras_vit.export import load_model
-    from keras_vit.preprocessing import preprocessing_model
-
-    model, metadata, _ = load_model(path)
+    model, metadata, _ = run_folder.load_model(path)
     preprocess = preprocessing_model(metadata["image_size"], metadata["scaling"])
     return lambda image: _top_k(model.predict_on_batch(preprocess(image[None]))[0], metadata["labels"], top_k)
 
 
 def _saved_model_predictor(path, top_k):
-    from keras_vit.saved_model import load_signature
-
     signature = load_signature(path, "serving_uint8")
     exported_k = signature.outputs["top_k_labels"].shape[-1]
     num_classes = signature.outputs["probabilities"].shape[-1]
@@ -120,8 +125,6 @@ def _saved_model_predictor(path, top_k):
 
 
 def _tflite_predictor(path, top_k):
-    from keras_vit.tflite import LiteRTModel, resized_pixels
-
     model = LiteRTModel(path)
     labels = _read_labels(path)
     if len(labels) != model.num_classes:
@@ -187,8 +190,6 @@ def run(args):
     predict = load_predictor(args.model, args.top_k)
     explain = None
     if args.explain:
-        from keras_vit.visualize import Explainer
-
         explain = Explainer(args.model)
     failures = 0
     for path, name in zip(files, explain_names(files)):
@@ -205,3 +206,44 @@ def run(args):
             for written in explain.write(image, name, args.explain):
                 print(f"  wrote {written}")
     return 1 if failures else 0
+
+
+# --- explaining predictions: attention maps ----------------------------------------
+
+
+class Explainer:
+    """Attention maps of a trained model folder (or `.keras` file) for raw images.
+
+    Args:
+        path: what `keras-vit train` wrote: a folder with `model.keras` and
+            `keras_vit.json`, or the `.keras` file itself.
+    """
+
+    def __init__(self, path):
+        path = str(path)
+        if run_folder.model_path(path) is None:
+            raise ValueError(f"--explain needs the Keras model (a .keras file or its folder), not {path}: "
+                             "SavedModel and LiteRT files do not expose attention weights.")
+        model, self.metadata, _ = run_folder.load_model(path)
+        self.model = attention_model(model)
+        self.grid, self.prefix = grid_shape(model), num_prefix_tokens(model)
+        self.preprocess = preprocessing_model(self.metadata["image_size"], self.metadata["scaling"])
+
+    def __call__(self, image):
+        """`(label, rollout (R, C), last block's heads (h, R, C))` for one uint8 `(H, W, 3)` image."""
+        outputs = self.model(self.preprocess(np.asarray(image)[None]), training=False)
+        attention = [np.asarray(a) for a in outputs["attention"]]
+        label = self.metadata["labels"][int(np.argmax(outputs["logits"][0]))]
+        return label, rollout_map(attention, self.grid, self.prefix)[0], last_block_maps(attention, self.grid, self.prefix)[0]
+
+    def write(self, image, name, folder):
+        """Writes `<name>_rollout.png` (overlay) and `<name>_attention.png` (all panels); returns their paths."""
+        os.makedirs(folder, exist_ok=True)
+        label, rollout, heads = self(image)
+        image = np.asarray(image)
+        shown = np.asarray(Image.fromarray(image).resize(display_size(image.shape)[::-1], Image.Resampling.NEAREST))
+        return [
+            save_overlay(os.path.join(folder, f"{name}_rollout.png"), shown, rollout),
+            save_attention_figure(os.path.join(folder, f"{name}_attention.png"), shown, rollout, heads,
+                                  title=f"predicted: {label}"),
+        ]

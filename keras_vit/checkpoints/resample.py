@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from keras_vit.layers import to_pair
+from keras_vit.config import to_pair
 
 INTERPOLATIONS = ("bilinear", "bicubic")
 

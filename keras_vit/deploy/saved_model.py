@@ -15,6 +15,7 @@ Outputs: `logits` and `probabilities` `(B, num_classes)`; `top_k_probabilities`,
 import os
 
 import keras
+import tensorflow as tf
 
 from keras_vit.preprocessing import preprocessing_model
 
@@ -30,8 +31,6 @@ def serving_archive(model, metadata, top_k=5):
             `scaling`, `labels`).
         top_k: how many classes the `top_k_*` outputs hold. Defaults to `5`.
     """
-    import tensorflow as tf
-
     height, width = metadata["image_size"]
     preprocess = preprocessing_model((height, width), metadata["scaling"])
     preprocess.build((None, None, None, 3))  # ExportArchive tracks built layers only
@@ -67,8 +66,6 @@ def serving_archive(model, metadata, top_k=5):
 
 
 def _named_outputs(logits, labels, top_k):
-    import tensorflow as tf
-
     probabilities = tf.nn.softmax(logits)
     top = tf.math.top_k(probabilities, k=top_k)
     return {
@@ -93,14 +90,12 @@ def load_signature(path, name="serving_uint8"):
     a `ValueError` naming the expected input when the rank or dtype is wrong,
     instead of TensorFlow's binding error.
     """
-    import tensorflow as tf
-
     signatures = tf.saved_model.load(str(path)).signatures
     if name not in signatures:
         raise ValueError(
             f"The SavedModel {path} has no signature {name!r} (it has: {', '.join(sorted(signatures)) or 'none'}): "
             f"it is not a keras-vit export, which has {', '.join(SIGNATURES)}. Export the model with "
-            "`keras-vit export` (keras_vit.export.export_model)."
+            "`keras-vit export` (keras_vit.deploy.export.export_model)."
         )
     function = signatures[name]
     (key, spec), = function.structured_input_signature[1].items()

@@ -2,10 +2,10 @@
 
 Output layout (`output_dir`):
 
-    saved_model/<name>/<version>/   TF Serving's layout, three signatures (`keras_vit.saved_model`)
-    tflite/vit_<quantization>.tflite float32, float16, dynamic-range int8, int8 (`keras_vit.tflite`)
+    saved_model/<name>/<version>/   TF Serving's layout, three signatures (`keras_vit.deploy.saved_model`)
+    tflite/vit_<quantization>.tflite float32, float16, dynamic-range int8, int8 (`keras_vit.deploy.litert`)
     labels.txt                      one label per line, class index = line number
-    parity_report.json, .md         `keras_vit.parity`
+    parity_report.json, .md         `keras_vit.deploy.parity`
 
 Everything is written into a temporary folder beside `output_dir` and renamed
 into place at the end, so an interrupted export leaves no half-written target.
@@ -15,13 +15,14 @@ import functools
 import numbers
 import os
 import re
-import zipfile
 
 import keras
 import numpy as np
 
-from keras_vit import files, parity, saved_model, tflite
-from keras_vit.preprocessing import METADATA_FILE, preprocessing_model, read_metadata
+from keras_vit import files, run_folder
+from keras_vit.deploy import litert, parity, saved_model
+from keras_vit.preprocessing import preprocessing_model
+from keras_vit.run_folder import check_model_matches_metadata, load_model  # noqa: F401  (0.1.0's names here)
 
 # Without test images the report still measures parity and latency, on these many random ones.
 NUM_RANDOM_TEST_IMAGES = 8
@@ -81,8 +82,8 @@ def export_model(
         saved_model_row = _saved_model_row(model, metadata, path, test_images, measure, top_k)
         # The device resizes; the .tflite file normalises.
         size = metadata["image_size"]
-        calibration = None if calibration_images is None else tflite.resized_pixels(calibration_images, size)
-        tflite_rows = _tflite_rows(model, metadata, staging, tflite.resized_pixels(test_images, size), calibration, measure)
+        calibration = None if calibration_images is None else litert.resized_pixels(calibration_images, size)
+        tflite_rows = _tflite_rows(model, metadata, staging, litert.resized_pixels(test_images, size), calibration, measure)
         _judge_int8(tflite_rows, int8_tolerance, staging)
         report = {
             "model": model_path,
@@ -97,58 +98,15 @@ def export_model(
     return report
 
 
-def load_model(model_dir):
-    """`(model, metadata, path of the .keras file)` from a model folder or `.keras` file.
-
-    Raises:
-        FileNotFoundError: no `.keras` file, or no `keras_vit.json` beside it.
-        ValueError: the file is no `.keras` archive, or the model's input size
-            or number of outputs disagrees with `keras_vit.json`.
-    """
-    path = os.path.join(model_dir, "model.keras") if os.path.isdir(model_dir) else str(model_dir)
-    if not path.endswith(".keras") or not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"No model at {model_dir}: expected a folder with model.keras and {METADATA_FILE} "
-            "(as `keras-vit train` writes), or a .keras file."
-        )
-    # Keras reports a file that is no zip archive as "File not found", though it is there.
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path} is not a valid .keras archive (a zip file written by model.save); "
-                         "was it saved by another program or truncated?")
-    metadata = read_metadata(path)
-    import keras_vit  # noqa: F401  (registers the layers for safe_mode loading)
-
-    model = keras.saving.load_model(path, safe_mode=True)
-    check_model_matches_metadata(model, metadata, path)
-    return model, metadata, os.path.abspath(path)
-
-
-def check_model_matches_metadata(model, metadata, path):
-    """Raises a `ValueError` when `keras_vit.json` describes another model than `model`.
-
-    A mismatch would otherwise surface far away: an IndexError when naming the
-    top classes, or a TensorFlow shape error deep inside the export.
-    """
-    labels, image_size = metadata["labels"], list(metadata["image_size"])
-    if model.output_shape[-1] != len(labels):
-        raise ValueError(f"{path} has {model.output_shape[-1]} outputs but {METADATA_FILE} beside it lists "
-                         f"{len(labels)} labels; the two come from different models. Put the {METADATA_FILE} "
-                         "written with this model beside it.")
-    if list(model.input_shape[1:3]) != image_size:
-        raise ValueError(f"{path} takes {tuple(model.input_shape[1:3])} images but {METADATA_FILE} beside it "
-                         f"says image_size={tuple(image_size)}; the two come from different models. Put the "
-                         f"{METADATA_FILE} written with this model beside it.")
-
-
 def _measured(name, path, predict, inputs, *, root, reference, labels):
     """The parity row of one artifact; `predict` maps a batch of `inputs` to logits."""
-    latency = tflite.latency_ms(predict, inputs[:1])
+    latency = litert.latency_ms(predict, inputs[:1])
     return parity.artifact_row(name, path, predict(inputs), reference, labels, latency, root=root)
 
 
 def _keras_row(model, path, inputs, labels):
     logits = model.predict(inputs, verbose=0)
-    latency = tflite.latency_ms(model.predict_on_batch, inputs[:1])
+    latency = litert.latency_ms(model.predict_on_batch, inputs[:1])
     return parity.artifact_row("Keras", path, logits, logits, labels, latency), logits
 
 
@@ -159,17 +117,17 @@ def _saved_model_row(model, metadata, path, images, measure, top_k):
 
 
 def _tflite_rows(model, metadata, root, pixels, calibration, measure):
-    converted = tflite.pixels_model(model, metadata)
+    converted = litert.pixels_model(model, metadata)
     os.makedirs(os.path.join(root, "tflite"))
     rows = []
-    for quantization in tflite.QUANTIZATIONS:
+    for quantization in litert.QUANTIZATIONS:
         name = f"LiteRT {quantization}"
         if quantization == "int8" and calibration is None:
             rows.append({"artifact": name, "status": "skipped", "reason": "no calibration images were given"})
             continue
         path = os.path.join(root, "tflite", f"vit_{quantization}.tflite")
-        tflite.convert(converted, path, quantization, calibration)
-        rows.append(measure(name, path, tflite.LiteRTModel(path, num_threads=os.cpu_count()), pixels))
+        litert.convert(converted, path, quantization, calibration)
+        rows.append(measure(name, path, litert.LiteRTModel(path, num_threads=os.cpu_count()), pixels))
     return rows
 
 
@@ -262,9 +220,9 @@ def run(args):
     test_images, test_labels, calibration = (_load_npy(p) for p in (args.test_images, args.test_labels,
                                                                      args.calibration_images))
     if args.dataset:
-        from keras_vit import data
+        from keras_vit.training import data
 
-        metadata = read_metadata(args.model_dir)
+        metadata = run_folder.read_metadata(args.model_dir)
         splits = data.load_for_model(args.dataset, metadata, data_dir=args.data_dir)
         test_images, test_labels, calibration = data.report_arrays(splits, metadata["image_size"])
     export_model(

@@ -3,7 +3,7 @@
 The images ship inside scikit-learn's wheel (UCI "Optical Recognition of
 Handwritten Digits", 8x8, 17 grey levels), so this needs no network. Served
 through our own TFDS builder, it loads like every other dataset:
-`tfds.load("digits")` once `keras_vit.digits` is imported.
+`tfds.load("digits")` once `keras_vit.training.digits` is imported.
 
 Splits are stratified and fixed (seed 0): train 1,257, validation 180, test 360.
 """

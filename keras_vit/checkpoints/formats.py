@@ -24,7 +24,10 @@ import re
 import struct
 import zipfile
 
+import keras
 import numpy as np
+
+from keras_vit.checkpoints.keys import model_variables
 
 ORIGINAL, BIG_VISION, TIMM, HUGGING_FACE = "original", "big_vision", "timm", "hugging_face"
 KERAS = "keras"  # a `.keras` model saved by keras_vit (a previous run's model.keras)
@@ -80,11 +83,6 @@ def _is_keras_archive(path):
 
 def read_keras(path):
     """The weights of a `.keras` keras_vit model, in the original layout (the keys `save_npz` writes)."""
-    import keras
-
-    import keras_vit  # noqa: F401  (registers the layers, which safe mode then loads without code)
-    from keras_vit.checkpoint_keys import model_variables
-
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as e:  # Keras raises many types for a file it cannot rebuild

@@ -15,6 +15,8 @@ import os
 import time
 
 import keras
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
 import numpy as np
 
 from keras_vit.preprocessing import preprocessing_model
@@ -78,8 +80,6 @@ def convert(model, path, quantization, calibration_pixels=None):
         calibration_pixels: `(N, H, W, 3)` float32 pixels for `"int8"`: a few
             hundred training images, resized.
     """
-    import tensorflow as tf
-
     options = {"target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}}
     if quantization == "float16":
         options["target_spec"]["supported_types"] = [tf.float16]
@@ -107,8 +107,6 @@ class LiteRTModel:
     """
 
     def __init__(self, path, num_threads=None):
-        from ai_edge_litert.interpreter import Interpreter
-
         self.path = str(path)
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f"No such .tflite file: {self.path}")

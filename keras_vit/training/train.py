@@ -1,14 +1,8 @@
-"""Training with `model.fit`: `keras_vit.train.train(TrainConfig(...))` and `keras-vit train`.
+"""Training with `model.fit`: `keras_vit.training.train.train(TrainConfig(...))` and `keras-vit train`.
 
-One run writes into its output folder:
-    model.keras, keras_vit.json   the trained model and what its input expects
-    results.json                  test top-1 / top-5, timings
-    history.csv, history.json     per-epoch metrics; curves.png plots them
-    confusion_matrix.png          on the test split
-    checkpoints/best.keras        the best epoch by validation accuracy
-    train_config.json             the settings asked for: `--resume` continues with them
-    backup/                       BackupAndRestore state: `--resume` continues a killed run
-    logs/                         TensorBoard
+A run writes its folder as `keras_vit.run_folder` describes: the model and its
+`keras_vit.json`, results, history and curves, the best checkpoint, the backup
+`--resume` continues from, TensorBoard logs and the export.
 """
 
 import argparse
@@ -16,19 +10,18 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import sys
 import time
 
 import keras
 import tensorflow as tf
 
-from keras_vit import data, files, recipes
-from keras_vit.model import build_vit
-from keras_vit.variants import parse_variant
-from keras_vit.preprocessing import METADATA_FILE, SCALINGS, read_metadata, write_metadata
-from keras_vit.weights import build_from_checkpoint
-from keras_vit.reports import plot_confusion_matrix, plot_curves, read_history, predicted_classes
+from keras_vit import files, run_folder
+from keras_vit.checkpoints import build_from_checkpoint, build_vit
+from keras_vit.config import ViTConfig, parse_variant
+from keras_vit.preprocessing import SCALINGS
+from keras_vit.training import data, distribute, optimizers
+from keras_vit.training.reports import plot_confusion_matrix, plot_curves, predicted_classes, read_history
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
@@ -53,7 +46,7 @@ class TrainConfig:
     weight_decay: float = _field(0.05, "AdamW's decoupled weight decay")
     warmup_epochs: float = _field(None, "linear warmup (default: 2 from scratch, 1 when fine-tuning)")
     label_smoothing: float = _field(0.1, "label smoothing")
-    recipe: str = _field(None, "optimiser recipe (default: adamw from scratch, sgd with --weights)", recipes.RECIPES)
+    recipe: str = _field(None, "optimiser recipe (default: adamw from scratch, sgd with --weights)", optimizers.RECIPES)
     augment: str = _field(None, "crop/flip (default: crop_flip; none for digits)", data.AUGMENTATIONS)
     randaugment: bool = _field(False, "Keras RandAugment on training images")
     mixup: float = _field(0.0, "MixUp alpha (0: off)")
@@ -62,7 +55,7 @@ class TrainConfig:
     drop_path_rate: float = _field(0.0, "stochastic depth of the last block")
     precision: str = _field("float32", "mixed_float16 on GPU, mixed_bfloat16 on TPU", PRECISIONS)
     jit_compile: bool = _field(False, "compile with XLA")
-    strategy: str = _field("auto", "tf.distribute strategy", recipes.STRATEGIES)
+    strategy: str = _field("auto", "tf.distribute strategy", distribute.STRATEGIES)
     seed: int = _field(0, "seed of initialisation, shuffling and hold-out")
     bad_files: str = _field("skip", "unreadable files in an image folder", ("skip", "refuse"))
     cache: bool = _field(True, "cache decoded images in memory")
@@ -94,15 +87,15 @@ def train(config, return_model=False):
     Under a multi-worker strategy every worker calls this with the same config; the chief
     writes the run folder, each other worker only its own `backup/worker_<i>/`.
     """
-    strategy = recipes.make_strategy(config.strategy)  # first: multi-worker set-up precedes any TF op
-    chief, worker = recipes.worker_role(strategy)
+    strategy = distribute.make_strategy(config.strategy)  # first: multi-worker set-up precedes any TF op
+    chief, worker = distribute.worker_role(strategy)
     if config.resume:
         config = _resumed_config(config)
     requested = config  # what the run folder stores, for --resume
     config = resolve(config)
     _check(config)
     if chief:  # before any image is decoded: an output that cannot be written is the cheapest mistake
-        _check_output(config.output, config.overwrite, config.resume)
+        run_folder.check_output(config.output, config.overwrite, config.resume)
     keras.utils.set_random_seed(config.seed)
     keras.config.set_dtype_policy(config.precision)
     if config.precision == "mixed_float16" and not tf.config.list_physical_devices("GPU"):
@@ -114,17 +107,19 @@ def train(config, return_model=False):
             "images; use a smaller batch size."
         )
     with strategy.scope():
-        model, scaling, variant = _build_model(config, splits)
+        model, scaling, architecture = _build_model(config, splits)
         steps = splits.sizes["train"] // config.batch_size  # the training pipeline drops the remainder
         _compile(model, config, total_steps=steps * config.epochs, warmup_steps=int(config.warmup_epochs * steps))
-    config = dataclasses.replace(config, image_size=list(model.input_shape[1:3]), scaling=scaling, variant=variant)
+    config = dataclasses.replace(
+        config, image_size=list(architecture.image_size), scaling=scaling, variant=architecture.variant
+    )
     train_ds, val_ds, test_ds = _pipelines(config, splits)
-    recipes.patch_multi_worker_fit(model, strategy, train_ds)
-    if chief:  # only once every input checked out
-        _prepare_output(config, requested)
+    distribute.patch_multi_worker_fit(model, strategy, train_ds)
+    if chief and not config.resume:  # only once every input checked out
+        run_folder.start(config.output, _stored(requested), overwrite=config.overwrite)
     start = time.perf_counter()
-    if config.resume and _fit_finished(config.output):  # killed after fit, while saving or exporting
-        saved = keras.saving.load_model(os.path.join(config.output, "model.keras"), safe_mode=True, compile=False)
+    if config.resume and run_folder.fit_finished(config.output):  # killed after fit, while saving or exporting
+        saved = keras.saving.load_model(os.path.join(config.output, run_folder.MODEL), safe_mode=True, compile=False)
         model.set_weights(saved.get_weights())  # not load_weights: the saved optimizer state is not needed
         start = None
     else:
@@ -132,18 +127,18 @@ def train(config, return_model=False):
             train_ds,
             validation_data=val_ds,
             epochs=config.epochs,
-            callbacks=_callbacks(config.output, chief, worker if recipes.several_workers(strategy) else None),
+            callbacks=_callbacks(config.output, chief, worker if distribute.several_workers(strategy) else None),
             shuffle=False,  # tf.data shuffles, with the seed
             verbose=_verbosity(config.verbose),
         )
         _check_not_diverged(history.history.get("loss", []), config.output)
     seconds = None if start is None else time.perf_counter() - start
     metrics = model.evaluate(test_ds, return_dict=True, verbose=0)
-    results = _finish(model, config, splits, metrics, seconds, test_ds) if chief else _summary(config, splits, metrics)
+    results = _finish(model, config, architecture, splits, metrics, seconds, test_ds) if chief else _summary(config, splits, metrics)
     if chief and config.export:
         results["export"] = _export(config, splits)
     if chief:
-        files.write_json(os.path.join(config.output, "results.json"), results)
+        run_folder.write_results(config.output, results)
     return (results, model) if return_model else results
 
 
@@ -155,19 +150,16 @@ def _verbosity(verbose):
 
 
 def _build_model(config, splits):
-    """`(model, scaling, variant)`: from scratch, or from `config.weights` with a new head at the asked size.
-
-    `variant` is the checkpoint's own when fine-tuning (`None` for an architecture outside the table).
-    """
+    """`(model, scaling, ViTConfig)`: from scratch, or from `config.weights` with a new head at the asked size."""
     if not config.weights:
-        model = build_vit(
+        architecture = ViTConfig.from_variant(
             config.variant,
             image_size=config.image_size,
             num_classes=splits.num_classes,
             dropout_rate=config.dropout_rate,
             drop_path_rate=config.drop_path_rate,
         )
-        return model, config.scaling or "vit", config.variant
+        return build_vit(architecture), config.scaling or "vit", architecture
     model, report = build_from_checkpoint(
         config.weights,
         image_size=config.image_size,
@@ -178,26 +170,26 @@ def _build_model(config, splits):
     )
     for line in report.adapted:
         print(f"keras-vit train: {line}")
-    return model, config.scaling or _checkpoint_scaling(config.weights, report), report.variant
+    return model, config.scaling or _checkpoint_scaling(config.weights, report), report.config
 
 
 def _checkpoint_scaling(weights, report):
     """The pixel scaling the checkpoint was trained with: the registry's, a keras-vit run's, or ViT's."""
     if report.checkpoint:
         return report.checkpoint.scaling
-    if report.format == "keras" and os.path.exists(os.path.join(os.path.dirname(os.path.abspath(weights)), METADATA_FILE)):
-        return read_metadata(weights)["scaling"]  # fine-tuning a model.keras of an earlier run
+    if report.format == "keras" and run_folder.has_metadata(weights):
+        return run_folder.read_metadata(weights)["scaling"]  # fine-tuning a model.keras of an earlier run
     return "vit"
 
 
 def _export(config, splits):
     """The main job's last step: SavedModel + LiteRT into `<output>/export`, with the parity report."""
-    from keras_vit.export import export_model
+    from keras_vit.deploy.export import export_model
 
     test_images, test_labels, calibration = data.report_arrays(splits, config.image_size)
     report = export_model(
         config.output,
-        os.path.join(config.output, "export"),
+        os.path.join(config.output, run_folder.EXPORT),
         test_images=test_images,
         test_labels=test_labels,
         calibration_images=calibration,
@@ -234,44 +226,12 @@ def _check(config):
         raise ValueError("Pass either --overwrite (start again) or --resume (continue), not both.")
 
 
-# Written into every run folder when it is made: the settings `--resume` continues with, and the
-# mark of a run folder, which `--overwrite` alone may delete (or a finished run's keras_vit.json
-# from before it existed); a folder that merely holds a `history.csv` is never taken for a run.
-RUN_CONFIG = "train_config.json"
+# Settings that say where and how to run, not what: never stored, never compared on `--resume`.
 _NOT_STORED = ("output", "overwrite", "resume", "verbose", "export", "cache", "data_dir")
 
 
-def _check_output(output, overwrite, resume):
-    """Refuses to clobber a folder unless asked, or to resume what is not an unfinished run."""
-    if not os.path.exists(output):
-        if resume:
-            raise FileNotFoundError(f"--resume: there is no run in {output} to continue.")
-        return
-    if not os.path.isdir(output):
-        raise NotADirectoryError(f"--output {output} is a file; choose a folder.")
-    if resume:
-        if not os.path.exists(os.path.join(output, RUN_CONFIG)):
-            raise FileNotFoundError(f"--resume: {output} holds no unfinished keras-vit run (no {RUN_CONFIG}).")
-        if os.path.exists(os.path.join(output, "results.json")):
-            raise FileExistsError(f"The run in {output} has finished; nothing to resume. Use --overwrite to redo it.")
-        return
-    if not overwrite:
-        raise FileExistsError(f"{output} exists: pass --overwrite to replace it, or --resume to continue its run.")
-    is_run = any(os.path.exists(os.path.join(output, name)) for name in (RUN_CONFIG, METADATA_FILE))
-    if os.listdir(output) and not is_run:
-        raise FileExistsError(f"{output} is not a keras-vit run folder; refusing to delete it. Choose another --output.")
-
-
-def _prepare_output(config, requested):
-    """Makes the run folder (deleting a previous run's with `overwrite`) and stores `requested`."""
-    _check_output(config.output, config.overwrite, config.resume)
-    if config.resume:
-        return
-    if os.path.exists(config.output):
-        shutil.rmtree(config.output)
-    os.makedirs(config.output)
-    settings = {k: v for k, v in dataclasses.asdict(requested).items() if k not in _NOT_STORED}
-    files.write_json(os.path.join(config.output, RUN_CONFIG), settings)
+def _stored(config):
+    return {k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_STORED}
 
 
 def _resumed_config(config):
@@ -280,11 +240,9 @@ def _resumed_config(config):
     A setting given that contradicts the run's is an error: a resumed run with another batch
     size or model would silently train something else.
     """
-    path = os.path.join(config.output, RUN_CONFIG)
-    if not os.path.exists(path):  # no run here (refused later), or a worker without the chief's folder
+    stored = run_folder.read_settings(config.output)
+    if stored is None:  # no run here (refused later), or a worker without the chief's folder
         return config
-    with open(path) as f:
-        stored = json.load(f)
     defaults, taken, conflicts = TrainConfig(), {}, []
     for name, value in stored.items():
         given = getattr(config, name, value)
@@ -295,14 +253,11 @@ def _resumed_config(config):
         else:
             conflicts.append(f"--{name.replace('_', '-')} {given} (the run has {value})")
     if conflicts:
-        raise ValueError(f"--resume continues the run in {config.output} with its own settings, which "
-                         f"{', '.join(conflicts)} contradict: leave them out, or start again with --overwrite.")
+        raise ValueError(
+            f"--resume continues the run in {config.output} with its own settings, which "
+            f"{', '.join(conflicts)} contradict: leave them out, or start again with --overwrite."
+        )
     return dataclasses.replace(config, **taken)
-
-
-def _fit_finished(output):
-    """Whether the run was killed after `fit` (model saved, backup gone) but before its results."""
-    return os.path.exists(os.path.join(output, "model.keras")) and not os.path.exists(os.path.join(output, "backup"))
 
 
 def _check_not_diverged(losses, output):
@@ -332,7 +287,7 @@ def _pipelines(config, splits):
 
 
 def _compile(model, config, total_steps, warmup_steps):
-    optimizer = recipes.make_optimizer(
+    optimizer = optimizers.make_optimizer(
         config.recipe,
         learning_rate=config.learning_rate,
         total_steps=total_steps,
@@ -353,17 +308,17 @@ def _compile(model, config, total_steps, warmup_steps):
 def _callbacks(output, chief=True, worker=None):
     # Keras' callbacks are not multi-worker aware: each worker backs up into a folder of its
     # own, and only the chief logs and checkpoints.
-    backup = os.path.join(output, "backup", *([f"worker_{worker}"] if worker is not None else []))
+    backup = os.path.join(output, run_folder.BACKUP, *([f"worker_{worker}"] if worker is not None else []))
     if not chief:
         return [keras.callbacks.BackupAndRestore(backup)]
     # BackupAndRestore before CSVLogger: a kill between the two repeats an epoch's row, never loses one.
     return [
         keras.callbacks.BackupAndRestore(backup),
-        keras.callbacks.CSVLogger(os.path.join(output, "history.csv"), append=True),
+        keras.callbacks.CSVLogger(os.path.join(output, run_folder.HISTORY_CSV), append=True),
         keras.callbacks.ModelCheckpoint(
-            os.path.join(output, "checkpoints", "best.keras"), monitor="val_accuracy", save_best_only=True
+            os.path.join(output, run_folder.BEST), monitor="val_accuracy", save_best_only=True
         ),
-        keras.callbacks.TensorBoard(os.path.join(output, "logs")),
+        keras.callbacks.TensorBoard(os.path.join(output, run_folder.LOGS)),
         keras.callbacks.TerminateOnNaN(),
     ]
 
@@ -380,12 +335,10 @@ def _summary(config, splits, metrics):
     }
 
 
-def _finish(model, config, splits, metrics, seconds, test_ds):
+def _finish(model, config, architecture, splits, metrics, seconds, test_ds):
     output = config.output
-    tmp = os.path.join(output, ".model.keras.tmp.keras")  # Keras saves only to a name ending in .keras
-    model.save(tmp)
-    os.replace(tmp, os.path.join(output, "model.keras"))
-    write_metadata(
+    run_folder.save_model(model, output)
+    run_folder.write_metadata(
         output,
         image_size=model.input_shape[1:3],
         scaling=config.scaling,
@@ -395,11 +348,12 @@ def _finish(model, config, splits, metrics, seconds, test_ds):
         dataset=splits.name,
         seed=config.seed,  # folders and TFDS datasets without a test split hold one out with it
         bad_files=config.bad_files,
+        architecture=architecture.to_dict(),
     )
-    history = read_history(os.path.join(output, "history.csv"))
-    files.write_json(os.path.join(output, "history.json"), history)
-    plot_curves(history, os.path.join(output, "curves.png"))
-    plot_confusion_matrix(*predicted_classes(model, test_ds), splits.labels, os.path.join(output, "confusion_matrix.png"))
+    history = read_history(os.path.join(output, run_folder.HISTORY_CSV))
+    files.write_json(os.path.join(output, run_folder.HISTORY_JSON), history)
+    plot_curves(history, os.path.join(output, run_folder.CURVES))
+    plot_confusion_matrix(*predicted_classes(model, test_ds), splits.labels, os.path.join(output, run_folder.CONFUSION_MATRIX))
     fit_seconds = None if seconds is None else round(seconds, 1)
     results = {**_summary(config, splits, metrics), "epochs": len(history["epoch"]), "fit_seconds": fit_seconds}
     return results
@@ -410,9 +364,7 @@ def _finish(model, config, splits, metrics, seconds, test_ds):
 
 def evaluate(model_path, dataset="digits", *, split="test", data_dir=None, batch_size=64):
     """Loads a trained model and returns its loss, top-1 and top-5 on a split."""
-    from keras_vit.export import load_model  # checks the file and that it fits its keras_vit.json
-
-    model, metadata, _ = load_model(model_path)
+    model, metadata, _ = run_folder.load_model(model_path)  # checks the file and that it fits its keras_vit.json
     splits = data.load_for_model(dataset, metadata, data_dir=data_dir)
     ds = data.pipeline(
         getattr(splits, split),

@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 from keras_vit import files
-from keras_vit.variants import parse_variant
+from keras_vit.config import parse_variant
 
 ROOFLINE_N = 4096
 CEILING = "matmuls_only"

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from keras_vit import digits as _digits  # noqa: F401  (registers the "digits" TFDS builder)
+from keras_vit.training import digits as _digits  # noqa: F401  (registers the "digits" TFDS builder)
 from keras_vit.preprocessing import preprocessing_model
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -315,7 +315,7 @@ def _drop_unreadable(paths, ys, bad_files):
 
 
 def _report(message, paths):
-    print(f"keras_vit.data: {message}: " + ", ".join(paths[:10]) + (" ..." if len(paths) > 10 else ""), file=sys.stderr)
+    print(f"keras_vit.training.data: {message}: " + ", ".join(paths[:10]) + (" ..." if len(paths) > 10 else ""), file=sys.stderr)
 
 
 def _file_dataset(paths, ys):

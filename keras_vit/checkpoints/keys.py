@@ -9,7 +9,7 @@ format follow.
 
 import numpy as np
 
-from keras_vit.checkpoint_adapt import CLS, POSEMB
+from keras_vit.checkpoints.adapt import CLS, POSEMB
 
 _NORM = {"gamma": "scale", "beta": "bias"}
 _LEAVES = ("kernel", "bias")

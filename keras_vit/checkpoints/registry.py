@@ -1,4 +1,4 @@
-"""The well-known ViT checkpoints, as data, and the paper's fine-tuning recipe.
+"""The well-known ViT checkpoints, as data.
 
 A checkpoint is named `"<variant>:<tag>"`, e.g. `"B/16:augreg_in21k_ft_in1k"`;
 `build_vit("B/16", weights="augreg_in21k_ft_in1k")` looks up the same row.
@@ -166,38 +166,3 @@ def _sha256(path):
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-@dataclasses.dataclass(frozen=True)
-class FineTuneRecipe:
-    """The ViT paper's fine-tuning setup (Dosovitskiy et al. 2020, Appendix B.1.1).
-
-    SGD with momentum 0.9, no weight decay, gradients clipped at global norm 1,
-    a short linear warmup then cosine decay to zero, batch 512. The paper
-    sweeps the learning rate over `learning_rates` and fine-tunes at a higher
-    resolution than pre-training (384 for the ImageNet results).
-    """
-
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    global_clipnorm: float = 1.0
-    warmup_steps: int = 500  # the original code's fine-tuning configs
-    batch_size: int = 512
-    learning_rates: tuple = (0.001, 0.003, 0.01, 0.03)
-    steps: int = 20_000  # ImageNet; the paper uses 500-10k for the smaller transfer sets
-
-    def optimizer(self, learning_rate, total_steps=None):
-        """A `keras.optimizers.SGD` following the recipe (warmup, then cosine to 0)."""
-        from keras_vit.recipes import make_optimizer
-
-        total_steps = total_steps or self.steps
-        return make_optimizer(
-            "sgd",
-            learning_rate=learning_rate,
-            total_steps=total_steps,
-            warmup_steps=min(self.warmup_steps, max(total_steps // 10, 1)),
-            clipnorm=self.global_clipnorm,
-        )
-
-
-FINE_TUNE_RECIPE = FineTuneRecipe()

@@ -8,7 +8,7 @@ Copy this file, the `.tflite` file and `labels.txt` to the device, then:
 The `.tflite` files written by `keras-vit export` take float32 pixels in 0..255
 at the model's image size and normalise them themselves; this script only
 decodes and resizes (bilinear with antialiasing, as the training pipeline does).
-It reads images as `keras_vit.predict.read_image` does; the two are tested on
+It reads images as `keras_vit.deploy.predict.read_image` does; the two are tested on
 the same files.
 """
 

@@ -1,0 +1,242 @@
+"""The architecture as data: `ViTConfig`, one frozen dataclass, and the variants table.
+
+    config = ViTConfig.from_variant("B/16", image_size=384, num_classes=10)
+    model = keras_vit.build_vit(config)            # or build_vit("B/16", image_size=384, ...)
+
+Every option of the model is a field of `ViTConfig`, checked once, in
+`__post_init__`, with the `ValueError`s that name the argument; the builder,
+the checkpoint reader and `keras_vit.json` all speak this one type.
+
+The table's rows are the model sizes the papers name: the ViT paper
+(Dosovitskiy et al. 2020, Table 1) for B, L and H, the AugReg paper (Steiner
+et al. 2021) for Ti and S. Dropout defaults are those of the original code's
+configs (google-research/vision_transformer, `configs/models.py`). Parameter
+counts are at 224x224 with patch 16 (H: 14), 1000 classes, class-token pooling
+and no representation layer.
+"""
+
+import dataclasses
+import re
+
+POOLINGS = ("token", "gap")
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One row of the table: a model size (everything but patch and image size)."""
+
+    hidden_dim: int
+    num_layers: int
+    num_heads: int
+    mlp_dim: int
+    dropout_rate: float = 0.0
+    attention_dropout_rate: float = 0.0
+
+
+VARIANTS = {
+    # A toy for tests, notebooks and the built-in digits; not from a paper.
+    "tiny": Variant(hidden_dim=64, num_layers=2, num_heads=2, mlp_dim=128),
+    "Ti": Variant(hidden_dim=192, num_layers=12, num_heads=3, mlp_dim=768),  # 5,717,416
+    "S": Variant(hidden_dim=384, num_layers=12, num_heads=6, mlp_dim=1536),  # 22,050,664
+    "B": Variant(hidden_dim=768, num_layers=12, num_heads=12, mlp_dim=3072),  # 86,567,656
+    "L": Variant(hidden_dim=1024, num_layers=24, num_heads=16, mlp_dim=4096, dropout_rate=0.1),  # 304,326,632
+    "H": Variant(hidden_dim=1280, num_layers=32, num_heads=16, mlp_dim=5120, dropout_rate=0.1),  # 632,045,800 (H/14)
+}
+
+_NAME = re.compile(r"^(?P<variant>[A-Za-z]+)(?:/(?P<patch>\d+))?$")
+
+
+def parse_variant(name):
+    """Splits a name like `"B/16"` into its `Variant` and patch size.
+
+    Args:
+        name: `"<variant>/<patch_size>"` such as `"S/16"`, `"B/32"`, `"H/14"`,
+            or a bare variant name (`"tiny"`), whose patch size is then `None`.
+
+    Returns:
+        `(Variant, patch_size)`, `patch_size` an int or `None`.
+
+    Example:
+
+    >>> parse_variant("B/16")
+    (Variant(hidden_dim=768, num_layers=12, num_heads=12, mlp_dim=3072, dropout_rate=0.0, attention_dropout_rate=0.0), 16)
+    """
+    match = _NAME.match(str(name).strip()) if isinstance(name, str) else None
+    if match is None or match["variant"] not in VARIANTS:
+        raise ValueError(
+            f"Unknown variant={name!r}. Expected one of {sorted(VARIANTS)} with an "
+            "optional patch size, such as 'B/16', 'S/32' or 'H/14'."
+        )
+    patch = match["patch"]
+    if patch is not None and int(patch) <= 0:
+        raise ValueError(f"variant={name!r} has a non-positive patch size.")
+    return VARIANTS[match["variant"]], int(patch) if patch is not None else None
+
+
+@dataclasses.dataclass(frozen=True)
+class ViTConfig:
+    """Everything that decides a ViT's graph and weights, checked once.
+
+    Fields take the vocabulary of `build_vit`, whose keyword arguments they
+    are. Sizes given as an int become `(height, width)` pairs.
+
+    Args:
+        hidden_dim: width `D` of every token.
+        num_layers: transformer blocks.
+        num_heads: attention heads; must divide `hidden_dim`.
+        mlp_dim: hidden size of each block's MLP.
+        patch_size: int or `(height, width)` of a patch.
+        image_size: int or `(height, width)`, each a multiple of the patch
+            size. Defaults to `224`.
+        num_channels: image channels. Defaults to `3`.
+        num_classes: outputs of the head. Defaults to `1000`.
+        include_top: add the head; if `False` the model returns the pooled
+            `(B, D)` features. Defaults to `True`.
+        pooling: `"token"` (the class token's output) or `"gap"` (mean of the
+            patch tokens; no class token at all, as in the original code).
+            Defaults to `"token"`.
+        representation_size: width of the pre-logits Dense + tanh layer, or
+            `None` for none. Defaults to `None`.
+        dropout_rate: dropout after the embedding, attention and MLP.
+            Defaults to `0.0`.
+        attention_dropout_rate: dropout on the attention weights. Defaults to `0.0`.
+        drop_path_rate: stochastic depth of the last block; earlier blocks get
+            linearly less (Huang et al. 2016). Defaults to `0.0`.
+        layer_norm_epsilon: of every LayerNorm. Defaults to `1e-6`, as the
+            original code.
+
+    Example:
+
+    >>> config = ViTConfig.from_variant("B/16", image_size=384, num_classes=10)
+    >>> config.grid, config.num_tokens, config.variant
+    ((24, 24), 577, 'B/16')
+    """
+
+    hidden_dim: int
+    num_layers: int
+    num_heads: int
+    mlp_dim: int
+    patch_size: tuple
+    image_size: tuple = (224, 224)
+    num_channels: int = 3
+    num_classes: int = 1000
+    include_top: bool = True
+    pooling: str = "token"
+    representation_size: int = None
+    dropout_rate: float = 0.0
+    attention_dropout_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    layer_norm_epsilon: float = 1e-6
+
+    def __post_init__(self):
+        set_field = object.__setattr__.__get__(self)  # frozen: normalise through the back door, once
+        set_field("patch_size", to_pair(self.patch_size, "patch_size"))
+        set_field("image_size", to_pair(self.image_size, "image_size"))
+        for size, patch in zip(self.image_size, self.patch_size):
+            if size % patch:
+                raise ValueError(
+                    f"image_size={self.image_size} is not divisible by patch_size={self.patch_size}; "
+                    "use an image size that is a multiple of the patch size."
+                )
+        for key in ("hidden_dim", "num_layers", "num_heads", "mlp_dim", "num_channels"):
+            positive_int(getattr(self, key), key)
+        if self.hidden_dim % self.num_heads:
+            raise ValueError(f"hidden_dim={self.hidden_dim} is not divisible by num_heads={self.num_heads}.")
+        for key in ("dropout_rate", "attention_dropout_rate", "drop_path_rate"):
+            set_field(key, rate(getattr(self, key), key))
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"Unknown pooling={self.pooling!r}; expected one of {POOLINGS}.")
+        if self.representation_size is not None:
+            positive_int(self.representation_size, "representation_size")
+        set_field("include_top", bool(self.include_top))
+        if self.include_top:
+            positive_int(self.num_classes, "num_classes")
+        if isinstance(self.layer_norm_epsilon, bool) or not isinstance(self.layer_norm_epsilon, (int, float)) or (
+            not self.layer_norm_epsilon > 0
+        ):
+            raise ValueError(f"layer_norm_epsilon={self.layer_norm_epsilon!r} must be a positive number.")
+
+    @classmethod
+    def from_variant(cls, variant, **overrides):
+        """The table's row for `variant` (`"B/16"`), with `overrides` (any field) applied.
+
+        An override of `None` keeps the row's value, so `build_vit`'s optional
+        arguments pass straight through.
+        """
+        row, patch = parse_variant(variant)
+        fields = {**dataclasses.asdict(row), "patch_size": patch}
+        fields.update({key: value for key, value in overrides.items() if value is not None})
+        if fields["patch_size"] is None:
+            raise ValueError(f"variant={variant!r} names no patch size; write e.g. '{variant}/16' or pass patch_size.")
+        unknown = sorted(set(fields) - {field.name for field in dataclasses.fields(cls)})
+        if unknown:
+            raise TypeError(f"Unknown ViT option(s) {unknown}; the options are the fields of ViTConfig.")
+        return cls(**fields)
+
+    def replace(self, **changes):
+        """A copy with `changes`, checked like a new config."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self):
+        """Plain JSON types (pairs as lists), as stored in `keras_vit.json`."""
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, fields):
+        """The inverse of `to_dict`; a key that is no field is an error naming it."""
+        names = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(fields) - names)
+        if unknown:
+            raise ValueError(f"Unknown ViTConfig field(s) {unknown}; known: {sorted(names)}.")
+        return cls(**fields)
+
+    @property
+    def grid(self):
+        """`(rows, cols)` of the patch grid."""
+        return tuple(size // patch for size, patch in zip(self.image_size, self.patch_size))
+
+    @property
+    def num_prefix_tokens(self):
+        """Tokens before the patches: the class token, if any."""
+        return int(self.pooling == "token")
+
+    @property
+    def num_tokens(self):
+        """Tokens every block sees."""
+        return self.num_prefix_tokens + self.grid[0] * self.grid[1]
+
+    @property
+    def variant(self):
+        """The table's name for this size and patch (`"B/16"`), or `None` for a size outside it."""
+        shape = (self.hidden_dim, self.num_layers, self.num_heads, self.mlp_dim)
+        names = [name for name, v in VARIANTS.items() if (v.hidden_dim, v.num_layers, v.num_heads, v.mlp_dim) == shape]
+        if not names:
+            return None
+        rows, cols = self.patch_size
+        return f"{names[0]}/{rows}" if rows == cols else names[0]
+
+
+# --- argument checks, shared by the config and the layers ------------------------------
+
+
+def positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name}={value!r} must be a positive integer.")
+    return value
+
+
+def rate(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{name}={value!r} must be a number in [0, 1).")
+    return float(value)
+
+
+def to_pair(value, name):
+    """`16` -> `(16, 16)`; `(16, 8)` -> `(16, 8)`; both entries positive ints."""
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair) != 2:
+        raise ValueError(f"{name}={value!r} must be an int or a pair of ints.")
+    for v in pair:
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ValueError(f"{name}={value!r} must be a positive int or a pair of them.")
+    return pair

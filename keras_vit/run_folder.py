@@ -1,0 +1,186 @@
+"""The run folder: what `keras-vit train` writes, what everything else reads. The one module that knows it.
+
+    runs/digits/
+        model.keras            the trained model (loads with `safe_mode=True` after `import keras_vit`)
+        keras_vit.json         what its input expects: image size, scaling, labels; and its `ViTConfig`
+        train_config.json      the settings asked for, written when the run starts: `--resume` continues
+                               with them, and it marks the folder as a run (`--overwrite` deletes only runs)
+        results.json           test metrics, written last: a run with it has finished
+        history.csv, .json     per-epoch metrics; curves.png, confusion_matrix.png
+        checkpoints/best.keras the best epoch by validation accuracy
+        backup/                Keras' BackupAndRestore state, gone once `fit` ends
+        logs/                  TensorBoard
+        export/                `keras_vit.deploy.export`'s folder
+
+Every file is written whole or not at all (`keras_vit.files`).
+"""
+
+import json
+import os
+import shutil
+import zipfile
+
+import keras
+
+from keras_vit import files  # importing keras_vit registers its layers: safe mode loads them without code
+from keras_vit.preprocessing import check_scaling
+
+MODEL = "model.keras"
+METADATA = "keras_vit.json"
+SETTINGS = "train_config.json"
+RESULTS = "results.json"
+HISTORY_CSV, HISTORY_JSON = "history.csv", "history.json"
+CURVES, CONFUSION_MATRIX = "curves.png", "confusion_matrix.png"
+BEST = os.path.join("checkpoints", "best.keras")
+BACKUP, LOGS, EXPORT = "backup", "logs", "export"
+
+METADATA_FILE = METADATA  # the name 0.1.0 exported
+
+
+def write_metadata(directory, *, image_size, scaling, labels, **extra):
+    """Writes `keras_vit.json` into `directory` atomically (temp file, then rename)."""
+    metadata = {"image_size": list(image_size), "scaling": check_scaling(scaling), "labels": list(labels), **extra}
+    files.write_json(os.path.join(directory, METADATA), metadata)
+    return metadata
+
+
+def read_metadata(path):
+    """Reads `keras_vit.json` from a model's folder (or next to a model file)."""
+    directory = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    file = os.path.join(directory, METADATA)
+    if not os.path.exists(file):
+        raise FileNotFoundError(
+            f"No {METADATA} next to {path}: it holds the image size, scaling and labels "
+            "the model expects. Models written by `keras-vit train` have one."
+        )
+    with open(file) as f:
+        return json.load(f)
+
+
+def has_metadata(model_path):
+    """Whether a `.keras` file has its `keras_vit.json` beside it (a run's model, not a bare file)."""
+    return os.path.exists(os.path.join(os.path.dirname(os.path.abspath(model_path)), METADATA))
+
+
+def model_path(path):
+    """The `.keras` file of a run folder (or the file itself), or `None` if there is none."""
+    path = os.fspath(path)
+    candidate = os.path.join(path, MODEL) if os.path.isdir(path) else path
+    return candidate if candidate.endswith(".keras") and os.path.isfile(candidate) else None
+
+
+def load_model(path):
+    """`(model, metadata, path of the .keras file)` from a run folder or `.keras` file.
+
+    Raises:
+        FileNotFoundError: no `.keras` file, or no `keras_vit.json` beside it.
+        ValueError: the file is no `.keras` archive, or the model's input size
+            or number of outputs disagrees with `keras_vit.json`.
+    """
+    file = model_path(path)
+    if file is None:
+        raise FileNotFoundError(
+            f"No model at {path}: expected a folder with {MODEL} and {METADATA} "
+            "(as `keras-vit train` writes), or a .keras file."
+        )
+    # Keras reports a file that is no zip archive as "File not found", though it is there.
+    if not zipfile.is_zipfile(file):
+        raise ValueError(
+            f"{file} is not a valid .keras archive (a zip file written by model.save); "
+            "was it saved by another program or truncated?"
+        )
+    metadata = read_metadata(file)
+    model = keras.saving.load_model(file, safe_mode=True)
+    check_model_matches_metadata(model, metadata, file)
+    return model, metadata, os.path.abspath(file)
+
+
+def check_model_matches_metadata(model, metadata, path):
+    """Raises a `ValueError` when `keras_vit.json` describes another model than `model`.
+
+    A mismatch would otherwise surface far away: an IndexError when naming the
+    top classes, or a TensorFlow shape error deep inside the export.
+    """
+    labels, image_size = metadata["labels"], list(metadata["image_size"])
+    if model.output_shape[-1] != len(labels):
+        raise ValueError(
+            f"{path} has {model.output_shape[-1]} outputs but {METADATA} beside it lists "
+            f"{len(labels)} labels; the two come from different models. Put the {METADATA} "
+            "written with this model beside it."
+        )
+    if list(model.input_shape[1:3]) != image_size:
+        raise ValueError(
+            f"{path} takes {tuple(model.input_shape[1:3])} images but {METADATA} beside it "
+            f"says image_size={tuple(image_size)}; the two come from different models. Put the "
+            f"{METADATA} written with this model beside it."
+        )
+
+
+def save_model(model, run):
+    """Writes `model.keras` whole (Keras saves only to a name ending in `.keras`: a temporary one)."""
+    tmp = os.path.join(run, f".{MODEL}.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, os.path.join(run, MODEL))
+
+
+# --- a run's life: started, fitted, finished -------------------------------------------
+
+
+def is_run(folder):
+    """A folder keras-vit made for a run (a finished one from before `train_config.json` existed too).
+
+    A folder that merely holds a `history.csv` is never taken for one.
+    """
+    return any(os.path.exists(os.path.join(folder, name)) for name in (SETTINGS, METADATA))
+
+
+def check_output(output, overwrite, resume):
+    """Refuses to clobber a folder unless asked, or to resume what is not an unfinished run."""
+    if not os.path.exists(output):
+        if resume:
+            raise FileNotFoundError(f"--resume: there is no run in {output} to continue.")
+        return
+    if not os.path.isdir(output):
+        raise NotADirectoryError(f"--output {output} is a file; choose a folder.")
+    if resume:
+        if not os.path.exists(os.path.join(output, SETTINGS)):
+            raise FileNotFoundError(f"--resume: {output} holds no unfinished keras-vit run (no {SETTINGS}).")
+        if finished(output):
+            raise FileExistsError(f"The run in {output} has finished; nothing to resume. Use --overwrite to redo it.")
+        return
+    if not overwrite:
+        raise FileExistsError(f"{output} exists: pass --overwrite to replace it, or --resume to continue its run.")
+    if os.listdir(output) and not is_run(output):
+        raise FileExistsError(f"{output} is not a keras-vit run folder; refusing to delete it. Choose another --output.")
+
+
+def start(output, settings, *, overwrite=False):
+    """Makes the run folder (deleting a previous run's with `overwrite`) and stores `settings`."""
+    check_output(output, overwrite, resume=False)
+    if os.path.exists(output):
+        shutil.rmtree(output)
+    os.makedirs(output)
+    files.write_json(os.path.join(output, SETTINGS), settings)
+
+
+def read_settings(output):
+    """The settings a run was started with, or `None` where there is no run."""
+    path = os.path.join(output, SETTINGS)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def fit_finished(output):
+    """Whether the run was killed after `fit` (model saved, backup gone) but before its results."""
+    return os.path.exists(os.path.join(output, MODEL)) and not os.path.exists(os.path.join(output, BACKUP))
+
+
+def finished(output):
+    return os.path.exists(os.path.join(output, RESULTS))
+
+
+def write_results(output, results):
+    """`results.json`, written last: it marks the run as finished."""
+    files.write_json(os.path.join(output, RESULTS), results)

@@ -1,19 +1,20 @@
-"""`keras-vit`: the command line.
+"""`keras-vit`: the command line, the top of the import graph.
 
-Each sub-command lives in the module that does the work; that module has an
-`add_parser(subparsers)` which registers its flags and sets `run`. This file
-only silences TensorFlow's start-up noise, dispatches, and turns a user's
-mistake into one line on stderr instead of a traceback.
+The library modules hold the work as functions (`training.train.train`,
+`deploy.export.export_model`, `deploy.predict.predict_files`); this file holds
+every sub-command's flags, silences TensorFlow's start-up noise, dispatches,
+and turns a user's mistake into one line on stderr instead of a traceback.
+Training flags are generated from `TrainConfig`, one per field, with its help.
 """
 
 import argparse
 import contextlib
-import importlib
+import dataclasses
+import json
 import os
 import sys
 
-# Modules that contribute a sub-command, in the order `--help` lists them.
-COMMAND_MODULES = ["keras_vit.training.train", "keras_vit.deploy.export", "keras_vit.deploy.predict"]
+import numpy as np
 
 # The mistakes a user can make on the command line; anything else is a bug and keeps its traceback.
 USER_ERRORS = (
@@ -57,8 +58,8 @@ def build_parser():
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).add_parser(subparsers)
+    for add in (_add_train, _add_evaluate, _add_export, _add_predict):
+        add(subparsers)
     return parser
 
 
@@ -75,6 +76,159 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"keras-vit {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+# --- train, evaluate --------------------------------------------------------------------
+
+
+# The sub-commands import their modules when called, not at the top: `main` must silence
+# TensorFlow before anything imports it (its C++ start-up lines bypass every log level).
+
+
+def _add_train(subparsers):
+    from keras_vit.training.train import TrainConfig
+
+    parser = subparsers.add_parser("train", help="train or fine-tune a ViT with model.fit")
+    defaults = TrainConfig()
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        default, help = getattr(defaults, field.name), field.metadata["help"]
+        help += "" if default is None or "default" in help else f" (default: {default})"
+        if field.type is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help)
+        else:
+            kind = field.type if field.type in (int, float) else str
+            parser.add_argument(flag, type=kind, default=default, choices=field.metadata["choices"], help=help)
+    parser.set_defaults(run=_run_train)
+
+
+def _run_train(args):
+    from keras_vit.training.train import TrainConfig, train
+
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    results = train(config)
+    print(json.dumps(results, indent=2))
+    print(
+        f"Wrote {config.output}/: model.keras, keras_vit.json, results.json, history.csv, curves.png, "
+        "confusion_matrix.png, checkpoints/best.keras, logs/ (TensorBoard)"
+        + (", export/ (SavedModel, LiteRT, parity report)" if config.export else "")
+    )
+    return 0
+
+
+def _add_evaluate(subparsers):
+    parser = subparsers.add_parser("evaluate", help="print a trained model's metrics on a dataset")
+    parser.add_argument("model", help="a run folder (or its model.keras)")
+    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args):
+    from keras_vit.training.train import evaluate
+
+    metrics = evaluate(args.model, args.dataset, split=args.split, data_dir=args.data_dir, batch_size=args.batch_size)
+    print(json.dumps({k: round(float(v), 4) for k, v in metrics.items()}, indent=2))
+    return 0
+
+
+# --- export ------------------------------------------------------------------------------
+
+
+def _add_export(subparsers):
+    parser = subparsers.add_parser(
+        "export",
+        help="export a trained model to SavedModel (TF Serving) and LiteRT, with a parity report",
+        description="Exports a trained model folder to SavedModel and LiteRT, and reports their parity.",
+    )
+    parser.add_argument("model_dir", help="folder with model.keras and keras_vit.json")
+    parser.add_argument("--output", required=True, help="folder to create")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    parser.add_argument(
+        "--int8-tolerance",
+        type=float,
+        default=0.01,
+        help="largest accuracy drop (fraction) for keeping full int8 (default: 0.01)",
+    )
+    parser.add_argument(
+        "--dataset",
+        help="take test and calibration images from this dataset (as `keras-vit train --dataset`: "
+        "a TFDS name, digits or a folder)",
+    )
+    parser.add_argument("--data-dir", help="where TFDS keeps --dataset")
+    parser.add_argument("--test-images", help=".npy of uint8 (N, H, W, 3) raw test images for the report")
+    parser.add_argument("--test-labels", help=".npy of int (N,) class indices of --test-images")
+    parser.add_argument("--calibration-images", help=".npy of uint8 (N, H, W, 3) raw training images for int8")
+    parser.add_argument("--name", default="vit", help="model name in TF Serving's layout (default: vit)")
+    parser.add_argument("--version", type=int, default=1, help="integer model version (default: 1)")
+    parser.set_defaults(run=_run_export)
+
+
+def _run_export(args):
+    from keras_vit import run_folder
+    from keras_vit.deploy.export import export_model
+    from keras_vit.training import data
+
+    arrays = (_load_npy(path) for path in (args.test_images, args.test_labels, args.calibration_images))
+    test_images, test_labels, calibration = arrays
+    if args.dataset:
+        metadata = run_folder.read_metadata(args.model_dir)
+        splits = data.load_for_model(args.dataset, metadata, data_dir=args.data_dir)
+        test_images, test_labels, calibration = data.report_arrays(splits, metadata["image_size"])
+    export_model(
+        args.model_dir,
+        args.output,
+        test_images=test_images,
+        test_labels=test_labels,
+        calibration_images=calibration,
+        int8_tolerance=args.int8_tolerance,
+        overwrite=args.overwrite,
+        name=args.name,
+        version=args.version,
+    )
+    return 0
+
+
+def _load_npy(path):
+    if path is None:
+        return None
+    if not path.endswith(".npy"):
+        raise ValueError(f"{path}: expected a .npy file (numpy.save).")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No such .npy file: {path}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:  # not .npy data, truncated, or pickled objects
+        raise ValueError(f"{path} is not a readable .npy array of numbers ({error}).") from None
+
+
+# --- predict -----------------------------------------------------------------------------
+
+
+def _add_predict(subparsers):
+    parser = subparsers.add_parser(
+        "predict",
+        help="print the top-k labels of image files",
+        description="Top-k labels with probabilities for image files (or folders of them).",
+    )
+    parser.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
+    parser.add_argument("--model", required=True, help=".keras file or its folder, SavedModel folder, or .tflite file")
+    parser.add_argument("--top-k", type=int, default=5, help="labels per image (default: 5)")
+    parser.add_argument(
+        "--explain",
+        metavar="DIR",
+        help="also write attention maps of each image into DIR as PNG "
+        "(<name>_rollout.png, <name>_attention.png; .keras models only)",
+    )
+    parser.set_defaults(run=_run_predict)
+
+
+def _run_predict(args):
+    from keras_vit.deploy.predict import predict_files
+
+    return 1 if predict_files(args.images, args.model, top_k=args.top_k, explain=args.explain) else 0
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import zipfile
 
 import keras
 import numpy as np
+from safetensors.numpy import load_file
 
 from keras_vit.checkpoints.keys import model_variables
 
@@ -120,10 +121,6 @@ def read_npz(path):
 
 def read_safetensors(path):
     """All tensors of a safetensors file as NumPy arrays (no torch needed)."""
-    try:
-        from safetensors.numpy import load_file
-    except ImportError as e:
-        raise ImportError("Reading safetensors needs `pip install safetensors`.") from e
     try:
         return dict(load_file(path))
     except Exception as e:  # safetensors raises its own error type for corrupt files

@@ -84,7 +84,7 @@ def export_model(
         size = metadata["image_size"]
         calibration = None if calibration_images is None else litert.resized_pixels(calibration_images, size)
         tflite_rows = _tflite_rows(model, metadata, staging, litert.resized_pixels(test_images, size), calibration, measure)
-        _judge_int8(tflite_rows, int8_tolerance, staging)
+        judge_int8(tflite_rows, int8_tolerance, staging)
         report = {
             "model": model_path,
             "test_images": source,
@@ -131,7 +131,7 @@ def _tflite_rows(model, metadata, root, pixels, calibration, measure):
     return rows
 
 
-def _judge_int8(rows, tolerance, root):
+def judge_int8(rows, tolerance, root):
     """Keeps the int8 file (the last row) only within `tolerance` of float32 (the first)."""
     if rows[-1]["status"] == "skipped":
         return
@@ -192,61 +192,3 @@ def _check_target(output_dir, overwrite):
                 "replace it. Choose another output."
             )
     return output_dir
-
-
-def add_parser(subparsers):
-    parser = subparsers.add_parser(
-        "export",
-        help="export a trained model to SavedModel (TF Serving) and LiteRT, with a parity report",
-        description=export_model.__doc__.split("\n")[0],
-    )
-    parser.add_argument("model_dir", help="folder with model.keras and keras_vit.json")
-    parser.add_argument("--output", required=True, help="folder to create")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    parser.add_argument("--int8-tolerance", type=float, default=0.01,
-                        help="largest accuracy drop (fraction) for keeping full int8 (default: 0.01)")
-    parser.add_argument("--dataset", help="take test and calibration images from this dataset (as `keras-vit "
-                        "train --dataset`: a TFDS name, digits or a folder)")
-    parser.add_argument("--data-dir", help="where TFDS keeps --dataset")
-    parser.add_argument("--test-images", help=".npy of uint8 (N, H, W, 3) raw test images for the report")
-    parser.add_argument("--test-labels", help=".npy of int (N,) class indices of --test-images")
-    parser.add_argument("--calibration-images", help=".npy of uint8 (N, H, W, 3) raw training images for int8")
-    parser.add_argument("--name", default="vit", help="model name in TF Serving's layout (default: vit)")
-    parser.add_argument("--version", type=int, default=1, help="integer model version (default: 1)")
-    parser.set_defaults(run=run)
-
-
-def run(args):
-    test_images, test_labels, calibration = (_load_npy(p) for p in (args.test_images, args.test_labels,
-                                                                     args.calibration_images))
-    if args.dataset:
-        from keras_vit.training import data
-
-        metadata = run_folder.read_metadata(args.model_dir)
-        splits = data.load_for_model(args.dataset, metadata, data_dir=args.data_dir)
-        test_images, test_labels, calibration = data.report_arrays(splits, metadata["image_size"])
-    export_model(
-        args.model_dir,
-        args.output,
-        test_images=test_images,
-        test_labels=test_labels,
-        calibration_images=calibration,
-        int8_tolerance=args.int8_tolerance,
-        overwrite=args.overwrite,
-        name=args.name,
-        version=args.version,
-    )
-    return 0
-
-
-def _load_npy(path):
-    if path is None:
-        return None
-    if not path.endswith(".npy"):
-        raise ValueError(f"{path}: expected a .npy file (numpy.save).")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"No such .npy file: {path}")
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:  # not .npy data, truncated, or pickled objects
-        raise ValueError(f"{path} is not a readable .npy array of numbers ({error}).") from None

@@ -168,29 +168,21 @@ def _top_k(logits, labels, top_k):
     return [(labels[i], float(probabilities[i])) for i in np.argsort(-probabilities)[:top_k]]
 
 
-def add_parser(subparsers):
-    parser = subparsers.add_parser(
-        "predict",
-        help="print the top-k labels of image files",
-        description="Top-k labels with probabilities for image files (or folders of them).",
-    )
-    parser.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
-    parser.add_argument("--model", required=True,
-                        help=".keras file or its folder, SavedModel folder, or .tflite file")
-    parser.add_argument("--top-k", type=int, default=5, help="labels per image (default: 5)")
-    parser.add_argument("--explain", metavar="DIR", help="also write attention maps of each image into DIR as PNG "
-                        "(<name>_rollout.png, <name>_attention.png; .keras models only)")
-    parser.set_defaults(run=run)
+def predict_files(paths, model, *, top_k=5, explain=None):
+    """`keras-vit predict`: prints each image's top-k labels; returns how many files could not be read.
 
-
-def run(args):
-    if args.top_k < 1:
-        raise ValueError(f"--top-k={args.top_k} must be at least 1.")
-    files = image_files(args.images)
-    predict = load_predictor(args.model, args.top_k)
-    explain = None
-    if args.explain:
-        explain = Explainer(args.model)
+    Args:
+        paths: image files or folders of them.
+        model: what `load_predictor` takes.
+        top_k: labels per image. Defaults to `5`.
+        explain: a folder to write each image's attention maps into (`.keras`
+            models only), or `None`.
+    """
+    if top_k < 1:
+        raise ValueError(f"--top-k={top_k} must be at least 1.")
+    files = image_files(paths)
+    predict = load_predictor(model, top_k)
+    explainer = Explainer(model) if explain else None
     failures = 0
     for path, name in zip(files, explain_names(files)):
         try:
@@ -202,10 +194,10 @@ def run(args):
         print(path)
         for label, probability in predict(image):
             print(f"  {probability:.4f}  {label}")
-        if explain:
-            for written in explain.write(image, name, args.explain):
+        if explainer:
+            for written in explainer.write(image, name, explain):
                 print(f"  wrote {written}")
-    return 1 if failures else 0
+    return failures
 
 
 # --- explaining predictions: attention maps ----------------------------------------

@@ -4,6 +4,7 @@ import os
 
 import keras
 import tensorflow as tf
+from keras.src.backend.tensorflow import trainer as tf_trainer  # private: the #20585 work-around patches it
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 
@@ -69,8 +70,6 @@ def patch_multi_worker_fit(model, strategy, dataset):
     """
     if not several_workers(strategy) or not keras.version().startswith(_MULTI_WORKER_FIX_CHECKED):
         return False
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-
     sample_batch = next(iter(dataset))
 
     def build_from_sample(iterator=None, data_batch=None):

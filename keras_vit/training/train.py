@@ -5,7 +5,6 @@ A run writes its folder as `keras_vit.run_folder` describes: the model and its
 `--resume` continues from, TensorBoard logs and the export.
 """
 
-import argparse
 import dataclasses
 import json
 import math
@@ -17,6 +16,7 @@ import keras
 import tensorflow as tf
 
 from keras_vit import files, run_folder
+from keras_vit.deploy.export import export_model
 from keras_vit.checkpoints import build_from_checkpoint, build_vit
 from keras_vit.config import ViTConfig, parse_variant
 from keras_vit.preprocessing import SCALINGS
@@ -184,8 +184,6 @@ def _checkpoint_scaling(weights, report):
 
 def _export(config, splits):
     """The main job's last step: SavedModel + LiteRT into `<output>/export`, with the parity report."""
-    from keras_vit.deploy.export import export_model
-
     test_images, test_labels, calibration = data.report_arrays(splits, config.image_size)
     report = export_model(
         config.output,
@@ -378,44 +376,3 @@ def evaluate(model_path, dataset="digits", *, split="test", data_dir=None, batch
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"), keras.metrics.TopKCategoricalAccuracy(5, name="top5")],
     )
     return model.evaluate(ds, return_dict=True, verbose=0)
-
-
-# --- command line ----------------------------------------------------------------
-
-
-def add_parser(subparsers):
-    parser = subparsers.add_parser("train", help="train or fine-tune a ViT with model.fit")
-    defaults = TrainConfig()
-    for field in dataclasses.fields(TrainConfig):
-        flag = "--" + field.name.replace("_", "-")
-        default, help = getattr(defaults, field.name), field.metadata["help"]
-        help += "" if default is None or "default" in help else f" (default: {default})"
-        if field.type is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help)
-        else:
-            kind = field.type if field.type in (int, float) else str
-            parser.add_argument(flag, type=kind, default=default, choices=field.metadata["choices"], help=help)
-    parser.set_defaults(run=_run_train)
-
-    evaluate_parser = subparsers.add_parser("evaluate", help="print a trained model's metrics on a dataset")
-    evaluate_parser.add_argument("model", help="a run folder (or its model.keras)")
-    evaluate_parser.add_argument("--dataset", default="digits")
-    evaluate_parser.add_argument("--data-dir")
-    evaluate_parser.add_argument("--split", default="test", choices=("train", "validation", "test"))
-    evaluate_parser.add_argument("--batch-size", type=int, default=64)
-    evaluate_parser.set_defaults(run=_run_evaluate)
-
-
-def _run_train(args):
-    config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
-    results = train(config)
-    print(json.dumps(results, indent=2))
-    print(f"Wrote {config.output}/: model.keras, keras_vit.json, results.json, history.csv, curves.png, confusion_matrix.png, "
-          "checkpoints/best.keras, logs/ (TensorBoard)" + (", export/ (SavedModel, LiteRT, parity report)" if config.export else ""))
-    return 0
-
-
-def _run_evaluate(args):
-    metrics = evaluate(args.model, args.dataset, split=args.split, data_dir=args.data_dir, batch_size=args.batch_size)
-    print(json.dumps({k: round(float(v), 4) for k, v in metrics.items()}, indent=2))
-    return 0

@@ -1,0 +1,99 @@
+"""`ViTConfig`: the architecture as one checked, serialisable value."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+import keras_vit
+from keras_vit import VARIANTS, ViTConfig, build_model, build_vit, read_config, run_folder, save_npz
+
+
+def test_from_variant_is_the_row_with_the_patch_and_the_overrides():
+    config = ViTConfig.from_variant("B/32", image_size=(64, 96), num_classes=7, dropout_rate=None)
+    row = VARIANTS["B"]
+    assert (config.hidden_dim, config.num_layers, config.num_heads, config.mlp_dim) == (
+        row.hidden_dim, row.num_layers, row.num_heads, row.mlp_dim,
+    )  # fmt: skip
+    assert config.patch_size == (32, 32) and config.image_size == (64, 96) and config.grid == (2, 3)
+    assert config.num_classes == 7 and config.dropout_rate == row.dropout_rate  # None keeps the row's
+    assert config.variant == "B/32" and config.num_tokens == 7
+    assert ViTConfig.from_variant("L/16").dropout_rate == 0.1  # the original code's default for L
+
+
+def test_build_vit_is_build_model_of_the_config():
+    config = ViTConfig.from_variant("tiny/4", image_size=16, num_classes=3, pooling="gap")
+    by_name = build_vit("tiny/4", image_size=16, num_classes=3, pooling="gap")
+    by_config = build_vit(config)
+    direct = build_model(config)
+    for model in (by_config, direct):
+        assert [w.shape for w in model.weights] == [w.shape for w in by_name.weights]
+        assert model.name == by_name.name == "vit_tiny4"
+    assert build_vit(config, num_classes=5).output_shape == (None, 5)  # options override a config too
+
+
+def test_the_config_is_frozen_and_replace_checks_again():
+    config = ViTConfig.from_variant("tiny/4", image_size=32)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.hidden_dim = 8
+    with pytest.raises(ValueError, match=r"image_size=\(30, 30\) is not divisible by patch_size=\(4, 4\)"):
+        config.replace(image_size=30)
+
+
+def test_dict_round_trip_is_plain_json_and_unknown_fields_are_named():
+    config = ViTConfig.from_variant("S/16", image_size=(224, 160), representation_size=12, include_top=False)
+    data = json.loads(json.dumps(config.to_dict()))
+    assert data["image_size"] == [224, 160] and data["patch_size"] == [16, 16]
+    assert ViTConfig.from_dict(data) == config
+    with pytest.raises(ValueError, match=r"Unknown ViTConfig field\(s\) \['width'\]"):
+        ViTConfig.from_dict({**data, "width": 3})
+    with pytest.raises(TypeError, match="Unknown ViT option"):
+        build_vit("S/16", widht=3)
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(layer_norm_epsilon=0), "layer_norm_epsilon=0 must be a positive number"),
+        (dict(num_classes=0), "num_classes=0"),
+        (dict(pooling="map"), "Unknown pooling='map'"),
+        (dict(num_heads=5), "hidden_dim=64 is not divisible by num_heads=5"),
+    ],
+)
+def test_every_check_runs_on_construction(change, match):
+    with pytest.raises(ValueError, match=match):
+        ViTConfig.from_variant("tiny/4", image_size=32, **change)
+
+
+def test_no_head_needs_no_class_count():
+    config = ViTConfig.from_variant("tiny/4", image_size=32, include_top=False, num_classes=0)
+    assert build_model(config).output_shape == (None, 64)
+
+
+def test_variant_is_none_outside_the_table_and_the_bare_name_for_rectangular_patches():
+    assert ViTConfig.from_variant("B/16", hidden_dim=96, num_heads=2).variant is None
+    assert ViTConfig.from_variant("tiny", patch_size=(4, 2), image_size=8).variant == "tiny"
+    assert build_vit("B/16", hidden_dim=96, num_heads=2, num_layers=1, image_size=32).name == "vit_custom"
+
+
+def test_a_checkpoint_reads_back_as_the_config_it_was_saved_from(tmp_path):
+    config = ViTConfig.from_variant("tiny/8", image_size=(32, 32), num_classes=5, representation_size=16)
+    save_npz(build_model(config), tmp_path / "model.npz")
+    assert read_config(tmp_path / "model.npz") == config
+    model, report = keras_vit.build_from_checkpoint(tmp_path / "model.npz", num_classes=2, image_size=48)
+    assert report.config == config.replace(num_classes=2, image_size=48)
+    assert model.output_shape == (None, 2)
+
+
+def test_a_run_folder_records_its_config(tmp_path):
+    config = ViTConfig.from_variant("tiny/4", image_size=16, num_classes=2)
+    model = build_model(config)
+    run_folder.save_model(model, str(tmp_path))
+    run_folder.write_metadata(
+        str(tmp_path), image_size=config.image_size, scaling="vit", labels=["a", "b"], architecture=config.to_dict()
+    )
+    loaded, metadata, _ = run_folder.load_model(str(tmp_path))
+    assert ViTConfig.from_dict(metadata["architecture"]) == config
+    x = np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype("float32")
+    np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)

@@ -142,9 +142,10 @@ def forward_flops_per_image(arch, patch_size, image_size, num_classes, num_chann
     `arch` needs only `hidden_dim`, `num_layers` and `mlp_dim` (as `keras_vit.parse_variant`'s row).
     """
     dim, layers, mlp = int(arch.hidden_dim), int(arch.num_layers), int(arch.mlp_dim)
-    patches = (image_size // patch_size) ** 2
+    patch_h, patch_w = (patch_size, patch_size) if isinstance(patch_size, int) else patch_size
+    patches = (image_size // patch_h) * (image_size // patch_w)
     tokens = patches + 1  # the class token
-    patch_projection = patches * patch_size * patch_size * num_channels * dim
+    patch_projection = patches * patch_h * patch_w * num_channels * dim
     block = (
         3 * dim * dim * tokens  # QKV projection
         + 2 * tokens * tokens * dim  # Q K^T and attention x V, all heads together
@@ -223,7 +224,7 @@ def main(argv=None):
         parser.error(f"--variant: {error}")
     if patch_size is None:
         parser.error(f"--variant {args.variant!r} names no patch size; write e.g. '{args.variant}/16'")
-    if args.image_size % patch_size:
+    if any(args.image_size % p for p in ((patch_size,) if isinstance(patch_size, int) else patch_size)):
         parser.error(f"--image-size {args.image_size} is not a multiple of the patch size {patch_size}")
 
     backend = keras.backend.backend()
@@ -308,6 +309,7 @@ def main(argv=None):
                 "mfu": utilisation,
                 "step_seconds": timed,
                 "quick": args.quick,
+                "tensorflow_imported": sys.modules.get("tensorflow") is not None,
             },
         )
     return 0

@@ -30,17 +30,27 @@ def _load_script():
 gpu = _load_script()
 
 
-def _run(args, backend="tensorflow", timeout=300):
+# `python benchmarks/gpu.py ARGS` on a machine without TensorFlow: `import tensorflow` fails and
+# `importlib.util.find_spec("tensorflow")` is None, as when it is not installed.
+WITHOUT_TENSORFLOW = (
+    "import runpy, sys; sys.modules['tensorflow'] = None; sys.argv = sys.argv[1:]; "
+    "runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+
+def _run(args, backend="tensorflow", timeout=300, without_tensorflow=False):
     env = dict(os.environ, KERAS_BACKEND=backend)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    python = [sys.executable, "-c", WITHOUT_TENSORFLOW] if without_tensorflow else [sys.executable]
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        [*python, str(SCRIPT), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
 
 
-def _quick(tmp_path, backend, *extra):
+def _quick(tmp_path, backend, *extra, without_tensorflow=False):
     output = tmp_path / "gpu.json"
-    proc = _run(["--quick", "--precision", "float32", "--output", str(output), *extra], backend)
+    args = ["--quick", "--precision", "float32", "--output", str(output), *extra]
+    proc = _run(args, backend, without_tensorflow=without_tensorflow)
     assert proc.returncode == 0, f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu.json"]  # the temporary file was renamed
     result = json.loads(output.read_text())
@@ -75,6 +85,7 @@ def test_quick_torch(tmp_path):
     result, line = _quick(tmp_path, "torch")
     assert result["mfu"] is None and result["peak_tflops"] is None
     assert "MFU n/a" in line
+    assert result["tensorflow_imported"] is False  # keras_vit's core and the script import no TensorFlow
 
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
@@ -82,6 +93,12 @@ def test_quick_jax(tmp_path):
     result, line = _quick(tmp_path, "jax", "--peak-tflops", "1")
     assert isinstance(result["mfu"], float) and result["mfu"] > 0
     assert "jax" in line
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+def test_quick_jax_runs_without_tensorflow(tmp_path):
+    result, _ = _quick(tmp_path, "jax", without_tensorflow=True)
+    assert result["tensorflow_imported"] is False
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 import keras_vit  # noqa: F401  (registers every keras_vit layer: safe mode then loads them without code)
-import keras_vit.visualize  # noqa: F401  (0.1.0 registered BlockWithAttention only here)
 
 FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "v0_1_0")
 
@@ -44,3 +43,36 @@ def test_a_0_1_0_run_folder_keeps_its_metadata():
         metadata = json.load(f)
     assert metadata["image_size"] == [32, 32] and metadata["scaling"] == "vit"
     assert metadata["labels"] == [str(i) for i in range(10)]
+
+
+@pytest.mark.parametrize(
+    "old, new, name",
+    [
+        ("keras_vit.variants", "keras_vit.config", "parse_variant"),
+        ("keras_vit.weights", "keras_vit.checkpoints", "load_weights"),
+        ("keras_vit.resample", "keras_vit.checkpoints.resample", "resample_position_embedding"),
+        ("keras_vit.checkpoint_formats", "keras_vit.checkpoints.formats", "CheckpointError"),
+        ("keras_vit.recipes", "keras_vit.training.optimizers", "make_optimizer"),
+        ("keras_vit.export", "keras_vit.deploy.export", "export_model"),
+        ("keras_vit.tflite", "keras_vit.deploy.litert", "LiteRTModel"),
+    ],
+)
+def test_a_0_1_0_module_path_still_imports_and_says_where_it_moved(old, new, name):
+    import importlib
+    import sys
+
+    sys.modules.pop(old, None)
+    with pytest.warns(DeprecationWarning, match=f"{old} moved to {new}"):
+        module = importlib.import_module(old)
+    assert getattr(module, name) is getattr(importlib.import_module(new), name)
+
+
+def test_the_0_1_0_top_level_names_are_all_still_there():
+    names = (
+        "AddPositionEmbedding ClassToken ClassTokenPooling LayerNorm PatchEmbedding SelfAttention TransformerBlock "
+        "build_vit vit_b16 vit_b32 vit_h14 vit_l16 vit_l32 vit_s16 vit_ti16 resample_position_embedding "
+        "TokenMerging apply_token_merging VARIANTS Variant parse_variant CheckpointError build_from_checkpoint "
+        "load_weights save_npz"
+    ).split()
+    assert [name for name in names if not hasattr(keras_vit, name)] == []
+    assert callable(keras_vit.preprocessing.preprocessing_model)  # an AttributeError in 0.1.0

@@ -91,7 +91,7 @@ class ViTConfig:
         num_channels: image channels. Defaults to `3`.
         num_classes: outputs of the head. Defaults to `1000`.
         include_top: add the head; if `False` the model returns the pooled
-            `(B, D)` features. Defaults to `True`.
+            `(B, D)` features (and `num_classes` becomes `0`). Defaults to `True`.
         pooling: `"token"` (the class token's output) or `"gap"` (mean of the
             patch tokens; no class token at all, as in the original code).
             Defaults to `"token"`.
@@ -151,6 +151,8 @@ class ViTConfig:
         set_field("include_top", bool(self.include_top))
         if self.include_top:
             positive_int(self.num_classes, "num_classes")
+        else:
+            set_field("num_classes", 0)  # no head, no classes: one spelling, so equal models compare equal
         if isinstance(self.layer_norm_epsilon, bool) or not isinstance(self.layer_norm_epsilon, (int, float)) or (
             not self.layer_norm_epsilon > 0
         ):

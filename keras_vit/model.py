@@ -114,6 +114,29 @@ class ViTLayers:
         )
 
 
+def model_config(model):
+    """The `ViTConfig` of a model made by `build_model` (or loaded from its `.keras` file), read from its layers."""
+    layers = ViTLayers.of(model)
+    first, last = layers.blocks[0], layers.blocks[-1]
+    return ViTConfig(
+        hidden_dim=layers.patch_embedding.hidden_dim,
+        num_layers=len(layers.blocks),
+        num_heads=first.num_heads,
+        mlp_dim=first.mlp_dim,
+        patch_size=layers.patch_embedding.patch_size,
+        image_size=tuple(model.input_shape[1:3]),
+        num_channels=model.input_shape[-1],
+        num_classes=layers.head.units if layers.head is not None else 0,
+        include_top=layers.head is not None,
+        pooling="token" if layers.class_token is not None else "gap",
+        representation_size=layers.pre_logits.units if layers.pre_logits is not None else None,
+        dropout_rate=layers.embedding_dropout.rate,
+        attention_dropout_rate=first.attention_dropout_rate,
+        drop_path_rate=last.drop_path_rate,  # the last block's; earlier ones get linearly less
+        layer_norm_epsilon=first.layer_norm_epsilon,
+    )
+
+
 def call_block(block, tokens):
     """The default hook: the block as it is."""
     return block(tokens)

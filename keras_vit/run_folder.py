@@ -23,6 +23,7 @@ import zipfile
 import keras
 
 from keras_vit import files  # importing keras_vit registers its layers: safe mode loads them without code
+from keras_vit.model import model_config
 from keras_vit.preprocessing import check_scaling
 
 MODEL = "model.keras"
@@ -114,6 +115,22 @@ def check_model_matches_metadata(model, metadata, path):
             f"says image_size={tuple(image_size)}; the two come from different models. Put the "
             f"{METADATA} written with this model beside it."
         )
+
+
+def save(model, folder, *, labels, scaling="vit", **extra):
+    """Makes `folder` a model folder as `keras-vit train` would: `model.keras` and its `keras_vit.json`.
+
+    What `keras-vit export`, `predict` and `evaluate` take; for a model trained
+    in Python. `labels` names the outputs in order; `scaling` is how its
+    pixels were scaled (`keras_vit.preprocessing.SCALINGS`).
+    """
+    architecture = model_config(model).to_dict()
+    planned = {"image_size": list(model.input_shape[1:3]), "labels": list(labels)}
+    check_model_matches_metadata(model, planned, folder)  # before anything is written
+    os.makedirs(folder, exist_ok=True)
+    write_metadata(folder, image_size=model.input_shape[1:3], scaling=scaling, labels=labels, architecture=architecture, **extra)
+    save_model(model, folder)
+    return folder
 
 
 def save_model(model, run):

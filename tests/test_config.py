@@ -97,3 +97,32 @@ def test_a_run_folder_records_its_config(tmp_path):
     assert ViTConfig.from_dict(metadata["architecture"]) == config
     x = np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype("float32")
     np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(image_size=(16, 24), num_classes=3, representation_size=5, drop_path_rate=0.1, dropout_rate=0.2),
+        dict(image_size=16, pooling="gap", include_top=False, num_channels=1, layer_norm_epsilon=1e-5),
+    ],
+)
+def test_a_models_config_is_read_back_from_its_layers(options, tmp_path):
+    config = ViTConfig.from_variant("tiny/4", attention_dropout_rate=0.1, **options)
+    model = build_model(config)
+    assert keras_vit.model.model_config(model) == config
+    model.save(tmp_path / "m.keras")
+    loaded = keras_vit.model.model_config(__import__("keras").saving.load_model(tmp_path / "m.keras"))
+    assert loaded == config
+    with pytest.raises(ValueError, match="not a keras_vit ViT"):
+        keras_vit.model.model_config(__import__("keras").Sequential([__import__("keras").layers.Dense(2)]))
+
+
+def test_run_folder_save_makes_a_folder_export_and_predict_take(tmp_path):
+    model = build_vit("tiny/4", image_size=16, num_classes=2)
+    run_folder.save(model, str(tmp_path / "run"), labels=["cat", "dog"])
+    loaded, metadata, _ = run_folder.load_model(str(tmp_path / "run"))
+    assert metadata["labels"] == ["cat", "dog"] and metadata["scaling"] == "vit"
+    assert ViTConfig.from_dict(metadata["architecture"]) == keras_vit.model.model_config(model)
+    with pytest.raises(ValueError, match="2 outputs but keras_vit.json beside it lists 3 labels"):
+        run_folder.save(model, str(tmp_path / "bad"), labels=["a", "b", "c"])
+    assert not (tmp_path / "bad").exists()  # nothing written for a mistake

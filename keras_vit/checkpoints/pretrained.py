@@ -209,7 +209,7 @@ def describe(canonical, layout, path, image_size=None):
         image_size=image_size,
         pooling="token" if CLS in canonical else "gap",
         representation_size=canonical[PRE_LOGITS[0]].shape[1] if PRE_LOGITS[0] in canonical else None,
-        num_classes=canonical[HEAD[0]].shape[1] if HEAD[0] in canonical else 1,
+        num_classes=canonical[HEAD[0]].shape[1] if HEAD[0] in canonical else 0,
         include_top=HEAD[0] in canonical,
     )
 

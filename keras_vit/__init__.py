@@ -6,6 +6,17 @@ package imports no TensorFlow. `training` and `deploy` bring TensorFlow where
 it is the point (tf.data, tf.distribute, SavedModel, LiteRT).
 """
 
+import os as _os
+import sys as _sys
+
+if _sys.argv and _os.path.basename(_sys.argv[0]) == "keras-vit":
+    # The `keras-vit` command: its console script imports this package, and with it Keras and, on
+    # the TensorFlow backend, TensorFlow, before `cli.main` runs; so this is the one moment to hide
+    # TensorFlow's C++ start-up lines (CUDA, oneDNN), which no log level reaches. Library users keep them.
+    from keras_vit.cli import quiet_tensorflow
+
+    quiet_tensorflow()
+
 from keras_vit import _compat, preprocessing, visualize  # noqa: F401  (module names users reach as attributes)
 from keras_vit.checkpoints import (
     CheckpointError,

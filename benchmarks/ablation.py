@@ -28,7 +28,8 @@ import tensorflow as tf  # noqa: E402
 
 import keras_vit  # noqa: E402
 import keras_vit.model as vit_model  # noqa: E402
-from keras_vit.benchmark import ROOFLINE_N, Case, _timed, keras_step, roofline_step  # noqa: E402
+
+from peers import ROOFLINE_N, Case, keras_step, roofline_step, timed  # noqa: E402  (beside this file)
 
 
 class AutodiffBlock(keras_vit.TransformerBlock):
@@ -102,7 +103,7 @@ def main():
     times = {name: [] for name in steps}
     for _ in range(args.rounds):
         for name, step in steps.items():
-            times[name].append(_timed(step))
+            times[name].append(timed(step))
     roofline = 2 * ROOFLINE_N**3 / np.median(times["roofline"]) / 1e9
     flops = case.flops
     print(f"{args.variant} {args.task} batch {args.batch}, {args.rounds} rounds, roofline {roofline:.0f} GFLOP/s, "

@@ -22,8 +22,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from keras_vit.layers import gelu_for_training, layer_norm  # noqa: E402
 from keras_vit.config import parse_variant  # noqa: E402
+from keras_vit.layers import gelu_for_training, layer_norm  # noqa: E402
 
 
 def autodiff_layer_norm(x, gamma, beta, epsilon=1e-6):

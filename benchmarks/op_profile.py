@@ -19,7 +19,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from keras_vit.benchmark import Case, _keras_hub_model, _keras_vit_model, keras_step  # noqa: E402
+from peers import Case, keras_hub_model, keras_step, keras_vit_model  # noqa: E402  (beside this file)
 
 
 def op_times(logdir):
@@ -58,7 +58,7 @@ def main(argv=None):
     import tensorflow as tf
 
     case = Case(args.variant, args.task, args.batch, args.image_size)
-    build = _keras_vit_model if args.model == "keras_vit" else _keras_hub_model
+    build = keras_vit_model if args.model == "keras_vit" else keras_hub_model
     step = keras_step(build(case), case)
     step()
     step()

@@ -1,12 +1,12 @@
-"""`keras-vit benchmark`: keras_vit against keras-hub and timm, in one run, on this machine.
+"""keras_vit against keras-hub and timm, in one run, on this machine.
 
-    keras-vit benchmark                               # B/16, Ti/16 forward; Ti/16, S/16 training
-    keras-vit benchmark --variants B/16 --batch-sizes 16 --train-variants --rounds 7
+    python benchmarks/peers.py                        # B/16, Ti/16 forward; Ti/16, S/16 training
+    python benchmarks/peers.py --variants B/16 --batch-sizes 16 --train-variants --rounds 7
 
 Every case (variant, forward or training step, batch) is timed round-robin:
 in each round the float32 matmul roofline, the case's matmuls alone (the
 ceiling below), keras_vit, keras-hub's `ViTBackbone` (TensorFlow backend) and
-timm (PyTorch, in a child process, `keras_vit.bench_torch`) each run one step
+timm (PyTorch, in a child process, `peers_torch.py` beside this file) each run one step
 on the same shapes, so a machine shared with other work slows all of them
 alike; medians are reported. FLOPs are 2 x multiply-adds of the forward pass
 (3 x that for a training step), counted from the architecture. Peers that are
@@ -18,8 +18,12 @@ kernels run them below it. `matmuls_only` times exactly those matmuls, chained
 at the model's shapes with nothing else (no LayerNorm, softmax, GELU, layout
 transposes or optimizer): the most any TensorFlow implementation of the case
 could reach, printed as each implementation's `of ceiling`.
+
+The other scripts here import its helpers (`from peers import Case, keras_step, timed`): run as
+`python benchmarks/X.py`, Python puts this folder first on `sys.path`.
 """
 
+import argparse
 import dataclasses
 import os
 import subprocess
@@ -62,13 +66,13 @@ class Case:
 # --- the TensorFlow side ---------------------------------------------------------------
 
 
-def _keras_vit_model(case):
+def keras_vit_model(case):
     import keras_vit
 
     return keras_vit.build_vit(case.variant, image_size=case.image_size, num_classes=1000)
 
 
-def _keras_hub_model(case):
+def keras_hub_model(case):
     import keras
     import keras_hub
 
@@ -164,11 +168,11 @@ class ChildSeconds(float):
 
 
 class TorchPeer:
-    """timm in a child process (see `keras_vit.bench_torch`); `.note` says why if it is unavailable."""
+    """timm in a child process (see `peers_torch.py`); `.note` says why if it is unavailable."""
 
     def __init__(self):
-        # Run as a file, not `-m keras_vit...`: importing the package would load TensorFlow first.
-        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_torch.py")
+        # Its own process, by path: this one has TensorFlow, and torchvision (timm) crashes beside it.
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers_torch.py")
         self.process = subprocess.Popen([sys.executable, script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         status = self.process.stdout.readline().strip()
         self.note = None if status == "ready" else (status or "timm child process failed")
@@ -192,7 +196,7 @@ class TorchPeer:
 # --- running -------------------------------------------------------------------------
 
 
-def _timed(step):
+def timed(step):
     """Seconds of one call; a step that times itself (the child process) returns its own."""
     start = time.perf_counter()
     inner = step()
@@ -213,7 +217,7 @@ def measure(case, peers, torch_peer, rounds):
     for _ in range(rounds):
         for name, step in steps.items():
             time.sleep(SETTLE_SECONDS)
-            times[name].append(_timed(step))
+            times[name].append(timed(step))
     return times
 
 
@@ -243,12 +247,12 @@ def summarize(case, times):
 
 def _peers(skip):
     """The Keras implementations that can run here, and notes for those that cannot."""
-    peers, notes = {"keras_vit": _keras_vit_model}, []
+    peers, notes = {"keras_vit": keras_vit_model}, []
     if "keras_hub" not in skip:
         try:
             import keras_hub  # noqa: F401
 
-            peers["keras_hub"] = _keras_hub_model
+            peers["keras_hub"] = keras_hub_model
         except ImportError as e:
             notes.append(f"keras-hub skipped: {e} (pip install keras_vit[bench])")
     return peers, notes
@@ -313,9 +317,8 @@ def plot(rows, path):
     plt.close(fig)
 
 
-def add_parser(subparsers):
-    parser = subparsers.add_parser("benchmark", help="images/s against keras-hub and timm, with the roofline",
-                                   description=__doc__.split("\n\n")[0])
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variants", nargs="*", default=["B/16", "Ti/16"], help="forward pass (default: B/16 Ti/16)")
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 16], help="forward (default: 1 16)")
     parser.add_argument("--train-variants", nargs="*", default=["Ti/16", "S/16"], help="training step (default: Ti/16 S/16)")
@@ -324,4 +327,12 @@ def add_parser(subparsers):
     parser.add_argument("--rounds", type=int, default=5, help="timed steps per implementation (default: 5)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["keras_hub", "timm"])
     parser.add_argument("--output", default="runs/benchmark", help="folder for JSON and PNG (default: runs/benchmark)")
-    parser.set_defaults(run=run)
+    return parser
+
+
+def main(argv=None):
+    run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,4 @@
-"""The timm (PyTorch, CPU) side of `keras-vit benchmark`, in its own process.
+"""The timm (PyTorch, CPU) side of `python benchmarks/peers.py`, in its own process.
 
 TensorFlow and torchvision (which timm imports) crash when loaded into one
 process, so the benchmark starts this file as a child (by path: importing

@@ -6,7 +6,7 @@ Two sources: the built-in digits (TFDS, tiny images upsampled), and a
 generated folder of 640x480 JPEGs (decoded, Inception-cropped, flipped,
 resized). Training pipelines (augmentation on) and evaluation pipelines are
 timed over whole passes after one warm-up pass. Compare with the model's
-training images/s (`keras-vit benchmark`): the pipeline must be faster, or
+training images/s (`python benchmarks/peers.py`): the pipeline must be faster, or
 the model waits on it.
 """
 
@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from keras_vit import data  # noqa: E402
+from keras_vit.training import data  # noqa: E402
 
 
 def write_jpegs(root, count, classes=10, size=(640, 480), seed=0):

@@ -36,13 +36,13 @@ def main():
     quiet_tensorflow()
 
     import keras_vit
-    from keras_vit.deploy.export import load_model
+    from keras_vit.run_folder import load_model
 
     if args.model:
         model, metadata, _ = load_model(args.model)
         test = calibration = None
         if args.dataset:
-            from keras_vit import data
+            from keras_vit.training import data
 
             splits = data.load(args.dataset, download=False)
             size = metadata["image_size"][0]
@@ -59,23 +59,23 @@ def tensorflow_ms(pixels_model, image, repeats):
     """Milliseconds of the TensorFlow forward at batch 1 (the same pixels-in model LiteRT runs)."""
     import tensorflow as tf
 
-    from keras_vit import tflite
+    from keras_vit.deploy import litert
 
     forward = tf.function(lambda x: pixels_model(x, training=False))
-    return tflite.latency_ms(lambda x: forward(x).numpy(), tf.constant(image), repeats)
+    return litert.latency_ms(lambda x: forward(x).numpy(), tf.constant(image), repeats)
 
 
 def table(model, metadata, title, args, test=None, calibration=None):
     """Converts `model` to every quantization and prints one Markdown row each."""
-    from keras_vit import tflite
+    from keras_vit.deploy import litert
 
-    pixels_model = tflite.pixels_model(model, metadata)
+    pixels_model = litert.pixels_model(model, metadata)
     rng = np.random.default_rng(0)
     shape = (*metadata["image_size"], 3)
     if calibration is None:
         calibration = rng.uniform(0, 255, (args.calibration_images, *shape))
-    calibration = tflite.resized_pixels(calibration, metadata["image_size"])
-    test_pixels = None if test is None else tflite.resized_pixels(test[0], metadata["image_size"])
+    calibration = litert.resized_pixels(calibration, metadata["image_size"])
+    test_pixels = None if test is None else litert.resized_pixels(test[0], metadata["image_size"])
     image = rng.uniform(0, 255, (1, *shape)).astype(np.float32)
     most = max(args.threads)
 
@@ -91,14 +91,14 @@ def table(model, metadata, title, args, test=None, calibration=None):
     print("|---|---|" + "---|" * len(columns))
     float32_ms = float32_top1 = None
     with tempfile.TemporaryDirectory() as folder:
-        for quantization in tflite.QUANTIZATIONS:
-            path = tflite.convert(pixels_model, os.path.join(folder, f"{quantization}.tflite"), quantization, calibration)
-            times = [tflite.latency_ms(tflite.LiteRTModel(path, num_threads=n), image, args.repeats) for n in args.threads]
+        for quantization in litert.QUANTIZATIONS:
+            path = litert.convert(pixels_model, os.path.join(folder, f"{quantization}.tflite"), quantization, calibration)
+            times = [litert.latency_ms(litert.LiteRTModel(path, num_threads=n), image, args.repeats) for n in args.threads]
             if quantization == "float32":  # the reference of the speed-up and agreement columns
                 float32_ms = times[-1]
             cells = [f"{t:.1f}" for t in times] + [f"{float32_ms / times[-1]:.2f}x", f"{tf_ms / times[-1]:.2f}x"]
             if test is not None:
-                top1 = tflite.LiteRTModel(path, num_threads=most)(test_pixels).argmax(-1)
+                top1 = litert.LiteRTModel(path, num_threads=most)(test_pixels).argmax(-1)
                 float32_top1 = top1 if quantization == "float32" else float32_top1
                 cells += [f"{np.mean(top1 == float32_top1):.2%}", f"{np.mean(top1 == test[1]):.2%}"]
             size = os.path.getsize(path) / 1e6

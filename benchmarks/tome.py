@@ -19,9 +19,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_vit  # noqa: E402
-from keras_vit import data  # noqa: E402
-from keras_vit.benchmark import _timed  # noqa: E402
-from keras_vit.deploy.export import load_model  # noqa: E402
+from keras_vit.run_folder import load_model  # noqa: E402
+from keras_vit.training import data  # noqa: E402
+
+from peers import timed  # noqa: E402  (beside this file)
 
 
 def test_set(dataset, metadata, num_classes):
@@ -71,7 +72,7 @@ def images_per_second(variants, batch, rounds):
     times = {r: [] for r in variants}
     for _ in range(rounds):
         for r, step in steps.items():
-            times[r].append(_timed(step))
+            times[r].append(timed(step))
     return {r: len(batch) / float(np.median(t)) for r, t in times.items()}
 
 

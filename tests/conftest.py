@@ -1,11 +1,23 @@
+"""What every test shares: no network, float32 and a fixed seed, and the tiny models and folders.
+
+The helpers are fixtures that return functions (`randomize(model)`, `tiny_vit(...)`), so that a
+test can call them several times with its own arguments; they are session-scoped so that module-
+and session-scoped fixtures can use them too. Each sub-folder's `conftest.py` adds what only its
+tests use.
+"""
+
 import ipaddress
 import os
+import pathlib
 import socket
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 class NetworkBlocked(OSError):
@@ -27,7 +39,7 @@ def _no_network():
     """No test reaches the network: an IP connection to anything but this machine fails at once.
 
     Guards Python's sockets (urllib, requests, TFDS and Keras downloads); the two-worker test's
-    gRPC runs in subprocesses on localhost. Checked by `test_data.py::test_the_suite_is_offline`.
+    gRPC runs in subprocesses on localhost. Checked by `training/test_data.py::test_the_suite_is_offline`.
     """
     connect, connect_ex = socket.socket.connect, socket.socket.connect_ex
 
@@ -53,6 +65,75 @@ def _float32_policy_and_seed():
     keras.config.set_dtype_policy("float32")
 
 
-# Scripts the tests run in subprocesses; importing them here (doctest collection) would run
-# TensorFlow and PyTorch in one process.
-collect_ignore_glob = ["*_worker.py", "torch_reference.py"]
+@pytest.fixture(scope="session")
+def repo():
+    """The repository root (`pathlib.Path`), where `deployment_kit/`, `benchmarks/` and `notebooks/` live."""
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def randomize():
+    """`randomize(model, seed=1, scale=0.2)`: every weight drawn from N(0, scale²); returns the model.
+
+    Replaces the zero initialisations (class token, head) and unit norms, which would hide bugs:
+    with every weight random, a wrong or missing weight changes the outputs.
+    """
+
+    def randomize(model, seed=1, scale=0.2):
+        rng = np.random.default_rng(seed)
+        for weight in model.weights:
+            weight.assign(rng.normal(scale=scale, size=weight.shape).astype("float32"))
+        return model
+
+    return randomize
+
+
+@pytest.fixture(scope="session")
+def tiny_vit():
+    """`tiny_vit(variant="tiny/4", image_size=16, num_classes=3, **options)`: `build_vit` of a test-sized ViT.
+
+    The `tiny` row of the variants table (2 blocks, width 64) at a small image size: built in well
+    under a second, so every test can make its own.
+    """
+
+    def tiny_vit(variant="tiny/4", *, image_size=16, num_classes=3, **options):
+        import keras_vit
+
+        return keras_vit.build_vit(variant, image_size=image_size, num_classes=num_classes, **options)
+
+    return tiny_vit
+
+
+@pytest.fixture(scope="session")
+def write_run_folder():
+    """`write_run_folder(directory, model, labels, scaling="vit", **metadata)`: a trained model's folder.
+
+    What `keras-vit train` leaves for `predict`, `export` and `evaluate` to read: `model.keras`
+    and `keras_vit.json` (the model's image size, the pixel scaling, the labels, and any `metadata`).
+    Returns the folder, created if needed.
+    """
+
+    def write(directory, model, labels, scaling="vit", **metadata):
+        from keras_vit import run_folder
+
+        directory = pathlib.Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        model.save(directory / run_folder.MODEL)
+        image_size = tuple(model.input_shape[1:3])
+        run_folder.write_metadata(directory, image_size=image_size, scaling=scaling, labels=labels, **metadata)
+        return directory
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def not_blank():
+    """`not_blank(path)`: whether a written image shows something (its pixels vary), not an empty canvas."""
+
+    def not_blank(path):
+        from PIL import Image
+
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB")).std() > 5
+
+    return not_blank

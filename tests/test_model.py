@@ -16,19 +16,8 @@ PUBLISHED_PARAMS = {
 }
 
 
-def _tiny(**kwargs):
-    return build_vit("tiny/4", image_size=16, num_classes=3, **kwargs)
-
-
 def _images(shape=(2, 16, 16, 3), seed=0):
     return np.random.default_rng(seed).uniform(-1, 1, size=shape).astype("float32")
-
-
-def _randomize(model, seed=1):
-    """Replaces zero initialisations (class token, head) so every weight matters."""
-    rng = np.random.default_rng(seed)
-    for w in model.weights:
-        w.assign(rng.normal(scale=0.1, size=w.shape).astype("float32"))
 
 
 @pytest.mark.parametrize(
@@ -52,17 +41,17 @@ def test_b16_has_the_shapes_of_the_paper():
     assert model.input.name == "images" and model.output_shape == (None, 1000)
 
 
-def test_gap_pooling_has_no_class_token():
-    model = _tiny(pooling="gap")
+def test_gap_pooling_has_no_class_token(tiny_vit):
+    model = tiny_vit(pooling="gap")
     layer_names = [layer.name for layer in model.layers]
     assert "class_token" not in layer_names and "gap_pooling" in layer_names
     assert tuple(model.get_layer("position_embedding").embedding.shape) == (1, 16, 64)
     assert model.get_layer("position_embedding").num_prefix_tokens == 0
 
 
-def test_token_pooling_reads_the_class_token_output():
-    model = _tiny()
-    _randomize(model)
+def test_token_pooling_reads_the_class_token_output(tiny_vit, randomize):
+    model = tiny_vit()
+    randomize(model, scale=0.1)
     x = _images()
     tokens = keras.Model(model.input, model.get_layer("encoder_norm").output)(x)
     features = build_vit("tiny/4", image_size=16, include_top=False)
@@ -70,8 +59,8 @@ def test_token_pooling_reads_the_class_token_output():
     np.testing.assert_allclose(features(x), keras.ops.convert_to_numpy(tokens)[:, 0], rtol=1e-6)
 
 
-def test_representation_layer_and_zero_head():
-    model = _tiny(representation_size=7)
+def test_representation_layer_and_zero_head(tiny_vit):
+    model = tiny_vit(representation_size=7)
     assert model.get_layer("pre_logits").activation is keras.activations.tanh
     assert model.get_layer("pre_logits").units == 7
     head = model.get_layer("head")
@@ -88,8 +77,8 @@ def test_pre_logits_starts_as_flax_dense_lecun_normal_with_zero_bias():
     assert not np.any(bias)
 
 
-def test_include_top_false_returns_features():
-    assert _tiny(include_top=False).output_shape == (None, 64)
+def test_include_top_false_returns_features(tiny_vit):
+    assert tiny_vit(include_top=False).output_shape == (None, 64)
 
 
 def test_explicit_arguments_override_the_variant():
@@ -115,21 +104,21 @@ def test_drop_path_rate_grows_linearly_with_depth():
     np.testing.assert_allclose(rates, [0.0, 0.1, 0.2])
 
 
-def test_inference_is_deterministic_and_dropout_only_acts_in_training():
-    model = _tiny(dropout_rate=0.3, attention_dropout_rate=0.3, drop_path_rate=0.3)
-    _randomize(model)
+def test_inference_is_deterministic_and_dropout_only_acts_in_training(tiny_vit, randomize):
+    model = tiny_vit(dropout_rate=0.3, attention_dropout_rate=0.3, drop_path_rate=0.3)
+    randomize(model, scale=0.1)
     x = _images()
     np.testing.assert_array_equal(model(x), model(x))
     np.testing.assert_allclose(model.predict(x, verbose=0), model(x, training=False), rtol=1e-5, atol=1e-6)
-    plain = _tiny()
+    plain = tiny_vit()
     plain.set_weights(model.get_weights())
     np.testing.assert_allclose(model(x), plain(x), rtol=1e-5, atol=1e-6)  # no dropout at inference
     assert not np.allclose(model(x, training=True), model(x, training=True))
 
 
-def test_keras_file_reloads_in_safe_mode_without_custom_objects(tmp_path):
+def test_keras_file_reloads_in_safe_mode_without_custom_objects(tmp_path, randomize):
     model = build_vit("tiny/4", image_size=(16, 24), num_classes=3, representation_size=5, drop_path_rate=0.1)
-    _randomize(model)
+    randomize(model, scale=0.1)
     path = tmp_path / "vit.keras"
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
@@ -138,13 +127,13 @@ def test_keras_file_reloads_in_safe_mode_without_custom_objects(tmp_path):
     assert not [layer for layer in loaded._flatten_layers() if isinstance(layer, keras.layers.Lambda)]
 
 
-def test_keras_file_reloads_in_a_fresh_process(tmp_path):
+def test_keras_file_reloads_in_a_fresh_process(tmp_path, tiny_vit, randomize):
     """Only `import keras_vit` registers the layers; nothing else is passed."""
     import subprocess
     import sys
 
-    model = _tiny(pooling="gap")
-    _randomize(model)
+    model = tiny_vit(pooling="gap")
+    randomize(model, scale=0.1)
     x = _images()
     model.save(tmp_path / "vit.keras")
     np.save(tmp_path / "x.npy", x)
@@ -160,17 +149,17 @@ def test_keras_file_reloads_in_a_fresh_process(tmp_path):
 
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
-def test_mixed_precision_keeps_float32_weights_and_logits(policy):
+def test_mixed_precision_keeps_float32_weights_and_logits(policy, tiny_vit):
     keras.config.set_dtype_policy(policy)
-    model = _tiny()
+    model = tiny_vit()
     assert model.get_layer("block_0").compute_dtype == policy.split("_")[1]
     assert model.get_layer("block_0").output.dtype == policy.split("_")[1]
     assert all(w.dtype == "float32" for w in model.weights)
     assert keras.backend.standardize_dtype(model(_images()).dtype) == "float32"
 
 
-def test_fit_lowers_the_loss_and_jit_compile_gives_the_same_outputs():
-    model = _tiny()
+def test_fit_lowers_the_loss_and_jit_compile_gives_the_same_outputs(tiny_vit):
+    model = tiny_vit()
     x = _images((32, 16, 16, 3))
     y = np.arange(32) % 3
     model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))

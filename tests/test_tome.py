@@ -5,17 +5,14 @@ import numpy as np
 import pytest
 
 import keras_vit
-from keras_vit.deploy import litert as tflite
+from keras_vit.deploy import litert
 from keras_vit.tome import TokenMerging, apply_token_merging, bipartite_soft_matching
 
 
 @pytest.fixture(scope="module")
-def model():
+def model(tiny_vit, randomize):
     """A tiny/4 ViT at 32x32 (65 tokens, 2 blocks) with every weight random, so no output is trivially 0."""
-    model = keras_vit.build_vit("tiny/4", image_size=32, num_classes=10)
-    rng = np.random.default_rng(0)
-    model.set_weights([rng.normal(0, 0.2, w.shape).astype("float32") for w in model.get_weights()])
-    return model
+    return randomize(tiny_vit(image_size=32, num_classes=10), seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +87,7 @@ def test_tflite_round_trip_with_builtin_ops_only(model, images, tmp_path):
     metadata = {"image_size": [32, 32], "scaling": "vit"}
     pixels = ((images - images.min()) / np.ptp(images) * 255).astype("float32")
     # `convert` allows TFLITE_BUILTINS only: a TensorFlow (Flex) op would fail right here.
-    path = tflite.convert(tflite.pixels_model(fast, metadata), str(tmp_path / "tome.tflite"), "float32")
-    runtime = tflite.LiteRTModel(path)
-    expected = tflite.pixels_model(fast, metadata)(pixels)
+    path = litert.convert(litert.pixels_model(fast, metadata), str(tmp_path / "tome.tflite"), "float32")
+    runtime = litert.LiteRTModel(path)
+    expected = litert.pixels_model(fast, metadata)(pixels)
     np.testing.assert_allclose(runtime(pixels), expected, rtol=1e-4, atol=1e-4)

@@ -1,41 +1,34 @@
-"""Attention maps: the attention model, rollout, the PNG writers, `predict --explain`, confusion matrices."""
+"""Attention maps: the attention model, rollout, the PNG writers (`predict --explain`: tests/deploy/test_predict.py)."""
 
+import keras
 import numpy as np
 import pytest
 from PIL import Image
 
-import keras
-import keras_vit
-from keras_vit import cli, visualize
-from keras_vit.deploy import predict
-from keras_vit.training import reports
-from keras_vit.run_folder import write_metadata
+from keras_vit import visualize
 
 LABELS = [str(i) for i in range(3)]
 # (pooling, image_size): class token and gap, square and rectangular patch grids.
 CASES = [("token", 16), ("token", (16, 8)), ("gap", 16), ("gap", (8, 16))]
 
 
-def _model(pooling="token", image_size=16, **kwargs):
-    model = keras_vit.build_vit("tiny/4", image_size=image_size, num_classes=len(LABELS), pooling=pooling, **kwargs)
-    rng = np.random.default_rng(1)
-    for weight in model.weights:  # the zero head and class token would hide bugs
-        weight.assign(rng.normal(scale=0.2, size=weight.shape).astype("float32"))
-    return model
+@pytest.fixture
+def vit(tiny_vit, randomize):
+    """`vit(pooling="token", image_size=16, **options)`: a tiny ViT with every weight random."""
+
+    def vit(pooling="token", image_size=16, **options):
+        return randomize(tiny_vit(image_size=image_size, num_classes=len(LABELS), pooling=pooling, **options))
+
+    return vit
 
 
 def _images(model, n=2):
     return np.random.default_rng(0).normal(size=(n, *model.input_shape[1:])).astype("float32")
 
 
-def _not_blank(path):
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB")).std() > 5
-
-
 @pytest.mark.parametrize("pooling, image_size", CASES)
-def test_attention_model_shares_the_weights_and_gives_the_same_logits(pooling, image_size):
-    model = _model(pooling, image_size, representation_size=8)
+def test_attention_model_shares_the_weights_and_gives_the_same_logits(pooling, image_size, vit):
+    model = vit(pooling, image_size, representation_size=8)
     attend = visualize.attention_model(model)
     assert {id(w) for w in attend.weights} == {id(w) for w in model.weights}
     outputs = attend(_images(model))
@@ -46,8 +39,8 @@ def test_attention_model_shares_the_weights_and_gives_the_same_logits(pooling, i
     np.testing.assert_allclose(np.sum(outputs["attention"][0], axis=-1), 1, atol=1e-5)
 
 
-def test_attention_model_saves_and_loads_in_safe_mode(tmp_path):
-    model = _model("gap", (16, 8))
+def test_attention_model_saves_and_loads_in_safe_mode(tmp_path, vit):
+    model = vit("gap", (16, 8))
     attend = visualize.attention_model(model)
     attend.save(tmp_path / "attention.keras")
     loaded = keras.saving.load_model(tmp_path / "attention.keras", safe_mode=True)
@@ -57,8 +50,8 @@ def test_attention_model_saves_and_loads_in_safe_mode(tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
-def test_attention_model_of_a_saved_model_without_head(tmp_path):
-    model = _model(include_top=False)
+def test_attention_model_of_a_saved_model_without_head(tmp_path, vit):
+    model = vit(include_top=False)
     model.save(tmp_path / "features.keras")
     loaded = keras.saving.load_model(tmp_path / "features.keras", safe_mode=True)
     outputs = visualize.attention_model(loaded)(_images(model))
@@ -67,8 +60,8 @@ def test_attention_model_of_a_saved_model_without_head(tmp_path):
 
 
 @pytest.mark.parametrize("pooling, image_size", CASES)
-def test_rollout_rows_sum_to_one_and_maps_cover_the_grid(pooling, image_size):
-    model = _model(pooling, image_size)
+def test_rollout_rows_sum_to_one_and_maps_cover_the_grid(pooling, image_size, vit):
+    model = vit(pooling, image_size)
     attention = visualize.attention_model(model)(_images(model))["attention"]
     grid, prefix = visualize.grid_shape(model), visualize.num_prefix_tokens(model)
     assert prefix == (pooling == "token")
@@ -91,7 +84,7 @@ def test_rollout_is_the_product_of_head_averaged_attention_plus_identity():
     np.testing.assert_allclose(visualize.rollout_map(uniform, (1, 2), 1), [[[0.5, 0.5]]])
 
 
-def test_png_writers_make_real_images_of_the_right_size(tmp_path):
+def test_png_writers_make_real_images_of_the_right_size(tmp_path, not_blank):
     image = np.random.default_rng(0).integers(0, 256, (30, 20, 3), dtype=np.uint8)
     heat = np.arange(6, dtype=float).reshape(3, 2)
     visualize.save_overlay(tmp_path / "own.png", image, heat)
@@ -101,49 +94,6 @@ def test_png_writers_make_real_images_of_the_right_size(tmp_path):
     for name, size in sizes.items():
         with Image.open(tmp_path / name) as written:
             assert written.format == "PNG" and written.size == size, name
-        assert _not_blank(tmp_path / name), name
+        assert not_blank(tmp_path / name), name
     upsampled = visualize.upsample(heat, (30, 20))
     assert upsampled.min() == 0 and upsampled.max() == 1
-
-
-def test_confusion_matrix_counts_and_png(tmp_path):
-    true, predicted = [0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 2, 0]
-    expected = [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
-    np.testing.assert_array_equal(reports.confusion_matrix(true, predicted, 3), expected)
-    matrix = reports.plot_confusion_matrix(true, predicted, ["a", "b", "c"], tmp_path / "cm.png")
-    np.testing.assert_array_equal(matrix, expected)
-    with Image.open(tmp_path / "cm.png") as image:
-        assert image.size == (520, 520)
-    assert _not_blank(tmp_path / "cm.png")
-
-
-@pytest.fixture
-def model_dir(tmp_path):
-    folder = tmp_path / "run"
-    folder.mkdir()
-    _model(image_size=(16, 12)).save(folder / "model.keras")
-    write_metadata(folder, image_size=(16, 12), scaling="vit", labels=LABELS)
-    images = tmp_path / "images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    for name in ("a.png", "b.jpg"):
-        Image.fromarray(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(images / name)
-    return folder, images
-
-
-def test_predict_explain_writes_overlays(model_dir, tmp_path, monkeypatch, capsys):
-    folder, images = model_dir
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["keras_vit.deploy.predict"])
-    out = tmp_path / "explained"
-    assert cli.main(["predict", str(images), "--model", str(folder), "--explain", str(out)]) == 0
-    written = sorted(p.name for p in out.iterdir())
-    assert written == ["a_attention.png", "a_rollout.png", "b_attention.png", "b_rollout.png"]
-    with Image.open(out / "a_rollout.png") as image:
-        assert image.size == (240, 320)  # (30, 40) scaled by 8 so its shorter side reaches 224
-    assert all(_not_blank(out / name) for name in written)
-    assert "wrote" in capsys.readouterr().out
-
-
-def test_predict_explain_refuses_models_without_attention(tmp_path):
-    with pytest.raises(ValueError, match="needs the Keras model"):
-        predict.Explainer(tmp_path / "vit.tflite")

@@ -132,7 +132,7 @@ def _load_tfds(name, data_dir, download, validation_fraction):
     names = set(builder.info.splits) or {"train", "test"}
     if "train" not in names:
         raise ValueError(f"TFDS dataset {name!r} has no 'train' split (it has {sorted(names)}).")
-    chosen = _tfds_split_names(names, int(round(validation_fraction * 100)))
+    chosen = tfds_split_names(names, int(round(validation_fraction * 100)))
     splits = {
         split: builder.as_dataset(split=spec, as_supervised=True).map(_to_rgb, num_parallel_calls=tf.data.AUTOTUNE)
         for split, spec in chosen.items()
@@ -151,7 +151,7 @@ def _num_examples(builder, spec, ds):
     return int(ds.reduce(0, lambda count, _: count + 1))  # no metadata: count once
 
 
-def _tfds_split_names(names, percent):
+def tfds_split_names(names, percent):
     """Uses `validation` and `test` when the dataset has them, else holds out slices of `train`."""
     test = "test" if "test" in names else ("validation" if "validation" in names else None)
     validation = "validation" if "validation" in names and test != "validation" else None

@@ -1,17 +1,20 @@
 """The PyTorch side of the checkpoint parity tests, run in its own process.
 
 Importing torchvision (timm imports it) after TensorFlow in one process
-segfaults, and pytest's conftest imports Keras first, so `test_weights.py`
-runs this file with `subprocess`. It never imports TensorFlow or keras_vit.
+segfaults, and pytest's conftest imports Keras first, so the tests in
+`tests/checkpoints/` run this file with `subprocess` (the `run_torch` and
+`reference` fixtures of `conftest.py` here). It never imports TensorFlow or
+keras_vit, and no test imports it: the cases it ran are in `OUT/cases.json`.
 
-    python tests/torch_reference.py make OUT
+    python tests/checkpoints/torch_reference.py make OUT
         Random tiny timm and Hugging Face ViTs (fixed seed): their weights as
-        safetensors, their outputs on `OUT/images.npy`, and timm's position
-        embedding resampling on random tensors.
-    python tests/torch_reference.py make-b16 OUT
+        safetensors, their outputs on `OUT/images.npy`, timm's position
+        embedding resampling on random tensors, and `OUT/cases.json` (the
+        `GRIDS` image sizes and the `RESAMPLE_CASES`).
+    python tests/checkpoints/torch_reference.py make-b16 OUT
         The same at full size: timm's `vit_base_patch16_224` and Hugging Face's
         default `ViTConfig` (B/16 at 224), with their own random initialisation.
-    python tests/torch_reference.py timm-npz OUT CONFIG FILE.npz [CONFIG FILE.npz ...]
+    python tests/checkpoints/torch_reference.py timm-npz OUT CONFIG FILE.npz [CONFIG FILE.npz ...]
         Loads each `.npz` (written by keras_vit) into a fresh timm model of
         CONFIG with timm's own loader; writes `FILE.logits.npy`.
 
@@ -21,6 +24,7 @@ the `GRIDS` models differ only in image size (non-square patch grids), their
 outputs on `OUT/images_<h>x<w>.npy`.
 """
 
+import json
 import pathlib
 import sys
 
@@ -109,6 +113,8 @@ def make(out):
             interpolation=interpolation, antialias=antialias,
         ).numpy()
     np.savez(out / "resample.npz", **resampled)
+    cases = {"grids": {stem: size for stem, (size, _) in GRIDS.items()}, "resample": RESAMPLE_CASES}
+    (out / "cases.json").write_text(json.dumps(cases))
 
 
 @torch.no_grad()

@@ -1,27 +1,69 @@
-"""One tiny model with random weights, exported once per session, shared by the export tests."""
+"""What the deploy tests share: one tiny trained-model run folder, exported once per session.
+
+The model is `tiny/4` at 32x32 with ten labels and every weight random (a zero head would hide
+every bug); `raw_images` are uint8 pixels at other sizes than the model's, as users pass them.
+"""
 
 import numpy as np
 import pytest
-from export_helpers import LABELS, IMAGE_SIZE, randomize, raw_images, save_model_dir
 
-import keras_vit
 import keras_vit.deploy.export
-from keras_vit import cli
+from keras_vit import cli, run_folder
+from keras_vit.preprocessing import preprocessing_model
+
+LABELS = ["airplane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+IMAGE_SIZE = (32, 32)
 
 
 @pytest.fixture(scope="session")
-def model_dir(tmp_path_factory):
-    model = randomize(keras_vit.build_vit("tiny/4", image_size=IMAGE_SIZE, num_classes=len(LABELS)))
-    return save_model_dir(tmp_path_factory.mktemp("trained"), model)
+def labels():
+    """The run folder's ten labels (a fresh list: a test may change its copy)."""
+    return list(LABELS)
+
+
+@pytest.fixture(scope="session")
+def image_size():
+    """The model's input size, `(32, 32)`."""
+    return IMAGE_SIZE
+
+
+@pytest.fixture(scope="session")
+def raw_images():
+    """`raw_images(n, height=40, width=48, seed=0)`: random uint8 pixels, `(n, height, width, 3)`.
+
+    Non-square and not at the model's size by default, so every reader and signature must resize.
+    """
+
+    def raw_images(n, height=40, width=48, seed=0):
+        return np.random.default_rng(seed).integers(0, 256, (n, height, width, 3), dtype=np.uint8)
+
+    return raw_images
+
+
+@pytest.fixture(scope="session")
+def keras_logits():
+    """`keras_logits(model, images)`: the Keras model's logits on raw uint8 images, preprocessed as exported."""
+
+    def keras_logits(model, images):
+        return np.asarray(model(preprocessing_model(IMAGE_SIZE, "vit")(images)))
+
+    return keras_logits
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory, tiny_vit, randomize, write_run_folder):
+    """The run folder of a tiny model with random weights, as `keras-vit train` leaves it."""
+    model = randomize(tiny_vit(image_size=IMAGE_SIZE, num_classes=len(LABELS)))
+    return write_run_folder(tmp_path_factory.mktemp("trained"), model, LABELS, variant="tiny/4")
 
 
 @pytest.fixture(scope="session")
 def model(model_dir):
-    return keras_vit.deploy.export.load_model(str(model_dir))[0]
+    return run_folder.load_model(str(model_dir))[0]
 
 
 @pytest.fixture(scope="session")
-def exported(model_dir, tmp_path_factory):
+def exported(model_dir, tmp_path_factory, raw_images):
     """`(output_dir, report)` of a full export with test labels and calibration images."""
 
     images = raw_images(24)
@@ -35,7 +77,6 @@ def exported(model_dir, tmp_path_factory):
 
 
 @pytest.fixture
-def cli_main(monkeypatch):
-    """`keras-vit` with only this branch's sub-commands (others register theirs elsewhere)."""
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["keras_vit.deploy.export", "keras_vit.deploy.predict"])
+def cli_main():
+    """`keras-vit` in this process: `cli_main([command, *args])` returns the exit status."""
     return cli.main

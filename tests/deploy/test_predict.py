@@ -1,4 +1,4 @@
-"""Reading image files, `keras-vit predict`, and the TensorFlow-free predictor in `export/`."""
+"""Reading image files, `keras-vit predict` (and `--explain`), and the TensorFlow-free predictor in `deployment_kit/`."""
 
 import os
 import re
@@ -9,18 +9,21 @@ import sys
 
 import numpy as np
 import pytest
-from export_helpers import LABELS, REPO, raw_images
 from PIL import Image
 
 from keras_vit.deploy import predict
 
-KIT_PREDICTOR = os.path.join(REPO, "deployment_kit", "predict_litert.py")
+
+@pytest.fixture(scope="module")
+def kit_predictor(repo):
+    """The path of `deployment_kit/predict_litert.py`."""
+    return str(repo / "deployment_kit" / "predict_litert.py")
 
 
 @pytest.fixture(scope="module")
-def kit():
-    """The export/ predictor's functions (importing it pulls in ai_edge_litert, not TensorFlow)."""
-    return runpy.run_path(KIT_PREDICTOR)
+def kit(kit_predictor):
+    """The deployment kit predictor's functions (importing it pulls in ai_edge_litert, not TensorFlow)."""
+    return runpy.run_path(kit_predictor)
 
 
 def _readers(kit):
@@ -37,7 +40,7 @@ def _readers(kit):
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory):
+def images(tmp_path_factory, raw_images):
     folder = tmp_path_factory.mktemp("images")
     rgb = raw_images(1, 30, 40)[0]
     Image.fromarray(rgb).save(folder / "rgb.png")
@@ -103,7 +106,7 @@ def _parse(printed):
 
 @pytest.mark.parametrize("model_path", ["model.keras", "saved_model/vit/1", "tflite/vit_float32.tflite",
                                         "tflite/vit_int8.tflite"])
-def test_predict_agrees_across_model_formats(cli_main, model_dir, exported, images, capsys, model_path):
+def test_predict_agrees_across_model_formats(cli_main, model_dir, exported, images, capsys, model_path, labels):
     folder, _ = images
     good = [str(folder / n) for n in ("rgb.png", "gray.png", "photo.jpg")]
     assert cli_main(["predict", *good, "--model", str(model_dir), "--top-k", "3"]) == 0
@@ -114,7 +117,7 @@ def test_predict_agrees_across_model_formats(cli_main, model_dir, exported, imag
     assert list(results) == good
     tolerance = 0.05 if "int8" in model_path else 1e-3
     for path in good:
-        assert len(results[path]) == 3 and all(label in LABELS for label, _ in results[path])
+        assert len(results[path]) == 3 and all(label in labels for label, _ in results[path])
         assert results[path][0][0] == expected[path][0][0]
         assert results[path][0][1] == pytest.approx(expected[path][0][1], abs=tolerance)
 
@@ -141,7 +144,7 @@ def test_predict_usage_errors_are_one_line(cli_main, images, capsys, args, messa
     assert message in err and err.count("\n") == 1
 
 
-def test_export_kit_predictor_runs_without_tensorflow(exported, images, cli_main, capsys):
+def test_export_kit_predictor_runs_without_tensorflow(exported, images, cli_main, capsys, kit_predictor):
     folder, _ = images
     model = exported[0] / "tflite" / "vit_float32.tflite"
     good = [str(folder / n) for n in ("rgb.png", "photo.jpg")]
@@ -151,7 +154,7 @@ def test_export_kit_predictor_runs_without_tensorflow(exported, images, cli_main
         "sys.modules['tensorflow'] = sys.modules['keras'] = None\n"
         f"sys.argv = ['predict_litert.py', *{good!r}, '--model', {str(model)!r}, '--top-k', '3']\n"
         "try:\n"
-        f"    runpy.run_path({KIT_PREDICTOR!r}, run_name='__main__')\n"
+        f"    runpy.run_path({kit_predictor!r}, run_name='__main__')\n"
         "except SystemExit as exit:\n"
         "    assert not exit.code, exit.code\n"
         "assert not [m for m in sys.modules if m.startswith(('tensorflow', 'keras')) and sys.modules[m]]\n"
@@ -173,7 +176,7 @@ def test_explain_names_are_unique_across_folders():
     assert predict.explain_names(files) == ["1", "1_2", "1_3", "1_2_2", "2"]
 
 
-def test_predict_explain_keeps_the_maps_of_files_with_the_same_name(cli_main, model_dir, tmp_path, capsys):
+def test_predict_explain_keeps_the_maps_of_files_with_the_same_name(cli_main, model_dir, tmp_path, capsys, raw_images):
     for folder, seed in (("a", 0), ("b", 1)):
         (tmp_path / folder).mkdir()
         Image.fromarray(raw_images(1, seed=seed)[0]).save(tmp_path / folder / "1.png")
@@ -186,7 +189,37 @@ def test_predict_explain_keeps_the_maps_of_files_with_the_same_name(cli_main, mo
 
 
 @pytest.fixture
-def kit_files(exported, tmp_path):
+def explain_run(tmp_path, tiny_vit, randomize, write_run_folder):
+    """`(run folder, images folder)`: a random tiny ViT at 16x12 with three labels, and two photographs."""
+    model = randomize(tiny_vit(image_size=(16, 12), num_classes=3, pooling="token"))
+    folder = write_run_folder(tmp_path / "run", model, [str(i) for i in range(3)])
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.jpg"):
+        Image.fromarray(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(images / name)
+    return folder, images
+
+
+def test_predict_explain_writes_overlays(cli_main, explain_run, tmp_path, capsys, not_blank):
+    folder, images = explain_run
+    out = tmp_path / "explained"
+    assert cli_main(["predict", str(images), "--model", str(folder), "--explain", str(out)]) == 0
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["a_attention.png", "a_rollout.png", "b_attention.png", "b_rollout.png"]
+    with Image.open(out / "a_rollout.png") as image:
+        assert image.size == (240, 320)  # (30, 40) scaled by 8 so its shorter side reaches 224
+    assert all(not_blank(out / name) for name in written)
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_predict_explain_refuses_models_without_attention(tmp_path):
+    with pytest.raises(ValueError, match="needs the Keras model"):
+        predict.Explainer(tmp_path / "vit.tflite")
+
+
+@pytest.fixture
+def kit_files(exported, tmp_path, raw_images):
     """A model beside a labels.txt of the wrong length, a labels file, a folder without images."""
     shutil.copy(exported[0] / "tflite" / "vit_float32.tflite", tmp_path / "m.tflite")
     (tmp_path / "two_labels.txt").write_text("cat\ndog\n")
@@ -227,14 +260,14 @@ def _run_script(script, *args, cwd):
      (["good.png", "notes.txt"], "notes.txt is not a JPEG/PNG/GIF/BMP image"),
      (["missing.jpg"], "no such image file: missing.jpg")],
 )
-def test_serving_clients_refuse_files_that_are_no_image(tmp_path, monkeypatch, names, message):
+def test_serving_clients_refuse_files_that_are_no_image(tmp_path, monkeypatch, names, message, raw_images, repo):
     Image.fromarray(raw_images(1)[0]).save(tmp_path / "good.png")
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "notes.txt").write_text("hello")
-    result = _run_script(os.path.join(REPO, "deployment_kit", "serving", "rest_request.py"), *names, cwd=tmp_path)
+    result = _run_script(str(repo / "deployment_kit" / "serving" / "rest_request.py"), *names, cwd=tmp_path)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr == f"rest_request.py: error: {message}\n"
-    grpc_client = runpy.run_path(os.path.join(REPO, "deployment_kit", "serving", "grpc_predict.py"))
+    grpc_client = runpy.run_path(str(repo / "deployment_kit" / "serving" / "grpc_predict.py"))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=re.escape(message)):
         grpc_client["read_image_file"](names[-1])

@@ -1,4 +1,4 @@
-"""Runs `keras_vit.training.train.train` in a process of its own, for tests/test_distribute.py.
+"""Runs `keras_vit.training.train.train` in a process of its own, for tests/training/test_distribute.py.
 
     python distributed_worker.py STRATEGY OUTPUT WEIGHTS.npz [TF_CONFIG-json]
 
@@ -20,17 +20,17 @@ def main(strategy, output, weights, tf_config=None):
     if strategy != "multi_worker":
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from keras_vit.training import train as training
+    import keras
+
     from keras_vit.training.train import TrainConfig, train
 
-    build = training._build_model
+    fit = keras.Model.fit
 
-    def build_and_record(config, splits):  # the initial weights too: tells a bad start from a bad step
-        built = build(config, splits)
-        np.savez(weights.replace(".npz", ".initial.npz"), *built[0].get_weights())
-        return built
+    def record_and_fit(model, *args, **kwargs):  # the initial weights too: tells a bad start from a bad step
+        np.savez(weights.replace(".npz", ".initial.npz"), *model.get_weights())
+        return fit(model, *args, **kwargs)
 
-    training._build_model = build_and_record
+    keras.Model.fit = record_and_fit  # `train` builds, compiles, then fits once: the weights it starts from
 
     config = TrainConfig(output=output, strategy=strategy, variant="tiny/4", image_size=16, epochs=2,
                          batch_size=32, shuffle=False, verbose=0)

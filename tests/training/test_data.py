@@ -68,7 +68,7 @@ def test_tfds_dataset_by_name_on_mock_data():
     ],
 )
 def test_missing_splits_are_held_out_of_train(names, expected):
-    assert data._tfds_split_names(names, 10) == expected
+    assert data.tfds_split_names(names, 10) == expected
 
 
 def test_varying_image_sizes_are_resized_to_any_shape():
@@ -228,7 +228,7 @@ def test_the_suite_is_offline():
 
     with pytest.raises(urllib.error.URLError) as failure:
         urllib.request.urlopen("http://93.184.215.14/", timeout=5)  # an IP: no name lookup first
-    # conftest's NetworkBlocked (not imported: `conftest` is ambiguous with tests/export/conftest.py)
+    # tests/conftest.py's NetworkBlocked, by name: no test imports a conftest or another test module
     assert type(failure.value.reason).__name__ == "NetworkBlocked" and "offline" in str(failure.value.reason)
     with socket.socket() as local:  # this machine stays reachable (the two-worker test needs it)
         local.bind(("127.0.0.1", 0))

@@ -44,7 +44,8 @@ def test_mirrored_over_two_devices_trains_to_the_weights_of_one(tmp_path):
     # Summation order differs between one device and two replicas; Adam turns those last-bit
     # differences in near-zero gradients into steps of up to the learning rate (2e-3), so after
     # 78 steps weights agree to ~1e-4 (measured 0.7-1.4e-4). A real divergence is far larger:
-    # clipping each replica's gradient before the all-reduce (recipes._ClipAfterAllReduce) gave 0.05.
+    # clipping each replica's gradient before the all-reduce (what training/optimizers.py's
+    # _ClipAfterAllReduce prevents) gave 0.05.
     for a, b in zip(_weights(tmp_path / "one.initial.npz"), _weights(tmp_path / "two.initial.npz")):
         np.testing.assert_array_equal(a, b, err_msg="the two runs started from different weights")
     for a, b in zip(_weights(tmp_path / "one.npz"), _weights(tmp_path / "two.npz")):

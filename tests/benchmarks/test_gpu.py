@@ -123,7 +123,7 @@ def test_bad_arguments_are_one_line_errors(args, message):
 
 @pytest.mark.parametrize("variant, gmacs", [("B/16", 17.58), ("S/16", 4.61), ("Ti/16", 1.26)])
 def test_forward_flops_match_the_published_multiply_adds(variant, gmacs):
-    # timm's model cards at 224: ViT-B/16 17.6, S/16 4.6, Ti/16 1.3 GMACs (as tests/test_benchmark.py).
+    # timm's model cards at 224: ViT-B/16 17.6, S/16 4.6, Ti/16 1.3 GMACs (as tests/benchmarks/test_peers.py).
     rows = {
         "B/16": (768, 12, 12, 3072),
         "S/16": (384, 12, 6, 1536),

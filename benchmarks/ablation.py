@@ -106,8 +106,10 @@ def main():
             times[name].append(timed(step))
     roofline = 2 * ROOFLINE_N**3 / np.median(times["roofline"]) / 1e9
     flops = case.flops
-    print(f"{args.variant} {args.task} batch {args.batch}, {args.rounds} rounds, roofline {roofline:.0f} GFLOP/s, "
-          f"load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"{args.variant} {args.task} batch {args.batch}, {args.rounds} rounds, roofline {roofline:.0f} GFLOP/s, "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
     for kind in args.kinds:
         median = np.median(times[kind])
         print(f"  {kind:>10}: {args.batch / median:7.2f} img/s  {flops / median / 1e9 / roofline:6.1%} of roofline")

@@ -58,11 +58,12 @@ def main():
     for variant in args.variants:
         model = keras_vit.build_vit(variant, image_size=args.image_size)
         flops = forward_flops(model)
-        step = tf.function(lambda x: model(x, training=False))
+        step = tf.function(lambda x, model=model: model(x, training=False))
         for batch in args.batch_sizes:
-            x = tf.constant(np.random.default_rng(0).uniform(-1, 1, (batch, args.image_size, args.image_size, 3)),
-                            tf.float32)
-            seconds = timed(lambda: step(x).numpy(), args.seconds)
+            x = tf.constant(
+                np.random.default_rng(0).uniform(-1, 1, (batch, args.image_size, args.image_size, 3)), tf.float32
+            )
+            seconds = timed(lambda step=step, x=x: step(x).numpy(), args.seconds)
             row = {
                 "variant": variant,
                 "batch": batch,
@@ -72,8 +73,10 @@ def main():
                 "roofline_fraction": round(flops * batch / seconds / 1e9 / roofline, 3),
             }
             rows.append(row)
-            print(f"{variant:>6} batch {batch:>3}: {row['images_per_second']:8.2f} img/s  "
-                  f"{row['ms_per_batch']:8.1f} ms/batch  {row['roofline_fraction']:.0%} of the matmul roofline")
+            print(
+                f"{variant:>6} batch {batch:>3}: {row['images_per_second']:8.2f} img/s  "
+                f"{row['ms_per_batch']:8.1f} ms/batch  {row['roofline_fraction']:.0%} of the matmul roofline"
+            )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"roofline_gflops": roofline, "rows": rows}, f, indent=2)

@@ -170,7 +170,9 @@ def device_description(backend):
             import jax
 
             devices = jax.devices()
-            kinds = sorted({d.platform if d.platform == d.device_kind else f"{d.platform}: {d.device_kind}" for d in devices})
+            kinds = sorted(
+                {d.platform if d.platform == d.device_kind else f"{d.platform}: {d.device_kind}" for d in devices}
+            )
             return f"{', '.join(kinds)} (x{len(devices)}; first used)" if len(devices) > 1 else kinds[0]
         if backend == "torch":
             import torch
@@ -213,8 +215,8 @@ def main(argv=None):
     if root not in sys.path:
         sys.path.append(root)
 
-    import numpy as np
     import keras
+    import numpy as np
 
     import keras_vit
 

@@ -52,8 +52,8 @@ def make_step(variant, batch, task, norm=None, gelu=None, adam=False, tokens=197
 
     def forward(x):
         for i in range(arch.num_layers):
-            w_qkv, b_qkv, w_out, b_out, w_1, b_1, w_2, b_2 = weights[8 * i:8 * i + 8]
-            g_1, be_1, g_2, be_2 = norms[4 * i:4 * i + 4]
+            w_qkv, b_qkv, w_out, b_out, w_1, b_1, w_2, b_2 = weights[8 * i : 8 * i + 8]
+            g_1, be_1, g_2, be_2 = norms[4 * i : 4 * i + 4]
             h = norm(x, g_1, be_1) if norm else x
             qkv = tf.transpose(tf.reshape(tf.matmul(h, w_qkv) + b_qkv, (batch, tokens, 3, heads, -1)), (2, 0, 3, 1, 4))
             q, k, v = tf.unstack(qkv, 3, axis=0)
@@ -106,7 +106,9 @@ def main():
             step()
             times[name].append(time.perf_counter() - start)
     base = np.median(next(iter(times.values())))
-    print(f"{args.variant} {args.task}, batch {args.batch}, {args.rounds} rounds, load average {os.getloadavg()[0]:.2f}\n")
+    print(
+        f"{args.variant} {args.task}, batch {args.batch}, {args.rounds} rounds, load average {os.getloadavg()[0]:.2f}\n"
+    )
     print("| variant | ms per step | added to the base |")
     print("|---|---|---|")
     for name, seconds in times.items():

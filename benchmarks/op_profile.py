@@ -69,8 +69,10 @@ def main(argv=None):
         tf.profiler.experimental.stop()
         totals = op_times(logdir)
     busy = sum(totals.values())
-    print(f"{args.model} {args.variant} {args.task} batch {args.batch}: "
-          f"{busy / 1e3 / args.steps:.1f} ms of op time per step")
+    print(
+        f"{args.model} {args.variant} {args.task} batch {args.batch}: "
+        f"{busy / 1e3 / args.steps:.1f} ms of op time per step"
+    )
     for op, micros in totals.most_common(args.top):
         print(f"  {op:>32}  {micros / 1e3 / args.steps:8.2f} ms  {micros / busy:6.1%}")
 

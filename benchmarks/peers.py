@@ -80,8 +80,12 @@ def keras_hub_model(case):
 
     arch, patch = parse_variant(case.variant)
     backbone = keras_hub.models.ViTBackbone(
-        image_shape=(case.image_size, case.image_size, 3), patch_size=patch, num_layers=arch.num_layers,
-        num_heads=arch.num_heads, hidden_dim=arch.hidden_dim, mlp_dim=arch.mlp_dim,
+        image_shape=(case.image_size, case.image_size, 3),
+        patch_size=patch,
+        num_layers=arch.num_layers,
+        num_heads=arch.num_heads,
+        hidden_dim=arch.hidden_dim,
+        mlp_dim=arch.mlp_dim,
     )
     logits = keras.layers.Dense(1000)(ClassTokenPooling()(backbone.output))
     return keras.Model(backbone.input, logits)
@@ -126,7 +130,7 @@ def matmuls_only(case):
     patches = tf.random.uniform((batch * tokens, patch * patch * 3), seed=0)
 
     def split(x, part):  # (B*T, 3D) -> (B*heads, T, d); same shapes as the model, without its transpose
-        return tf.reshape(x[:, part * dim:(part + 1) * dim], (batch * heads, tokens, dim // heads))
+        return tf.reshape(x[:, part * dim : (part + 1) * dim], (batch * heads, tokens, dim // heads))
 
     def forward():
         x = tf.matmul(patches, weights[0])
@@ -173,7 +177,9 @@ class TorchPeer:
     def __init__(self):
         # Its own process, by path: this one has TensorFlow, and torchvision (timm) crashes beside it.
         script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers_torch.py")
-        self.process = subprocess.Popen([sys.executable, script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(
+            [sys.executable, script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         status = self.process.stdout.readline().strip()
         self.note = None if status == "ready" else (status or "timm child process failed")
 
@@ -321,7 +327,9 @@ def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variants", nargs="*", default=["B/16", "Ti/16"], help="forward pass (default: B/16 Ti/16)")
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 16], help="forward (default: 1 16)")
-    parser.add_argument("--train-variants", nargs="*", default=["Ti/16", "S/16"], help="training step (default: Ti/16 S/16)")
+    parser.add_argument(
+        "--train-variants", nargs="*", default=["Ti/16", "S/16"], help="training step (default: Ti/16 S/16)"
+    )
     parser.add_argument("--train-batch-size", type=int, default=32)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--rounds", type=int, default=5, help="timed steps per implementation (default: 5)")

@@ -46,8 +46,13 @@ def images_per_second(ds, passes=2):
 def measure(splits, image_size, batch_size):
     rows = {}
     for training in (True, False):
-        ds = data.pipeline(splits.train, image_size=image_size, num_classes=splits.num_classes,
-                           batch_size=batch_size, training=training)
+        ds = data.pipeline(
+            splits.train,
+            image_size=image_size,
+            num_classes=splits.num_classes,
+            batch_size=batch_size,
+            training=training,
+        )
         rows["train (crop+flip)" if training else "eval"] = images_per_second(ds)
     return rows
 
@@ -58,8 +63,10 @@ def main():
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--jpegs", type=int, default=600)
     args = parser.parse_args()
-    print(f"input pipeline at {args.image_size}, batch {args.batch_size}, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"input pipeline at {args.image_size}, batch {args.batch_size}, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
     with tempfile.TemporaryDirectory() as root:
         write_jpegs(root, args.jpegs)
         sources = {"digits (TFDS)": data.load("digits"), f"{args.jpegs} JPEGs 640x480": data.load(root)}

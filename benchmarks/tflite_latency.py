@@ -25,7 +25,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", help="trained model folder (model.keras + keras_vit.json)")
     parser.add_argument("--dataset", help="with --model: dataset whose test split measures agreement, e.g. digits")
-    parser.add_argument("--variants", nargs="+", default=["Ti/16"], help="without --model: variants to build (default: Ti/16)")
+    parser.add_argument(
+        "--variants", nargs="+", default=["Ti/16"], help="without --model: variants to build (default: Ti/16)"
+    )
     parser.add_argument("--image-size", type=int, default=224, help="without --model (default: 224)")
     parser.add_argument("--calibration-images", type=int, default=32, help="images for int8 (default: 32)")
     parser.add_argument("--repeats", type=int, default=30, help="timed runs per measurement (default: 30)")
@@ -79,8 +81,10 @@ def table(model, metadata, title, args, test=None, calibration=None):
     image = rng.uniform(0, 255, (1, *shape)).astype(np.float32)
     most = max(args.threads)
 
-    print(f"\nLiteRT latency, batch 1, median of {args.repeats} runs: {title}, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.2f}\n")
+    print(
+        f"\nLiteRT latency, batch 1, median of {args.repeats} runs: {title}, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.2f}\n"
+    )
     tf_ms = tensorflow_ms(pixels_model, image, args.repeats)
     print(f"TensorFlow forward (Keras model, tf.function), batch 1: {tf_ms:.1f} ms ({1000 / tf_ms:.1f} images/s)\n")
     columns = [f"ms, {n} thread{'s' * (n > 1)}" for n in args.threads]
@@ -92,8 +96,12 @@ def table(model, metadata, title, args, test=None, calibration=None):
     float32_ms = float32_top1 = None
     with tempfile.TemporaryDirectory() as folder:
         for quantization in litert.QUANTIZATIONS:
-            path = litert.convert(pixels_model, os.path.join(folder, f"{quantization}.tflite"), quantization, calibration)
-            times = [litert.latency_ms(litert.LiteRTModel(path, num_threads=n), image, args.repeats) for n in args.threads]
+            path = litert.convert(
+                pixels_model, os.path.join(folder, f"{quantization}.tflite"), quantization, calibration
+            )
+            times = [
+                litert.latency_ms(litert.LiteRTModel(path, num_threads=n), image, args.repeats) for n in args.threads
+            ]
             if quantization == "float32":  # the reference of the speed-up and agreement columns
                 float32_ms = times[-1]
             cells = [f"{t:.1f}" for t in times] + [f"{float32_ms / times[-1]:.2f}x", f"{tf_ms / times[-1]:.2f}x"]

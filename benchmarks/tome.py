@@ -27,8 +27,13 @@ from peers import timed  # noqa: E402  (beside this file)
 
 def test_set(dataset, metadata, num_classes):
     splits = data.load(dataset)
-    ds = data.pipeline(splits.test, image_size=metadata["image_size"], num_classes=num_classes,
-                       batch_size=256, scaling=metadata["scaling"])
+    ds = data.pipeline(
+        splits.test,
+        image_size=metadata["image_size"],
+        num_classes=num_classes,
+        batch_size=256,
+        scaling=metadata["scaling"],
+    )
     images, labels = zip(*[(x.numpy(), y.numpy().argmax(-1)) for x, y in ds])
     return np.concatenate(images), np.concatenate(labels)
 
@@ -55,7 +60,11 @@ def main():
     print("|---|---|---|---|---|---|")
     base = None
     for r, fast in variants.items():
-        top1 = None if labels is None else float(np.mean(fast.predict(images, batch_size=256, verbose=0).argmax(-1) == labels))
+        top1 = (
+            None
+            if labels is None
+            else float(np.mean(fast.predict(images, batch_size=256, verbose=0).argmax(-1) == labels))
+        )
         base = base or (speeds[r], top1)
         accuracy = "n/a | n/a" if top1 is None else f"{top1:.1%} | {100 * (top1 - base[1]):+.1f} pt"
         tokens = fast.get_layer(blocks[-1]).output[0].shape[1]

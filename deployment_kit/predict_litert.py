@@ -103,8 +103,11 @@ def read_labels(labels_path, model_path, num_classes):
     """The label names, one per line, checked against the model's number of outputs."""
     if labels_path is None:
         folder = os.path.dirname(os.path.abspath(model_path))
-        found = [p for p in (os.path.join(folder, "labels.txt"), os.path.join(folder, "..", "labels.txt"))
-                 if os.path.isfile(p)]
+        found = [
+            p
+            for p in (os.path.join(folder, "labels.txt"), os.path.join(folder, "..", "labels.txt"))
+            if os.path.isfile(p)
+        ]
         if not found:
             raise UsageError("no labels.txt beside the model or one folder up; pass --labels")
         labels_path = found[0]
@@ -113,8 +116,10 @@ def read_labels(labels_path, model_path, num_classes):
     with open(labels_path) as f:
         labels = f.read().splitlines()
     if len(labels) != num_classes:
-        raise UsageError(f"{labels_path} has {len(labels)} labels but {model_path} has {num_classes} outputs; "
-                         "use the labels.txt exported with this model")
+        raise UsageError(
+            f"{labels_path} has {len(labels)} labels but {model_path} has {num_classes} outputs; "
+            "use the labels.txt exported with this model"
+        )
     return labels
 
 

@@ -49,3 +49,17 @@ from keras_vit.tome import TokenMerging, apply_token_merging
 from keras_vit.training import optimizers  # noqa: F401  (registers the optimisers trained models are saved with)
 
 __version__ = "0.2.0"
+
+__all__ = [
+    # the architecture
+    "ViTConfig", "VARIANTS", "Variant", "parse_variant", "build_vit", "build_model", "vit_ti16", "vit_s16",
+    "vit_b16", "vit_b32", "vit_l16", "vit_l32", "vit_h14",
+    # the layers
+    "PatchEmbedding", "ClassToken", "AddPositionEmbedding", "TransformerBlock", "SelfAttention", "LayerNorm",
+    "ClassTokenPooling",
+    # checkpoints
+    "build_from_checkpoint", "load_weights", "save_npz", "read_config", "resample_position_embedding",
+    "CheckpointError",
+    # views of a model
+    "attention_model", "TokenMerging", "apply_token_merging",
+]  # fmt: skip

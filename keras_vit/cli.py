@@ -18,7 +18,11 @@ import numpy as np
 
 # The mistakes a user can make on the command line; anything else is a bug and keeps its traceback.
 USER_ERRORS = (
-    ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    IsADirectoryError,
     ConnectionError,  # a checkpoint download that failed: the message says where to put the file by hand
 )
 

@@ -153,8 +153,10 @@ class ViTConfig:
             positive_int(self.num_classes, "num_classes")
         else:
             set_field("num_classes", 0)  # no head, no classes: one spelling, so equal models compare equal
-        if isinstance(self.layer_norm_epsilon, bool) or not isinstance(self.layer_norm_epsilon, (int, float)) or (
-            not self.layer_norm_epsilon > 0
+        if (
+            isinstance(self.layer_norm_epsilon, bool)
+            or not isinstance(self.layer_norm_epsilon, (int, float))
+            or (not self.layer_norm_epsilon > 0)
         ):
             raise ValueError(f"layer_norm_epsilon={self.layer_norm_epsilon!r} must be a positive number.")
 
@@ -181,7 +183,9 @@ class ViTConfig:
 
     def to_dict(self):
         """Plain JSON types (pairs as lists), as stored in `keras_vit.json`."""
-        return {key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()}
+        return {
+            key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()
+        }
 
     @classmethod
     def from_dict(cls, fields):

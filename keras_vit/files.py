@@ -67,7 +67,7 @@ def atomic_directory(target):
 def _remove_abandoned(parent, prefix):
     """Deletes staging folders left by a process that was killed (SIGKILL skips every `finally`)."""
     for name in os.listdir(parent):
-        pid = name[len(prefix):].split("-", 1)[0]
+        pid = name[len(prefix) :].split("-", 1)[0]
         if name.startswith(prefix) and pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
 

@@ -133,16 +133,12 @@ class PatchEmbedding(keras.layers.Layer):
 
     def build(self, input_shape):
         if len(input_shape) != 4:
-            raise ValueError(
-                f"PatchEmbedding expects images of shape (B, H, W, C); got {tuple(input_shape)}."
-            )
+            raise ValueError(f"PatchEmbedding expects images of shape (B, H, W, C); got {tuple(input_shape)}.")
         if input_shape[-1] is None or input_shape[-1] < 1:
             raise ValueError(f"Images need at least 1 channel; got shape {tuple(input_shape)}.")
         for size, patch, axis in zip(input_shape[1:3], self.patch_size, ("height", "width")):
             if size is not None and size % patch:
-                raise ValueError(
-                    f"Image {axis} {size} is not divisible by patch_size={self.patch_size}."
-                )
+                raise ValueError(f"Image {axis} {size} is not divisible by patch_size={self.patch_size}.")
         self.projection = keras.layers.Conv2D(
             self.hidden_dim,
             kernel_size=self.patch_size,
@@ -413,9 +409,7 @@ class TransformerBlock(keras.layers.Layer):
     def build(self, input_shape):
         hidden_dim = input_shape[-1]
         if hidden_dim % self.num_heads:
-            raise ValueError(
-                f"hidden_dim={hidden_dim} is not divisible by num_heads={self.num_heads}."
-            )
+            raise ValueError(f"hidden_dim={hidden_dim} is not divisible by num_heads={self.num_heads}.")
         # The original code's initialisers: xavier-uniform kernels, tiny normal MLP biases.
         dense = dict(
             kernel_initializer="glorot_uniform",
@@ -446,9 +440,7 @@ class TransformerBlock(keras.layers.Layer):
         x = self.feed_forward(x, training=training)
         return (x, *scores) if return_attention_scores else x
 
-    def attend(
-        self, tokens, training=None, attention_bias=None, return_attention_scores=False, return_keys=False
-    ):
+    def attend(self, tokens, training=None, attention_bias=None, return_attention_scores=False, return_keys=False):
         """The first half of the block, `x + DropPath(Dropout(MSA(LN(x))))`.
 
         Token merging and attention maps call the halves themselves, so the

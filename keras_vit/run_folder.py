@@ -128,7 +128,9 @@ def save(model, folder, *, labels, scaling="vit", **extra):
     planned = {"image_size": list(model.input_shape[1:3]), "labels": list(labels)}
     check_model_matches_metadata(model, planned, folder)  # before anything is written
     os.makedirs(folder, exist_ok=True)
-    write_metadata(folder, image_size=model.input_shape[1:3], scaling=scaling, labels=labels, architecture=architecture, **extra)
+    write_metadata(
+        folder, image_size=model.input_shape[1:3], scaling=scaling, labels=labels, architecture=architecture, **extra
+    )
     save_model(model, folder)
     return folder
 
@@ -168,7 +170,9 @@ def check_output(output, overwrite, resume):
     if not overwrite:
         raise FileExistsError(f"{output} exists: pass --overwrite to replace it, or --resume to continue its run.")
     if os.listdir(output) and not is_run(output):
-        raise FileExistsError(f"{output} is not a keras-vit run folder; refusing to delete it. Choose another --output.")
+        raise FileExistsError(
+            f"{output} is not a keras-vit run folder; refusing to delete it. Choose another --output."
+        )
 
 
 def start(output, settings, *, overwrite=False):

@@ -9,9 +9,6 @@ Legend: `B` batch, `h` heads, `T` tokens (`N` patches plus the class token if
 any), `L` blocks, `(R, C)` the patch grid, `H, W` an image's height and width.
 """
 
-import os
-
-import keras
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure  # no pyplot: no display needed, no global backend switched

@@ -1,12 +1,12 @@
 """Published checkpoints: read any ViT layout, adapt it to a model, write it back.
 
-    registry.py    the well-known checkpoints, as data, downloaded once
-    formats.py     each file layout <-> the one canonical layout (the original .npz)
-    keys.py        which canonical tensor each model variable holds
-    adapt.py       grid resizing, new heads, channels, timm's class slot
-    resample.py    position-embedding resizing, the same numbers as PyTorch
-    load.py        `load_weights` (planned in full, then assigned) and `save_npz`
-    pretrained.py  `build_vit` (optionally pretrained) and `build_from_checkpoint`
+registry.py    the well-known checkpoints, as data, downloaded once
+formats.py     each file layout <-> the one canonical layout (the original .npz)
+keys.py        which canonical tensor each model variable holds
+adapt.py       grid resizing, new heads, channels, timm's class slot
+resample.py    position-embedding resizing, the same numbers as PyTorch
+load.py        `load_weights` (planned in full, then assigned) and `save_npz`
+pretrained.py  `build_vit` (optionally pretrained) and `build_from_checkpoint`
 """
 
 from keras_vit.checkpoints.formats import CheckpointError
@@ -25,3 +25,9 @@ from keras_vit.checkpoints.pretrained import (
 )
 from keras_vit.checkpoints.registry import CHECKPOINTS, Checkpoint, fetch_checkpoint, find_checkpoint
 from keras_vit.checkpoints.resample import resample_position_embedding
+
+__all__ = [
+    "build_vit", "build_from_checkpoint", "read_config", "load_weights", "save_npz", "read_checkpoint", "LoadReport",
+    "CheckpointError", "CHECKPOINTS", "Checkpoint", "find_checkpoint", "fetch_checkpoint",
+    "resample_position_embedding", "vit_ti16", "vit_s16", "vit_b16", "vit_b32", "vit_l16", "vit_l32", "vit_h14",
+]  # fmt: skip

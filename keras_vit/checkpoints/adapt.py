@@ -9,8 +9,8 @@ import math
 
 import numpy as np
 
-from keras_vit.config import to_pair
 from keras_vit.checkpoints.resample import resample_position_embedding, square_grid
+from keras_vit.config import to_pair
 
 POSEMB, CLS = "Transformer/posembed_input/pos_embedding", "cls"
 HEAD, PRE_LOGITS, EMBEDDING = ("head/kernel", "head/bias"), ("pre_logits/kernel", "pre_logits/bias"), "embedding/kernel"

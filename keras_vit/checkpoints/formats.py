@@ -245,10 +245,16 @@ HUGGING_FACE_KEYS = [
     (r"(?:vit\.)?embeddings\.position_embeddings", "Transformer/posembed_input/pos_embedding", "copy"),
     (_HF_LAYER + r"layernorm_before\.(weight|bias)", "LayerNorm_0/{norm}", "copy"),
     # Files on the Hub (and save_pretrained) use the first names; transformers 5 in memory the second.
-    (_HF_LAYER + r"attention\.(?:attention\.)?(query|key|value|q|k|v)(?:_proj)?\.(weight|bias)",
-     "MultiHeadDotProductAttention_1/{qkv}/{kind}", "heads_in"),
-    (_HF_LAYER + r"attention\.(?:output\.dense|o_proj)\.(weight|bias)",
-     "MultiHeadDotProductAttention_1/out/{kind}", "heads_out"),
+    (
+        _HF_LAYER + r"attention\.(?:attention\.)?(query|key|value|q|k|v)(?:_proj)?\.(weight|bias)",
+        "MultiHeadDotProductAttention_1/{qkv}/{kind}",
+        "heads_in",
+    ),
+    (
+        _HF_LAYER + r"attention\.(?:output\.dense|o_proj)\.(weight|bias)",
+        "MultiHeadDotProductAttention_1/out/{kind}",
+        "heads_out",
+    ),
     (_HF_LAYER + r"layernorm_after\.(weight|bias)", "LayerNorm_2/{norm}", "copy"),
     (_HF_LAYER + r"(?:intermediate\.dense|mlp\.fc1)\.(weight|bias)", "MlpBlock_3/Dense_0/{kind}", "linear"),
     (_HF_LAYER + r"(?:output\.dense|mlp\.fc2)\.(weight|bias)", "MlpBlock_3/Dense_1/{kind}", "linear"),

@@ -17,8 +17,8 @@ import numpy as np
 
 from keras_vit import files
 from keras_vit.checkpoints import formats
-from keras_vit.checkpoints.formats import CheckpointError
 from keras_vit.checkpoints.adapt import adapt, adapt_class_slot
+from keras_vit.checkpoints.formats import CheckpointError
 from keras_vit.checkpoints.keys import model_variables
 from keras_vit.config import VARIANTS
 
@@ -135,8 +135,13 @@ def load_weights(
     layout, canonical = read_checkpoint(path, num_heads=_model_num_heads(model))
     options = dict(interpolation=interpolation, antialias=antialias, source_grid=source_grid)
     return apply_checkpoint(
-        model, canonical, LoadReport(os.fspath(path), layout), strict=strict, reset_head=reset_head,
-        drop_representation=drop_representation, **options,
+        model,
+        canonical,
+        LoadReport(os.fspath(path), layout),
+        strict=strict,
+        reset_head=reset_head,
+        drop_representation=drop_representation,
+        **options,
     )
 
 
@@ -180,7 +185,9 @@ def apply_checkpoint(model, canonical, report, *, strict, reset_head, drop_repre
 def _check(targets, source):
     problems = [f"{key}: missing from the checkpoint" for key in targets if key not in source]
     problems += [
-        f"{key}: unexpected in the checkpoint {tuple(source[key].shape)}" + _hint(key) for key in source if key not in targets
+        f"{key}: unexpected in the checkpoint {tuple(source[key].shape)}" + _hint(key)
+        for key in source
+        if key not in targets
     ]
     problems += [
         f"{key}: checkpoint shape {tuple(source[key].shape)} != model shape {tuple(var.shape)}"

@@ -237,7 +237,9 @@ def _check_variant(variant, found, path):
     wanted = {key: getattr(arch, key) for key in ("hidden_dim", "num_layers", "num_heads", "mlp_dim")}
     if patch is not None:
         wanted["patch_size"] = (patch, patch)
-    differences = [f"{k}={getattr(found, k)} (the variant has {v})" for k, v in wanted.items() if getattr(found, k) != v]
+    differences = [
+        f"{k}={getattr(found, k)} (the variant has {v})" for k, v in wanted.items() if getattr(found, k) != v
+    ]
     if not differences:
         return
     name = found.variant

@@ -87,12 +87,27 @@ def _rows():
     for variant in _ORIGINAL + ("H/14",):
         file = f"ViT-{variant.replace('/', '_')}.npz"
         hidden = {"B": 768, "L": 1024, "H": 1280}[variant[0]]
-        yield Checkpoint(variant, "in21k", f"{BUCKET}imagenet21k/{file}", 224, 21843, LABELS_IN21K,
-                         representation_size=hidden, file_name=f"imagenet21k_{file}")
+        yield Checkpoint(
+            variant,
+            "in21k",
+            f"{BUCKET}imagenet21k/{file}",
+            224,
+            21843,
+            LABELS_IN21K,
+            representation_size=hidden,
+            file_name=f"imagenet21k_{file}",
+        )
     for variant in _ORIGINAL:
         file = f"ViT-{variant.replace('/', '_')}.npz"
-        yield Checkpoint(variant, "in21k_ft_in1k_384", f"{BUCKET}imagenet21k%2Bimagenet2012/{file}", 384, 1000,
-                         LABELS_IN1K, file_name=f"imagenet21k+imagenet2012_{file}")
+        yield Checkpoint(
+            variant,
+            "in21k_ft_in1k_384",
+            f"{BUCKET}imagenet21k%2Bimagenet2012/{file}",
+            384,
+            1000,
+            LABELS_IN1K,
+            file_name=f"imagenet21k+imagenet2012_{file}",
+        )
     yield Checkpoint(
         "B/16",
         "hf_in21k_ft_in1k",

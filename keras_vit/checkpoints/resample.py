@@ -89,9 +89,7 @@ def square_grid(grid_length, what="position embedding"):
     """`(s, s)` when `grid_length == s * s`, else a `ValueError` asking for the grid."""
     side = math.isqrt(grid_length)
     if side * side != grid_length:
-        raise ValueError(
-            f"The {what} has {grid_length} grid tokens, not a square grid: pass source_grid=(rows, cols)."
-        )
+        raise ValueError(f"The {what} has {grid_length} grid tokens, not a square grid: pass source_grid=(rows, cols).")
     return side, side
 
 

@@ -16,10 +16,9 @@ import numbers
 import os
 import re
 
-import keras
 import numpy as np
 
-from keras_vit import files, run_folder
+from keras_vit import files
 from keras_vit.deploy import litert, parity, saved_model
 from keras_vit.preprocessing import preprocessing_model
 from keras_vit.run_folder import check_model_matches_metadata, load_model  # noqa: F401  (0.1.0's names here)
@@ -83,7 +82,9 @@ def export_model(
         # The device resizes; the .tflite file normalises.
         size = metadata["image_size"]
         calibration = None if calibration_images is None else litert.resized_pixels(calibration_images, size)
-        tflite_rows = _tflite_rows(model, metadata, staging, litert.resized_pixels(test_images, size), calibration, measure)
+        tflite_rows = _tflite_rows(
+            model, metadata, staging, litert.resized_pixels(test_images, size), calibration, measure
+        )
         judge_int8(tflite_rows, int8_tolerance, staging)
         report = {
             "model": model_path,
@@ -152,8 +153,10 @@ def _test_set(images, labels, metadata):
     if labels is not None:
         labels = np.asarray(labels)
         if labels.shape != (len(images),) or labels.dtype.kind not in "iu":
-            raise ValueError(f"test_labels must be integers of shape ({len(images)},) like test_images; "
-                             f"got {labels.dtype} with shape {labels.shape}.")
+            raise ValueError(
+                f"test_labels must be integers of shape ({len(images)},) like test_images; "
+                f"got {labels.dtype} with shape {labels.shape}."
+            )
         if labels.min() < 0 or labels.max() >= len(metadata["labels"]):
             raise ValueError(f"test_labels must be class indices in [0, {len(metadata['labels'])}).")
     return images, labels, "test"
@@ -162,19 +165,24 @@ def _test_set(images, labels, metadata):
 def _check_images(images, name):
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or not len(images):
-        raise ValueError(f"{name} must be raw uint8 pixels of shape (N, height, width, 3) with N > 0; "
-                         f"got {images.dtype} with shape {images.shape}.")
+        raise ValueError(
+            f"{name} must be raw uint8 pixels of shape (N, height, width, 3) with N > 0; "
+            f"got {images.dtype} with shape {images.shape}."
+        )
     return images
 
 
 def _check_serving_path(name, version):
     """TF Serving loads only `<base>/<name>/<positive integer>/`; refuse anything else up front."""
     if not isinstance(name, str) or not SERVING_NAME.fullmatch(name) or name in (".", ".."):
-        raise ValueError(f"name={name!r} must be one folder name of letters, digits, '-', '_' and '.' "
-                         "(TF Serving's model name), e.g. 'vit'.")
+        raise ValueError(
+            f"name={name!r} must be one folder name of letters, digits, '-', '_' and '.' "
+            "(TF Serving's model name), e.g. 'vit'."
+        )
     if isinstance(version, bool) or not isinstance(version, numbers.Integral) or version < 1:
-        raise ValueError(f"version={version!r} must be an integer >= 1: TF Serving loads only positive "
-                         "integer version folders.")
+        raise ValueError(
+            f"version={version!r} must be an integer >= 1: TF Serving loads only positive integer version folders."
+        )
 
 
 def _check_target(output_dir, overwrite):

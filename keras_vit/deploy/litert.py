@@ -15,9 +15,9 @@ import os
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
-import numpy as np
 
 from keras_vit.preprocessing import preprocessing_model
 
@@ -124,8 +124,10 @@ class LiteRTModel:
         pixels = np.asarray(pixels, dtype=np.float32)
         expected = (*self.image_size, 3)
         if pixels.ndim != 4 or pixels.shape[1:] != expected:
-            raise ValueError(f"{self.path} expects float32 pixels of shape (B, {', '.join(map(str, expected))}); "
-                             f"got shape {pixels.shape}.")
+            raise ValueError(
+                f"{self.path} expects float32 pixels of shape (B, {', '.join(map(str, expected))}); "
+                f"got shape {pixels.shape}."
+            )
         if pixels.shape[0] != self.interpreter.get_input_details()[0]["shape"][0]:
             self.interpreter.resize_tensor_input(self._input["index"], pixels.shape)
             self.interpreter.allocate_tensors()

@@ -51,7 +51,10 @@ def int8_verdict(int8_row, float32_row, tolerance):
     metric = "accuracy" if float32_row["accuracy"] is not None else "top1_agreement"
     drop = float32_row[metric] - int8_row[metric]
     if drop > tolerance:
-        return False, f"{metric} {int8_row[metric]:.2%} is {drop:.2%} below float32's, more than int8_tolerance={tolerance}"
+        return (
+            False,
+            f"{metric} {int8_row[metric]:.2%} is {drop:.2%} below float32's, more than int8_tolerance={tolerance}",
+        )
     return True, f"{metric} within int8_tolerance={tolerance} of float32"
 
 

@@ -47,7 +47,9 @@ def read_image(path, max_side=MAX_SIDE):
     except Image.DecompressionBombError as error:
         raise ValueError(f"{path} is too large to decode safely ({error}); downscale it first.") from None
     except Image.UnidentifiedImageError:
-        raise ValueError(f"{path} is not an image Pillow can read; expected one of {', '.join(IMAGE_EXTENSIONS)}.") from None
+        raise ValueError(
+            f"{path} is not an image Pillow can read; expected one of {', '.join(IMAGE_EXTENSIONS)}."
+        ) from None
     except OSError as error:  # truncated or corrupt data
         raise ValueError(f"{path} is a damaged image: {error}.") from None
     image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
@@ -98,8 +100,10 @@ def load_predictor(path, top_k=5):
         return _tflite_predictor(path, top_k)
     if run_folder.model_path(path):
         return _keras_predictor(path, top_k)
-    raise ValueError(f"--model {path} is none of: a .keras file or its folder, a SavedModel folder "
-                     "(with saved_model.pb), a .tflite file.")
+    raise ValueError(
+        f"--model {path} is none of: a .keras file or its folder, a SavedModel folder "
+        "(with saved_model.pb), a .tflite file."
+    )
 
 
 def _keras_predictor(path, top_k):
@@ -113,8 +117,10 @@ def _saved_model_predictor(path, top_k):
     exported_k = signature.outputs["top_k_labels"].shape[-1]
     num_classes = signature.outputs["probabilities"].shape[-1]
     if top_k > exported_k and exported_k < num_classes:  # k is fixed inside the graph at export
-        raise ValueError(f"--top-k={top_k} but the SavedModel {path} returns its top {exported_k} only "
-                         f"(fixed at export); ask for at most {exported_k}, or use the .keras or .tflite model.")
+        raise ValueError(
+            f"--top-k={top_k} but the SavedModel {path} returns its top {exported_k} only "
+            f"(fixed at export); ask for at most {exported_k}, or use the .keras or .tflite model."
+        )
 
     def predict(image):
         outputs = signature(image[None])
@@ -128,8 +134,10 @@ def _tflite_predictor(path, top_k):
     model = LiteRTModel(path)
     labels = _read_labels(path)
     if len(labels) != model.num_classes:
-        raise ValueError(f"{path} has {model.num_classes} outputs but the labels.txt found for it has "
-                         f"{len(labels)} lines; use the labels.txt exported with this model.")
+        raise ValueError(
+            f"{path} has {model.num_classes} outputs but the labels.txt found for it has "
+            f"{len(labels)} lines; use the labels.txt exported with this model."
+        )
     return lambda image: _top_k(model(resized_pixels(image[None], model.image_size))[0], labels, top_k)
 
 
@@ -214,8 +222,10 @@ class Explainer:
     def __init__(self, path):
         path = str(path)
         if run_folder.model_path(path) is None:
-            raise ValueError(f"--explain needs the Keras model (a .keras file or its folder), not {path}: "
-                             "SavedModel and LiteRT files do not expose attention weights.")
+            raise ValueError(
+                f"--explain needs the Keras model (a .keras file or its folder), not {path}: "
+                "SavedModel and LiteRT files do not expose attention weights."
+            )
         model, self.metadata, _ = run_folder.load_model(path)
         self.model = attention_model(model)
         self.grid, self.prefix = grid_shape(model), num_prefix_tokens(model)
@@ -226,7 +236,11 @@ class Explainer:
         outputs = self.model(self.preprocess(np.asarray(image)[None]), training=False)
         attention = [np.asarray(a) for a in outputs["attention"]]
         label = self.metadata["labels"][int(np.argmax(outputs["logits"][0]))]
-        return label, rollout_map(attention, self.grid, self.prefix)[0], last_block_maps(attention, self.grid, self.prefix)[0]
+        return (
+            label,
+            rollout_map(attention, self.grid, self.prefix)[0],
+            last_block_maps(attention, self.grid, self.prefix)[0],
+        )
 
     def write(self, image, name, folder):
         """Writes `<name>_rollout.png` (overlay) and `<name>_attention.png` (all panels); returns their paths."""
@@ -236,6 +250,7 @@ class Explainer:
         shown = np.asarray(Image.fromarray(image).resize(display_size(image.shape)[::-1], Image.Resampling.NEAREST))
         return [
             save_overlay(os.path.join(folder, f"{name}_rollout.png"), shown, rollout),
-            save_attention_figure(os.path.join(folder, f"{name}_attention.png"), shown, rollout, heads,
-                                  title=f"predicted: {label}"),
+            save_attention_figure(
+                os.path.join(folder, f"{name}_attention.png"), shown, rollout, heads, title=f"predicted: {label}"
+            ),
         ]

@@ -98,7 +98,7 @@ def load_signature(path, name="serving_uint8"):
             "`keras-vit export` (keras_vit.deploy.export.export_model)."
         )
     function = signatures[name]
-    (key, spec), = function.structured_input_signature[1].items()
+    ((key, spec),) = function.structured_input_signature[1].items()
 
     def signature(array):
         tensor = tf.convert_to_tensor(array)
@@ -124,7 +124,9 @@ def version_folder(path):
         return path
     if not os.path.isdir(path):
         return None
-    versions = [int(v) for v in os.listdir(path) if v.isdigit() and os.path.isfile(os.path.join(path, v, "saved_model.pb"))]
+    versions = [
+        int(v) for v in os.listdir(path) if v.isdigit() and os.path.isfile(os.path.join(path, v, "saved_model.pb"))
+    ]
     return os.path.join(path, str(max(versions))) if versions else None
 
 

@@ -16,8 +16,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from keras_vit.training import digits as _digits  # noqa: F401  (registers the "digits" TFDS builder)
 from keras_vit.preprocessing import preprocessing_model
+from keras_vit.training import digits as _digits  # noqa: F401  (registers the "digits" TFDS builder)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 AUGMENTATIONS = ("none", "crop", "crop_flip")
@@ -89,13 +89,16 @@ def check_dataset_labels(dataset_labels, model_labels, dataset):
     if dataset_labels == model_labels:
         return
     if len(dataset_labels) != len(model_labels):
-        problem = (f"it has {len(dataset_labels)} classes ({_few(dataset_labels)}), the model "
-                   f"{len(model_labels)} ({_few(model_labels)})")
+        problem = (
+            f"it has {len(dataset_labels)} classes ({_few(dataset_labels)}), the model "
+            f"{len(model_labels)} ({_few(model_labels)})"
+        )
     else:
         i = next(i for i, (a, b) in enumerate(zip(dataset_labels, model_labels)) if a != b)
         problem = f"its class {i} is {dataset_labels[i]!r}, the model's is {model_labels[i]!r}"
-    raise ValueError(f"Dataset {dataset!r} does not have the model's labels: {problem}. "
-                     "Use the dataset the model was trained on.")
+    raise ValueError(
+        f"Dataset {dataset!r} does not have the model's labels: {problem}. Use the dataset the model was trained on."
+    )
 
 
 def _few(labels, n=5):
@@ -185,9 +188,7 @@ def _load_folder(root, bad_files, validation_fraction, seed):
     split_roots = _split_roots(root) or {"train": root}
     labels = _class_folders(split_roots["train"])
     # Decoded before any hold-out, so held-out counts are of images that can be used.
-    files = {
-        split: _drop_unreadable(*_list_images(path, labels), bad_files) for split, path in split_roots.items()
-    }
+    files = {split: _drop_unreadable(*_list_images(path, labels), bad_files) for split, path in split_roots.items()}
     files = _hold_out(files, validation_fraction, seed)
     _check_every_split_has_images(files, labels, split_roots)
     return Splits(
@@ -218,10 +219,14 @@ def _split_roots(root):
             "put the class folders inside train/ (and val/, test/), or move the split folders out."
         )
     if found and "train" not in found:
-        raise ValueError(f"{root} has {', '.join(found)} but no train/: put the training images' class folders in train/.")
+        raise ValueError(
+            f"{root} has {', '.join(found)} but no train/: put the training images' class folders in train/."
+        )
     if "validation" in found and "val" in found:
         raise ValueError(f"{root} has validation/ and val/: keep one of them as the validation split.")
-    return {split: os.path.join(root, name) for split, names in _SPLIT_FOLDERS.items() for name in names if name in found}
+    return {
+        split: os.path.join(root, name) for split, names in _SPLIT_FOLDERS.items() for name in names if name in found
+    }
 
 
 def _class_folders(root):
@@ -315,7 +320,10 @@ def _drop_unreadable(paths, ys, bad_files):
 
 
 def _report(message, paths):
-    print(f"keras_vit.training.data: {message}: " + ", ".join(paths[:10]) + (" ..." if len(paths) > 10 else ""), file=sys.stderr)
+    print(
+        f"keras_vit.training.data: {message}: " + ", ".join(paths[:10]) + (" ..." if len(paths) > 10 else ""),
+        file=sys.stderr,
+    )
 
 
 def _file_dataset(paths, ys):

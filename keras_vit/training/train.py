@@ -6,7 +6,6 @@ A run writes its folder as `keras_vit.run_folder` describes: the model and its
 """
 
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -16,9 +15,9 @@ import keras
 import tensorflow as tf
 
 from keras_vit import files, run_folder
-from keras_vit.deploy.export import export_model
 from keras_vit.checkpoints import build_from_checkpoint, build_vit
 from keras_vit.config import ViTConfig, parse_variant
+from keras_vit.deploy.export import export_model
 from keras_vit.preprocessing import SCALINGS
 from keras_vit.training import data, distribute, optimizers
 from keras_vit.training.reports import plot_confusion_matrix, plot_curves, predicted_classes, read_history
@@ -134,7 +133,11 @@ def train(config, return_model=False):
         _check_not_diverged(history.history.get("loss", []), config.output)
     seconds = None if start is None else time.perf_counter() - start
     metrics = model.evaluate(test_ds, return_dict=True, verbose=0)
-    results = _finish(model, config, architecture, splits, metrics, seconds, test_ds) if chief else _summary(config, splits, metrics)
+    results = (
+        _finish(model, config, architecture, splits, metrics, seconds, test_ds)
+        if chief
+        else _summary(config, splits, metrics)
+    )
     if chief and config.export:
         results["export"] = _export(config, splits)
     if chief:
@@ -212,7 +215,12 @@ def _check(config):
         ("--label-smoothing", config.label_smoothing, 0 <= config.label_smoothing < 1, "in [0, 1)"),
         ("--mixup", config.mixup, config.mixup >= 0, ">= 0 (0: off)"),
         ("--cutmix", config.cutmix, 0 <= config.cutmix <= 1, "in [0, 1] (0: off)"),
-        ("--dropout-rate", config.dropout_rate, config.dropout_rate is None or 0 <= config.dropout_rate < 1, "in [0, 1)"),
+        (
+            "--dropout-rate",
+            config.dropout_rate,
+            config.dropout_rate is None or 0 <= config.dropout_rate < 1,
+            "in [0, 1)",
+        ),
         ("--drop-path-rate", config.drop_path_rate, 0 <= config.drop_path_rate < 1, "in [0, 1)"),
     ]
     for flag, value, valid, requirement in checks:
@@ -267,7 +275,9 @@ def _check_not_diverged(losses, output):
 
 
 def _pipelines(config, splits):
-    common = dict(image_size=config.image_size, num_classes=splits.num_classes, scaling=config.scaling, cache=config.cache)
+    common = dict(
+        image_size=config.image_size, num_classes=splits.num_classes, scaling=config.scaling, cache=config.cache
+    )
     train_ds = data.pipeline(
         splits.train,
         batch_size=config.batch_size,
@@ -280,7 +290,9 @@ def _pipelines(config, splits):
         seed=config.seed,
         **common,
     )
-    val_ds, test_ds = (data.pipeline(s, batch_size=config.batch_size, **common) for s in (splits.validation, splits.test))
+    val_ds, test_ds = (
+        data.pipeline(s, batch_size=config.batch_size, **common) for s in (splits.validation, splits.test)
+    )
     return train_ds, val_ds, test_ds
 
 
@@ -351,7 +363,9 @@ def _finish(model, config, architecture, splits, metrics, seconds, test_ds):
     history = read_history(os.path.join(output, run_folder.HISTORY_CSV))
     files.write_json(os.path.join(output, run_folder.HISTORY_JSON), history)
     plot_curves(history, os.path.join(output, run_folder.CURVES))
-    plot_confusion_matrix(*predicted_classes(model, test_ds), splits.labels, os.path.join(output, run_folder.CONFUSION_MATRIX))
+    plot_confusion_matrix(
+        *predicted_classes(model, test_ds), splits.labels, os.path.join(output, run_folder.CONFUSION_MATRIX)
+    )
     fit_seconds = None if seconds is None else round(seconds, 1)
     results = {**_summary(config, splits, metrics), "epochs": len(history["epoch"]), "fit_seconds": fit_seconds}
     return results
@@ -373,6 +387,9 @@ def evaluate(model_path, dataset="digits", *, split="test", data_dir=None, batch
     )
     model.compile(
         loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"), keras.metrics.TopKCategoricalAccuracy(5, name="top5")],
+        metrics=[
+            keras.metrics.CategoricalAccuracy(name="accuracy"),
+            keras.metrics.TopKCategoricalAccuracy(5, name="top5"),
+        ],
     )
     return model.evaluate(ds, return_dict=True, verbose=0)

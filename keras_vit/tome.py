@@ -115,6 +115,7 @@ def bipartite_soft_matching(metric, r, class_token=True):
     dst = ops.take_along_axis(partner, src, axis=1)  # (B, r)
 
     def merge(x):
+        x = ops.convert_to_tensor(x)  # NumPy + torch tensor raises in PyTorch
         x_a, x_b = x[:, ::2], x[:, 1::2]
         keep = ops.matmul(ops.one_hot(unmerged, size_a, dtype=x.dtype), x_a)  # (B, Ta - r, C)
         moved = ops.matmul(ops.one_hot(src, size_a, dtype=x.dtype), x_a)  # (B, r, C)

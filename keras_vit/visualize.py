@@ -9,6 +9,7 @@ Legend: `B` batch, `h` heads, `T` tokens (`N` patches plus the class token if
 any), `L` blocks, `(R, C)` the patch grid, `H, W` an image's height and width.
 """
 
+import keras
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure  # no pyplot: no display needed, no global backend switched
@@ -45,7 +46,7 @@ def attention_rollout(attention):
     """
     rollout = None
     for weights in attention:
-        weights = np.asarray(weights, dtype=np.float64).mean(axis=1)  # (B, T, T)
+        weights = np.asarray(keras.ops.convert_to_numpy(weights), dtype=np.float64).mean(axis=1)  # (B, T, T)
         weights = weights + np.eye(weights.shape[-1])
         weights /= weights.sum(axis=-1, keepdims=True)
         rollout = weights if rollout is None else weights @ rollout
@@ -74,7 +75,7 @@ def last_block_maps(attention, grid, num_prefix_tokens=1):
     The class token's attention (its query row) to each patch; for a `gap`
     model the mean over the patch tokens' rows.
     """
-    weights = np.asarray(attention[-1], dtype=np.float64)  # (B, h, T, T)
+    weights = np.asarray(keras.ops.convert_to_numpy(attention[-1]), dtype=np.float64)  # (B, h, T, T)
     if num_prefix_tokens:
         rows = weights[:, :, 0, num_prefix_tokens:]
     else:

@@ -4,6 +4,11 @@ The helpers are fixtures that return functions (`randomize(model)`, `tiny_vit(..
 test can call them several times with its own arguments; they are session-scoped so that module-
 and session-scoped fixtures can use them too. Each sub-folder's `conftest.py` adds what only its
 tests use.
+
+The core tests run on every Keras backend (`KERAS_BACKEND=torch` / `jax`, see `.ci/run`): they read
+outputs with `to_numpy` and take gradients with `values_and_gradients`; a test that needs TensorFlow
+itself (SavedModel, LiteRT, tf.data, `keras_vit.deploy`, `keras_vit.training`) carries
+`@pytest.mark.tensorflow` and is skipped on the other backends.
 """
 
 import ipaddress
@@ -32,6 +37,17 @@ def _local(address):
         return ipaddress.ip_address(host).is_loopback
     except ValueError:  # a host name other than localhost
         return False
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skips the tests marked `tensorflow` when Keras runs on another backend."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return
+    skip = pytest.mark.skip(reason=f"needs TensorFlow (SavedModel, LiteRT, tf.data); Keras runs on {backend} here")
+    for item in items:
+        if "tensorflow" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -137,3 +153,61 @@ def not_blank():
             return np.asarray(image.convert("RGB")).std() > 5
 
     return not_blank
+
+
+@pytest.fixture(scope="session")
+def to_numpy():
+    """`to_numpy(x)`: a backend tensor (or a list, tuple or dict of them) as NumPy arrays, on any backend.
+
+    `np.asarray` fails on a PyTorch tensor that requires grad (every layer output does): this does not.
+    """
+    return lambda x: keras.tree.map_structure(keras.ops.convert_to_numpy, x)
+
+
+@pytest.fixture(scope="session")
+def values_and_gradients():
+    """`values_and_gradients(fn, inputs, upstream, weights=())`: `fn(*inputs)` and its gradients, on any backend.
+
+    Returns NumPy arrays: the output (as float32), then the gradient of `sum(float32(fn(*inputs)) *
+    upstream)` with respect to every input (NumPy arrays), then every weight (Keras variables that
+    `fn` reads). Taken with the backend's own autodiff: `tf.GradientTape`, `torch.autograd.grad` or
+    `jax.grad`, so that a hand-written `ops.custom_gradient` is what gets differentiated.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        def values_and_gradients(fn, inputs, upstream, weights=()):
+            inputs = [tf.Variable(v) for v in inputs]
+            with tf.GradientTape() as tape:
+                out = tf.cast(fn(*inputs), "float32")  # half-precision outputs too
+                loss = tf.reduce_sum(out * upstream)
+            return [out.numpy()] + [g.numpy() for g in tape.gradient(loss, inputs + [w.value for w in weights])]
+
+    elif backend == "torch":
+        import torch
+
+        def values_and_gradients(fn, inputs, upstream, weights=()):
+            inputs = [keras.ops.convert_to_tensor(v).detach().requires_grad_() for v in inputs]
+            out = fn(*inputs).float()
+            loss = torch.sum(out * keras.ops.convert_to_tensor(upstream))
+            gradients = torch.autograd.grad(loss, inputs + [w.value for w in weights])
+            return [out.detach().cpu().numpy()] + [g.cpu().numpy() for g in gradients]
+
+    elif backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        def values_and_gradients(fn, inputs, upstream, weights=()):
+            def loss(inputs, values):  # the weights' values go in through a stateless scope
+                with keras.StatelessScope(state_mapping=list(zip(weights, values))):
+                    out = fn(*inputs).astype("float32")
+                return jnp.sum(out * upstream), out
+
+            grad = jax.grad(loss, argnums=(0, 1), has_aux=True)
+            (d_inputs, d_weights), out = grad([jnp.asarray(v) for v in inputs], [w.value for w in weights])
+            return [np.asarray(out)] + [np.asarray(g) for g in [*d_inputs, *d_weights]]
+
+    else:
+        pytest.skip(f"no gradient helper for the {backend} backend")
+    return values_and_gradients

@@ -57,7 +57,9 @@ GRAPH = {_module_name(path): _imports(path) for path in sorted(PACKAGE.rglob("*.
 def test_imports_flow_from_the_core_outwards(module):
     inward = sorted({resolve(t) for t in GRAPH[module]} - {"keras_vit"})
     inward = [target for target in inward if _rank(target) > _rank(module)]
-    assert not inward, f"{module} imports {inward}, which sit further out (core -> checkpoints -> deploy -> training -> cli)"
+    assert not inward, (
+        f"{module} imports {inward}, which sit further out (core -> checkpoints -> deploy -> training -> cli)"
+    )
 
 
 def test_no_import_cycles():

@@ -49,14 +49,14 @@ def test_gap_pooling_has_no_class_token(tiny_vit):
     assert model.get_layer("position_embedding").num_prefix_tokens == 0
 
 
-def test_token_pooling_reads_the_class_token_output(tiny_vit, randomize):
+def test_token_pooling_reads_the_class_token_output(tiny_vit, randomize, to_numpy):
     model = tiny_vit()
     randomize(model, scale=0.1)
     x = _images()
     tokens = keras.Model(model.input, model.get_layer("encoder_norm").output)(x)
     features = build_vit("tiny/4", image_size=16, include_top=False)
     features.set_weights(model.get_weights()[:-2])  # everything but the head
-    np.testing.assert_allclose(features(x), keras.ops.convert_to_numpy(tokens)[:, 0], rtol=1e-6)
+    np.testing.assert_allclose(to_numpy(features(x)), to_numpy(tokens)[:, 0], rtol=1e-6)
 
 
 def test_representation_layer_and_zero_head(tiny_vit):
@@ -72,8 +72,8 @@ def test_pre_logits_starts_as_flax_dense_lecun_normal_with_zero_bias():
     # The original code's pre_logits is a plain flax nn.Dense: truncated normal with variance 1/fan_in.
     pre_logits = build_vit("tiny/4", image_size=16, representation_size=512).get_layer("pre_logits")
     kernel, bias = (keras.ops.convert_to_numpy(w) for w in pre_logits.weights)
-    assert 0.95 * 64 ** -0.5 < kernel.std() < 1.05 * 64 ** -0.5  # glorot_uniform would give 0.059
-    assert np.abs(kernel).max() <= 2 * 64 ** -0.5 / 0.8796  # truncated at two (pre-truncation) stddevs
+    assert 0.95 * 64**-0.5 < kernel.std() < 1.05 * 64**-0.5  # glorot_uniform would give 0.059
+    assert np.abs(kernel).max() <= 2 * 64**-0.5 / 0.8796  # truncated at two (pre-truncation) stddevs
     assert not np.any(bias)
 
 
@@ -82,8 +82,17 @@ def test_include_top_false_returns_features(tiny_vit):
 
 
 def test_explicit_arguments_override_the_variant():
-    model = build_vit("B/16", image_size=(32, 48), patch_size=(8, 4), hidden_dim=12, num_layers=1,
-                      num_heads=3, mlp_dim=5, num_classes=2, num_channels=1)
+    model = build_vit(
+        "B/16",
+        image_size=(32, 48),
+        patch_size=(8, 4),
+        hidden_dim=12,
+        num_layers=1,
+        num_heads=3,
+        mlp_dim=5,
+        num_classes=2,
+        num_channels=1,
+    )
     assert model.input_shape == (None, 32, 48, 1)
     assert model.get_layer("patch_embedding").output.shape == (None, 48, 12)
     assert [layer.name for layer in model.layers if layer.name.startswith("block_")] == ["block_0"]
@@ -104,16 +113,16 @@ def test_drop_path_rate_grows_linearly_with_depth():
     np.testing.assert_allclose(rates, [0.0, 0.1, 0.2])
 
 
-def test_inference_is_deterministic_and_dropout_only_acts_in_training(tiny_vit, randomize):
+def test_inference_is_deterministic_and_dropout_only_acts_in_training(tiny_vit, randomize, to_numpy):
     model = tiny_vit(dropout_rate=0.3, attention_dropout_rate=0.3, drop_path_rate=0.3)
     randomize(model, scale=0.1)
     x = _images()
-    np.testing.assert_array_equal(model(x), model(x))
-    np.testing.assert_allclose(model.predict(x, verbose=0), model(x, training=False), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(to_numpy(model(x)), to_numpy(model(x)))
+    np.testing.assert_allclose(model.predict(x, verbose=0), to_numpy(model(x, training=False)), rtol=1e-5, atol=1e-6)
     plain = tiny_vit()
     plain.set_weights(model.get_weights())
-    np.testing.assert_allclose(model(x), plain(x), rtol=1e-5, atol=1e-6)  # no dropout at inference
-    assert not np.allclose(model(x, training=True), model(x, training=True))
+    np.testing.assert_allclose(to_numpy(model(x)), to_numpy(plain(x)), rtol=1e-5, atol=1e-6)  # no dropout at inference
+    assert not np.allclose(to_numpy(model(x, training=True)), to_numpy(model(x, training=True)))
 
 
 def test_keras_file_reloads_in_safe_mode_without_custom_objects(tmp_path, randomize):
@@ -141,7 +150,8 @@ def test_keras_file_reloads_in_a_fresh_process(tmp_path, tiny_vit, randomize):
     code = (
         "import numpy as np, keras, keras_vit\n"
         f"m = keras.saving.load_model({str(tmp_path / 'vit.keras')!r}, safe_mode=True)\n"
-        f"np.testing.assert_array_equal(m(np.load({str(tmp_path / 'x.npy')!r})), np.load({str(tmp_path / 'expected.npy')!r}))\n"
+        f"got = keras.ops.convert_to_numpy(m(np.load({str(tmp_path / 'x.npy')!r})))\n"
+        f"np.testing.assert_array_equal(got, np.load({str(tmp_path / 'expected.npy')!r}))\n"
         "print('same')\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

@@ -39,8 +39,13 @@ def offline_env(tmp_path_factory):
 
 
 def test_there_are_five_notebooks():
-    assert NOTEBOOKS == ["01_pixels_to_tokens.ipynb", "02_training.ipynb", "03_fine_tuning.ipynb",
-                         "04_export.ipynb", "05_attention.ipynb"]
+    assert NOTEBOOKS == [
+        "01_pixels_to_tokens.ipynb",
+        "02_training.ipynb",
+        "03_fine_tuning.ipynb",
+        "04_export.ipynb",
+        "05_attention.ipynb",
+    ]
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 import keras_vit
-from keras_vit.deploy import litert
 from keras_vit.tome import TokenMerging, apply_token_merging, bipartite_soft_matching
 
 
@@ -20,8 +19,8 @@ def images():
     return np.random.default_rng(1).normal(size=(3, 32, 32, 3)).astype("float32")
 
 
-def test_r_zero_is_the_original_model_exactly(model, images):
-    np.testing.assert_array_equal(apply_token_merging(model, 0)(images), model(images))
+def test_r_zero_is_the_original_model_exactly(model, images, to_numpy):
+    np.testing.assert_array_equal(to_numpy(apply_token_merging(model, 0)(images)), to_numpy(model(images)))
 
 
 def test_shares_the_weights(model):
@@ -30,29 +29,29 @@ def test_shares_the_weights(model):
 
 
 @pytest.mark.parametrize("r, lengths", [(4, [61, 57]), ([8, 2], [57, 55]), (100, [33, 17])])
-def test_token_count_shrinks_by_r_per_block(model, images, r, lengths):
+def test_token_count_shrinks_by_r_per_block(model, images, r, lengths, to_numpy):
     fast = apply_token_merging(model, r)
     assert [fast.get_layer(f"block_{i}").output[0].shape[1] for i in range(2)] == lengths
     probe = keras.Model(fast.input, [fast.get_layer(f"block_{i}").output for i in range(2)])
-    for (tokens, sizes), length in zip(probe(images), lengths):
+    for (tokens, sizes), length in zip(to_numpy(probe(images)), lengths):
         assert tokens.shape == (3, length, 64)
         # Every patch is still counted once, the class token on its own.
         np.testing.assert_allclose(np.sum(sizes, axis=(1, 2)), 65, rtol=1e-6)
-        np.testing.assert_array_equal(np.asarray(sizes)[:, 0, 0], 1)
+        np.testing.assert_array_equal(sizes[:, 0, 0], 1)
 
 
-def test_class_token_is_kept_first_and_unmerged(model, images):
+def test_class_token_is_kept_first_and_unmerged(model, images, to_numpy):
     block = model.get_layer("block_0")
     tokens = keras.Model(model.input, model.get_layer("embedding_dropout").output)(images)
-    merged, _ = TokenMerging(block, 16)(tokens)
-    np.testing.assert_allclose(merged[:, 0], block(tokens)[:, 0], rtol=1e-5, atol=1e-5)
+    merged, _ = to_numpy(TokenMerging(block, 16)(tokens))
+    np.testing.assert_allclose(merged[:, 0], to_numpy(block(tokens))[:, 0], rtol=1e-5, atol=1e-5)
 
 
-def test_matching_merges_the_most_similar_pair():
+def test_matching_merges_the_most_similar_pair(to_numpy):
     # Tokens 0 (class), 1, 2, 3: set A = {0, 2}, B = {1, 3}; token 2 equals token 3.
     metric = np.array([[[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1]]], "float32")
     merge = bipartite_soft_matching(metric, 1)
-    out = np.asarray(merge(np.array([[[10.0], [1.0], [2.0], [3.0]]], "float32")))
+    out = to_numpy(merge(np.array([[[10.0], [1.0], [2.0], [3.0]]], "float32")))
     np.testing.assert_array_equal(out[0, :, 0], [10, 1, 5])  # class kept, 2 summed into 3
 
 
@@ -66,13 +65,14 @@ def test_validates_r(model):
         apply_token_merging(gap, 2)
 
 
-def test_keras_file_round_trip(model, images, tmp_path):
+def test_keras_file_round_trip(model, images, tmp_path, to_numpy):
     fast = apply_token_merging(model, 8)
     fast.save(tmp_path / "tome.keras")
     loaded = keras.saving.load_model(tmp_path / "tome.keras", safe_mode=True)
-    np.testing.assert_allclose(loaded(images), fast(images), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(loaded(images)), to_numpy(fast(images)), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.tensorflow
 def test_saved_model_round_trip(model, images, tmp_path):
     import tensorflow as tf
 
@@ -82,7 +82,10 @@ def test_saved_model_round_trip(model, images, tmp_path):
     np.testing.assert_allclose(loaded.serve(images), fast(images), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.tensorflow
 def test_tflite_round_trip_with_builtin_ops_only(model, images, tmp_path):
+    from keras_vit.deploy import litert
+
     fast = apply_token_merging(model, 8)
     metadata = {"image_size": [32, 32], "scaling": "vit"}
     pixels = ((images - images.min()) / np.ptp(images) * 255).astype("float32")

@@ -27,35 +27,35 @@ def _images(model, n=2):
 
 
 @pytest.mark.parametrize("pooling, image_size", CASES)
-def test_attention_model_shares_the_weights_and_gives_the_same_logits(pooling, image_size, vit):
+def test_attention_model_shares_the_weights_and_gives_the_same_logits(pooling, image_size, vit, to_numpy):
     model = vit(pooling, image_size, representation_size=8)
     attend = visualize.attention_model(model)
     assert {id(w) for w in attend.weights} == {id(w) for w in model.weights}
-    outputs = attend(_images(model))
-    np.testing.assert_allclose(outputs["logits"], model(_images(model)), atol=1e-5)
+    outputs = to_numpy(attend(_images(model)))
+    np.testing.assert_allclose(outputs["logits"], to_numpy(model(_images(model))), atol=1e-5)
     rows, cols = visualize.grid_shape(model)
     tokens = rows * cols + (pooling == "token")
     assert [tuple(a.shape) for a in outputs["attention"]] == [(2, 2, tokens, tokens)] * 2
     np.testing.assert_allclose(np.sum(outputs["attention"][0], axis=-1), 1, atol=1e-5)
 
 
-def test_attention_model_saves_and_loads_in_safe_mode(tmp_path, vit):
+def test_attention_model_saves_and_loads_in_safe_mode(tmp_path, vit, to_numpy):
     model = vit("gap", (16, 8))
     attend = visualize.attention_model(model)
     attend.save(tmp_path / "attention.keras")
     loaded = keras.saving.load_model(tmp_path / "attention.keras", safe_mode=True)
-    expected, got = attend(_images(model)), loaded(_images(model))
+    expected, got = to_numpy(attend(_images(model))), to_numpy(loaded(_images(model)))
     np.testing.assert_allclose(got["logits"], expected["logits"], atol=1e-6)
     for a, b in zip(got["attention"], expected["attention"]):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
-def test_attention_model_of_a_saved_model_without_head(tmp_path, vit):
+def test_attention_model_of_a_saved_model_without_head(tmp_path, vit, to_numpy):
     model = vit(include_top=False)
     model.save(tmp_path / "features.keras")
     loaded = keras.saving.load_model(tmp_path / "features.keras", safe_mode=True)
-    outputs = visualize.attention_model(loaded)(_images(model))
-    np.testing.assert_allclose(outputs["logits"], model(_images(model)), atol=1e-5)
+    outputs = to_numpy(visualize.attention_model(loaded)(_images(model)))
+    np.testing.assert_allclose(outputs["logits"], to_numpy(model(_images(model))), atol=1e-5)
     assert outputs["logits"].shape == (2, 64)
 
 

@@ -66,7 +66,10 @@ def run_torch():
     def run(*args):
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         result = subprocess.run(
-            [sys.executable, str(TORCH_REFERENCE), *map(str, args)], capture_output=True, text=True, env=env,
+            [sys.executable, str(TORCH_REFERENCE), *map(str, args)],
+            capture_output=True,
+            text=True,
+            env=env,
             timeout=300,
         )
         assert result.returncode == 0, result.stderr[-3000:]

@@ -22,7 +22,8 @@ def test_a_non_square_pytorch_checkpoint_resizes_from_the_grid_it_is_given(refer
     # timm adds no position embedding to the class token when it has no slot: a zero slot does the same.
     expected = stored if class_slot else np.concatenate([np.zeros_like(stored[:, :1]), stored], axis=1)
     np.testing.assert_allclose(
-        model.get_layer("position_embedding").embedding.numpy(), resample_position_embedding(expected, (6, 6), (4, 8)),
+        model.get_layer("position_embedding").embedding.numpy(),
+        resample_position_embedding(expected, (6, 6), (4, 8)),
         atol=1e-6,
     )
     built, _ = build_from_checkpoint(reference / f"{stem}.safetensors", image_size=(32, 64))

@@ -42,7 +42,9 @@ def test_pytorch_checkpoints_give_the_same_outputs(reference, file, expected, mo
     assert difference < TOLERANCE
 
 
-@pytest.mark.parametrize("stem", ["timm_token_32x64", "timm_no_embed_class_32x64", "timm_no_embed_class_8x136", "hf_32x64"])
+@pytest.mark.parametrize(
+    "stem", ["timm_token_32x64", "timm_no_embed_class_32x64", "timm_no_embed_class_8x136", "hf_32x64"]
+)
 def test_pytorch_checkpoints_with_a_non_square_grid_give_the_same_logits(reference, stem, tiny, reference_cases):
     size = reference_cases["grids"][stem]
     model = tiny(image_size=size)
@@ -61,8 +63,10 @@ def test_older_timm_representation_layer_is_loaded(reference, tmp_path, tiny):
     rng = np.random.default_rng(0)
     fc_weight, fc_bias = rng.normal(size=(16, 64)).astype("float32"), rng.normal(size=16).astype("float32")
     head_weight = rng.normal(size=(5, 16)).astype("float32")
-    save_file({**state, "pre_logits.fc.weight": fc_weight, "pre_logits.fc.bias": fc_bias, "head.weight": head_weight},
-              tmp_path / "with_pre_logits.safetensors")
+    save_file(
+        {**state, "pre_logits.fc.weight": fc_weight, "pre_logits.fc.bias": fc_bias, "head.weight": head_weight},
+        tmp_path / "with_pre_logits.safetensors",
+    )
     model = tiny(representation_size=16)
     report = load_weights(model, tmp_path / "with_pre_logits.safetensors")
     assert len(report.loaded) == len(model_variables(model)) and not report.skipped
@@ -104,7 +108,9 @@ def saved_for_timm(reference, tiny, randomize, run_torch):
     return expected
 
 
-@pytest.mark.parametrize("file", ["original_token.npz", "original_gap.npz", "big_vision_token.npz", "big_vision_gap.npz"])
+@pytest.mark.parametrize(
+    "file", ["original_token.npz", "original_gap.npz", "big_vision_token.npz", "big_vision_gap.npz"]
+)
 def test_save_npz_is_read_by_timm(reference, saved_for_timm, file):
     difference = np.abs(np.load(reference / f"{file}.logits.npy") - saved_for_timm[file]).max()
     print(f"{file} read by timm: max abs difference {difference:.2e}")
@@ -163,10 +169,14 @@ def _truncate(path):
 @pytest.mark.parametrize(
     "make, match",
     [
-        (lambda p, random_model: (save_npz(random_model(), p / "x.npz"), _truncate(p / "x.npz")),
-         "truncated or corrupt"),
-        (lambda p, _: np.savez(p / "x.npz", **{"embedding/kernel": np.array([{"a": 1}], dtype=object)}),
-         "pickled object array at key 'embedding/kernel'"),
+        (
+            lambda p, random_model: (save_npz(random_model(), p / "x.npz"), _truncate(p / "x.npz")),
+            "truncated or corrupt",
+        ),
+        (
+            lambda p, _: np.savez(p / "x.npz", **{"embedding/kernel": np.array([{"a": 1}], dtype=object)}),
+            "pickled object array at key 'embedding/kernel'",
+        ),
         (lambda p, _: zipfile.ZipFile(p / "x.npz", "w").writestr("archive/data.pkl", b"\x80\x02."), "PyTorch pickle"),
         (lambda p, _: (p / "x.npz").write_bytes(b"\x80\x02}q\x00." * 4), "PyTorch .bin/.pth pickles are not read"),
         (lambda p, _: np.savez(p / "x.npz", weights=np.zeros(3)), "Unrecognised checkpoint layout"),

@@ -24,7 +24,9 @@ def test_build_from_checkpoint_names_the_variant_and_reads_rectangular_grids_giv
     save_npz(randomize(tiny(image_size=(32, 64))), tmp_path / "wide.npz")
     model, report = build_from_checkpoint(tmp_path / "wide.npz", image_size=(32, 64))
     assert report.variant == "tiny/8" and model.input_shape == (None, 32, 64, 3) and not report.adapted
-    with pytest.raises(CheckpointError, match=r"has 33 tokens, not a square grid, so its image size is unknown: pass image_size"):
+    with pytest.raises(
+        CheckpointError, match=r"has 33 tokens, not a square grid, so its image size is unknown: pass image_size"
+    ):
         build_from_checkpoint(tmp_path / "wide.npz")
     save_npz(randomize(tiny(mlp_dim=96)), tmp_path / "custom.npz")
     assert build_from_checkpoint(tmp_path / "custom.npz")[1].variant is None

@@ -19,9 +19,7 @@ def published(tmp_path, monkeypatch, tiny, randomize):
     source = randomize(tiny())
     path = save_npz(source, tmp_path / "published.npz")
     digest = hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
-    row = checkpoints.Checkpoint(
-        "tiny/8", "test_in1k", pathlib.Path(path).as_uri(), 32, 5, "test", sha256=digest
-    )
+    row = checkpoints.Checkpoint("tiny/8", "test_in1k", pathlib.Path(path).as_uri(), 32, 5, "test", sha256=digest)
     monkeypatch.setitem(checkpoints.CHECKPOINTS, row.name, row)
     monkeypatch.setattr(checkpoints.registry, "CACHE_DIR", str(tmp_path / "cache"))
     return source, row

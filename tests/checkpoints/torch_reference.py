@@ -66,8 +66,14 @@ def hf_config(image_size=32):
     from transformers import ViTConfig
 
     return ViTConfig(
-        image_size=image_size, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=128, num_labels=5, attn_implementation="eager",
+        image_size=image_size,
+        patch_size=8,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        num_labels=5,
+        attn_implementation="eager",
     )
 
 
@@ -109,8 +115,12 @@ def make(out):
         embedding = torch.randn(1, prefix + old[0] * old[1], 8, generator=generator)
         resampled[f"{i}/input"] = embedding.numpy()
         resampled[f"{i}/output"] = resample_abs_pos_embed(
-            embedding, list(new), old_size=list(old), num_prefix_tokens=prefix,
-            interpolation=interpolation, antialias=antialias,
+            embedding,
+            list(new),
+            old_size=list(old),
+            num_prefix_tokens=prefix,
+            interpolation=interpolation,
+            antialias=antialias,
         ).numpy()
     np.savez(out / "resample.npz", **resampled)
     cases = {"grids": {stem: size for stem, (size, _) in GRIDS.items()}, "resample": RESAMPLE_CASES}

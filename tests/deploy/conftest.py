@@ -70,8 +70,12 @@ def exported(model_dir, tmp_path_factory, raw_images):
     labels = np.random.default_rng(2).integers(0, len(LABELS), 24)
     output = tmp_path_factory.mktemp("export") / "out"
     report = keras_vit.deploy.export.export_model(
-        str(model_dir), str(output), test_images=images, test_labels=labels,
-        calibration_images=raw_images(48, 32, 32, seed=3), int8_tolerance=1.0,
+        str(model_dir),
+        str(output),
+        test_images=images,
+        test_labels=labels,
+        calibration_images=raw_images(48, 32, 32, seed=3),
+        int8_tolerance=1.0,
     )
     return output, report
 

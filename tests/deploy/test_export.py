@@ -50,15 +50,21 @@ def test_int8_is_dropped_with_the_reason_when_accuracy_falls(tmp_path):
     (tmp_path / "vit_int8.tflite").write_bytes(b"x")
     rows = [
         {"artifact": "LiteRT float32", "accuracy": 0.90, "top1_agreement": 1.0, "status": "kept"},
-        {"artifact": "LiteRT int8", "accuracy": 0.85, "top1_agreement": 0.9, "status": "kept",
-         "path": "vit_int8.tflite"},
+        {
+            "artifact": "LiteRT int8",
+            "accuracy": 0.85,
+            "top1_agreement": 0.9,
+            "status": "kept",
+            "path": "vit_int8.tflite",
+        },
     ]
     export.judge_int8(rows, 0.02, str(tmp_path))
     assert rows[-1]["status"] == "dropped"
     assert rows[-1]["reason"] == "accuracy 85.00% is 5.00% below float32's, more than int8_tolerance=0.02"
     assert not (tmp_path / "vit_int8.tflite").exists()
     assert "- LiteRT int8: accuracy 85.00% is 5.00% below" in parity.markdown(
-        {"model": "m", "num_test_images": 1, "test_images": "test", "artifacts": rows})
+        {"model": "m", "num_test_images": 1, "test_images": "test", "artifacts": rows}
+    )
 
 
 def test_without_labels_int8_is_judged_on_agreement_with_keras():
@@ -116,7 +122,10 @@ def test_interrupted_export_leaves_nothing(model_dir, tmp_path, monkeypatch):
     [
         (lambda raw: {"test_images": raw(2).astype("float32")}, "test_images must be raw uint8 pixels"),
         (lambda raw: {"test_images": raw(2)[..., :1]}, r"got uint8 with shape \(2, 40, 48, 1\)"),
-        (lambda raw: {"test_images": raw(2), "test_labels": [1, 2, 3]}, r"test_labels must be integers of shape \(2,\)"),
+        (
+            lambda raw: {"test_images": raw(2), "test_labels": [1, 2, 3]},
+            r"test_labels must be integers of shape \(2,\)",
+        ),
         (lambda raw: {"test_images": raw(2), "test_labels": [0, 10]}, r"class indices in \[0, 10\)"),
         (lambda raw: {"test_labels": [0, 1]}, "test_labels were given without test_images"),
         (lambda raw: {"calibration_images": np.zeros((0, 32, 32, 3), "uint8")}, "calibration_images must be .* N > 0"),
@@ -135,8 +144,12 @@ def test_a_folder_without_a_model_says_what_is_expected(tmp_path):
 
 def test_cli_rejects_arrays_that_are_not_npy(cli_main, model_dir, tmp_path, capsys):
     (tmp_path / "images.npz").write_bytes(b"")
-    assert cli_main(["export", str(model_dir), "--output", str(tmp_path / "o"),
-                     "--test-images", str(tmp_path / "images.npz")]) == 2
+    assert (
+        cli_main(
+            ["export", str(model_dir), "--output", str(tmp_path / "o"), "--test-images", str(tmp_path / "images.npz")]
+        )
+        == 2
+    )
     assert "expected a .npy file" in capsys.readouterr().err
 
 
@@ -151,11 +164,15 @@ def _model_with_metadata(model_dir, folder, **metadata):
 
 @pytest.mark.parametrize(
     "metadata, message",
-    [({"labels": ["airplane", "car", "bird", "cat"]}, "has 10 outputs but keras_vit.json beside it lists 4 labels"),
-     ({"image_size": (16, 16)}, r"takes \(32, 32\) images but keras_vit.json beside it says image_size=\(16, 16\)")],
+    [
+        ({"labels": ["airplane", "car", "bird", "cat"]}, "has 10 outputs but keras_vit.json beside it lists 4 labels"),
+        ({"image_size": (16, 16)}, r"takes \(32, 32\) images but keras_vit.json beside it says image_size=\(16, 16\)"),
+    ],
 )
 @pytest.mark.parametrize("command", ["export", "predict"])
-def test_metadata_of_another_model_is_refused(cli_main, model_dir, tmp_path, capsys, raw_images, metadata, message, command):
+def test_metadata_of_another_model_is_refused(
+    cli_main, model_dir, tmp_path, capsys, raw_images, metadata, message, command
+):
     folder = _model_with_metadata(model_dir, tmp_path / "mixed", **metadata)
     Image.fromarray(raw_images(1)[0]).save(tmp_path / "img.png")
     args = ["--output", str(tmp_path / "out")] if command == "export" else ["--model", str(folder)]
@@ -168,12 +185,14 @@ def test_metadata_of_another_model_is_refused(cli_main, model_dir, tmp_path, cap
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"version": -3}, "version=-3 must be an integer >= 1"),
-     ({"version": 0}, "version=0 must be an integer >= 1"),
-     ({"version": 1.5}, "version=1.5 must be an integer >= 1"),
-     ({"name": "a/b"}, "name='a/b' must be one folder name"),
-     ({"name": ".."}, "name='..' must be one folder name"),
-     ({"name": ""}, "name='' must be one folder name")],
+    [
+        ({"version": -3}, "version=-3 must be an integer >= 1"),
+        ({"version": 0}, "version=0 must be an integer >= 1"),
+        ({"version": 1.5}, "version=1.5 must be an integer >= 1"),
+        ({"name": "a/b"}, "name='a/b' must be one folder name"),
+        ({"name": ".."}, "name='..' must be one folder name"),
+        ({"name": ""}, "name='' must be one folder name"),
+    ],
 )
 def test_names_and_versions_tf_serving_cannot_load_are_refused(model_dir, tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -187,9 +206,14 @@ def test_cli_export_refuses_a_dataset_with_other_labels(cli_main, model_dir, tmp
 
     monkeypatch.setattr(data, "load", fake_load)
     monkeypatch.setattr(data, "report_arrays", lambda *args: pytest.fail("the labels were not compared first"))
-    for dataset, message in [("four", "Dataset 'four' does not have the model's labels: it has 4 classes "
-                                      "(0, 1, 2, 3), the model 10 (airplane, car, bird, cat, deer, ...)"),
-                             ("reversed", "its class 0 is 'truck', the model's is 'airplane'")]:
+    for dataset, message in [
+        (
+            "four",
+            "Dataset 'four' does not have the model's labels: it has 4 classes "
+            "(0, 1, 2, 3), the model 10 (airplane, car, bird, cat, deer, ...)",
+        ),
+        ("reversed", "its class 0 is 'truck', the model's is 'airplane'"),
+    ]:
         assert cli_main(["export", str(model_dir), "--output", str(tmp_path / "o"), "--dataset", dataset]) == 2
         assert message in capsys.readouterr().err
 
@@ -199,8 +223,9 @@ def test_check_dataset_labels_accepts_the_same_labels(labels):
     data.check_dataset_labels(range(3), ["0", "1", "2"], "digits")  # TFDS label names vs JSON strings
 
 
-@pytest.mark.parametrize("content, message", [(None, "No such .npy file: .*missing.npy"),
-                                              (b"hello", "bad.npy is not a readable .npy array")])
+@pytest.mark.parametrize(
+    "content, message", [(None, "No such .npy file: .*missing.npy"), (b"hello", "bad.npy is not a readable .npy array")]
+)
 def test_cli_names_the_npy_file_it_cannot_read(cli_main, model_dir, tmp_path, capsys, content, message):
     path = tmp_path / ("missing.npy" if content is None else "bad.npy")
     if content is not None:

@@ -83,7 +83,9 @@ def test_resized_pixels_are_what_the_keras_preprocessing_normalises(raw_images, 
 
 def test_runner_names_the_expected_input_shape(exported, raw_images):
     runner = litert.LiteRTModel(exported[0] / "tflite" / "vit_float32.tflite")
-    with pytest.raises(ValueError, match=r"expects float32 pixels of shape \(B, 32, 32, 3\); got shape \(1, 40, 48, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"expects float32 pixels of shape \(B, 32, 32, 3\); got shape \(1, 40, 48, 3\)"
+    ):
         runner(raw_images(1))
 
 

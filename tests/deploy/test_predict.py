@@ -28,6 +28,7 @@ def kit(kit_predictor):
 
 def _readers(kit):
     """Both image readers, as `path -> uint8 (H, W, 3)`; the kit's at the image's own size."""
+
     def kit_reader(path):
         try:
             with Image.open(path) as image:
@@ -104,8 +105,9 @@ def _parse(printed):
     return results
 
 
-@pytest.mark.parametrize("model_path", ["model.keras", "saved_model/vit/1", "tflite/vit_float32.tflite",
-                                        "tflite/vit_int8.tflite"])
+@pytest.mark.parametrize(
+    "model_path", ["model.keras", "saved_model/vit/1", "tflite/vit_float32.tflite", "tflite/vit_int8.tflite"]
+)
 def test_predict_agrees_across_model_formats(cli_main, model_dir, exported, images, capsys, model_path, labels):
     folder, _ = images
     good = [str(folder / n) for n in ("rgb.png", "gray.png", "photo.jpg")]
@@ -128,14 +130,22 @@ def test_predict_on_a_folder_skips_bad_files_and_says_why(cli_main, exported, im
     captured = capsys.readouterr()
     assert code == 1
     assert sorted(os.path.basename(p) for p in _parse(captured.out)) == [
-        "deep.png", "gray.png", "palette.png", "photo.jpg", "rgb.png", "rgba.png"]
+        "deep.png",
+        "gray.png",
+        "palette.png",
+        "photo.jpg",
+        "rgb.png",
+        "rgba.png",
+    ]
     assert captured.err.count("skipped:") == 3 and "notes.jpg is not an image" in captured.err
 
 
 @pytest.mark.parametrize(
     "args, message",
-    [(["missing.png", "--model", "m.keras"], "No such image file or folder: missing.png"),
-     (["{images}/rgb.png", "--model", "{images}"], "is none of: a .keras file")],
+    [
+        (["missing.png", "--model", "m.keras"], "No such image file or folder: missing.png"),
+        (["{images}/rgb.png", "--model", "{images}"], "is none of: a .keras file"),
+    ],
 )
 def test_predict_usage_errors_are_one_line(cli_main, images, capsys, args, message):
     args = [a.format(images=images[0]) for a in args]
@@ -159,8 +169,14 @@ def test_export_kit_predictor_runs_without_tensorflow(exported, images, cli_main
         "    assert not exit.code, exit.code\n"
         "assert not [m for m in sys.modules if m.startswith(('tensorflow', 'keras')) and sys.modules[m]]\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": ""}, cwd="/")
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": ""},
+        cwd="/",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert cli_main(["predict", *good, "--model", str(model), "--top-k", "3"]) == 0
     expected = _parse(capsys.readouterr().out)
@@ -181,8 +197,20 @@ def test_predict_explain_keeps_the_maps_of_files_with_the_same_name(cli_main, mo
         (tmp_path / folder).mkdir()
         Image.fromarray(raw_images(1, seed=seed)[0]).save(tmp_path / folder / "1.png")
     out = tmp_path / "maps"
-    assert cli_main(["predict", str(tmp_path / "a" / "1.png"), str(tmp_path / "b" / "1.png"),
-                     "--model", str(model_dir), "--explain", str(out)]) == 0
+    assert (
+        cli_main(
+            [
+                "predict",
+                str(tmp_path / "a" / "1.png"),
+                str(tmp_path / "b" / "1.png"),
+                "--model",
+                str(model_dir),
+                "--explain",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert sorted(os.listdir(out)) == ["1_2_attention.png", "1_2_rollout.png", "1_attention.png", "1_rollout.png"]
     assert (out / "1_rollout.png").read_bytes() != (out / "1_2_rollout.png").read_bytes()
     assert f"wrote {out / '1_2_rollout.png'}" in capsys.readouterr().out
@@ -231,16 +259,25 @@ def kit_files(exported, tmp_path, raw_images):
 
 @pytest.mark.parametrize(
     "args, message",
-    [(["--model", "m.tflite", "--labels", "two_labels.txt", "img.png"],
-      "two_labels.txt has 2 labels but m.tflite has 10 outputs"),
-     (["--model", "two_labels.txt", "--labels", "two_labels.txt", "img.png"],
-      "two_labels.txt is not a .tflite model"),
-     (["--model", "nope.tflite", "img.png"], "no such model file: nope.tflite"),
-     (["--model", "m.tflite", "--labels", "nope.txt", "img.png"], "no such labels file: nope.txt"),
-     (["--model", "m.tflite", "img.png"], "no labels.txt beside the model or one folder up; pass --labels"),
-     (["--model", "m.tflite", "--labels", "two_labels.txt", "no_images"], "no image files (.bmp"),
-     (["--model", "m.tflite", "--labels", "two_labels.txt", "missing.png"], "no such image file or folder: missing.png"),
-     (["--model", "m.tflite", "--top-k", "0", "img.png"], "--top-k=0 must be at least 1")],
+    [
+        (
+            ["--model", "m.tflite", "--labels", "two_labels.txt", "img.png"],
+            "two_labels.txt has 2 labels but m.tflite has 10 outputs",
+        ),
+        (
+            ["--model", "two_labels.txt", "--labels", "two_labels.txt", "img.png"],
+            "two_labels.txt is not a .tflite model",
+        ),
+        (["--model", "nope.tflite", "img.png"], "no such model file: nope.tflite"),
+        (["--model", "m.tflite", "--labels", "nope.txt", "img.png"], "no such labels file: nope.txt"),
+        (["--model", "m.tflite", "img.png"], "no labels.txt beside the model or one folder up; pass --labels"),
+        (["--model", "m.tflite", "--labels", "two_labels.txt", "no_images"], "no image files (.bmp"),
+        (
+            ["--model", "m.tflite", "--labels", "two_labels.txt", "missing.png"],
+            "no such image file or folder: missing.png",
+        ),
+        (["--model", "m.tflite", "--top-k", "0", "img.png"], "--top-k=0 must be at least 1"),
+    ],
 )
 def test_export_kit_predictor_usage_errors_are_one_line(kit, kit_files, monkeypatch, capsys, args, message):
     monkeypatch.chdir(kit_files)
@@ -256,9 +293,11 @@ def _run_script(script, *args, cwd):
 
 @pytest.mark.parametrize(
     "names, message",
-    [(["good.png", "empty.png"], "empty.png is empty (0 bytes)"),
-     (["good.png", "notes.txt"], "notes.txt is not a JPEG/PNG/GIF/BMP image"),
-     (["missing.jpg"], "no such image file: missing.jpg")],
+    [
+        (["good.png", "empty.png"], "empty.png is empty (0 bytes)"),
+        (["good.png", "notes.txt"], "notes.txt is not a JPEG/PNG/GIF/BMP image"),
+        (["missing.jpg"], "no such image file: missing.jpg"),
+    ],
 )
 def test_serving_clients_refuse_files_that_are_no_image(tmp_path, monkeypatch, names, message, raw_images, repo):
     Image.fromarray(raw_images(1)[0]).save(tmp_path / "good.png")

@@ -79,8 +79,11 @@ def test_serving_bytes_rejects_bytes_that_are_no_image(saved_model_dir):
     [
         ("serving_uint8", lambda raw: raw(1).astype("float32"), "'images' as uint8 with shape \\(any, any, any, 3\\)"),
         ("serving_uint8", lambda raw: raw(1)[0], "'images' .*; got uint8 with shape \\(40, 48, 3\\)"),
-        ("serving_default", lambda raw: np.zeros((1, 40, 48, 3), "float32"),
-         "'images' as float32 with shape \\(any, 32, 32, 3\\)"),
+        (
+            "serving_default",
+            lambda raw: np.zeros((1, 40, 48, 3), "float32"),
+            "'images' as float32 with shape \\(any, 32, 32, 3\\)",
+        ),
         ("serving_bytes", lambda raw: np.zeros((2, 3), "uint8"), "'image_bytes' as string"),
     ],
 )
@@ -108,8 +111,19 @@ def test_saved_model_cli_show_lists_the_signatures_and_named_outputs(saved_model
 def test_saved_model_cli_run_gives_the_keras_numbers(saved_model_dir, model, tmp_path, raw_images, keras_logits):
     images = raw_images(2, 25, 41)
     np.save(tmp_path / "x.npy", images)
-    _saved_model_cli("run", "--dir", saved_model_dir, "--tag_set", "serve", "--signature_def", "serving_uint8",
-                     "--inputs", f"images={tmp_path / 'x.npy'}", "--outdir", str(tmp_path / "out"))
+    _saved_model_cli(
+        "run",
+        "--dir",
+        saved_model_dir,
+        "--tag_set",
+        "serve",
+        "--signature_def",
+        "serving_uint8",
+        "--inputs",
+        f"images={tmp_path / 'x.npy'}",
+        "--outdir",
+        str(tmp_path / "out"),
+    )
     np.testing.assert_allclose(np.load(tmp_path / "out" / "logits.npy"), keras_logits(model, images), atol=1e-5)
 
 
@@ -117,7 +131,9 @@ def test_saved_model_cli_scan_finds_no_denylisted_ops(saved_model_dir):
     assert "does not contain the default denylisted ops" in _saved_model_cli("scan", "--dir", saved_model_dir)
 
 
-def test_grpc_predict_request_evaluates_against_the_signature(saved_model_dir, model, tmp_path, raw_images, keras_logits, repo):
+def test_grpc_predict_request_evaluates_against_the_signature(
+    saved_model_dir, model, tmp_path, raw_images, keras_logits, repo
+):
     images = raw_images(3, 30, 50)
     paths = []
     for i, image in enumerate(images):
@@ -132,13 +148,16 @@ def test_grpc_predict_request_evaluates_against_the_signature(saved_model_dir, m
     np.testing.assert_allclose(outputs["logits"].numpy(), keras_logits(model, images), atol=1e-5)
 
 
-def test_rest_request_body_carries_b64_images_the_signature_decodes(saved_model_dir, model, tmp_path, raw_images, keras_logits, repo):
+def test_rest_request_body_carries_b64_images_the_signature_decodes(
+    saved_model_dir, model, tmp_path, raw_images, keras_logits, repo
+):
     images = raw_images(2, 20, 20)
     paths = [tmp_path / "a.png", tmp_path / "b.png"]
     for path, image in zip(paths, images):
         Image.fromarray(image).save(path)
-    body = json.loads(json.dumps(runpy.run_path(str(repo / "deployment_kit" / "serving" / "rest_request.py"))
-                                 ["bytes_request"](paths)))
+    body = json.loads(
+        json.dumps(runpy.run_path(str(repo / "deployment_kit" / "serving" / "rest_request.py"))["bytes_request"](paths))
+    )
     assert body["signature_name"] == "serving_bytes"
     # What TF Serving does with {"b64": ...} before calling the signature.
     encoded = np.array([base64.b64decode(row["image_bytes"]["b64"]) for row in body["instances"]], dtype=object)
@@ -155,8 +174,11 @@ def plain_saved_model(model, tmp_path_factory):
 
 
 def test_a_saved_model_from_another_program_is_named_as_such(cli_main, plain_saved_model, tmp_path, capsys, raw_images):
-    with pytest.raises(ValueError, match=r"has no signature 'serving_uint8' \(it has: serve, serving_default\): "
-                                         "it is not a keras-vit export"):
+    with pytest.raises(
+        ValueError,
+        match=r"has no signature 'serving_uint8' \(it has: serve, serving_default\): "
+        "it is not a keras-vit export",
+    ):
         load_signature(plain_saved_model, "serving_uint8")
     Image.fromarray(raw_images(1)[0]).save(tmp_path / "a.png")
     assert cli_main(["predict", str(tmp_path / "a.png"), "--model", str(plain_saved_model)]) == 2

@@ -32,8 +32,16 @@ def main(strategy, output, weights, tf_config=None):
 
     keras.Model.fit = record_and_fit  # `train` builds, compiles, then fits once: the weights it starts from
 
-    config = TrainConfig(output=output, strategy=strategy, variant="tiny/4", image_size=16, epochs=2,
-                         batch_size=32, shuffle=False, verbose=0)
+    config = TrainConfig(
+        output=output,
+        strategy=strategy,
+        variant="tiny/4",
+        image_size=16,
+        epochs=2,
+        batch_size=32,
+        shuffle=False,
+        verbose=0,
+    )
     results, model = train(config, return_model=True)
     np.savez(weights, *model.get_weights())
     print(json.dumps({"replicas": model.distribute_strategy.num_replicas_in_sync, **results}))

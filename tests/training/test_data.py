@@ -22,8 +22,14 @@ def _image_bytes(fmt, mode="RGB", size=(20, 14), seed=0):
 
 
 def _make_folder(root, per_class=6, classes=("cat", "dog"), seed=0):
-    formats = [("JPEG", "RGB", "jpg"), ("PNG", "RGBA", "png"), ("BMP", "RGB", "bmp"), ("GIF", "L", "gif"),
-               ("PNG", "L", "png"), ("JPEG", "L", "jpeg")]
+    formats = [
+        ("JPEG", "RGB", "jpg"),
+        ("PNG", "RGBA", "png"),
+        ("BMP", "RGB", "bmp"),
+        ("GIF", "L", "gif"),
+        ("PNG", "L", "png"),
+        ("JPEG", "L", "jpeg"),
+    ]
     for c, name in enumerate(classes):
         (root / name).mkdir(parents=True)
         for i in range(per_class):
@@ -35,7 +41,11 @@ def _make_folder(root, per_class=6, classes=("cat", "dog"), seed=0):
 def test_digits_is_a_tfds_dataset_with_fixed_splits(tmp_path):
     builder = tfds.builder("digits", data_dir=str(tmp_path))
     builder.download_and_prepare()
-    assert {k: v.num_examples for k, v in builder.info.splits.items()} == {"train": 1257, "validation": 180, "test": 360}
+    assert {k: v.num_examples for k, v in builder.info.splits.items()} == {
+        "train": 1257,
+        "validation": 180,
+        "test": 360,
+    }
     image, label = next(iter(tfds.load("digits", split="test", data_dir=str(tmp_path), as_supervised=True)))
     assert image.shape == (8, 8, 1) and image.dtype == tf.uint8 and 0 <= int(label) < 10
     splits = data.load("digits", data_dir=str(tmp_path))
@@ -115,7 +125,9 @@ def test_missing_split_folders_are_held_out_of_train(tmp_path, given, expected):
     splits = data.load(str(tmp_path))
     assert splits.sizes == expected and splits.labels == ["cat", "dog"]
     for split in ("validation", "test"):
-        assert sorted(int(y) for _, y in getattr(splits, split)) == [0] * (expected[split] // 2) + [1] * (expected[split] // 2)
+        assert sorted(int(y) for _, y in getattr(splits, split)) == [0] * (expected[split] // 2) + [1] * (
+            expected[split] // 2
+        )
     images = {split: {image.numpy().tobytes() for image, _ in getattr(splits, split)} for split in expected}
     assert not images["train"] & (images["validation"] | images["test"])  # held out, not copied
 
@@ -123,7 +135,9 @@ def test_missing_split_folders_are_held_out_of_train(tmp_path, given, expected):
 def test_split_folder_names_are_never_classes(tmp_path):
     _make_folder(tmp_path / "mixed")
     _make_folder(tmp_path / "mixed" / "test", per_class=2)
-    with pytest.raises(ValueError, match=r"mixed holds split folders \(test\) next to class folders \(cat, dog\).*train/"):
+    with pytest.raises(
+        ValueError, match=r"mixed holds split folders \(test\) next to class folders \(cat, dog\).*train/"
+    ):
         data.load(str(tmp_path / "mixed"))
     _make_folder(tmp_path / "no_train" / "val", per_class=2)
     _make_folder(tmp_path / "no_train" / "test", per_class=2)
@@ -171,7 +185,9 @@ def test_a_class_with_no_readable_image_is_a_clear_error(tmp_path, capsys):
     (root / "hexagon").mkdir()
     (root / "hexagon" / "a.png").write_bytes(b"")
     (root / "hexagon" / "b.jpg").write_text("text, not a JPEG")
-    with pytest.raises(ValueError, match=r"Class folder .*hexagon has no readable image to train on.*remove the folder"):
+    with pytest.raises(
+        ValueError, match=r"Class folder .*hexagon has no readable image to train on.*remove the folder"
+    ):
         data.load(str(root))
     _make_folder(tmp_path / "split" / "train", per_class=3, classes=("cat",))
     (tmp_path / "split" / "train" / "dog").mkdir()
@@ -211,7 +227,9 @@ def test_training_pipeline_augments_and_evaluation_is_deterministic():
     evaluate = data.pipeline(raw, image_size=32, num_classes=4, batch_size=8)
     first, second = (np.concatenate([x for x, _ in evaluate]) for _ in range(2))
     np.testing.assert_array_equal(first, second)
-    train = data.pipeline(raw, image_size=32, num_classes=4, batch_size=8, training=True, randaugment=True, mixup=0.8, seed=1)
+    train = data.pipeline(
+        raw, image_size=32, num_classes=4, batch_size=8, training=True, randaugment=True, mixup=0.8, seed=1
+    )
     x, y = next(iter(train))
     assert x.shape == (8, 32, 32, 3) and x.dtype == tf.float32
     np.testing.assert_allclose(tf.reduce_sum(y, axis=-1), 1.0, rtol=1e-5)

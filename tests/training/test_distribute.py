@@ -67,8 +67,13 @@ def _train_two_workers(tmp_path, output):
     """Runs the two workers; returns `(results, None)`, or `(None, logs)` when one failed."""
     cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
     workers = [
-        _run(tmp_path, "multi_worker", output, str(tmp_path / f"w{i}.npz"),
-             json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
+        _run(
+            tmp_path,
+            "multi_worker",
+            output,
+            str(tmp_path / f"w{i}.npz"),
+            json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
+        )
         for i in range(2)
     ]
     try:

@@ -17,8 +17,13 @@ def test_weight_decay_skips_biases_norms_position_embedding_and_class_token(tiny
     decayed = {v.path for v in model.trainable_variables if optimizer._use_weight_decay(v)}
     assert "block_0/mlp_dense_1/kernel" in decayed and "patch_embedding/projection/kernel" in decayed
     assert "block_0/attention/qkv/kernel" in decayed and "head/kernel" in decayed
-    for path in ("block_0/mlp_dense_1/bias", "block_0/norm_1/gamma", "encoder_norm/beta",
-                 "position_embedding/embedding", "class_token/token"):
+    for path in (
+        "block_0/mlp_dense_1/bias",
+        "block_0/norm_1/gamma",
+        "encoder_norm/beta",
+        "position_embedding/embedding",
+        "class_token/token",
+    ):
         assert path not in decayed, path
     assert optimizer.global_clipnorm == 1.0
 

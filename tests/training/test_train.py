@@ -20,16 +20,25 @@ CLI = [sys.executable, "-m", "keras_vit.cli"]
 
 
 def _config(tmp_path, **kwargs):
-    defaults = dict(output=str(tmp_path / "run"), variant="tiny/4", image_size=16, epochs=2, batch_size=64, verbose=0,
-                    export=False)
+    defaults = dict(
+        output=str(tmp_path / "run"), variant="tiny/4", image_size=16, epochs=2, batch_size=64, verbose=0, export=False
+    )
     return TrainConfig(**{**defaults, **kwargs})
 
 
 def test_short_fit_writes_every_artifact_and_learns(tmp_path):
     results = train(_config(tmp_path, epochs=4, learning_rate=3e-3))
     run = tmp_path / "run"
-    for name in ("model.keras", "keras_vit.json", "results.json", "history.csv", "history.json", "curves.png",
-                 "confusion_matrix.png", "checkpoints/best.keras"):
+    for name in (
+        "model.keras",
+        "keras_vit.json",
+        "results.json",
+        "history.csv",
+        "history.json",
+        "curves.png",
+        "confusion_matrix.png",
+        "checkpoints/best.keras",
+    ):
         assert (run / name).exists(), name
     assert any((run / "logs").rglob("*tfevents*"))
     assert results["test_top1"] > 0.3  # 10 classes: well above chance after 4 short epochs
@@ -92,7 +101,9 @@ def test_bad_input_fails_before_anything_is_written(tmp_path, kwargs, error, mat
 def test_cli_prints_one_line_errors(tmp_path):
     result = subprocess.run(
         [*CLI, "train", "--dataset", str(tmp_path / "missing") + "/", "--output", str(tmp_path / "run")],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("keras-vit train: error: No folder at")
@@ -117,8 +128,21 @@ def _epochs_logged(path):
 
 def test_a_killed_run_resumes_where_it_stopped(tmp_path):
     output = tmp_path / "run"
-    args = [*CLI, "train", "--output", str(output), "--variant", "tiny/4", "--image-size", "16", "--epochs", "8",
-            "--verbose", "0", "--no-export"]
+    args = [
+        *CLI,
+        "train",
+        "--output",
+        str(output),
+        "--variant",
+        "tiny/4",
+        "--image-size",
+        "16",
+        "--epochs",
+        "8",
+        "--verbose",
+        "0",
+        "--no-export",
+    ]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
     while len(_epochs_logged(output / "history.csv")) < 2 and process.poll() is None and time.time() < deadline:
@@ -141,7 +165,9 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path):
 
 def test_resume_takes_the_runs_settings_and_refuses_contradicting_ones(tmp_path):
     started = _config(tmp_path, batch_size=32, epochs=3)
-    run_folder.start(started.output, {"epochs": 3, "batch_size": 32})  # in TrainConfig's field order, as train stores it
+    run_folder.start(
+        started.output, {"epochs": 3, "batch_size": 32}
+    )  # in TrainConfig's field order, as train stores it
     with pytest.raises(ValueError, match=r"--batch-size 16 \(the run has 32\) contradict"):
         train(_config(tmp_path, resume=True, batch_size=16))
     (tmp_path / "notarun").mkdir()
@@ -175,7 +201,9 @@ def test_evaluate_refuses_a_dataset_with_other_classes(tmp_path):
         (folder / label).mkdir(parents=True)
         for i in range(3):
             Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(folder / label / f"{i}.png")
-    with pytest.raises(ValueError, match=r"does not have the model's labels: it has 2 classes \(cat, dog\), the model 10 \(0, 1, 2"):
+    with pytest.raises(
+        ValueError, match=r"does not have the model's labels: it has 2 classes \(cat, dog\), the model 10 \(0, 1, 2"
+    ):
         evaluate(str(tmp_path / "run"), str(folder))
 
 
@@ -188,8 +216,12 @@ def test_fine_tuning_an_earlier_runs_model_keeps_its_pixel_scaling(tmp_path, tin
 def test_the_main_job_trains_evaluates_and_exports(tmp_path):
     """`keras-vit train` as the README runs it, shortened: digits -> fit -> test metrics -> export."""
     output = tmp_path / "run"
-    result = subprocess.run([*CLI, "train", "--output", str(output), "--epochs", "3", "--image-size", "16"],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [*CLI, "train", "--output", str(output), "--epochs", "3", "--image-size", "16"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| LiteRT float32 |" in result.stdout and f"Wrote {output}/" in result.stdout
     report = json.loads((output / "export" / "parity_report.json").read_text())
@@ -198,7 +230,9 @@ def test_the_main_job_trains_evaluates_and_exports(tmp_path):
     assert rows["SavedModel (serving_uint8)"]["top1_agreement"] == 1.0
     assert (output / "export" / "saved_model" / "vit" / "1" / "saved_model.pb").exists()
     assert sorted(p.name for p in (output / "export" / "tflite").glob("*.tflite"))[:2] == [
-        "vit_dynamic_int8.tflite", "vit_float16.tflite"]
+        "vit_dynamic_int8.tflite",
+        "vit_float16.tflite",
+    ]
     results = json.loads((output / "results.json").read_text())
     assert results["export"]["LiteRT float32"] == pytest.approx(results["test_top1"], abs=0.01)
 

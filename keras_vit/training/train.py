@@ -18,6 +18,7 @@ from keras_vit import files, run_folder
 from keras_vit.checkpoints import build_from_checkpoint, build_vit
 from keras_vit.config import ViTConfig, parse_variant
 from keras_vit.deploy.export import export_model
+from keras_vit.model import model_config
 from keras_vit.preprocessing import SCALINGS
 from keras_vit.training import data, distribute, optimizers
 from keras_vit.training.reports import plot_confusion_matrix, plot_curves, predicted_classes, read_history
@@ -133,11 +134,7 @@ def train(config, return_model=False):
         _check_not_diverged(history.history.get("loss", []), config.output)
     seconds = None if start is None else time.perf_counter() - start
     metrics = model.evaluate(test_ds, return_dict=True, verbose=0)
-    results = (
-        _finish(model, config, architecture, splits, metrics, seconds, test_ds)
-        if chief
-        else _summary(config, splits, metrics)
-    )
+    results = _finish(model, config, splits, metrics, seconds, test_ds) if chief else _summary(config, splits, metrics)
     if chief and config.export:
         results["export"] = _export(config, splits)
     if chief:
@@ -345,7 +342,7 @@ def _summary(config, splits, metrics):
     }
 
 
-def _finish(model, config, architecture, splits, metrics, seconds, test_ds):
+def _finish(model, config, splits, metrics, seconds, test_ds):
     output = config.output
     run_folder.save_model(model, output)
     run_folder.write_metadata(
@@ -358,7 +355,7 @@ def _finish(model, config, architecture, splits, metrics, seconds, test_ds):
         dataset=splits.name,
         seed=config.seed,  # folders and TFDS datasets without a test split hold one out with it
         bad_files=config.bad_files,
-        architecture=architecture.to_dict(),
+        architecture=model_config(model).to_dict(),  # read from the model: right for a resumed run too
     )
     history = read_history(os.path.join(output, run_folder.HISTORY_CSV))
     files.write_json(os.path.join(output, run_folder.HISTORY_JSON), history)

@@ -13,6 +13,8 @@ from keras_vit.checkpoints.resample import resample_position_embedding, square_g
 from keras_vit.config import to_pair
 
 POSEMB, CLS = "Transformer/posembed_input/pos_embedding", "cls"
+DIST, REGISTERS = "dist", "reg"  # DeiT's distillation token, DINOv2's registers: (1, 1, D), (1, R, D)
+PREFIX_TOKENS = (CLS, DIST, REGISTERS)  # in the order the model prepends them
 HEAD, PRE_LOGITS, EMBEDDING = ("head/kernel", "head/bias"), ("pre_logits/kernel", "pre_logits/bias"), "embedding/kernel"
 
 

@@ -28,6 +28,7 @@ import keras
 import numpy as np
 from safetensors.numpy import load_file
 
+from keras_vit.checkpoints.adapt import CLS, DIST, POSEMB, REGISTERS
 from keras_vit.checkpoints.keys import model_variables
 
 ORIGINAL, BIG_VISION, TIMM, HUGGING_FACE = "original", "big_vision", "timm", "hugging_face"
@@ -143,11 +144,14 @@ def detect_layout(arrays):
         return ORIGINAL
     if "patch_embed.proj.weight" in keys:
         return TIMM
-    if any(k.endswith("embeddings.patch_embeddings.projection.weight") for k in keys):
+    if any(
+        k.endswith(("embeddings.patch_embeddings.projection.weight", "embeddings.patch_embedding.weight")) for k in keys
+    ):
         return HUGGING_FACE
     raise CheckpointError(
         f"Unrecognised checkpoint layout (first keys {sorted(keys)[:5]}); expected the original ViT "
-        ".npz, big_vision .npz, or a timm / Hugging Face ViT state dict."
+        ".npz, big_vision .npz (ViT or SigLIP), or a timm / Hugging Face state dict of a ViT, DeiT, "
+        "DINOv2, SigLIP or CLIP image model."
     )
 
 
@@ -171,6 +175,10 @@ def to_canonical(arrays, layout, num_heads):
 
 def from_big_vision(arrays):
     params = {re.sub(r"^(params/|opt/target/)", "", k): v for k, v in arrays.items()}
+    if any(key.startswith("img/") for key in params):
+        # A two-tower model (SigLIP, LiT): its image tower, without the text tower and the
+        # temperature and bias (`t`, `b`) of the contrastive loss.
+        params = {key[len("img/") :]: value for key, value in params.items() if key.startswith("img/")}
     params = _unscan(params)
     out = {}
     for key, value in params.items():
@@ -219,67 +227,112 @@ def to_big_vision(canonical):
 
 # --- PyTorch layouts (timm, Hugging Face) ------------------------------------------
 
-# (regex on the PyTorch key, canonical key template, transform). A block pattern's first group is
-# the block index; `{kind}` becomes kernel/bias, `{norm}` scale/bias, `{qkv}` query/key/value.
-_TIMM_BLOCK = r"blocks\.(\d+)\."
+# (regex on the PyTorch key, canonical key template, transform). Named groups: `block` the block
+# index (the key then goes under `Transformer/encoderblock_{block}/`); `leaf` weight/bias, giving
+# `{kind}` kernel/bias and `{norm}` scale/bias; `qkv` the projection (`{qkv}` query/key/value);
+# `n` 1 or 2, giving `{n}` 0 or 1 (MLP layers, LayerScale).
+_LEAF = r"\.(?P<leaf>weight|bias)"
+_N = r"(?P<n>[12])"
+_QKV_GROUP = r"(?P<qkv>query|key|value|q|k|v)"
+_MAP_ATTENTION = "MAPHead_0/MultiHeadDotProductAttention_0/"
+_BLOCK_ATTENTION = "MultiHeadDotProductAttention_1/"
+_TIMM_BLOCK = r"blocks\.(?P<block>\d+)\."
 TIMM_KEYS = [
-    (r"patch_embed\.proj\.weight", "embedding/kernel", "conv"),
-    (r"patch_embed\.proj\.bias", "embedding/bias", "copy"),
-    (r"cls_token", "cls", "copy"),
-    (r"pos_embed", "Transformer/posembed_input/pos_embedding", "copy"),  # class slot: see the docstring
-    (_TIMM_BLOCK + r"norm1\.(weight|bias)", "LayerNorm_0/{norm}", "copy"),
-    (_TIMM_BLOCK + r"attn\.(q|k|v)\.(weight|bias)", "MultiHeadDotProductAttention_1/{qkv}/{kind}", "heads_in"),
-    (_TIMM_BLOCK + r"attn\.proj\.(weight|bias)", "MultiHeadDotProductAttention_1/out/{kind}", "heads_out"),
-    (_TIMM_BLOCK + r"norm2\.(weight|bias)", "LayerNorm_2/{norm}", "copy"),
-    (_TIMM_BLOCK + r"mlp\.fc1\.(weight|bias)", "MlpBlock_3/Dense_0/{kind}", "linear"),
-    (_TIMM_BLOCK + r"mlp\.fc2\.(weight|bias)", "MlpBlock_3/Dense_1/{kind}", "linear"),
-    (r"norm\.(weight|bias)", "Transformer/encoder_norm/{norm}", "copy"),
-    (r"pre_logits\.fc\.(weight|bias)", "pre_logits/{kind}", "linear"),  # older timm's representation layer
-    (r"head\.(weight|bias)", "head/{kind}", "linear"),
+    (r"patch_embed\.proj" + _LEAF, "embedding/{kind}", "conv"),
+    (r"cls_token", CLS, "copy"),
+    (r"dist_token", DIST, "copy"),  # DeiT's distillation token
+    (r"reg_token", REGISTERS, "copy"),  # DINOv2's registers
+    (r"pos_embed", POSEMB, "copy"),  # with or without prefix slots: `describe` and `adapt` tell which
+    (r"norm_pre" + _LEAF, "Transformer/pre_norm/{norm}", "copy"),  # CLIP
+    (_TIMM_BLOCK + r"norm1" + _LEAF, "LayerNorm_0/{norm}", "copy"),
+    (_TIMM_BLOCK + r"attn\." + _QKV_GROUP + _LEAF, _BLOCK_ATTENTION + "{qkv}/{kind}", "heads_in"),
+    (_TIMM_BLOCK + r"attn\.proj" + _LEAF, _BLOCK_ATTENTION + "out/{kind}", "heads_out"),
+    (_TIMM_BLOCK + r"ls" + _N + r"\.gamma", "LayerScale_{n}/scale", "copy"),
+    (_TIMM_BLOCK + r"norm2" + _LEAF, "LayerNorm_2/{norm}", "copy"),
+    (_TIMM_BLOCK + r"mlp\.fc" + _N + _LEAF, "MlpBlock_3/Dense_{n}/{kind}", "linear"),
+    # `fc_norm` is the final norm applied after pooling (`norm` is then an Identity, absent).
+    (r"(?:fc_)?norm" + _LEAF, "Transformer/encoder_norm/{norm}", "copy"),
+    (r"attn_pool\.latent", "MAPHead_0/probe", "copy"),  # SigLIP's attention pooling
+    (r"attn_pool\." + _QKV_GROUP + _LEAF, _MAP_ATTENTION + "{qkv}/{kind}", "heads_in"),
+    (r"attn_pool\.proj" + _LEAF, _MAP_ATTENTION + "out/{kind}", "heads_out"),
+    (r"attn_pool\.norm" + _LEAF, "MAPHead_0/LayerNorm_0/{norm}", "copy"),
+    (r"attn_pool\.mlp\.fc" + _N + _LEAF, "MAPHead_0/MlpBlock_0/Dense_{n}/{kind}", "linear"),
+    (r"pre_logits\.fc" + _LEAF, "pre_logits/{kind}", "linear"),  # older timm's representation layer
+    (r"head" + _LEAF, "head/{kind}", "linear"),
+    (r"head_dist" + _LEAF, "head_dist/{kind}", "linear"),
 ]
-_HF_LAYER = r"(?:vit\.)?(?:encoder\.layer|layers)\.(\d+)\."
+# One table for the Hugging Face ViT, DeiT, DINOv2 (with registers), SigLIP and CLIP vision models:
+# their names do not collide. Files on the Hub (and save_pretrained) use the first spellings;
+# transformers 5 in memory the `layers.N` / `q_proj` / `o_proj` ones.
+_HF = r"(?:vit\.|deit\.|dinov2\.|vision_model\.)?"
+_HF_LAYER = _HF + r"(?:encoder\.layers?|layers)\.(?P<block>\d+)\."
 HUGGING_FACE_KEYS = [
-    (r"(?:vit\.)?embeddings\.patch_embeddings\.projection\.weight", "embedding/kernel", "conv"),
-    (r"(?:vit\.)?embeddings\.patch_embeddings\.projection\.bias", "embedding/bias", "copy"),
-    (r"(?:vit\.)?embeddings\.cls_token", "cls", "copy"),
-    (r"(?:vit\.)?embeddings\.position_embeddings", "Transformer/posembed_input/pos_embedding", "copy"),
-    (_HF_LAYER + r"layernorm_before\.(weight|bias)", "LayerNorm_0/{norm}", "copy"),
-    # Files on the Hub (and save_pretrained) use the first names; transformers 5 in memory the second.
+    (_HF + r"embeddings\.patch_embeddings?(?:\.projection)?" + _LEAF, "embedding/{kind}", "conv"),
+    (_HF + r"embeddings\.cls_token", CLS, "copy"),
+    (_HF + r"embeddings\.class_embedding", CLS, "token"),  # CLIP: (D,)
+    (_HF + r"embeddings\.distillation_token", DIST, "copy"),
+    (_HF + r"embeddings\.register_tokens", REGISTERS, "copy"),
+    (_HF + r"embeddings\.position_embeddings", POSEMB, "copy"),
+    (_HF + r"embeddings\.position_embedding\.weight", POSEMB, "posemb"),  # CLIP, SigLIP: an nn.Embedding
+    (_HF + r"pre_layrnorm" + _LEAF, "Transformer/pre_norm/{norm}", "copy"),  # sic: CLIP's name
+    (_HF_LAYER + r"(?:layernorm_before|norm1|layer_norm1)" + _LEAF, "LayerNorm_0/{norm}", "copy"),
     (
-        _HF_LAYER + r"attention\.(?:attention\.)?(query|key|value|q|k|v)(?:_proj)?\.(weight|bias)",
-        "MultiHeadDotProductAttention_1/{qkv}/{kind}",
+        _HF_LAYER + r"(?:attention\.(?:attention\.)?|self_attn\.)" + _QKV_GROUP + r"(?:_proj)?" + _LEAF,
+        _BLOCK_ATTENTION + "{qkv}/{kind}",
         "heads_in",
     ),
     (
-        _HF_LAYER + r"attention\.(?:output\.dense|o_proj)\.(weight|bias)",
-        "MultiHeadDotProductAttention_1/out/{kind}",
+        _HF_LAYER + r"(?:attention\.(?:output\.dense|o_proj)|self_attn\.out_proj)" + _LEAF,
+        _BLOCK_ATTENTION + "out/{kind}",
         "heads_out",
     ),
-    (_HF_LAYER + r"layernorm_after\.(weight|bias)", "LayerNorm_2/{norm}", "copy"),
-    (_HF_LAYER + r"(?:intermediate\.dense|mlp\.fc1)\.(weight|bias)", "MlpBlock_3/Dense_0/{kind}", "linear"),
-    (_HF_LAYER + r"(?:output\.dense|mlp\.fc2)\.(weight|bias)", "MlpBlock_3/Dense_1/{kind}", "linear"),
-    (r"(?:vit\.)?layernorm\.(weight|bias)", "Transformer/encoder_norm/{norm}", "copy"),
-    (r"(?:vit\.)?pooler\.dense\.(weight|bias)", "pre_logits/{kind}", "linear"),
-    (r"classifier\.(weight|bias)", "head/{kind}", "linear"),
+    (_HF_LAYER + r"layer_scale" + _N + r"\.lambda1", "LayerScale_{n}/scale", "copy"),
+    (_HF_LAYER + r"(?:layernorm_after|norm2|layer_norm2)" + _LEAF, "LayerNorm_2/{norm}", "copy"),
+    (_HF_LAYER + r"(?:intermediate\.dense|mlp\.fc1)" + _LEAF, "MlpBlock_3/Dense_0/{kind}", "linear"),
+    (_HF_LAYER + r"(?:output\.dense|mlp\.fc2)" + _LEAF, "MlpBlock_3/Dense_1/{kind}", "linear"),
+    (_HF + r"(?:layernorm|post_layernorm)" + _LEAF, "Transformer/encoder_norm/{norm}", "copy"),
+    (_HF + r"pooler\.dense" + _LEAF, "pre_logits/{kind}", "linear"),
+    (r"(?:classifier|cls_classifier)" + _LEAF, "head/{kind}", "linear"),
+    (r"distillation_classifier" + _LEAF, "head_dist/{kind}", "linear"),
+    (r"visual_projection\.weight", "head/kernel", "linear"),  # CLIP's projection: a head without bias
+    (_HF + r"head\.probe", "MAPHead_0/probe", "copy"),  # SigLIP's attention pooling
+    (_HF + r"head\.attention\." + _QKV_GROUP + _LEAF, _MAP_ATTENTION + "{qkv}/{kind}", "heads_in"),
+    (_HF + r"head\.attention\.out_proj" + _LEAF, _MAP_ATTENTION + "out/{kind}", "heads_out"),
+    (_HF + r"head\.layernorm" + _LEAF, "MAPHead_0/LayerNorm_0/{norm}", "copy"),
+    (_HF + r"head\.mlp\.fc" + _N + _LEAF, "MAPHead_0/MlpBlock_0/Dense_{n}/{kind}", "linear"),
 ]
+# Tensors of the files that are no part of an image model: dropped on reading, and said so.
+IGNORED = re.compile(
+    r"(?:.*\.)?(?:text_model\..*|text_projection\.weight|logit_scale|logit_bias|position_ids"
+    r"|embeddings\.mask_token)"
+)
 _QKV = {"q": "query", "k": "key", "v": "value", "query": "query", "key": "key", "value": "value"}
+# Fused projections, split before the tables apply: (regex, parts). timm's block `qkv` and MAP
+# head `kv`; PyTorch's nn.MultiheadAttention `in_proj` (SigLIP's MAP head in transformers).
+_FUSED = [
+    (re.compile(r"(blocks\.\d+\.attn\.)qkv\.(weight|bias)"), "qkv"),
+    (re.compile(r"(attn_pool\.)kv\.(weight|bias)"), "kv"),
+    (re.compile(r"(.*head\.attention\.)in_proj_(weight|bias)"), "qkv"),
+]
 
 
-def _split_fused_qkv(state):
-    """timm's `attn.qkv` `(3D, D)` -> separate `attn.q`, `attn.k`, `attn.v`."""
+def _split_fused(state):
+    """Fused `(kD, D)` projections -> one `(D, D)` entry per part (`attn.q`, `attn.k`, ...)."""
     out = {}
     for key, value in state.items():
-        match = re.fullmatch(r"(blocks\.\d+\.attn\.)qkv\.(weight|bias)", key)
-        if match:
-            for name, part in zip("qkv", np.split(value, 3, axis=0)):
-                out[f"{match[1]}{name}.{match[2]}"] = part
+        for pattern, parts in _FUSED:
+            match = pattern.fullmatch(key)
+            if match:
+                for name, part in zip(parts, np.split(value, len(parts), axis=0)):
+                    out[f"{match[1]}{name}.{match[2]}"] = part
+                break
         else:
             out[key] = value
     return out
 
 
 def _from_torch(state, table, num_heads):
-    state = _split_fused_qkv(state)
+    state = _split_fused({k: v for k, v in state.items() if not IGNORED.fullmatch(k)})
     out = {}
     for key, value in state.items():
         for pattern, template, transform in table:
@@ -289,24 +342,40 @@ def _from_torch(state, table, num_heads):
                 out[name] = value
                 break
         else:
-            out[key] = value  # no place in a plain ViT: reported as unexpected when loading
+            out[key] = value  # no place in a ViT: reported as unexpected when loading
+    if "head/kernel" in out and "head/bias" not in out:
+        out["head/bias"] = np.zeros(out["head/kernel"].shape[-1:], out["head/kernel"].dtype)  # CLIP's projection
+    if REGISTERS in out and CLS in out and POSEMB in out and table is HUGGING_FACE_KEYS:
+        # transformers' DINOv2 with registers adds the position embedding to [class, patches] and
+        # then inserts the registers: its class slot folds into the token, leaving the patches' part
+        # (the model's `embed_prefix_tokens=False`, as timm's `no_embed_class`).
+        out[CLS] = out[CLS] + out[POSEMB][:, :1]
+        out[POSEMB] = out[POSEMB][:, 1:]
     return out
 
 
 def _convert(match, template, transform, value, num_heads):
-    groups = match.groups()
-    kind = "kernel" if groups and groups[-1] == "weight" else "bias"
-    norm = "scale" if kind == "kernel" else "bias"
-    qkv = _QKV.get(groups[1]) if len(groups) > 2 else None
-    name = template.format(kind=kind, norm=norm, qkv=qkv)
-    if groups and groups[0] is not None and groups[0].isdigit():
-        name = _ORIGINAL_BLOCK.format(groups[0]) + name
+    groups = match.groupdict()
+    leaf = groups.get("leaf")
+    kind = "bias" if leaf == "bias" else "kernel"
+    name = template.format(
+        kind=kind,
+        norm="bias" if leaf == "bias" else "scale",
+        qkv=_QKV.get(groups.get("qkv")),
+        n=int(groups["n"]) - 1 if groups.get("n") else None,
+    )
+    if groups.get("block") is not None:
+        name = _ORIGINAL_BLOCK.format(groups["block"]) + name
     value = np.asarray(value)
     split_axis = -1 if transform == "heads_out" else 0  # the (out, in) axis that holds H*d
     if transform.startswith("heads") and value.shape[split_axis] % num_heads:
         transform = "linear"  # cannot split into heads: keep it flat, loading reports its shape
-    if transform == "conv":
+    if transform == "conv" and kind == "kernel":
         value = value.transpose(2, 3, 1, 0)  # (D, C, p, p) -> (p, p, C, D)
+    elif transform == "token":
+        value = value.reshape(1, 1, -1)  # (D,) -> (1, 1, D)
+    elif transform == "posemb":
+        value = value[None]  # (N, D) -> (1, N, D)
     elif kind == "kernel" and transform in ("linear", "heads_in", "heads_out"):
         value = value.T  # (out, in) -> (in, out)
     if transform == "heads_in":  # (D, H*d) -> (D, H, d); bias (H*d,) -> (H, d)

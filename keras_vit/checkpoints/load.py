@@ -80,7 +80,11 @@ def read_checkpoint(path, num_heads=None):
 
 
 def _guess_num_heads(arrays):
-    kernel = next(v for k, v in arrays.items() if k.endswith(("patch_embed.proj.weight", "projection.weight")))
+    kernel = next(
+        v
+        for k, v in arrays.items()
+        if k.endswith(("patch_embed.proj.weight", "projection.weight", "patch_embedding.weight"))
+    )
     heads = {row.num_heads for row in VARIANTS.values() if row.hidden_dim == kernel.shape[0]}
     if len(heads) != 1:
         raise CheckpointError(

@@ -11,11 +11,15 @@ layouts need arithmetic:
 - big_vision: a `params/` prefix, other module indices, optionally a scanned
   (stacked) encoder, and a position embedding added *before* the class token
   is prepended, so it has no class slot.
+- big_vision two-tower models (SigLIP): the image tower under `params/img/`, with its
+  MAP head named as the canonical layout names it (`MAPHead_0/...`).
 - timm and Hugging Face (PyTorch): `(out, in)` Linear weights, `(D, C, p, p)`
-  convolutions, timm's fused `qkv`. timm's position embedding is left as
-  stored: with `no_embed_class` it has no class slot, and nothing in the state
-  dict says so, so the slot is added once the model's token count is known
-  (`checkpoint_adapt.adapt_class_slot`).
+  convolutions, fused `qkv` / `kv` / `in_proj` projections, and the families'
+  extra tensors (LayerScale, registers, distillation token and head, CLIP's
+  pre-norm, SigLIP's MAP head), one table per library. timm's position
+  embedding is left as stored: with `no_embed_class` it has no prefix slots,
+  and nothing in the state dict says so; `pretrained.describe` and
+  `adapt.adapt_prefix_slots` tell from token counts.
 
 Legend: `D` hidden_dim, `H` heads, `d` head_dim, `C` channels, `p` patch.
 """

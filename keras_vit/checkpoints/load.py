@@ -12,12 +12,13 @@ failed load leaves the model exactly as it was.
 
 import dataclasses
 import os
+import re
 
 import numpy as np
 
 from keras_vit import files
-from keras_vit.checkpoints import formats
-from keras_vit.checkpoints.adapt import adapt, adapt_class_slot
+from keras_vit.checkpoints import formats, hub
+from keras_vit.checkpoints.adapt import adapt, adapt_prefix_slots
 from keras_vit.checkpoints.formats import CheckpointError
 from keras_vit.checkpoints.keys import model_variables
 from keras_vit.config import VARIANTS
@@ -39,6 +40,11 @@ class LoadReport:
             `"B/16"` (`build_from_checkpoint` only), or `None` for one that is
             no row of the table.
         config: the `ViTConfig` of the model built (`build_from_checkpoint` only).
+        family: `"DINOv2"`, `"SigLIP"`, `"CLIP"`, `"DeiT"`, ... as the registry
+            row or the folder's `config.json` names it (`build_from_checkpoint`
+            only), else `None`.
+        scaling: the pixel scaling the weights expect (`keras_vit.preprocessing`
+            `SCALINGS` name) when the registry row or `config.json` tells it.
     """
 
     path: str
@@ -49,6 +55,8 @@ class LoadReport:
     checkpoint: object = None
     variant: str = None
     config: object = None
+    family: str = None
+    scaling: str = None
 
     def __str__(self):
         lines = [f"Loaded {len(self.loaded)} tensors from {self.path} ({self.format} layout)."]
@@ -57,26 +65,58 @@ class LoadReport:
         return "\n".join(lines)
 
 
+@dataclasses.dataclass
+class Source:
+    """A checkpoint read: its layout, its arrays in the original layout, what its `config.json` adds."""
+
+    path: str
+    layout: str
+    canonical: dict
+    hub: object = None  # a `hub.HubConfig`, for a folder with a config.json
+    facts: dict = dataclasses.field(default_factory=dict)  # ViTConfig fields the key names show
+    notes: list = dataclasses.field(default_factory=list)
+
+
 def read_checkpoint(path, num_heads=None):
     """Reads any supported file into `(layout, arrays in the original layout)`.
 
     Args:
-        path: an `.npz`, `.safetensors` or keras_vit `.keras` file; the format
-            comes from its content.
+        path: an `.npz`, `.safetensors` or keras_vit `.keras` file (the format
+            comes from its content), or a model folder as the Hugging Face
+            Hub serves it (`model.safetensors` and `config.json`).
         num_heads: heads of the attention layers, needed for PyTorch layouts
-            (which store them flattened); guessed from the width if `None`.
+            (which store them flattened); from the folder's `config.json`, or
+            guessed from the width, if `None`.
     """
+    source = read_source(path, num_heads)
+    return source.layout, source.canonical
+
+
+def read_source(path, num_heads=None):
+    """`read_checkpoint`, with what a folder's `config.json` says (a `Source`)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"No checkpoint at {path}.")
-    kind = formats.sniff_format(path)
+    weights, config = hub.find_files(path)
+    hub_config = hub.read_hub_config(config, path)
+    kind = formats.sniff_format(weights[0])
     if kind == "keras":
-        return formats.KERAS, formats.read_keras(path)  # already in the original layout
-    arrays = formats.read_npz(path) if kind == "npz" else formats.read_safetensors(path)
+        return Source(path, formats.KERAS, formats.read_keras(weights[0]))  # already in the original layout
+    arrays = {}
+    for file in weights:
+        arrays.update(formats.read_npz(file) if kind == "npz" else formats.read_safetensors(file))
     layout = formats.detect_layout(arrays)
     if layout in (formats.TIMM, formats.HUGGING_FACE) and num_heads is None:
-        num_heads = _guess_num_heads(arrays)
-    return layout, formats.to_canonical(arrays, layout, num_heads)
+        num_heads = (hub_config and hub_config.num_heads) or _guess_num_heads(arrays)
+    source = Source(path, layout, formats.to_canonical(arrays, layout, num_heads), hub_config)
+    if layout == formats.TIMM and "fc_norm.weight" in arrays:
+        source.facts["pooled_norm"] = True  # timm's fc_norm: the final norm after pooling
+    ignored = [key for key in arrays if formats.IGNORED.fullmatch(key)]
+    if ignored:
+        source.notes.append(f"ignored {len(ignored)} tensors that are no part of the image model ({ignored[0]}, ...)")
+    if layout == formats.BIG_VISION and any(re.match(r"(params/)?(txt/|t$|b$)", key) for key in arrays):
+        source.notes.append("read the image tower of a two-tower model; its text tower was ignored")
+    return source
 
 
 def _guess_num_heads(arrays):
@@ -136,12 +176,12 @@ def load_weights(
     Returns:
         A `LoadReport`.
     """
-    layout, canonical = read_checkpoint(path, num_heads=_model_num_heads(model))
+    source = read_source(path, num_heads=_model_num_heads(model))
     options = dict(interpolation=interpolation, antialias=antialias, source_grid=source_grid)
     return apply_checkpoint(
         model,
-        canonical,
-        LoadReport(os.fspath(path), layout),
+        source.canonical,
+        LoadReport(os.fspath(path), source.layout, adapted=list(source.notes)),
         strict=strict,
         reset_head=reset_head,
         drop_representation=drop_representation,
@@ -165,8 +205,9 @@ def apply_checkpoint(model, canonical, report, *, strict, reset_head, drop_repre
     targets = model_variables(model)
     source = dict(canonical)
     grid = model_grid(model)
-    if report.format == formats.TIMM:
-        adapt_class_slot(targets, source, report.adapted, resize["source_grid"])
+    adapt_prefix_slots(
+        targets, source, report.adapted, resize["source_grid"], grid, insert=report.format == formats.TIMM
+    )
     problems = adapt(targets, source, report.adapted, grid, reset_head, drop_representation, **resize)
     reported = {problem.split(":")[0] for problem in problems}
     problems += [p for p in _check(targets, source) if p.split(":")[0] not in reported]

@@ -40,11 +40,14 @@ from keras_vit.layers import (
     ClassToken,
     ClassTokenPooling,
     LayerNorm,
+    LayerScale,
     PatchEmbedding,
+    RegisterTokens,
     SelfAttention,
     TransformerBlock,
 )
-from keras_vit.model import attention_model, build_model
+from keras_vit.model import attention_model, build_model, features_model
+from keras_vit.pooling import AttentionPooling, PatchAveragePooling, PatchGrid, TokenSlice
 from keras_vit.tome import TokenMerging, apply_token_merging
 from keras_vit.training import optimizers  # noqa: F401  (registers the optimisers trained models are saved with)
 
@@ -56,10 +59,11 @@ __all__ = [
     "vit_b16", "vit_b32", "vit_l16", "vit_l32", "vit_h14",
     # the layers
     "PatchEmbedding", "ClassToken", "AddPositionEmbedding", "TransformerBlock", "SelfAttention", "LayerNorm",
-    "ClassTokenPooling",
+    "ClassTokenPooling", "RegisterTokens", "LayerScale", "AttentionPooling", "PatchAveragePooling", "PatchGrid",
+    "TokenSlice",
     # checkpoints
     "build_from_checkpoint", "load_weights", "save_npz", "read_config", "resample_position_embedding",
     "CheckpointError",
     # views of a model
-    "attention_model", "TokenMerging", "apply_token_merging",
+    "attention_model", "features_model", "TokenMerging", "apply_token_merging",
 ]  # fmt: skip

@@ -18,7 +18,8 @@ and no representation layer.
 import dataclasses
 import re
 
-POOLINGS = ("token", "gap")
+POOLINGS = ("token", "gap", "map")
+ACTIVATIONS = ("gelu", "gelu_tanh", "quick_gelu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,9 +93,10 @@ class ViTConfig:
         num_classes: outputs of the head. Defaults to `1000`.
         include_top: add the head; if `False` the model returns the pooled
             `(B, D)` features (and `num_classes` becomes `0`). Defaults to `True`.
-        pooling: `"token"` (the class token's output) or `"gap"` (mean of the
-            patch tokens; no class token at all, as in the original code).
-            Defaults to `"token"`.
+        pooling: `"token"` (the class token's output), `"gap"` (mean of the
+            patch tokens; no class token unless asked, as in the original
+            code) or `"map"` (multi-head attention pooling with a learned
+            probe and its MLP: big_vision's MAP head, SigLIP). Defaults to `"token"`.
         representation_size: width of the pre-logits Dense + tanh layer, or
             `None` for none. Defaults to `None`.
         dropout_rate: dropout after the embedding, attention and MLP.
@@ -104,6 +106,38 @@ class ViTConfig:
             linearly less (Huang et al. 2016). Defaults to `0.0`.
         layer_norm_epsilon: of every LayerNorm. Defaults to `1e-6`, as the
             original code.
+
+    The options of the ViT's descendants (all off by default: the plain ViT):
+
+    Args:
+        class_token: prepend a learned class token. Defaults to `None`:
+            exactly when `pooling="token"`.
+        num_register_tokens: learned tokens prepended after the class token
+            that no output reads (DINOv2 with registers; Darcet et al. 2024,
+            "Vision Transformers Need Registers"). Defaults to `0`.
+        distillation: a distillation token after the class token and a
+            second head reading it; the two heads are averaged (DeiT, Touvron
+            et al. 2021). Needs `pooling="token"`. Defaults to `False`.
+        embed_prefix_tokens: the position embedding covers the prefix tokens
+            (class, distillation, registers) too. `False` adds it to the
+            patches only, before the prefix is prepended (timm's
+            `no_embed_class`: DeiT III, DINOv2 with registers). Defaults to `True`.
+        layer_scale_init: initial value of LayerScale, a learned per-channel
+            scale on each residual branch (CaiT; DeiT III, DINOv2), or `None`
+            for none. Defaults to `None`.
+        pre_norm: a LayerNorm on the tokens before the first block (CLIP).
+            Defaults to `False`.
+        patch_bias: the patch embedding has a bias (CLIP's has none).
+            Defaults to `True`.
+        activation: of the MLPs: `"gelu"` (exact), `"gelu_tanh"` (its tanh
+            approximation: big_vision, SigLIP) or `"quick_gelu"`
+            (`x * sigmoid(1.702 x)`, OpenAI CLIP). Defaults to `"gelu"`.
+        pooled_norm: apply the final LayerNorm to the pooled features instead
+            of every token (timm's `fc_norm`). Defaults to `False`.
+        dynamic_image_size: accept images of any size (multiples of the
+            patch): the position embedding, learned at `image_size`, is
+            resampled in the graph to each input's patch grid (bicubic,
+            antialiased, as timm's `dynamic_img_size`). Defaults to `False`.
 
     Example:
 
@@ -127,6 +161,17 @@ class ViTConfig:
     attention_dropout_rate: float = 0.0
     drop_path_rate: float = 0.0
     layer_norm_epsilon: float = 1e-6
+    # The descendants' options (see the docstring); appended so that 0.1.0's field order holds.
+    class_token: bool = None
+    num_register_tokens: int = 0
+    distillation: bool = False
+    embed_prefix_tokens: bool = True
+    layer_scale_init: float = None
+    pre_norm: bool = False
+    patch_bias: bool = True
+    activation: str = "gelu"
+    pooled_norm: bool = False
+    dynamic_image_size: bool = False
 
     def __post_init__(self):
         set_field = object.__setattr__.__get__(self)  # frozen: normalise through the back door, once
@@ -159,6 +204,30 @@ class ViTConfig:
             or (not self.layer_norm_epsilon > 0)
         ):
             raise ValueError(f"layer_norm_epsilon={self.layer_norm_epsilon!r} must be a positive number.")
+        self._check_family_options(set_field)
+
+    def _check_family_options(self, set_field):
+        if self.class_token is None:
+            set_field("class_token", self.pooling == "token")
+        for key in ("class_token", "distillation", "embed_prefix_tokens", "pre_norm", "patch_bias", "pooled_norm",
+                    "dynamic_image_size"):  # fmt: skip
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"{key}={getattr(self, key)!r} must be True or False.")
+        if self.pooling == "token" and not self.class_token:
+            raise ValueError("pooling='token' reads the class token: leave class_token at True, or pool with 'gap'.")
+        if self.distillation and (self.pooling != "token" or self.representation_size is not None):
+            raise ValueError(
+                "distillation=True needs pooling='token' and no representation_size: "
+                "its two heads read the class and distillation tokens directly."
+            )
+        register = self.num_register_tokens
+        if isinstance(register, bool) or not isinstance(register, int) or register < 0:
+            raise ValueError(f"num_register_tokens={register!r} must be a non-negative integer.")
+        scale = self.layer_scale_init
+        if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0):
+            raise ValueError(f"layer_scale_init={scale!r} must be a positive number, or None for no LayerScale.")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"Unknown activation={self.activation!r}; expected one of {ACTIVATIONS}.")
 
     @classmethod
     def from_variant(cls, variant, **overrides):
@@ -203,8 +272,8 @@ class ViTConfig:
 
     @property
     def num_prefix_tokens(self):
-        """Tokens before the patches: the class token, if any."""
-        return int(self.pooling == "token")
+        """Tokens before the patches: class, distillation and register tokens."""
+        return int(self.class_token) + int(self.distillation) + self.num_register_tokens
 
     @property
     def num_tokens(self):

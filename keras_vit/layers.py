@@ -14,7 +14,7 @@ from `get_config`. Only `keras` and `keras.ops` are used, no TensorFlow.
 import keras
 from keras import ops
 
-from keras_vit.config import positive_int, rate, to_pair
+from keras_vit.config import ACTIVATIONS, positive_int, rate, to_pair
 
 _register = keras.saving.register_keras_serializable(package="keras_vit")
 
@@ -76,6 +76,21 @@ def gelu_for_training(x):
     return x * cdf, grad
 
 
+def activate(x, activation, training=None):
+    """The MLP's activation by name (`keras_vit.config.ACTIVATIONS`).
+
+    Exact GELU trains with the cheaper gradient above and infers with Keras'
+    own, which TensorFlow fuses into the preceding matmul.
+    """
+    if activation == "gelu":
+        return gelu_for_training(x) if training else keras.activations.gelu(x)
+    if activation == "gelu_tanh":
+        return keras.activations.gelu(x, approximate=True)
+    if activation == "quick_gelu":  # OpenAI CLIP's approximation, which its weights were trained with
+        return x * ops.sigmoid(1.702 * x)
+    raise ValueError(f"Unknown activation={activation!r}; expected 'gelu', 'gelu_tanh' or 'quick_gelu'.")
+
+
 @_register
 class LayerNorm(keras.layers.LayerNormalization):
     """Keras' `LayerNormalization` with the faster gradient of `layer_norm`.
@@ -112,6 +127,8 @@ class PatchEmbedding(keras.layers.Layer):
     Args:
         patch_size: int or `(height, width)` of a patch.
         hidden_dim: size `D` of each token.
+        use_bias: whether the projection has a bias (CLIP's has none).
+            Defaults to `True`.
 
     Call arguments:
         images: `(B, H, W, C)`, with `H` and `W` multiples of the patch size.
@@ -126,10 +143,11 @@ class PatchEmbedding(keras.layers.Layer):
     (2, 196, 768)
     """
 
-    def __init__(self, patch_size, hidden_dim, **kwargs):
+    def __init__(self, patch_size, hidden_dim, use_bias=True, **kwargs):
         super().__init__(**kwargs)
         self.patch_size = to_pair(patch_size, "patch_size")
         self.hidden_dim = positive_int(hidden_dim, "hidden_dim")
+        self.use_bias = bool(use_bias)
 
     def build(self, input_shape):
         if len(input_shape) != 4:
@@ -144,6 +162,7 @@ class PatchEmbedding(keras.layers.Layer):
             kernel_size=self.patch_size,
             strides=self.patch_size,
             padding="valid",
+            use_bias=self.use_bias,
             kernel_initializer="lecun_normal",  # flax's nn.Conv default, as the original code
             dtype=self.dtype_policy,
             name="projection",
@@ -163,7 +182,12 @@ class PatchEmbedding(keras.layers.Layer):
         return (batch, rows * cols, self.hidden_dim)
 
     def get_config(self):
-        return {**super().get_config(), "patch_size": self.patch_size, "hidden_dim": self.hidden_dim}
+        return {
+            **super().get_config(),
+            "patch_size": self.patch_size,
+            "hidden_dim": self.hidden_dim,
+            "use_bias": self.use_bias,
+        }
 
 
 @_register
@@ -198,18 +222,73 @@ class ClassToken(keras.layers.Layer):
 
 
 @_register
+class RegisterTokens(keras.layers.Layer):
+    """Prepends `num_tokens` learned tokens that no output reads (Darcet et al. 2024).
+
+    "Vision Transformers Need Registers": without them, large ViTs repurpose
+    background patches as scratch space, which shows as artefacts in their
+    attention and dense features (DINOv2 with registers).
+
+    Args:
+        num_tokens: how many register tokens.
+
+    Call arguments:
+        tokens: `(B, N, D)`.
+
+    Returns:
+        `(B, num_tokens + N, D)`.
+    """
+
+    def __init__(self, num_tokens, **kwargs):
+        super().__init__(**kwargs)
+        self.num_tokens = positive_int(num_tokens, "num_tokens")
+
+    def build(self, input_shape):
+        self.tokens = self.add_weight(
+            name="tokens",
+            shape=(1, self.num_tokens, input_shape[-1]),
+            initializer=keras.initializers.RandomNormal(stddev=1e-6),  # timm's
+        )
+
+    def call(self, tokens):
+        batch = ops.shape(tokens)[0]
+        registers = ops.broadcast_to(ops.cast(self.tokens, tokens.dtype), (batch, self.num_tokens, tokens.shape[-1]))
+        return ops.concatenate([registers, tokens], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        batch, length, dim = input_shape
+        return (batch, None if length is None else length + self.num_tokens, dim)
+
+    def get_config(self):
+        return {**super().get_config(), "num_tokens": self.num_tokens}
+
+
+@_register
 class ClassTokenPooling(keras.layers.Layer):
-    """Takes the class token's final state: `(B, T, D) -> (B, D)`.
+    """Takes one token's final state: `(B, T, D) -> (B, D)`.
 
     A layer rather than a slice in the model so that `.keras` files load in
     safe mode (a `Lambda` would not).
+
+    Args:
+        index: which token: `0` the class token, `1` DeiT's distillation
+            token. Defaults to `0`.
     """
 
+    def __init__(self, index=0, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            raise ValueError(f"index={index!r} must be a non-negative integer.")
+        self.index = index
+
     def call(self, tokens):
-        return tokens[:, 0]
+        return tokens[:, self.index]
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[2])
+
+    def get_config(self):
+        return {**super().get_config(), "index": self.index}
 
 
 @_register
@@ -222,37 +301,106 @@ class AddPositionEmbedding(keras.layers.Layer):
             is resized to another patch grid
             (`keras_vit.resample_position_embedding`).
             Defaults to `1`.
+        grid: `(rows, cols)` of the patch grid the embedding is learned at,
+            for a model whose input size is not fixed; `None` takes the
+            number of tokens from the first call. Defaults to `None`.
+        patch_size: with `grid`, the patch size: a call with `images`
+            resamples the embedding to their patch grid, as timm's
+            `dynamic_img_size` does (bicubic, antialiased). Defaults to `None`.
 
     Call arguments:
-        tokens: `(B, T, D)`; `T` is fixed by the first call.
+        tokens: `(B, T, D)`; `T` is fixed by the first call unless `grid` is given.
+        images: the `(B, H, W, C)` images the tokens come from, with `grid`
+            and `patch_size` set: their patch grid decides the resampling.
 
     Returns:
         `(B, T, D)`, the tokens plus the `(1, T, D)` embedding.
     """
 
-    def __init__(self, num_prefix_tokens=1, **kwargs):
+    def __init__(self, num_prefix_tokens=1, grid=None, patch_size=None, **kwargs):
         super().__init__(**kwargs)
         if isinstance(num_prefix_tokens, bool) or not isinstance(num_prefix_tokens, int) or num_prefix_tokens < 0:
             raise ValueError(f"num_prefix_tokens={num_prefix_tokens!r} must be a non-negative integer.")
         self.num_prefix_tokens = num_prefix_tokens
+        self.grid = None if grid is None else to_pair(grid, "grid")
+        self.patch_size = None if patch_size is None else to_pair(patch_size, "patch_size")
+        if self.patch_size is not None and self.grid is None:
+            raise ValueError(
+                "AddPositionEmbedding(patch_size=...) resamples from a known grid: pass grid=(rows, cols)."
+            )
 
-    def build(self, input_shape):
-        if input_shape[1] is None:
-            raise ValueError("AddPositionEmbedding needs a known number of tokens; fix the image size.")
+    def build(self, input_shape):  # the tokens' shape (Keras passes the first argument's alone)
+        if self.grid is not None:
+            length = self.num_prefix_tokens + self.grid[0] * self.grid[1]
+        elif input_shape[1] is None:
+            raise ValueError("AddPositionEmbedding needs a known number of tokens; fix the image size or pass grid.")
+        else:
+            length = input_shape[1]
         self.embedding = self.add_weight(
             name="embedding",
-            shape=(1, input_shape[1], input_shape[2]),
+            shape=(1, length, input_shape[2]),
             initializer=keras.initializers.RandomNormal(stddev=0.02),
         )
 
-    def call(self, tokens):
-        return tokens + ops.cast(self.embedding, tokens.dtype)
+    def call(self, tokens, images=None):
+        embedding = ops.cast(self.embedding, tokens.dtype)
+        if images is not None and self.patch_size is not None:
+            embedding = self.resampled(embedding, images)
+        return tokens + embedding
+
+    def resampled(self, embedding, images):
+        """The embedding at the patch grid of `images`; the very tensor when the grid is the learned one."""
+        target = [
+            static // patch if static is not None else ops.shape(images)[axis] // patch
+            for axis, static, patch in zip((1, 2), images.shape[1:3], self.patch_size)
+        ]
+        if tuple(target) == self.grid:  # known statically: no resampling ops in the graph (LiteRT, ONNX)
+            return embedding
+        prefix, grid = embedding[:, : self.num_prefix_tokens], embedding[0, self.num_prefix_tokens :]
+        image = ops.reshape(ops.cast(grid, "float32"), (*self.grid, -1))  # (h, w, D)
+        rows = antialiased_bicubic_matrix(self.grid[0], target[0])
+        cols = antialiased_bicubic_matrix(self.grid[1], target[1])
+        image = ops.einsum("ih,hwd,jw->ijd", rows, image, cols)  # (rows, cols, D)
+        grid = ops.cast(ops.reshape(image, (1, -1, embedding.shape[-1])), embedding.dtype)
+        return ops.concatenate([prefix, grid], axis=1)
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "num_prefix_tokens": self.num_prefix_tokens}
+        return {
+            **super().get_config(),
+            "num_prefix_tokens": self.num_prefix_tokens,
+            "grid": self.grid,
+            "patch_size": self.patch_size,
+        }
+
+
+def antialiased_bicubic_matrix(in_size, out_size):
+    """The `(out_size, in_size)` matrix of `F.interpolate(mode="bicubic", antialias=True)` along one axis.
+
+    What timm's `resample_abs_pos_embed` computes at run time for
+    `dynamic_img_size`: Pillow's separable filter (cubic kernel `a = -0.5`,
+    support widened by the scale when shrinking, weights renormalised at the
+    border). `keras.ops.image.resize` would not give the same numbers
+    (`keras_vit.checkpoints.resample` explains why), so the matrix is built
+    here, in `keras.ops`, for an `out_size` known only at run time.
+    (The NumPy twin for checkpoints is `checkpoints.resample.interpolation_matrix`.)
+    """
+    out = ops.cast(out_size, "float32")
+    scale = in_size / out
+    support = 2.0 * ops.maximum(scale, 1.0)
+    stretch = ops.where(scale >= 1.0, 1.0 / scale, 1.0)
+    center = scale * (ops.cast(ops.arange(out_size), "float32") + 0.5)[:, None]  # (out, 1)
+    source = ops.cast(ops.arange(in_size), "float32")[None, :]  # (1, in)
+    # The C++ truncates `center -/+ support + 0.5` toward zero; both are clamped to [0, in], where floor agrees.
+    inside = (source >= ops.floor(center - support + 0.5)) & (source < ops.floor(center + support + 0.5))
+    x = ops.abs((source - center + 0.5) * stretch)
+    a = -0.5
+    near = ((a + 2) * x - (a + 3)) * x * x + 1
+    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    taps = ops.where(inside, ops.where(x <= 1, near, ops.where(x < 2, far, 0.0)), 0.0)
+    return taps / ops.sum(taps, axis=1, keepdims=True)
 
 
 @_register
@@ -352,6 +500,44 @@ class SelfAttention(keras.layers.Layer):
 
 
 @_register
+class LayerScale(keras.layers.Layer):
+    """Multiplies each channel by a learned scale (Touvron et al. 2021, CaiT).
+
+    On a residual branch, a small `init_value` lets a deep model start close
+    to the identity; DeiT III and DINOv2 train with it.
+
+    Args:
+        init_value: the scale every channel starts at.
+
+    Call arguments:
+        x: `(..., D)`.
+
+    Returns:
+        `x * scale`, the same shape.
+    """
+
+    def __init__(self, init_value, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(init_value, bool) or not isinstance(init_value, (int, float)) or not init_value > 0:
+            raise ValueError(f"init_value={init_value!r} must be a positive number.")
+        self.init_value = float(init_value)
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(
+            name="scale", shape=(input_shape[-1],), initializer=keras.initializers.Constant(self.init_value)
+        )
+
+    def call(self, x):
+        return x * ops.cast(self.scale, x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "init_value": self.init_value}
+
+
+@_register
 class TransformerBlock(keras.layers.Layer):
     """One pre-LayerNorm encoder block (paper, eqs. 2-3).
 
@@ -378,6 +564,11 @@ class TransformerBlock(keras.layers.Layer):
         drop_path_rate: probability of skipping the block's branches for a
             sample (stochastic depth). Defaults to `0.0`.
         layer_norm_epsilon: Defaults to `1e-6`, as the original code.
+        activation: of the MLP, `"gelu"`, `"gelu_tanh"` or `"quick_gelu"`
+            (see `keras_vit.ViTConfig`). Defaults to `"gelu"`.
+        layer_scale_init: with a value, each branch's output is multiplied
+            by a learned per-channel `LayerScale` starting there (DeiT III,
+            DINOv2): `x = x + DropPath(gamma * branch(x))`. Defaults to `None`.
 
     Call arguments:
         tokens: `(B, T, D)`.
@@ -396,6 +587,8 @@ class TransformerBlock(keras.layers.Layer):
         attention_dropout_rate=0.0,
         drop_path_rate=0.0,
         layer_norm_epsilon=1e-6,
+        activation="gelu",
+        layer_scale_init=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -405,6 +598,12 @@ class TransformerBlock(keras.layers.Layer):
         self.attention_dropout_rate = rate(attention_dropout_rate, "attention_dropout_rate")
         self.drop_path_rate = rate(drop_path_rate, "drop_path_rate")
         self.layer_norm_epsilon = layer_norm_epsilon
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"Unknown activation={activation!r}; expected one of {ACTIVATIONS}.")
+        self.activation = activation
+        if layer_scale_init is not None and not (isinstance(layer_scale_init, (int, float)) and layer_scale_init > 0):
+            raise ValueError(f"layer_scale_init={layer_scale_init!r} must be a positive number or None.")
+        self.layer_scale_init = layer_scale_init
 
     def build(self, input_shape):
         hidden_dim = input_shape[-1]
@@ -428,6 +627,13 @@ class TransformerBlock(keras.layers.Layer):
         self.drop_path = keras.layers.Dropout(
             self.drop_path_rate, noise_shape=(None, 1, 1), dtype=self.dtype_policy, name="drop_path"
         )
+        self.layer_scale_1 = self.layer_scale_2 = None
+        if self.layer_scale_init is not None:
+            scale = dict(init_value=self.layer_scale_init, dtype=self.dtype_policy)
+            self.layer_scale_1 = LayerScale(name="layer_scale_1", **scale)
+            self.layer_scale_2 = LayerScale(name="layer_scale_2", **scale)
+            self.layer_scale_1.build(input_shape)
+            self.layer_scale_2.build(input_shape)
         flat = (None, hidden_dim)
         self.norm_1.build(flat)
         self.attention.build(input_shape)
@@ -455,11 +661,11 @@ class TransformerBlock(keras.layers.Layer):
             return_keys=return_keys,
         )
         y, extras = (outputs[0], outputs[1:]) if isinstance(outputs, tuple) else (outputs, ())
-        return (self.residual(tokens, y, training), *extras)
+        return (self.residual(tokens, y, training, self.layer_scale_1), *extras)
 
     def feed_forward(self, tokens, training=None):
         """The second half of the block, `x + DropPath(Dropout(MLP(LN(x))))`."""
-        return self.residual(tokens, self.mlp(tokens, training), training)
+        return self.residual(tokens, self.mlp(tokens, training), training, self.layer_scale_2)
 
     def compute_output_spec(self, tokens, training=None, return_attention_scores=False):
         # Symbolic calls see the flag here (`compute_output_shape` does not): tokens, then weights.
@@ -469,16 +675,18 @@ class TransformerBlock(keras.layers.Layer):
         batch, length, _ = tokens.shape
         return out, keras.KerasTensor((batch, self.num_heads, length, length), dtype=self.compute_dtype)
 
-    def residual(self, x, y, training):
-        """`x + DropPath(Dropout(y))`."""
-        return x + self.drop_path(self.dropout(y, training=training), training=training)
+    def residual(self, x, y, training, layer_scale=None):
+        """`x + DropPath(Dropout(y))`, `y` scaled by `layer_scale` when the block has one."""
+        y = self.dropout(y, training=training)
+        if layer_scale is not None:
+            y = layer_scale(y)
+        return x + self.drop_path(y, training=training)
 
     def mlp(self, tokens, training=None):
         """`Dense(Dropout(GELU(Dense(LN(tokens)))))` on the flattened tokens: `(B, T, D)`."""
         dim = tokens.shape[-1]
         y = self.mlp_dense_1(self.norm_2(ops.reshape(tokens, (-1, dim))))  # (B*T, mlp_dim)
-        # Inference: Keras' GELU, which TensorFlow fuses into the matmul; training: the cheaper gradient.
-        y = gelu_for_training(y) if training else keras.activations.gelu(y)
+        y = activate(y, self.activation, training)
         y = self.mlp_dense_2(self.dropout(y, training=training))  # (B*T, D)
         return ops.reshape(y, ops.shape(tokens))
 
@@ -494,4 +702,6 @@ class TransformerBlock(keras.layers.Layer):
             "attention_dropout_rate": self.attention_dropout_rate,
             "drop_path_rate": self.drop_path_rate,
             "layer_norm_epsilon": self.layer_norm_epsilon,
+            "activation": self.activation,
+            "layer_scale_init": self.layer_scale_init,
         }

@@ -57,7 +57,7 @@ def test_dict_round_trip_is_plain_json_and_unknown_fields_are_named():
     [
         (dict(layer_norm_epsilon=0), "layer_norm_epsilon=0 must be a positive number"),
         (dict(num_classes=0), "num_classes=0"),
-        (dict(pooling="map"), "Unknown pooling='map'"),
+        (dict(pooling="mean"), "Unknown pooling='mean'"),
         (dict(num_heads=5), "hidden_dim=64 is not divisible by num_heads=5"),
     ],
 )

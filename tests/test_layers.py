@@ -7,16 +7,35 @@ import numpy as np
 import pytest
 
 from keras_vit import layers as vit_layers
+from keras_vit import pooling as vit_pooling
 from keras_vit.layers import (
     AddPositionEmbedding,
     ClassToken,
     ClassTokenPooling,
     LayerNorm,
+    LayerScale,
     PatchEmbedding,
+    RegisterTokens,
     SelfAttention,
     TransformerBlock,
     gelu_for_training,
 )
+from keras_vit.pooling import AttentionPooling, PatchAveragePooling, PatchGrid, TokenSlice
+
+_BLOCK_WEIGHTS = {
+    "norm_1/gamma": (8,),
+    "norm_1/beta": (8,),
+    "attention/qkv/kernel": (8, 24),
+    "attention/qkv/bias": (24,),
+    "attention/output/kernel": (8, 8),
+    "attention/output/bias": (8,),
+    "norm_2/gamma": (8,),
+    "norm_2/beta": (8,),
+    "mlp_dense_1/kernel": (8, 16),
+    "mlp_dense_1/bias": (16,),
+    "mlp_dense_2/kernel": (16, 8),
+    "mlp_dense_2/bias": (8,),
+}
 
 # (factory, input shape, {weight path suffix: shape}, output shape)
 CASES = {
@@ -46,23 +65,56 @@ CASES = {
             num_heads=2, mlp_dim=16, dropout_rate=0.1, attention_dropout_rate=0.1, drop_path_rate=0.1
         ),
         (2, 7, 8),
+        _BLOCK_WEIGHTS,
+        (2, 7, 8),
+    ),
+    # The options of the ViT's descendants (tests/test_families.py checks what each computes).
+    "patch_embedding_without_bias": (
+        lambda: PatchEmbedding(patch_size=4, hidden_dim=8, use_bias=False),
+        (2, 8, 12, 3),
+        {"projection/kernel": (4, 4, 3, 8)},
+        (2, 6, 8),
+    ),
+    "register_tokens": (lambda: RegisterTokens(num_tokens=3), (2, 6, 8), {"tokens": (1, 3, 8)}, (2, 9, 8)),
+    "position_embedding_on_a_grid": (
+        lambda: AddPositionEmbedding(num_prefix_tokens=1, grid=(2, 3), patch_size=4),
+        (2, 7, 8),
+        {"embedding": (1, 7, 8)},
+        (2, 7, 8),
+    ),
+    "distillation_token_pooling": (lambda: ClassTokenPooling(index=1), (2, 7, 8), {}, (2, 8)),
+    "layer_scale": (lambda: LayerScale(init_value=1e-5), (2, 7, 8), {"scale": (8,)}, (2, 7, 8)),
+    "transformer_block_with_layer_scale": (
+        lambda: TransformerBlock(num_heads=2, mlp_dim=16, activation="quick_gelu", layer_scale_init=1e-5),
+        (2, 7, 8),
+        {**_BLOCK_WEIGHTS, "layer_scale_1/scale": (8,), "layer_scale_2/scale": (8,)},
+        (2, 7, 8),
+    ),
+    "patch_average_pooling": (lambda: PatchAveragePooling(num_prefix_tokens=2), (2, 7, 8), {}, (2, 8)),
+    "attention_pooling": (
+        lambda: AttentionPooling(num_heads=2, mlp_dim=16, activation="gelu_tanh"),
+        (2, 7, 8),
         {
-            "norm_1/gamma": (8,),
-            "norm_1/beta": (8,),
-            "attention/qkv/kernel": (8, 24),
-            "attention/qkv/bias": (24,),
-            "attention/output/kernel": (8, 8),
-            "attention/output/bias": (8,),
-            "norm_2/gamma": (8,),
-            "norm_2/beta": (8,),
+            "probe": (1, 1, 8),
+            "query/kernel": (8, 8),
+            "query/bias": (8,),
+            "key_value/kernel": (8, 16),
+            "key_value/bias": (16,),
+            "output/kernel": (8, 8),
+            "output/bias": (8,),
+            "norm/gamma": (8,),
+            "norm/beta": (8,),
             "mlp_dense_1/kernel": (8, 16),
             "mlp_dense_1/bias": (16,),
             "mlp_dense_2/kernel": (16, 8),
             "mlp_dense_2/bias": (8,),
         },
-        (2, 7, 8),
+        (2, 8),
     ),
+    "token_slice": (lambda: TokenSlice(0, 3), (2, 7, 8), {}, (2, 3, 8)),
 }
+# Layers of two inputs, which the table's one-input checks cannot call; their own tests below.
+TWO_INPUTS = {"PatchGrid"}
 BASE_CONFIG_KEYS = set(keras.layers.Layer().get_config())
 BASE_INIT_PARAMS = set(inspect.signature(keras.layers.Layer.__init__).parameters) | {"self", "kwargs"}
 
@@ -79,11 +131,23 @@ def case(request):
 def test_every_public_layer_is_in_the_table():
     public = {
         name
-        for name, obj in vars(vit_layers).items()
-        if inspect.isclass(obj) and issubclass(obj, keras.layers.Layer) and obj.__module__ == vit_layers.__name__
+        for module in (vit_layers, vit_pooling)
+        for name, obj in vars(module).items()
+        if inspect.isclass(obj) and issubclass(obj, keras.layers.Layer) and obj.__module__ == module.__name__
     }
     tested = {type(factory()).__name__ for factory, *_ in CASES.values()}
-    assert public == tested
+    assert public == tested | TWO_INPUTS
+
+
+def test_patch_grid_contract_and_shape(tmp_path, to_numpy):
+    layer = PatchGrid(num_prefix_tokens=2, patch_size=(4, 2))
+    assert type(layer).from_config(layer.get_config()).get_config() == layer.get_config()
+    tokens, images = _random((2, 2 + 3 * 5, 8)), _random((2, 12, 10, 3))
+    grid = to_numpy(layer(tokens, images))
+    np.testing.assert_array_equal(grid, tokens[:, 2:].reshape(2, 3, 5, 8))  # row-major, prefix dropped
+    inputs = keras.Input((None, 8)), keras.Input((None, None, 3))
+    symbolic = layer(*inputs)
+    assert tuple(symbolic.shape) == (None, None, None, 8)
 
 
 def test_config_mirrors_init_and_round_trips(case):

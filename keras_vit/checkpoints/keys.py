@@ -21,6 +21,12 @@ _LAYER_KEYS = {
     "encoder_norm": {ours: f"Transformer/encoder_norm/{theirs}" for ours, theirs in _NORM.items()},
     "pre_logits": {leaf: f"pre_logits/{leaf}" for leaf in _LEAVES},
     "head": {leaf: f"head/{leaf}" for leaf in _LEAVES},
+    # The descendants' parts, named where the original code has no name for them (big_vision's where it has).
+    "pooled_norm": {ours: f"Transformer/encoder_norm/{theirs}" for ours, theirs in _NORM.items()},
+    "distillation_token": {"token": "dist"},
+    "register_tokens": {"tokens": "reg"},
+    "pre_norm": {ours: f"Transformer/pre_norm/{theirs}" for ours, theirs in _NORM.items()},
+    "head_dist": {leaf: f"head_dist/{leaf}" for leaf in _LEAVES},
 }
 _BLOCK_KEYS = {
     **{f"norm_1/{ours}": f"LayerNorm_0/{theirs}" for ours, theirs in _NORM.items()},
@@ -28,6 +34,17 @@ _BLOCK_KEYS = {
     "attention/output/kernel": "MultiHeadDotProductAttention_1/out/kernel",
     "attention/output/bias": "MultiHeadDotProductAttention_1/out/bias",
     **{f"mlp_dense_{i + 1}/{leaf}": f"MlpBlock_3/Dense_{i}/{leaf}" for i in range(2) for leaf in _LEAVES},
+    "layer_scale_1/scale": "LayerScale_0/scale",
+    "layer_scale_2/scale": "LayerScale_1/scale",
+}
+# big_vision's MAPHead (SigLIP): our `AttentionPooling` weights -> its keys. The attention projections are
+# per head as in the blocks; keys and values share one fused `(D, 2D)` kernel, as timm's `kv`.
+_MAP = "MAPHead_0/"
+_MAP_ATTENTION = _MAP + "MultiHeadDotProductAttention_0/"
+_MAP_KEYS = {
+    "probe": _MAP + "probe",
+    **{f"norm/{ours}": f"{_MAP}LayerNorm_0/{theirs}" for ours, theirs in _NORM.items()},
+    **{f"mlp_dense_{i + 1}/{leaf}": f"{_MAP}MlpBlock_0/Dense_{i}/{leaf}" for i in range(2) for leaf in _LEAVES},
 }
 # Our fused `(D, 3D)` query/key/value projection holds three checkpoint tensors, side by side.
 _FUSED_QKV = {f"attention/qkv/{leaf}": f"MultiHeadDotProductAttention_1/{{}}/{leaf}" for leaf in _LEAVES}
@@ -75,6 +92,29 @@ def _block_variables(layer):
     return out
 
 
+def _map_variables(layer):
+    """`{big_vision key: variable or _View}` of an `AttentionPooling` layer."""
+    heads = layer.num_heads
+    out = {}
+    for variable in layer.weights:
+        inner = variable.path.partition(f"{layer.name}/")[2]
+        dim = variable.shape[-1]
+        kernel = inner.endswith("kernel")
+        if inner.startswith(("query/", "key_value/")):
+            parts = ("query",) if inner.startswith("query/") else ("key", "value")
+            dim //= len(parts)
+            shape = (variable.shape[0], heads, dim // heads) if kernel else (heads, dim // heads)
+            for i, part in enumerate(parts):
+                out[f"{_MAP_ATTENTION}{part}/{inner.rpartition('/')[2]}"] = _View(variable, shape, i, len(parts))
+        elif inner == "output/kernel":
+            out[_MAP_ATTENTION + "out/kernel"] = _View(variable, (heads, dim // heads, dim))
+        elif inner == "output/bias":
+            out[_MAP_ATTENTION + "out/bias"] = variable
+        else:
+            out[_MAP_KEYS.get(inner, f"keras:{variable.path}")] = variable
+    return out
+
+
 def model_variables(model):
     """`{original checkpoint key: variable}` for every weight of a `build_vit` model.
 
@@ -85,6 +125,9 @@ def model_variables(model):
     for layer in model.layers:
         if layer.name.startswith("block_"):
             out.update(_block_variables(layer))
+            continue
+        if layer.name == "map_pooling":
+            out.update(_map_variables(layer))
             continue
         table = _LAYER_KEYS.get(layer.name, {})
         for variable in layer.weights:

@@ -57,7 +57,12 @@ def build_vit(variant="B/16", *, weights=None, name=None, **options):
             `representation_size`, `include_top`, `patch_size`, `hidden_dim`,
             `num_layers`, `num_heads`, `mlp_dim`, `dropout_rate`,
             `attention_dropout_rate`, `drop_path_rate`, `num_channels`,
-            `layer_norm_epsilon`. A `None` keeps the variant's value.
+            `layer_norm_epsilon`, and the descendants' options
+            (`class_token`, `num_register_tokens`, `distillation`,
+            `embed_prefix_tokens`, `layer_scale_init`, `pre_norm`,
+            `patch_bias`, `activation`, `pooling="map"`, `pooled_norm`,
+            `dynamic_image_size`: see `ViTConfig`). A `None` keeps the
+            variant's value.
 
     Returns:
         A `keras.Model` with one input named `images`, `(B, H, W, C)` float

@@ -242,11 +242,13 @@ def _scaling(mean, std):
     return _SCALINGS.get(key)
 
 
-def check_family(hub, config):
-    """What the tensors (read into `config`, a `ViTConfig`) show against what `hub`'s family has: problems."""
+def check_family(hub, config, tensors):
+    """What the tensors show (`config`, a `ViTConfig` read from them; `tensors`, fields they
+    decide over the config.json) against what `hub`'s family has: problems."""
     problems = []
     for field, wanted in hub.expect.items():
         found = config.layer_scale_init is not None if field == "layer_scale" else getattr(config, field)
+        found = tensors.get(field, found)
         if found != wanted:
             problems.append(f"{hub.family} models have {field}={wanted!r}, the tensors {field}={found!r}")
     return problems

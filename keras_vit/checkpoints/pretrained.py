@@ -261,7 +261,8 @@ def describe(source, image_size=None, given=()):
         **options,
     )
     if hub_config is not None:
-        problems = check_family(hub_config, config)
+        tensor_pooling = "map" if has_probe else "token" if CLS in canonical else "gap"
+        problems = check_family(hub_config, config, {"pooling": tensor_pooling})
         if problems:
             _refuse(source, problems)
     return config

@@ -70,8 +70,9 @@ def adapt_prefix_slots(targets, source, notes, source_grid, grid, insert=True):
         has_slots = _is_square(length - count) or not _is_square(length)  # timm's default is the slots
         if not has_slots:
             notes.append(
-                f"read the position embedding's {length} tokens as a square grid without prefix slots "
-                "(timm's no_embed_class); pass source_grid=(rows, cols) if the grid is another"
+                f"read the position embedding's {length} tokens as a square grid without "
+                f"{'a class slot' if count == 1 else f'{count} prefix slots'} (timm's no_embed_class); "
+                "pass source_grid=(rows, cols) if the grid is another"
             )
     if not has_slots:
         # Zero slots for the prefix tokens give the same sums: timm adds no embedding to them.

@@ -88,7 +88,7 @@ def _is_keras_archive(path):
 
 
 def read_keras(path):
-    """The weights of a `.keras` keras_vit model, in the original layout (the keys `save_npz` writes)."""
+    """`(weights in the original layout, the model)` of a `.keras` keras_vit model (the keys `save_npz` writes)."""
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as e:  # Keras raises many types for a file it cannot rebuild
@@ -96,7 +96,7 @@ def read_keras(path):
             f"{path} is a .keras file that Keras cannot load ({type(e).__name__}: {e}). Only models "
             "saved by keras_vit (such as a run's model.keras) can be read as checkpoints."
         ) from e
-    return {key: np.asarray(variable.numpy(), "float32") for key, variable in model_variables(model).items()}
+    return {key: np.asarray(variable.numpy(), "float32") for key, variable in model_variables(model).items()}, model
 
 
 def read_npz(path):
@@ -387,3 +387,79 @@ def _convert(match, template, transform, value, num_heads):
     elif transform == "heads_out" and kind == "kernel":  # (H*d, D) -> (H, d, D)
         value = value.reshape(num_heads, -1, value.shape[-1])
     return name, value
+
+
+# --- writing timm's layout -----------------------------------------------------------
+
+_TIMM_NAMES = {  # canonical key (without block prefix) -> timm name; `{w}` weight or bias
+    "cls": "cls_token",
+    "dist": "dist_token",
+    "reg": "reg_token",
+    "Transformer/posembed_input/pos_embedding": "pos_embed",
+    "MAPHead_0/probe": "attn_pool.latent",
+}
+
+
+def to_timm(canonical, pooled_norm=False):
+    """The original layout -> a timm `VisionTransformer` state dict (NumPy arrays).
+
+    The inverse of `TIMM_KEYS`, written out rather than derived from its regexes: fused
+    `qkv` / `kv` projections are joined here, and `pooled_norm` models' final norm is timm's
+    `fc_norm`. Every key must have a timm name; one that has none (a `pre_logits` layer,
+    which timm's ViT no longer has) is an error naming it.
+    """
+    out, used = {}, set()
+
+    def take(key):
+        used.add(key)
+        return canonical[key]
+
+    def linear(name, prefix):  # a Dense: (in, out) kernel -> (out, in) weight
+        out[f"{name}.weight"], out[f"{name}.bias"] = take(f"{prefix}/kernel").T, take(f"{prefix}/bias")
+
+    def norm(name, prefix):
+        out[f"{name}.weight"], out[f"{name}.bias"] = take(f"{prefix}/scale"), take(f"{prefix}/bias")
+
+    for key, name in _TIMM_NAMES.items():
+        if key in canonical:
+            out[name] = take(key)
+    out["patch_embed.proj.weight"] = take("embedding/kernel").transpose(3, 2, 0, 1)  # (p, p, C, D) -> (D, C, p, p)
+    if "embedding/bias" in canonical:
+        out["patch_embed.proj.bias"] = take("embedding/bias")
+    if "Transformer/pre_norm/scale" in canonical:
+        norm("norm_pre", "Transformer/pre_norm")
+    blocks = sorted({int(k.split("/")[1][len("encoderblock_") :]) for k in canonical if "/encoderblock_" in k})
+    for i in blocks:
+        prefix, timm = _ORIGINAL_BLOCK.format(i), f"blocks.{i}."
+        norm(f"{timm}norm1", prefix + "LayerNorm_0")
+        _attention(take, prefix + _BLOCK_ATTENTION, out, f"{timm}attn.", ("qkv",))
+        norm(f"{timm}norm2", prefix + "LayerNorm_2")
+        for n in (0, 1):
+            if f"{prefix}LayerScale_{n}/scale" in canonical:
+                out[f"{timm}ls{n + 1}.gamma"] = take(f"{prefix}LayerScale_{n}/scale")
+            linear(f"{timm}mlp.fc{n + 1}", f"{prefix}MlpBlock_3/Dense_{n}")
+    norm("fc_norm" if pooled_norm else "norm", "Transformer/encoder_norm")
+    if "MAPHead_0/probe" in canonical:
+        _attention(take, _MAP_ATTENTION, out, "attn_pool.", ("q", "kv"))
+        norm("attn_pool.norm", "MAPHead_0/LayerNorm_0")
+        for n in (0, 1):
+            linear(f"attn_pool.mlp.fc{n + 1}", f"MAPHead_0/MlpBlock_0/Dense_{n}")
+    for head in ("head", "head_dist"):
+        if f"{head}/kernel" in canonical:
+            linear(head, head)
+    unknown = sorted(set(canonical) - used)
+    if unknown:
+        raise ValueError(f"These weights have no place in a timm ViT: {unknown}.")
+    return {key: np.ascontiguousarray(value, "float32") for key, value in out.items()}
+
+
+def _attention(take, prefix, out, timm, fused):
+    """Per-head query/key/value/out -> timm's Linear layers (`qkv` fused, or `q` and `kv`)."""
+    parts = {"qkv": ("query", "key", "value"), "q": ("query",), "kv": ("key", "value")}
+    for name in fused:
+        kernels = [take(f"{prefix}{part}/kernel") for part in parts[name]]  # (D, H, d) each
+        out[f"{timm}{name}.weight"] = np.concatenate([k.reshape(k.shape[0], -1).T for k in kernels])
+        out[f"{timm}{name}.bias"] = np.concatenate([take(f"{prefix}{part}/bias").reshape(-1) for part in parts[name]])
+    kernel = take(f"{prefix}out/kernel")  # (H, d, D)
+    out[f"{timm}proj.weight"] = kernel.reshape(-1, kernel.shape[-1]).T
+    out[f"{timm}proj.bias"] = take(f"{prefix}out/bias")

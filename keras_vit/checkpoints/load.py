@@ -15,6 +15,7 @@ import os
 import re
 
 import numpy as np
+from safetensors.numpy import save as safetensors_save
 
 from keras_vit import files
 from keras_vit.checkpoints import formats, hub
@@ -22,6 +23,8 @@ from keras_vit.checkpoints.adapt import adapt, adapt_prefix_slots
 from keras_vit.checkpoints.formats import CheckpointError
 from keras_vit.checkpoints.keys import model_variables
 from keras_vit.config import VARIANTS
+from keras_vit.model import model_config
+from keras_vit.preprocessing import SCALINGS, check_scaling
 
 
 @dataclasses.dataclass
@@ -77,6 +80,17 @@ class Source:
     notes: list = dataclasses.field(default_factory=list)
 
 
+# ViTConfig fields no tensor shows, read from a `.keras` model's layers instead.
+_UNSEEN_FIELDS = (
+    "activation",
+    "layer_norm_epsilon",
+    "layer_scale_init",
+    "pooling",
+    "pooled_norm",
+    "dynamic_image_size",
+)
+
+
 def read_checkpoint(path, num_heads=None):
     """Reads any supported file into `(layout, arrays in the original layout)`.
 
@@ -101,7 +115,10 @@ def read_source(path, num_heads=None):
     hub_config = hub.read_hub_config(config, path)
     kind = formats.sniff_format(weights[0])
     if kind == "keras":
-        return Source(path, formats.KERAS, formats.read_keras(weights[0]))  # already in the original layout
+        arrays, model = formats.read_keras(weights[0])  # already in the original layout
+        config = model_config(model)  # what no tensor says, as the model was built
+        facts = {key: getattr(config, key) for key in _UNSEEN_FIELDS}
+        return Source(path, formats.KERAS, arrays, facts=facts)
     arrays = {}
     for file in weights:
         arrays.update(formats.read_npz(file) if kind == "npz" else formats.read_safetensors(file))
@@ -277,3 +294,82 @@ def save_npz(model, path, *, layout="original"):
     with files.atomic_write(path, "wb") as f:
         np.savez(f, **arrays)
     return path
+
+
+def save_timm(model, path, *, scaling=None):
+    """Writes a `build_vit` model (any family) in timm's layout, to run it in PyTorch.
+
+    Args:
+        model: a model from `build_vit` or `build_from_checkpoint`.
+        path: a `.safetensors` file (the state dict alone), or a folder, which
+            gets the hub's layout: `model.safetensors` and timm's `config.json`
+            (`architecture` and `model_args`), so that
+            `timm.create_model(config["architecture"], **config["model_args"])`
+            builds the model the state dict fits. Written atomically.
+        scaling: the pixel scaling the model expects (`"imagenet"`, `"clip"`,
+            `"vit"`), recorded as `pretrained_cfg`'s mean and std. Defaults
+            to `None` (not recorded).
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: for a model timm's `VisionTransformer` cannot express (a
+            representation layer, a LayerNorm epsilon other than 1e-6 or CLIP's
+            1e-5, a patch bias that is not `not pre_norm`).
+    """
+    config = model_config(model)
+    arrays = {key: np.asarray(variable.numpy(), "float32") for key, variable in model_variables(model).items()}
+    state = formats.to_timm(arrays, pooled_norm=config.pooled_norm)
+    path = os.fspath(path)
+    if path.endswith(".safetensors"):
+        _write_safetensors(state, path)
+        return path
+    timm_config = _timm_config(config, scaling)
+    os.makedirs(path, exist_ok=True)
+    _write_safetensors(state, os.path.join(path, hub.WEIGHTS))
+    files.write_json(os.path.join(path, hub.CONFIG), timm_config)
+    return path
+
+
+def _write_safetensors(state, path):
+    with files.atomic_write(path, "wb") as f:
+        f.write(safetensors_save(state))
+
+
+def _timm_config(config, scaling):
+    """timm's `config.json` for `config`: an architecture whose factory sets what `model_args` cannot."""
+    problems = []
+    if config.representation_size is not None:
+        problems.append("a representation layer (timm's ViT has none)")
+    if config.patch_bias == config.pre_norm:
+        problems.append(f"patch_bias={config.patch_bias} with pre_norm={config.pre_norm} (timm ties them)")
+    architecture = {1e-6: "vit_base_patch16_224", 1e-5: "vit_base_patch16_clip_224"}.get(config.layer_norm_epsilon)
+    if architecture is None:
+        problems.append(f"layer_norm_epsilon={config.layer_norm_epsilon} (timm's ViTs: 1e-6, CLIP's 1e-5)")
+    if problems:
+        raise ValueError(f"timm's VisionTransformer cannot express {'; '.join(problems)}: write the state dict alone.")
+    if config.distillation:
+        architecture = "deit_base_distilled_patch16_224"
+    pooling = {"token": "token", "gap": "avg", "map": "map"}[config.pooling]
+    args = {
+        "img_size": list(config.image_size), "patch_size": list(config.patch_size), "in_chans": config.num_channels,
+        "num_classes": config.num_classes, "global_pool": pooling, "embed_dim": config.hidden_dim,
+        "depth": config.num_layers, "num_heads": config.num_heads, "mlp_ratio": config.mlp_dim / config.hidden_dim,
+        "class_token": config.class_token, "reg_tokens": config.num_register_tokens,
+        "no_embed_class": not config.embed_prefix_tokens, "init_values": config.layer_scale_init,
+        "pre_norm": config.pre_norm, "fc_norm": config.pooled_norm, "act_layer": config.activation,
+        "dynamic_img_size": config.dynamic_image_size,
+    }  # fmt: skip
+    pretrained = {
+        "input_size": [config.num_channels, *config.image_size], "fixed_input_size": not config.dynamic_image_size,
+        "num_classes": config.num_classes, "first_conv": "patch_embed.proj", "classifier": "head",
+        "interpolation": "bicubic", "crop_pct": 1.0,
+    }  # fmt: skip
+    if scaling is not None:
+        mean, std = SCALINGS[check_scaling(scaling)]
+        pretrained.update(mean=[m / 255 for m in mean], std=[s / 255 for s in std])
+    return {
+        "architecture": architecture, "num_classes": config.num_classes, "num_features": config.hidden_dim,
+        "global_pool": pooling, "model_args": args, "pretrained_cfg": pretrained,
+    }  # fmt: skip

@@ -104,10 +104,15 @@ def load_pretrained(model, weights, variant):
     """`build_vit(..., weights=...)`: a registry tag for `variant`, a registry name, or a file."""
     row = find_checkpoint(weights, variant)
     if row is None and not os.path.exists(os.fspath(weights)):
-        tags = sorted(r.tag for r in CHECKPOINTS.values() if r.variant == str(variant).strip())
+        tags = sorted(r.tag for r in CHECKPOINTS.values() if r.variant == str(variant).strip() and r.family == "ViT")
         raise ValueError(
             f"weights={weights!r} is neither a checkpoint file nor a known checkpoint of {variant!r} "
             f"(known: {tags or 'none'})."
+        )
+    if row is not None and row.family != "ViT":
+        raise ValueError(
+            f"weights={weights!r} is a {row.family} checkpoint, whose architecture is not the plain {variant}: "
+            f"build it with keras_vit.build_from_checkpoint({row.name!r})."
         )
     path = fetch_checkpoint(row) if row else weights
     report = load_weights(model, path, drop_representation=True)
@@ -172,7 +177,10 @@ def build_from_checkpoint(
     path = fetch_checkpoint(row, cache_dir) if row else os.fspath(path_or_name)
     variant = variant or (row.variant if row else None)
     source = read_source(path, num_heads=parse_variant(variant)[0].num_heads if variant else None)
-    changes = {key: value for key, value in options.items() if value is not None}
+    changes = {
+        **dict(row.options if row else ()),
+        **{key: value for key, value in options.items() if value is not None},
+    }
     found = describe(source, image_size or (row.image_size if row else None), given=changes)
     if variant:
         _check_variant(variant, found, path)
@@ -279,10 +287,10 @@ def _refuse(source, problems):
 def _family_defaults(source, given):
     """What a file without `config.json` cannot say, by the family its tensors show; an error where that is a guess."""
     canonical, layout = source.canonical, source.layout
-    if source.hub is not None:
+    if source.hub is not None or layout == formats.KERAS:  # a .keras model says it all (`source.facts`)
         return {}
     defaults = {}
-    if "MAPHead_0/probe" in canonical and layout != formats.TIMM:
+    if "MAPHead_0/probe" in canonical and layout in (formats.BIG_VISION, formats.HUGGING_FACE):
         defaults["activation"] = "gelu_tanh"  # SigLIP as trained (big_vision, transformers); timm runs exact GELU
     if DIST in canonical and layout == formats.HUGGING_FACE:
         defaults["layer_norm_epsilon"] = 1e-12  # transformers' DeiT configs (timm's DeiT: 1e-6)

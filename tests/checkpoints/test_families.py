@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from keras_vit import CheckpointError, build_from_checkpoint, build_vit, load_weights, read_config
+from keras_vit import CheckpointError, build_from_checkpoint, build_vit, load_weights, read_config, save_timm
 from keras_vit.checkpoints.keys import model_variables
 
 RELATIVE_TOLERANCE = 2e-5  # of the largest output: float32 in two frameworks
@@ -145,3 +145,42 @@ def test_a_family_file_that_does_not_fit_the_model_leaves_it_untouched(families,
     assert "nothing was loaded" in message and "reg: unexpected in the checkpoint (1, 4, 64)" in message
     assert "MlpBlock_3/Dense_0/kernel: checkpoint shape (64, 128) != model shape (64, 96)" in message
     assert_unchanged(model, before)
+
+
+def test_a_registry_row_carries_what_the_config_json_would_say(families, tmp_path, monkeypatch):
+    from keras_vit import checkpoints
+
+    folder, sizes = families
+    file = folder / "timm_clip_quickgelu" / "model.safetensors"
+    row = checkpoints.Checkpoint(
+        "tiny/8", "clip_test", file.as_uri(), 32, 16, "none", scaling="clip", family="CLIP", output="embedding",
+        options=(("activation", "quick_gelu"),),
+    )  # fmt: skip
+    monkeypatch.setitem(checkpoints.CHECKPOINTS, row.name, row)
+    monkeypatch.setattr(checkpoints.registry, "CACHE_DIR", str(tmp_path / "cache"))
+    model, report = build_from_checkpoint("tiny/8:clip_test")
+    assert report.config.activation == "quick_gelu" and report.family == "CLIP" and report.scaling == "clip"
+    assert _difference(model, folder, sizes["timm_clip_quickgelu"], "timm_clip_quickgelu.out.npy") < RELATIVE_TOLERANCE
+    with pytest.raises(ValueError, match=r"a CLIP checkpoint.*build_from_checkpoint\('tiny/8:clip_test'\)"):
+        build_vit("tiny/8", weights="clip_test")
+
+
+@pytest.mark.parametrize("name", [name for name in FAMILIES if name.startswith("timm_")])
+def test_save_timm_writes_back_the_state_dict_and_config_timm_wrote(families, tmp_path, name):
+    folder, _ = families
+    model, report = build_from_checkpoint(folder / name)
+    save_timm(model, tmp_path / name, scaling="imagenet")
+    written, original = load_file(tmp_path / name / "model.safetensors"), load_file(folder / name / "model.safetensors")
+    assert sorted(written) == sorted(original)
+    for key, value in original.items():  # the very tensors: timm reads the file as it read its own
+        np.testing.assert_allclose(written[key], value, rtol=0, atol=1e-7, err_msg=key)
+    assert read_config(tmp_path / name) == report.config  # its config.json says what timm's said
+
+
+def test_save_timm_refuses_what_timm_cannot_express(families, tmp_path):
+    folder, _ = families
+    model, _ = build_from_checkpoint(folder / "hf_deit_distilled")  # transformers' LayerNorm epsilon 1e-12
+    with pytest.raises(ValueError, match=r"layer_norm_epsilon=1e-12.*write the state dict alone"):
+        save_timm(model, tmp_path / "deit")
+    save_timm(model, tmp_path / "deit.safetensors")
+    assert load_file(tmp_path / "deit.safetensors")["dist_token"].shape == (1, 1, 64)

@@ -26,6 +26,7 @@ import re
 from keras_vit.checkpoints.formats import CheckpointError
 
 WEIGHTS, SHARD_INDEX, CONFIG = "model.safetensors", "model.safetensors.index.json", "config.json"
+PREPROCESSOR = "preprocessor_config.json"  # transformers' image processor: the pixel statistics
 
 # Mean/std of the pixel statistics as `config.json`s give them (0..1 pixels) -> `preprocessing.SCALINGS`.
 _SCALINGS = {
@@ -138,7 +139,12 @@ def read_hub_config(config, path):
     if "architecture" in config:
         return _timm(config)
     if "model_type" in config or "architectures" in config:
-        return _transformers(config)
+        hub = _transformers(config)
+        preprocessor = os.path.join(os.fspath(path), PREPROCESSOR)
+        if os.path.exists(preprocessor):  # the image processor's statistics, beside the model's config
+            statistics = _read_json(preprocessor)
+            hub.scaling = _scaling(statistics.get("image_mean"), statistics.get("image_std"))
+        return hub
     raise CheckpointError(
         f"{path}/{CONFIG} is neither timm's (no 'architecture') nor transformers' (no 'model_type'): "
         "pass the weights file itself and the architecture options it needs."

@@ -37,6 +37,12 @@ FAMILIES = {
     "hf_deit_distilled": ({"distillation": True, "layer_norm_epsilon": 1e-12}, "logits"),
     "big_vision_siglip.npz": ({"pooling": "map", "activation": "gelu_tanh"}, "embedding"),
 }
+# The pixel statistics the folders' config.json (timm) or preprocessor_config.json (transformers) name.
+SCALINGS = {
+    "timm_deit3": "imagenet", "timm_deit_distilled": "imagenet", "timm_dinov2": "imagenet",
+    "timm_dinov2_reg4": "imagenet", "timm_siglip": "vit", "timm_clip": "clip", "timm_clip_quickgelu": "clip",
+    "timm_gap_fc_norm": "vit", "hf_clip": "clip",
+}  # fmt: skip
 # The file alone, without its config.json: what the tensors do not tell is passed.
 FILES_ALONE = {
     "timm_deit3": {},
@@ -73,6 +79,7 @@ def test_family_checkpoints_give_the_same_outputs(families, name):
     assert len(report.loaded) == len(model_variables(model)) and not report.skipped
     for field, value in fields.items():
         assert getattr(report.config, field) == value, field
+    assert report.scaling == SCALINGS.get(name)
     difference = _difference(model, folder, sizes[name], f"{name.removesuffix('.npz')}.out.npy")
     print(f"{name}: max abs difference {difference:.2e} (relative to the largest output)")
     assert difference < RELATIVE_TOLERANCE

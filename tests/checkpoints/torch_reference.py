@@ -191,6 +191,7 @@ def _hf_tiny(config_class, **extra):
 @torch.no_grad()
 def make_hf_families(out, images):
     from transformers import (
+        CLIPImageProcessor,
         CLIPVisionConfig,
         CLIPVisionModelWithProjection,
         DeiTConfig,
@@ -231,6 +232,7 @@ def make_hf_families(out, images):
         size = model.config.image_size
         np.save(out / f"{folder}.out.npy", getattr(model(pixel_values=images[size]), output).numpy())
         cases[folder] = size
+    CLIPImageProcessor().save_pretrained(out / "hf_clip")  # as the Hub's folders have it: the pixel statistics
     # A whole SigLIP (image and text towers, as google/siglip-* files are): only its image tower is read.
     text = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, vocab_size=50)
     text.update(bos_token_id=1, eos_token_id=2, pad_token_id=0)

@@ -248,6 +248,7 @@ def describe(source, image_size=None, given=()):
         image_size = native or [g * p for g, p in zip(grid, patch_size)]
     has_probe = "MAPHead_0/probe" in canonical
     layer_scale = "Transformer/encoderblock_0/LayerScale_0/scale" in canonical
+    scale = options.pop("layer_scale_init", None)
     config = ViTConfig(
         hidden_dim=kernel.shape[3],
         num_layers=len(blocks),
@@ -260,7 +261,7 @@ def describe(source, image_size=None, given=()):
         distillation=DIST in canonical,
         num_register_tokens=canonical[REGISTERS].shape[1] if REGISTERS in canonical else 0,
         embed_prefix_tokens=embedded,
-        layer_scale_init=options.pop("layer_scale_init", 1e-5) if layer_scale else None,
+        layer_scale_init=(scale or 1e-5) if layer_scale else None,  # the value only matters for new weights
         pre_norm=PRE_NORM in canonical,
         patch_bias="embedding/bias" in canonical,
         representation_size=canonical[PRE_LOGITS[0]].shape[1] if PRE_LOGITS[0] in canonical else None,

@@ -191,3 +191,12 @@ def test_save_timm_refuses_what_timm_cannot_express(families, tmp_path):
         save_timm(model, tmp_path / "deit")
     save_timm(model, tmp_path / "deit.safetensors")
     assert load_file(tmp_path / "deit.safetensors")["dist_token"].shape == (1, 1, 64)
+
+
+def test_a_keras_file_of_a_family_model_keeps_what_no_tensor_shows(families, tmp_path):
+    folder, sizes = families
+    model, report = build_from_checkpoint(folder / "timm_clip_quickgelu")
+    model.save(tmp_path / "model.keras")
+    again, again_report = build_from_checkpoint(tmp_path / "model.keras")
+    assert again_report.config == report.config and again_report.config.activation == "quick_gelu"
+    assert _difference(again, folder, sizes["timm_clip_quickgelu"], "timm_clip_quickgelu.out.npy") < RELATIVE_TOLERANCE

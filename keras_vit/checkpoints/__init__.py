@@ -2,8 +2,9 @@
 
 registry.py    the well-known checkpoints, as data, downloaded once
 formats.py     each file layout <-> the one canonical layout (the original .npz)
+torch_layouts.py  timm's and transformers' key tables (every family); timm's written back
 keys.py        which canonical tensor each model variable holds
-adapt.py       grid resizing, new heads, channels, timm's class slot
+adapt.py       grid resizing, new heads, channels, the prefix tokens' position slots
 resample.py    position-embedding resizing, the same numbers as PyTorch
 hub.py         hub folders: what timm's and transformers' config.json add to the tensors
 load.py        `load_weights` (planned in full, then assigned), `save_npz`, `save_timm`

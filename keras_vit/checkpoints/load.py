@@ -18,7 +18,7 @@ import numpy as np
 from safetensors.numpy import save as safetensors_save
 
 from keras_vit import files
-from keras_vit.checkpoints import formats, hub
+from keras_vit.checkpoints import formats, hub, torch_layouts
 from keras_vit.checkpoints.adapt import adapt, adapt_prefix_slots
 from keras_vit.checkpoints.formats import CheckpointError
 from keras_vit.checkpoints.keys import model_variables
@@ -128,7 +128,7 @@ def read_source(path, num_heads=None):
     source = Source(path, layout, formats.to_canonical(arrays, layout, num_heads), hub_config)
     if layout == formats.TIMM and "fc_norm.weight" in arrays:
         source.facts["pooled_norm"] = True  # timm's fc_norm: the final norm after pooling
-    ignored = [key for key in arrays if formats.IGNORED.fullmatch(key)]
+    ignored = [key for key in arrays if torch_layouts.IGNORED.fullmatch(key)]
     if ignored:
         source.notes.append(f"ignored {len(ignored)} tensors that are no part of the image model ({ignored[0]}, ...)")
     if layout == formats.BIG_VISION and any(re.match(r"(params/)?(txt/|t$|b$)", key) for key in arrays):
@@ -320,7 +320,7 @@ def save_timm(model, path, *, scaling=None):
     """
     config = model_config(model)
     arrays = {key: np.asarray(variable.numpy(), "float32") for key, variable in model_variables(model).items()}
-    state = formats.to_timm(arrays, pooled_norm=config.pooled_norm)
+    state = torch_layouts.to_timm(arrays, pooled_norm=config.pooled_norm)
     path = os.fspath(path)
     if path.endswith(".safetensors"):
         _write_safetensors(state, path)

@@ -39,10 +39,10 @@ _SCALINGS = {
 # tensors of that family must show: `ViTConfig` fields, `layer_scale` for "has LayerScale"). First match wins.
 _TIMM_FAMILIES = [
     (r"deit3_", "DeiT III", {}, {"layer_scale": True, "distillation": False}),
-    (r"deit_.*distilled", "DeiT (distilled)", {}, {"distillation": True, "layer_scale": False}),
+    (r"deit_.*distilled", "DeiT", {}, {"distillation": True, "layer_scale": False}),
     (r"deit_", "DeiT", {}, {"distillation": False, "layer_scale": False}),
     (r"vit_.*_dinov2", "DINOv2", {}, {"layer_scale": True, "class_token": True}),
-    (r"vit_.*_siglip_gap", "SigLIP (GAP)", {}, {"class_token": False}),
+    (r"vit_.*_siglip_gap", "SigLIP", {}, {"class_token": False}),
     (r"vit_.*_siglip", "SigLIP", {}, {"class_token": False, "pooling": "map"}),
     (
         r"vit_.*_clip_quickgelu",

@@ -107,10 +107,22 @@ def _add_train(subparsers):
 
 
 def _run_train(args):
-    from keras_vit.training.train import TrainConfig, train
+    from keras_vit import run_folder
+    from keras_vit.training.train import TrainConfig, output_folder, train
 
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
-    results = train(config)
+    config = dataclasses.replace(config, output=output_folder(config))
+    try:
+        results = train(config)
+    except KeyboardInterrupt:
+        if run_folder.read_settings(config.output) is None or run_folder.finished(config.output):
+            raise  # nothing started, or nothing left: the plain "interrupted"
+        print(
+            f"keras-vit train: interrupted; `keras-vit train --output {config.output} --resume` continues "
+            "from the last finished epoch",
+            file=sys.stderr,
+        )
+        return 130
     print(json.dumps(results, indent=2))
     print(
         f"Wrote {config.output}/: model.keras, keras_vit.json, results.json, history.csv, curves.png, "

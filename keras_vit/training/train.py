@@ -36,7 +36,9 @@ class TrainConfig:
 
     dataset: str = _field("digits", "TFDS name, 'digits' (built in) or a folder of class sub-folders")
     data_dir: str = _field(None, "where TFDS keeps datasets (default: TFDS' own)")
-    output: str = _field("runs/digits", "the run folder to write")
+    output: str = _field(
+        None, "the run folder to write (default: runs/<dataset>, runs/<dataset>-<variant> for another model)"
+    )
     variant: str = _field(None, "e.g. Ti/16, S/16, B/16, B/32, L/16, H/14 (default: tiny/4, or the checkpoint's)")
     image_size: int = _field(None, "training resolution, a multiple of the patch (default: 32, or the checkpoint's)")
     scaling: str = _field(None, "pixel scaling (default: vit, or the checkpoint's)", SCALINGS)
@@ -85,8 +87,22 @@ def train(config, return_model=False):
     """Trains, evaluates on the test split and saves; returns the results dict (and the model).
 
     Under a multi-worker strategy every worker calls this with the same config; the chief
-    writes the run folder, each other worker only its own `backup/worker_<i>/`.
+    writes the run folder, each other worker only its own `backup/worker_<i>/`. The run folder
+    is locked while this runs (`run_folder.lock`): a second `train` into it is refused.
     """
+    config = dataclasses.replace(config, output=output_folder(config))
+    try:
+        return _train(config, return_model)
+    finally:
+        run_folder.unlock(config.output)
+
+
+def output_folder(config):
+    """`config.output`, or the default folder named after the dataset (and the model, unless the default)."""
+    return config.output or run_folder.default_output(config.dataset, config.variant or config.weights)
+
+
+def _train(config, return_model):
     strategy = distribute.make_strategy(config.strategy)  # first: multi-worker set-up precedes any TF op
     chief, worker = distribute.worker_role(strategy)
     if config.resume:
@@ -117,10 +133,16 @@ def train(config, return_model=False):
     distribute.patch_multi_worker_fit(model, strategy, train_ds)
     if chief and not config.resume:  # only once every input checked out
         run_folder.start(config.output, _stored(requested), overwrite=config.overwrite)
+    elif chief:
+        run_folder.lock(config.output)
+        _say_where_it_resumes(config)
     start = time.perf_counter()
     if config.resume and run_folder.fit_finished(config.output):  # killed after fit, while saving or exporting
-        saved = keras.saving.load_model(os.path.join(config.output, run_folder.MODEL), safe_mode=True, compile=False)
-        model.set_weights(saved.get_weights())  # not load_weights: the saved optimizer state is not needed
+        # The optimizer built first, so the saved model loads whole (its optimizer state too) and is
+        # saved again whole: an unbuilt one is saved without its variables, and every later load
+        # of model.keras (the export's) warns that it skips them.
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(os.path.join(config.output, run_folder.MODEL))
         start = None
     else:
         history = model.fit(
@@ -140,6 +162,14 @@ def train(config, return_model=False):
     if chief:
         run_folder.write_results(config.output, results)
     return (results, model) if return_model else results
+
+
+def _say_where_it_resumes(config):
+    if run_folder.fit_finished(config.output):
+        print(f"keras-vit train: resuming {config.output}: training had finished; saving and exporting")
+    else:
+        epoch = run_folder.epochs_done(config.output) + 1
+        print(f"keras-vit train: resuming {config.output} at epoch {epoch} of {config.epochs}")
 
 
 def _verbosity(verbose):

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -41,6 +42,7 @@ def test_short_fit_writes_every_artifact_and_learns(tmp_path):
     ):
         assert (run / name).exists(), name
     assert any((run / "logs").rglob("*tfevents*"))
+    assert not (run / run_folder.LOCK).exists()  # released once the run ends
     assert results["test_top1"] > 0.3  # 10 classes: well above chance after 4 short epochs
     assert 0 <= results["test_top1"] <= results["test_top5"] <= 1
     history = json.loads((run / "history.json").read_text())
@@ -143,16 +145,28 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path):
         "0",
         "--no-export",
     ]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while len(_epochs_logged(output / "history.csv")) < 2 and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    # A second writer while the first trains: refused, naming the process, and nothing deleted.
+    with pytest.raises(FileExistsError, match=rf"in use by another keras-vit process \(pid {process.pid}\)"):
+        train(_config(tmp_path, overwrite=True))
+    with pytest.raises(FileExistsError, match="in use by another keras-vit process"):
+        train(_config(tmp_path, resume=True, epochs=8))
+    process.send_signal(signal.SIGINT)  # Ctrl-C
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert stderr.strip().splitlines()[-1] == (
+        f"keras-vit train: interrupted; `keras-vit train --output {output} --resume` continues from the last "
+        "finished epoch"
+    )
+    assert not (output / run_folder.LOCK).exists()
     before = _epochs_logged(output / "history.csv")
-    assert 2 <= len(before) < 8, "the run must be killed mid-training"
+    assert 2 <= len(before) < 8, "the run must be stopped mid-training"
     assert not (output / "model.keras").exists()
-    subprocess.run([*args, "--resume"], check=True, capture_output=True, timeout=600)
+    resumed = subprocess.run([*args, "--resume"], check=True, capture_output=True, text=True, timeout=600)
+    assert f"keras-vit train: resuming {output} at epoch {len(before) + 1} of 8" in resumed.stdout
     again = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "has finished; nothing to resume" in again.stderr
     history = json.loads((output / "history.json").read_text())
@@ -177,15 +191,20 @@ def test_resume_takes_the_runs_settings_and_refuses_contradicting_ones(tmp_path)
     assert os.listdir(tmp_path / "notarun") == ["cats"]
 
 
-def test_a_run_killed_after_fit_finishes_on_resume_without_training_again(tmp_path):
+def test_a_run_killed_after_fit_finishes_on_resume_without_training_again(tmp_path, capsys):
     first = train(_config(tmp_path, epochs=2))
     run = tmp_path / "run"
     (run / "results.json").unlink()  # as if killed while saving or exporting
     rows = _epochs_logged(run / "history.csv")
     again = train(_config(tmp_path, resume=True))
+    assert "training had finished; saving and exporting" in capsys.readouterr().out
     assert _epochs_logged(run / "history.csv") == rows  # no epoch ran again
     assert again["test_top1"] == first["test_top1"] and again["fit_seconds"] is None
     assert (run / "results.json").exists()
+    with warnings.catch_warnings(record=True) as caught:  # as the export loads it: whole, optimizer too
+        warnings.simplefilter("always")
+        keras.saving.load_model(run / "model.keras", safe_mode=True)
+    assert not [w for w in caught if "Skipping variable loading" in str(w.message)]
 
 
 def test_a_diverged_run_is_an_error_and_saves_no_model(tmp_path):
@@ -257,3 +276,11 @@ def test_fine_tuning_from_a_checkpoint_at_a_new_size_and_class_count(tmp_path, t
     metadata = json.loads((tmp_path / "run" / "keras_vit.json").read_text())
     assert metadata["weights"] == checkpoint and metadata["variant"] == "tiny/4"  # the checkpoint's, as read from it
     assert np.isfinite(results["test_loss"]) and results["test_loss"] < 2 * np.log(10)
+
+
+def test_the_first_build_of_a_tfds_dataset_trains_as_later_reads(tmp_path):
+    # The README's number for a seed holds on a fresh clone too, where `digits` is built first.
+    data_dir = str(tmp_path / "tfds")
+    first = train(_config(tmp_path, epochs=1, data_dir=data_dir, output=str(tmp_path / "first")))
+    later = train(_config(tmp_path, epochs=1, data_dir=data_dir, output=str(tmp_path / "later")))
+    assert first["test_loss"] == later["test_loss"]

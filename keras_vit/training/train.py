@@ -112,6 +112,7 @@ def _train(config, return_model):
     _check(config)
     if chief:  # before any image is decoded: an output that cannot be written is the cheapest mistake
         run_folder.check_output(config.output, config.overwrite, config.resume)
+    data.prepare(config.dataset, data_dir=config.data_dir)  # before seeding: a first build draws random numbers
     keras.utils.set_random_seed(config.seed)
     keras.config.set_dtype_policy(config.precision)
     if config.precision == "mixed_float16" and not tf.config.list_physical_devices("GPU"):

@@ -56,6 +56,12 @@ def images(tmp_path_factory, raw_images):
     return folder, rgb
 
 
+def test_one_list_of_image_types_for_training_prediction_and_the_export_kit(kit):
+    from keras_vit.training import data
+
+    assert kit["IMAGE_EXTENSIONS"] == predict.IMAGE_EXTENSIONS == data.IMAGE_EXTENSIONS
+
+
 @pytest.mark.parametrize("reader", ["keras_vit", "export kit"])
 def test_grayscale_rgba_palette_and_16_bit_become_rgb(kit, images, reader):
     folder, rgb = images

@@ -7,7 +7,9 @@ into batches for the model with the one preprocessing definition of
 """
 
 import concurrent.futures
+import contextlib
 import dataclasses
+import io
 import os
 import shutil
 import socket
@@ -44,6 +46,11 @@ class Splits:
     def num_classes(self):
         return len(self.labels)
 
+    def class_counts(self):
+        """Training images per class (reads every training label once)."""
+        labels = self.train.map(lambda image, label: label, num_parallel_calls=tf.data.AUTOTUNE)
+        return np.bincount(np.fromiter(labels.as_numpy_iterator(), np.int64), minlength=self.num_classes).tolist()
+
 
 def load(dataset="digits", *, data_dir=None, download=True, bad_files="skip", validation_fraction=0.1, seed=0):
     """Loads a dataset's raw splits.
@@ -64,7 +71,7 @@ def load(dataset="digits", *, data_dir=None, download=True, bad_files="skip", va
         `Splits`.
     """
     if not 0 < validation_fraction < 0.5:
-        raise ValueError(f"validation_fraction={validation_fraction} must be in (0, 0.5).")
+        raise ValueError(f"--val-fraction {validation_fraction} is out of range: it must be in (0, 0.5).")
     dataset = os.path.expanduser(str(dataset))
     if _is_folder(dataset):
         return _load_folder(dataset, bad_files, validation_fraction, seed)
@@ -78,9 +85,21 @@ def load_for_model(dataset, metadata, *, data_dir=None):
     TFDS dataset without a test split) the same held-out test split as in training, not one
     made of the images the model trained on.
     """
-    splits = load(dataset, data_dir=data_dir, seed=metadata.get("seed", 0), bad_files=metadata.get("bad_files", "skip"))
+    splits = load(
+        dataset,
+        data_dir=data_dir,
+        seed=metadata.get("seed", 0),
+        bad_files=metadata.get("bad_files", "skip"),
+        validation_fraction=metadata.get("val_fraction", 0.1),
+    )
     check_dataset_labels(splits.labels, metadata["labels"], dataset)
     return splits
+
+
+def source(dataset):
+    """What names `dataset` wherever it is loaded from: a folder's absolute path, or the TFDS name."""
+    dataset = os.path.expanduser(str(dataset))
+    return os.path.abspath(dataset) if _is_folder(dataset) else dataset
 
 
 def check_dataset_labels(dataset_labels, model_labels, dataset):
@@ -183,11 +202,20 @@ def _prepare(builder, name):
     folder = os.path.join(os.fspath(builder.data_dir_root), builder.name)
     existed = os.path.exists(folder)
     try:
-        builder.download_and_prepare()
+        with _unprinted() if name == "digits" else contextlib.nullcontext():
+            builder.download_and_prepare()
     except BaseException:
         if not existed:
             shutil.rmtree(folder, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def _unprinted():
+    """Digits build in seconds from a local copy: TFDS' "Downloading and preparing" lines and
+    progress bars would tell a user nothing. (A real download keeps them.)"""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
 
 
 def _check_can_download(builder, name, timeout=5):

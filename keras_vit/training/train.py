@@ -15,13 +15,19 @@ import keras
 import tensorflow as tf
 
 from keras_vit import files, run_folder
-from keras_vit.checkpoints import build_from_checkpoint, build_vit
+from keras_vit.checkpoints import CHECKPOINTS, build_from_checkpoint, build_vit, find_checkpoint
 from keras_vit.config import ViTConfig, parse_variant
 from keras_vit.deploy.export import export_model
 from keras_vit.model import model_config
 from keras_vit.preprocessing import SCALINGS
 from keras_vit.training import data, distribute, optimizers
-from keras_vit.training.reports import plot_confusion_matrix, plot_curves, predicted_classes, read_history
+from keras_vit.training.reports import (
+    per_class_metrics,
+    plot_confusion_matrix,
+    plot_curves,
+    predicted_classes,
+    read_history,
+)
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
@@ -43,11 +49,17 @@ class TrainConfig:
     image_size: int = _field(None, "training resolution, a multiple of the patch (default: 32, or the checkpoint's)")
     scaling: str = _field(None, "pixel scaling (default: vit, or the checkpoint's)", SCALINGS)
     epochs: int = _field(40, "epochs")
+    early_stopping: int = _field(
+        0, "stop after this many epochs without a better validation accuracy, keeping the best weights (0: off)"
+    )
     batch_size: int = _field(64, "global batch size, split across replicas")
     learning_rate: float = _field(None, "peak learning rate (default: 2e-3 for adamw, 0.01 for sgd)")
     weight_decay: float = _field(0.05, "AdamW's decoupled weight decay")
     warmup_epochs: float = _field(None, "linear warmup (default: 2 from scratch, 1 when fine-tuning)")
     label_smoothing: float = _field(0.1, "label smoothing")
+    class_weights: str = _field(
+        None, "balanced: weigh each class's loss by the inverse of its share of train", ("balanced",)
+    )
     recipe: str = _field(None, "optimiser recipe (default: adamw from scratch, sgd with --weights)", optimizers.RECIPES)
     augment: str = _field(None, "crop/flip (default: crop_flip; none for digits)", data.AUGMENTATIONS)
     randaugment: bool = _field(False, "Keras RandAugment on training images")
@@ -59,6 +71,7 @@ class TrainConfig:
     jit_compile: bool = _field(False, "compile with XLA")
     strategy: str = _field("auto", "tf.distribute strategy", distribute.STRATEGIES)
     seed: int = _field(0, "seed of initialisation, shuffling and hold-out")
+    val_fraction: float = _field(0.1, "share of each class held out of train for validation (and test) where missing")
     bad_files: str = _field("skip", "unreadable files in an image folder", ("skip", "refuse"))
     cache: bool = _field(True, "cache decoded images in memory")
     shuffle: bool = _field(True, "shuffle training examples each epoch")
@@ -66,7 +79,7 @@ class TrainConfig:
     resume: bool = _field(False, "continue the run in --output where it stopped")
     weights: str = _field(None, "checkpoint file or registry name to fine-tune from")
     export: bool = _field(True, "export SavedModel + LiteRT with a parity report into <output>/export")
-    verbose: str = _field("auto", "0, 1 (progress bar), 2 (a line per epoch) or auto")
+    verbose: str = _field("auto", "0, 1 (progress bar), 2 (a line per epoch) or auto", ("auto", "0", "1", "2"))
 
 
 def resolve(config):
@@ -117,7 +130,13 @@ def _train(config, return_model):
     keras.config.set_dtype_policy(config.precision)
     if config.precision == "mixed_float16" and not tf.config.list_physical_devices("GPU"):
         print("keras-vit train: note: mixed_float16 runs several times slower than float32 on a CPU", file=sys.stderr)
-    splits = data.load(config.dataset, data_dir=config.data_dir, bad_files=config.bad_files, seed=config.seed)
+    splits = data.load(
+        config.dataset,
+        data_dir=config.data_dir,
+        bad_files=config.bad_files,
+        validation_fraction=config.val_fraction,
+        seed=config.seed,
+    )
     if config.batch_size > splits.sizes["train"]:
         raise ValueError(
             f"--batch-size {config.batch_size} is larger than the {splits.sizes['train']} training "
@@ -150,7 +169,9 @@ def _train(config, return_model):
             train_ds,
             validation_data=val_ds,
             epochs=config.epochs,
-            callbacks=_callbacks(config.output, chief, worker if distribute.several_workers(strategy) else None),
+            callbacks=_callbacks(config.output, chief, worker if distribute.several_workers(strategy) else None)
+            + _early_stopping(config.early_stopping),
+            class_weight=_class_weights(config.class_weights, splits),
             shuffle=False,  # tf.data shuffles, with the seed
             verbose=_verbosity(config.verbose),
         )
@@ -234,6 +255,8 @@ def _check(config):
         raise ValueError(f"epochs={config.epochs} and batch_size={config.batch_size} must be positive.")
     if config.variant is not None:
         parse_variant(config.variant)  # an unknown name fails before any image is decoded
+    if config.weights:
+        _check_weights(config.weights)
     sizes = config.image_size if isinstance(config.image_size, (list, tuple)) else [config.image_size]
     checks = [  # flag, value, whether it is valid, what it must be
         ("--image-size", config.image_size, all(size is None or size >= 1 for size in sizes), "a positive size"),
@@ -250,14 +273,29 @@ def _check(config):
             "in [0, 1)",
         ),
         ("--drop-path-rate", config.drop_path_rate, 0 <= config.drop_path_rate < 1, "in [0, 1)"),
+        ("--seed", config.seed, config.seed >= 0, ">= 0"),
+        ("--early-stopping", config.early_stopping, config.early_stopping >= 0, ">= 0 (0: off)"),
+        ("--val-fraction", config.val_fraction, 0 < config.val_fraction < 0.5, "in (0, 0.5)"),
     ]
     for flag, value, valid, requirement in checks:
         if not valid:
             raise ValueError(f"{flag} {value} is out of range: it must be {requirement}.")
+    if str(config.verbose) not in ("auto", "0", "1", "2"):
+        raise ValueError(f"--verbose {config.verbose} is not one of auto, 0, 1, 2.")
     if config.jit_compile and config.strategy in ("mirrored", "multi_worker"):
         raise ValueError("--jit-compile does not work with a mirrored strategy (variables on several devices).")
     if config.overwrite and config.resume:
         raise ValueError("Pass either --overwrite (start again) or --resume (continue), not both.")
+
+
+def _check_weights(weights):
+    """A `--weights` that is neither a file nor a registry name fails before any image is decoded."""
+    if os.path.exists(os.path.expanduser(weights)) or find_checkpoint(weights) is not None:
+        return
+    variant = weights.split(":")[0].strip()
+    names = [name for name in CHECKPOINTS if name.split(":")[0] == variant]
+    known = f"{variant} has: {', '.join(names)}" if names else f"known names: {', '.join(sorted(CHECKPOINTS)[:8])}, ..."
+    raise FileNotFoundError(f"--weights {weights} is neither a checkpoint file nor a known checkpoint name; {known}.")
 
 
 # Settings that say where and how to run, not what: never stored, never compared on `--resume`.
@@ -361,6 +399,23 @@ def _callbacks(output, chief=True, worker=None):
     ]
 
 
+def _early_stopping(patience):
+    if not patience:
+        return []
+    # Its state (best epoch so far) is not in BackupAndRestore's: a resumed run counts patience anew.
+    return [keras.callbacks.EarlyStopping("val_accuracy", patience=patience, restore_best_weights=True, verbose=1)]
+
+
+def _class_weights(rule, splits):
+    """`{class: weight}` for `fit`: "balanced" weighs a class by n / (k * its count), as scikit-learn does."""
+    if rule is None:
+        return None
+    counts = splits.class_counts()
+    if 0 in counts:
+        raise ValueError("--class-weights balanced: a class has no training image; balanced weights need one each.")
+    return {i: sum(counts) / (len(counts) * count) for i, count in enumerate(counts)}
+
+
 def _summary(config, splits, metrics):
     return {
         "dataset": splits.name,
@@ -384,27 +439,40 @@ def _finish(model, config, splits, metrics, seconds, test_ds):
         labels=splits.labels,
         variant=config.variant,
         dataset=splits.name,
-        seed=config.seed,  # folders and TFDS datasets without a test split hold one out with it
+        # What `evaluate` and `export` need to load the same splits again: the folder (absolute) or
+        # TFDS name and data_dir, and the hold-out rule (seed, share, bad files) of a missing split.
+        source=data.source(config.dataset),
+        data_dir=config.data_dir and os.path.abspath(os.path.expanduser(config.data_dir)),
+        seed=config.seed,
+        val_fraction=config.val_fraction,
         bad_files=config.bad_files,
+        label_smoothing=config.label_smoothing,  # in the test loss: `evaluate` reports the same one
         architecture=model_config(model).to_dict(),  # read from the model: right for a resumed run too
     )
     history = read_history(os.path.join(output, run_folder.HISTORY_CSV))
     files.write_json(os.path.join(output, run_folder.HISTORY_JSON), history)
     plot_curves(history, os.path.join(output, run_folder.CURVES))
-    plot_confusion_matrix(
+    matrix = plot_confusion_matrix(
         *predicted_classes(model, test_ds), splits.labels, os.path.join(output, run_folder.CONFUSION_MATRIX)
     )
     fit_seconds = None if seconds is None else round(seconds, 1)
     results = {**_summary(config, splits, metrics), "epochs": len(history["epoch"]), "fit_seconds": fit_seconds}
-    return results
+    return {**results, "per_class": per_class_metrics(matrix, splits.labels)}
 
 
 # --- evaluation ------------------------------------------------------------------
 
 
-def evaluate(model_path, dataset="digits", *, split="test", data_dir=None, batch_size=64):
-    """Loads a trained model and returns its loss, top-1 and top-5 on a split."""
+def evaluate(model_path, dataset=None, *, split="test", data_dir=None, batch_size=64):
+    """Loads a trained model and returns its loss, top-1 and top-5 on a split, and its number of images.
+
+    `dataset` and `data_dir` default to the run's own (recorded in its `keras_vit.json`), with the
+    same held-out splits; the loss is the run's (with its label smoothing), as in `results.json`.
+    """
     model, metadata, _ = run_folder.load_model(model_path)  # checks the file and that it fits its keras_vit.json
+    if dataset is None:
+        dataset = metadata.get("source") or metadata.get("dataset") or "digits"
+        data_dir = data_dir or metadata.get("data_dir")
     splits = data.load_for_model(dataset, metadata, data_dir=data_dir)
     ds = data.pipeline(
         getattr(splits, split),
@@ -414,10 +482,13 @@ def evaluate(model_path, dataset="digits", *, split="test", data_dir=None, batch
         scaling=metadata["scaling"],
     )
     model.compile(
-        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+        loss=keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=metadata.get("label_smoothing", 0.0)
+        ),
         metrics=[
             keras.metrics.CategoricalAccuracy(name="accuracy"),
             keras.metrics.TopKCategoricalAccuracy(5, name="top5"),
         ],
     )
-    return model.evaluate(ds, return_dict=True, verbose=0)
+    metrics = model.evaluate(ds, return_dict=True, verbose=0)
+    return {**metrics, "dataset": dataset, "split": split, "images": splits.sizes[split]}

@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from keras_vit import run_folder
-from keras_vit.training.train import TrainConfig, evaluate, train
+from keras_vit.training import data
+from keras_vit.training.train import TrainConfig, _class_weights, _early_stopping, evaluate, train
 
 CLI = [sys.executable, "-m", "keras_vit.cli"]
 
@@ -55,8 +56,11 @@ def test_short_fit_writes_every_artifact_and_learns(tmp_path):
         assert image.size == (800, 800)  # 10 classes: (4 + 0.4 * 10) inches at 100 dpi
     model = keras.saving.load_model(run / "model.keras", safe_mode=True)
     assert model.output_shape == (None, 10)
-    again = evaluate(str(run), "digits")
+    assert metadata["source"] == "digits" and metadata["val_fraction"] == 0.1
+    again = evaluate(str(run))  # the run's own dataset and split, and its loss (label smoothing included)
     np.testing.assert_allclose(again["accuracy"], results["test_top1"], atol=1e-6)
+    np.testing.assert_allclose(again["loss"], results["test_loss"], rtol=1e-5)
+    assert (again["dataset"], again["split"], again["images"]) == ("digits", "test", 360)
 
 
 def test_an_existing_output_is_refused_unless_asked(tmp_path):
@@ -92,6 +96,14 @@ def test_an_existing_output_is_refused_unless_asked(tmp_path):
         (dict(cutmix=2.0), ValueError, "--cutmix 2.0 is out of range"),
         (dict(dropout_rate=1.5), ValueError, "--dropout-rate 1.5 is out of range"),
         (dict(weight_decay=-0.1), ValueError, "--weight-decay -0.1 is out of range"),
+        (dict(seed=-5), ValueError, r"--seed -5 is out of range: it must be >= 0"),
+        (dict(val_fraction=0.5), ValueError, r"--val-fraction 0.5 is out of range: it must be in \(0, 0.5\)"),
+        (dict(verbose="5"), ValueError, "--verbose 5 is not one of auto, 0, 1, 2"),
+        (
+            dict(weights="B/16:bad_tag"),
+            FileNotFoundError,
+            r"--weights B/16:bad_tag is neither a checkpoint file nor a known checkpoint name; B/16 has: B/16:",
+        ),
     ],
 )
 def test_bad_input_fails_before_anything_is_written(tmp_path, kwargs, error, match):
@@ -207,6 +219,29 @@ def test_a_run_killed_after_fit_finishes_on_resume_without_training_again(tmp_pa
     assert not [w for w in caught if "Skipping variable loading" in str(w.message)]
 
 
+def test_early_stopping_and_balanced_class_weights(tmp_path):
+    [stopper] = _early_stopping(3)
+    assert (stopper.monitor, stopper.patience, stopper.restore_best_weights) == ("val_accuracy", 3, True)
+    assert _early_stopping(0) == []
+    results = train(_config(tmp_path, epochs=2, early_stopping=1, class_weights="balanced"))
+    per_class = results["per_class"]  # with the confusion matrix's counts: the test split's 360 digits
+    assert list(per_class) == [str(i) for i in range(10)] and sum(c["support"] for c in per_class.values()) == 360
+    assert all(0 <= c[k] <= 1 for c in per_class.values() for k in ("precision", "recall", "f1"))
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["per_class"] == per_class
+
+
+def test_balanced_class_weights_weigh_rare_classes_up(tmp_path):
+    root = tmp_path / "skewed"
+    for name, count in (("common", 9), ("rare", 3)):
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(root / name / f"{i}.png")
+    splits = data.load(str(root))
+    assert splits.class_counts() == [7, 1]  # one of each held out for validation and one for test
+    assert _class_weights("balanced", splits) == {0: 8 / (2 * 7), 1: 8 / (2 * 1)}
+    assert _class_weights(None, splits) is None
+
+
 def test_a_diverged_run_is_an_error_and_saves_no_model(tmp_path):
     with pytest.raises(ValueError, match=r"Training diverged \(loss nan"):
         train(_config(tmp_path, epochs=1, learning_rate=1e12, warmup_epochs=0))
@@ -278,9 +313,10 @@ def test_fine_tuning_from_a_checkpoint_at_a_new_size_and_class_count(tmp_path, t
     assert np.isfinite(results["test_loss"]) and results["test_loss"] < 2 * np.log(10)
 
 
-def test_the_first_build_of_a_tfds_dataset_trains_as_later_reads(tmp_path):
+def test_the_first_build_of_a_tfds_dataset_trains_as_later_reads(tmp_path, capfd):
     # The README's number for a seed holds on a fresh clone too, where `digits` is built first.
     data_dir = str(tmp_path / "tfds")
     first = train(_config(tmp_path, epochs=1, data_dir=data_dir, output=str(tmp_path / "first")))
+    assert "Downloading and preparing" not in "".join(capfd.readouterr())  # built in, nothing to say
     later = train(_config(tmp_path, epochs=1, data_dir=data_dir, output=str(tmp_path / "later")))
     assert first["test_loss"] == later["test_loss"]

@@ -228,7 +228,7 @@ def _lock_owner(output):
     try:
         with open(os.path.join(output, LOCK)) as f:
             pid = int(f.read().strip() or 0)
-    except (FileNotFoundError, ValueError):
+    except (OSError, ValueError):  # no lock, no folder, or a path through a file
         return None
     return pid if pid > 0 and files.alive(pid) else None
 

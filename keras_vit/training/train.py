@@ -170,7 +170,8 @@ def _train(config, return_model):
             validation_data=val_ds,
             epochs=config.epochs,
             callbacks=_callbacks(config.output, chief, worker if distribute.several_workers(strategy) else None)
-            + _early_stopping(config.early_stopping),
+            + _early_stopping(config.early_stopping)
+            + ([_TimeLeft()] if chief and _verbosity(config.verbose) else []),
             class_weight=_class_weights(config.class_weights, splits),
             shuffle=False,  # tf.data shuffles, with the seed
             verbose=_verbosity(config.verbose),
@@ -397,6 +398,24 @@ def _callbacks(output, chief=True, worker=None):
         keras.callbacks.TensorBoard(os.path.join(output, run_folder.LOGS)),
         keras.callbacks.TerminateOnNaN(),
     ]
+
+
+class _TimeLeft(keras.callbacks.Callback):
+    """After each epoch, one line saying about how long the rest will take (from the epochs so far)."""
+
+    def on_train_begin(self, logs=None):
+        self.start, self.first = time.perf_counter(), None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.first = epoch if self.first is None else self.first  # a resumed run starts later
+
+    def on_epoch_end(self, epoch, logs=None):
+        done, left = epoch + 1 - self.first, self.params["epochs"] - epoch - 1
+        if left:
+            seconds = round((time.perf_counter() - self.start) / done * left)
+            print(
+                f"keras-vit train: epoch {epoch + 1} of {self.params['epochs']} done, about {seconds // 60}m {seconds % 60:02d}s left"
+            )
 
 
 def _early_stopping(patience):

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 from PIL import Image
 
 from keras_vit import run_folder
@@ -219,11 +221,12 @@ def test_a_run_killed_after_fit_finishes_on_resume_without_training_again(tmp_pa
     assert not [w for w in caught if "Skipping variable loading" in str(w.message)]
 
 
-def test_early_stopping_and_balanced_class_weights(tmp_path):
+def test_early_stopping_and_balanced_class_weights(tmp_path, capsys):
     [stopper] = _early_stopping(3)
     assert (stopper.monitor, stopper.patience, stopper.restore_best_weights) == ("val_accuracy", 3, True)
     assert _early_stopping(0) == []
-    results = train(_config(tmp_path, epochs=2, early_stopping=1, class_weights="balanced"))
+    results = train(_config(tmp_path, epochs=2, early_stopping=1, class_weights="balanced", verbose="2"))
+    assert re.search(r"keras-vit train: epoch 1 of 2 done, about \dm \d\ds left", capsys.readouterr().out)
     per_class = results["per_class"]  # with the confusion matrix's counts: the test split's 360 digits
     assert list(per_class) == [str(i) for i in range(10)] and sum(c["support"] for c in per_class.values()) == 360
     assert all(0 <= c[k] <= 1 for c in per_class.values() for k in ("precision", "recall", "f1"))
@@ -313,10 +316,25 @@ def test_fine_tuning_from_a_checkpoint_at_a_new_size_and_class_count(tmp_path, t
     assert np.isfinite(results["test_loss"]) and results["test_loss"] < 2 * np.log(10)
 
 
-def test_the_first_build_of_a_tfds_dataset_trains_as_later_reads(tmp_path, capfd):
+def test_a_tfds_dataset_is_built_before_the_seed_is_set(tmp_path, monkeypatch, capfd):
+    # A first build draws random numbers: built after seeding, the same seed would train another model
+    # on a fresh clone than later (the slow test below shows it end to end).
+    data_dir = str(tmp_path / "tfds")
+
+    def set_random_seed(seed):
+        assert tfds.builder("digits", data_dir=data_dir).is_prepared(), "seeded before the dataset was built"
+        raise KeyboardInterrupt  # seen what was needed: stop the run here
+
+    monkeypatch.setattr(keras.utils, "set_random_seed", set_random_seed)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(tmp_path, data_dir=data_dir))
+    assert "Downloading and preparing" not in "".join(capfd.readouterr())  # built in, nothing to say
+
+
+@pytest.mark.slow
+def test_the_first_build_of_a_tfds_dataset_trains_as_later_reads(tmp_path):
     # The README's number for a seed holds on a fresh clone too, where `digits` is built first.
     data_dir = str(tmp_path / "tfds")
     first = train(_config(tmp_path, epochs=1, data_dir=data_dir, output=str(tmp_path / "first")))
-    assert "Downloading and preparing" not in "".join(capfd.readouterr())  # built in, nothing to say
     later = train(_config(tmp_path, epochs=1, data_dir=data_dir, output=str(tmp_path / "later")))
     assert first["test_loss"] == later["test_loss"]

@@ -6,8 +6,10 @@ and palette images are expanded, alpha is dropped (as TensorFlow's
 images are scaled to 8 bits, and huge images are downscaled while decoding.
 """
 
+import json
 import os
 import sys
+import warnings
 
 import numpy as np
 from PIL import Image
@@ -41,9 +43,12 @@ def read_image(path, max_side=MAX_SIDE):
     if os.path.getsize(path) == 0:
         raise ValueError(f"{path} is empty (0 bytes); expected an image file ({', '.join(IMAGE_EXTENSIONS)}).")
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings(record=True) as caught, Image.open(path) as image:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
             image.draft("RGB", (max_side, max_side))  # JPEG: decode straight at a reduced scale
             image = _to_rgb(image)
+        if any(issubclass(w.category, Image.DecompressionBombWarning) for w in caught):
+            _note_once(f"images of over {Image.MAX_IMAGE_PIXELS:,} pixels are downscaled to {max_side} px while read")
     except Image.DecompressionBombError as error:
         raise ValueError(f"{path} is too large to decode safely ({error}); downscale it first.") from None
     except Image.UnidentifiedImageError:
@@ -54,6 +59,16 @@ def read_image(path, max_side=MAX_SIDE):
         raise ValueError(f"{path} is a damaged image: {error}.") from None
     image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
     return np.asarray(image, dtype=np.uint8)
+
+
+_noted = set()
+
+
+def _note_once(message):
+    """Pillow warns for every large image; the downscaling is intended, so it is said once."""
+    if message not in _noted:
+        _noted.add(message)
+        print(f"keras-vit: note: {message}", file=sys.stderr)
 
 
 def _to_rgb(image):
@@ -100,10 +115,28 @@ def load_predictor(path, top_k=5):
         return _tflite_predictor(path, top_k)
     if run_folder.model_path(path):
         return _keras_predictor(path, top_k)
+    saved_model = _saved_model_below(path)
+    if saved_model:
+        return _saved_model_predictor(saved_model, top_k)
     raise ValueError(
         f"--model {path} is none of: a .keras file or its folder, a SavedModel folder "
-        "(with saved_model.pb), a .tflite file."
+        "(with saved_model.pb) or a folder holding one (an export folder), a .tflite file."
     )
+
+
+def _saved_model_below(path):
+    """The SavedModel in a folder that holds one, as `keras-vit export` lays them out.
+
+    `RUN/export` and `RUN/export/saved_model` hold `saved_model/<name>/<version>/`; taken only
+    when there is exactly one model name, so that the choice is never a guess.
+    """
+    for base in (path, os.path.join(path, "saved_model")):
+        if os.path.isdir(base):
+            found = [version_folder(os.path.join(base, name)) for name in sorted(os.listdir(base))]
+            found = [folder for folder in found if folder]
+            if len(found) == 1:
+                return found[0]
+    return None
 
 
 def _keras_predictor(path, top_k):
@@ -176,7 +209,7 @@ def _top_k(logits, labels, top_k):
     return [(labels[i], float(probabilities[i])) for i in np.argsort(-probabilities)[:top_k]]
 
 
-def predict_files(paths, model, *, top_k=5, explain=None):
+def predict_files(paths, model, *, top_k=5, explain=None, as_json=False):
     """`keras-vit predict`: prints each image's top-k labels; returns how many files could not be read.
 
     Args:
@@ -185,9 +218,14 @@ def predict_files(paths, model, *, top_k=5, explain=None):
         top_k: labels per image. Defaults to `5`.
         explain: a folder to write each image's attention maps into (`.keras`
             models only), or `None`.
+        as_json: print one JSON object per image and line instead (for scripts):
+            `{"path", "top_k": [{"label", "probability"}], "explained": [...]}`, or
+            `{"path", "error"}` for a file that could not be read.
     """
     if top_k < 1:
         raise ValueError(f"--top-k={top_k} must be at least 1.")
+    if explain and os.path.exists(explain) and not os.path.isdir(explain):
+        raise ValueError(f"--explain {explain} is a file; give a folder for the attention maps.")
     files = image_files(paths)
     predict = load_predictor(model, top_k)
     explainer = Explainer(model) if explain else None
@@ -196,15 +234,22 @@ def predict_files(paths, model, *, top_k=5, explain=None):
         try:
             image = read_image(path)
         except ValueError as error:  # one bad file among many: say so and go on
+            if as_json:
+                print(json.dumps({"path": path, "error": str(error)}))
             print(f"skipped: {error}", file=sys.stderr)
             failures += 1
             continue
+        top = predict(image)
+        written = explainer.write(image, name, explain) if explainer else []
+        if as_json:
+            top = [{"label": label, "probability": probability} for label, probability in top]
+            print(json.dumps({"path": path, "top_k": top, **({"explained": written} if explainer else {})}))
+            continue
         print(path)
-        for label, probability in predict(image):
+        for label, probability in top:
             print(f"  {probability:.4f}  {label}")
-        if explainer:
-            for written in explainer.write(image, name, explain):
-                print(f"  wrote {written}")
+        for file in written:
+            print(f"  wrote {file}")
     return failures
 
 

@@ -76,6 +76,16 @@ def gelu_for_training(x):
     return x * cdf, grad
 
 
+def gelu(x):
+    """Exact GELU, `x * Phi(x)`, written with `erf` as `0.5 * x * (1 + erf(x / sqrt(2)))`.
+
+    TensorFlow's remapper fuses this pattern into the matmul (`_FusedMatMul`
+    with `GeluExact`), the same kernel as its own `erfc`-based `gelu`; and
+    ONNX has `Erf` but no `Erfc`, so `model.export(format="onnx")` then works.
+    """
+    return 0.5 * x * (1.0 + ops.erf(x * 0.7071067811865476))
+
+
 @_register
 class LayerNorm(keras.layers.LayerNormalization):
     """Keras' `LayerNormalization` with the faster gradient of `layer_norm`.
@@ -477,8 +487,8 @@ class TransformerBlock(keras.layers.Layer):
         """`Dense(Dropout(GELU(Dense(LN(tokens)))))` on the flattened tokens: `(B, T, D)`."""
         dim = tokens.shape[-1]
         y = self.mlp_dense_1(self.norm_2(ops.reshape(tokens, (-1, dim))))  # (B*T, mlp_dim)
-        # Inference: Keras' GELU, which TensorFlow fuses into the matmul; training: the cheaper gradient.
-        y = gelu_for_training(y) if training else keras.activations.gelu(y)
+        # Inference: a GELU TensorFlow fuses into the matmul; training: the cheaper gradient.
+        y = gelu_for_training(y) if training else gelu(y)
         y = self.mlp_dense_2(self.dropout(y, training=training))  # (B*T, D)
         return ops.reshape(y, ops.shape(tokens))
 

@@ -1,7 +1,8 @@
 """LiteRT (TFLite) artifacts: float32, float16, dynamic-range int8 and full int8.
 
-Every `.tflite` file here takes float32 pixels `(B, H, W, 3)` in 0..255 at the
-model's image size and returns `(B, num_classes)` logits. The normalisation of
+Every `.tflite` file here takes float32 pixels `pixels` `(B, H, W, 3)` in
+0..255 at the model's image size (`B` is dynamic: the runtime resizes the
+input) and returns `(B, num_classes)` logits named `logits`. The normalisation of
 `keras_vit.preprocessing.preprocessing_model` is inside the file, so a device
 only has to resize; the resize itself stays outside because TensorFlow's
 antialiased resize is not a LiteRT built-in op.
@@ -49,12 +50,15 @@ def _float32_config(config):
 
 
 def pixels_model(model, metadata):
-    """The model inside every `.tflite` file: pixels at the model's size -> normalise -> logits."""
+    """The model inside every `.tflite` file: pixels at the model's size -> normalise -> `{"logits": ...}`.
+
+    The dict names the file's output `logits` (a bare tensor would be `output_0`).
+    """
     height, width = metadata["image_size"]
     # preprocessing_model is (resize, normalise); the device resizes, the file normalises.
     normalize = preprocessing_model((height, width), metadata["scaling"]).layers[-1]
     pixels = keras.Input((height, width, 3), name="pixels")
-    return keras.Model(pixels, float32_copy(model)(normalize(pixels)), name="vit_pixels")
+    return keras.Model(pixels, {"logits": float32_copy(model)(normalize(pixels))}, name="vit_pixels")
 
 
 def resized_pixels(images, image_size):
@@ -121,13 +125,7 @@ class LiteRTModel:
         self.num_classes = int(self._output["shape"][-1])
 
     def __call__(self, pixels):
-        pixels = np.asarray(pixels, dtype=np.float32)
-        expected = (*self.image_size, 3)
-        if pixels.ndim != 4 or pixels.shape[1:] != expected:
-            raise ValueError(
-                f"{self.path} expects float32 pixels of shape (B, {', '.join(map(str, expected))}); "
-                f"got shape {pixels.shape}."
-            )
+        pixels = checked_pixels(pixels, self.image_size, self.path)
         if pixels.shape[0] != self.interpreter.get_input_details()[0]["shape"][0]:
             self.interpreter.resize_tensor_input(self._input["index"], pixels.shape)
             self.interpreter.allocate_tensors()
@@ -138,6 +136,17 @@ class LiteRTModel:
     def op_names(self):
         """The distinct operators in the file, e.g. `["ADD", "BATCH_MATMUL", ...]`."""
         return sorted({op["op_name"] for op in self.interpreter._get_ops_details()})
+
+
+def checked_pixels(pixels, image_size, path):
+    """`pixels` as float32, refused with a message naming `path` and the shape it takes unless `(B, H, W, 3)`."""
+    pixels = np.asarray(pixels, dtype=np.float32)
+    expected = (*image_size, 3)
+    if pixels.ndim != 4 or pixels.shape[1:] != expected:
+        raise ValueError(
+            f"{path} expects float32 pixels of shape (B, {', '.join(map(str, expected))}); got shape {pixels.shape}."
+        )
+    return pixels
 
 
 def latency_ms(predict, image, repeats=20):

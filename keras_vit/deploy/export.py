@@ -154,20 +154,23 @@ def _saved_model_row(model, metadata, path, images, measure, top_k):
 
 
 def _tflite_rows(model, metadata, root, pixels, calibration, measure):
-    converted = litert.pixels_model(model, metadata)
     os.makedirs(os.path.join(root, "tflite"))
-    rows = []
-    for quantization in litert.QUANTIZATIONS:
-        name = f"LiteRT {quantization}"
-        if quantization == "int8" and calibration is None:
-            rows.append(_not_written(name, "skipped", "no calibration images were given"))
-            continue
-        started = time.perf_counter()
-        path = os.path.join(root, "tflite", f"vit_{quantization}.tflite")
-        litert.convert(converted, path, quantization, calibration)
-        runner = litert.LiteRTModel(path, num_threads=os.cpu_count())
-        rows.append(measure(name, path, runner, pixels, started=started))
-    return rows
+    started = time.perf_counter()
+    with litert.saved_for_conversion(litert.pixels_model(model, metadata)) as converted:
+        print(
+            f"  traced the model for LiteRT (once for every file) in {time.perf_counter() - started:.1f} s", flush=True
+        )
+        return [_tflite_row(converted, q, root, pixels, calibration, measure) for q in litert.QUANTIZATIONS]
+
+
+def _tflite_row(converted, quantization, root, pixels, calibration, measure):
+    name = f"LiteRT {quantization}"
+    if quantization == "int8" and calibration is None:
+        return _not_written(name, "skipped", "no calibration images were given")
+    started = time.perf_counter()
+    path = os.path.join(root, "tflite", f"vit_{quantization}.tflite")
+    litert.convert(converted, path, quantization, calibration)
+    return measure(name, path, litert.LiteRTModel(path, num_threads=os.cpu_count()), pixels, started=started)
 
 
 def _onnx_row(model, metadata, root, pixels, measure, with_onnx):

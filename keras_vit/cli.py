@@ -162,8 +162,8 @@ def _run_evaluate(args):
 def _add_export(subparsers):
     parser = subparsers.add_parser(
         "export",
-        help="export a trained model to SavedModel (TF Serving) and LiteRT, with a parity report",
-        description="Exports a trained model folder to SavedModel and LiteRT, and reports their parity.",
+        help="export a trained model to SavedModel (TF Serving), LiteRT and ONNX, with a parity report",
+        description="Exports a trained model folder to SavedModel, LiteRT and ONNX, and reports their parity.",
     )
     parser.add_argument("model_dir", help="folder with model.keras and keras_vit.json")
     parser.add_argument("--output", required=True, help="folder to create")
@@ -185,6 +185,13 @@ def _add_export(subparsers):
     parser.add_argument("--calibration-images", help=".npy of uint8 (N, H, W, 3) raw training images for int8")
     parser.add_argument("--name", default="vit", help="model name in TF Serving's layout (default: vit)")
     parser.add_argument("--version", type=int, default=1, help="integer model version (default: 1)")
+    parser.add_argument(
+        "--onnx",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write onnx/vit.onnx for ONNX Runtime (default: when tf2onnx, onnx and onnxruntime are installed; "
+        "--onnx requires them and a working conversion, --no-onnx leaves it out)",
+    )
     parser.set_defaults(run=_run_export)
 
 
@@ -209,6 +216,7 @@ def _run_export(args):
         overwrite=args.overwrite,
         name=args.name,
         version=args.version,
+        with_onnx=args.onnx,
     )
     return 0
 
@@ -237,7 +245,9 @@ def _add_predict(subparsers):
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
     parser.add_argument(
-        "--model", required=True, help=".keras file or its folder, SavedModel or export folder, or .tflite file"
+        "--model",
+        required=True,
+        help=".keras file or its folder, SavedModel or export folder, .tflite or .onnx file",
     )
     parser.add_argument("--top-k", type=int, default=5, help="labels per image (default: 5)")
     parser.add_argument(

@@ -76,14 +76,24 @@ def gelu_for_training(x):
     return x * cdf, grad
 
 
+def gelu(x):
+    """Exact GELU, `x * Phi(x)`, written with `erf` as `0.5 * x * (1 + erf(x / sqrt(2)))`.
+
+    TensorFlow's remapper fuses this pattern into the matmul (`_FusedMatMul`
+    with `GeluExact`), the same kernel as its own `erfc`-based `gelu`; and
+    ONNX has `Erf` but no `Erfc`, so `model.export(format="onnx")` then works.
+    """
+    return 0.5 * x * (1.0 + ops.erf(x * 0.7071067811865476))
+
+
 def activate(x, activation, training=None):
     """The MLP's activation by name (`keras_vit.config.ACTIVATIONS`).
 
-    Exact GELU trains with the cheaper gradient above and infers with Keras'
-    own, which TensorFlow fuses into the preceding matmul.
+    Exact GELU trains with the cheaper gradient above and infers with `gelu`,
+    which TensorFlow fuses into the preceding matmul.
     """
     if activation == "gelu":
-        return gelu_for_training(x) if training else keras.activations.gelu(x)
+        return gelu_for_training(x) if training else gelu(x)
     if activation == "gelu_tanh":
         return keras.activations.gelu(x, approximate=True)
     if activation == "quick_gelu":  # OpenAI CLIP's approximation, which its weights were trained with

@@ -1,4 +1,4 @@
-"""`keras-vit predict`: top-k labels for image files from a `.keras`, SavedModel or `.tflite` model.
+"""`keras-vit predict`: top-k labels for image files from a `.keras`, SavedModel, `.tflite` or `.onnx` model.
 
 Image files are read with Pillow into uint8 RGB whatever they hold: grayscale
 and palette images are expanded, alpha is dropped (as TensorFlow's
@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from keras_vit import run_folder
+from keras_vit.deploy import onnx
 from keras_vit.deploy.litert import LiteRTModel, resized_pixels
 from keras_vit.deploy.saved_model import load_signature, version_folder
 from keras_vit.model import attention_model
@@ -102,7 +103,8 @@ def load_predictor(path, top_k=5):
     Args:
         path: a `.keras` file or its folder (with `keras_vit.json`), a
             SavedModel folder written by `keras-vit export`, or a `.tflite`
-            file (with `labels.txt` beside it or one folder up). A folder of
+            file (with `labels.txt` beside it or one folder up), or an `.onnx`
+            file written by `keras-vit export` (its labels inside). A folder of
             SavedModel versions (`saved_model/vit`) means its highest version,
             as for TF Serving.
         top_k: how many labels to return per image. Defaults to `5`.
@@ -113,6 +115,8 @@ def load_predictor(path, top_k=5):
         return _saved_model_predictor(saved_model, top_k)
     if path.endswith(".tflite"):
         return _tflite_predictor(path, top_k)
+    if path.endswith(".onnx"):
+        return _onnx_predictor(path, top_k)
     if run_folder.model_path(path):
         return _keras_predictor(path, top_k)
     saved_model = _saved_model_below(path)
@@ -120,7 +124,7 @@ def load_predictor(path, top_k=5):
         return _saved_model_predictor(saved_model, top_k)
     raise ValueError(
         f"--model {path} is none of: a .keras file or its folder, a SavedModel folder "
-        "(with saved_model.pb) or a folder holding one (an export folder), a .tflite file."
+        "(with saved_model.pb) or a folder holding one (an export folder), a .tflite file, an .onnx file."
     )
 
 
@@ -171,6 +175,14 @@ def _tflite_predictor(path, top_k):
             f"{path} has {model.num_classes} outputs but the labels.txt found for it has "
             f"{len(labels)} lines; use the labels.txt exported with this model."
         )
+    return lambda image: _top_k(model(resized_pixels(image[None], model.image_size))[0], labels, top_k)
+
+
+def _onnx_predictor(path, top_k):
+    if onnx.missing_packages():
+        raise ValueError(f"--model {path} needs ONNX Runtime: {onnx.INSTALL}.")
+    model = onnx.ONNXModel(path)
+    labels = model.labels or _read_labels(path)
     return lambda image: _top_k(model(resized_pixels(image[None], model.image_size))[0], labels, top_k)
 
 

@@ -179,17 +179,25 @@ def test_predict_usage_errors_are_one_line(cli_main, images, capsys, args, messa
     assert message in err and err.count("\n") == 1
 
 
-def test_export_kit_predictor_runs_without_tensorflow(exported, images, cli_main, capsys, kit_predictor):
+@pytest.mark.parametrize(
+    "script, model", [("predict_litert.py", "tflite/vit_float32.tflite"), ("predict_onnx.py", "onnx/vit.onnx")]
+)
+def test_export_kit_predictor_runs_without_tensorflow(exported, images, cli_main, capsys, repo, script, model):
+    if script == "predict_onnx.py":
+        pytest.importorskip("onnxruntime", reason='the onnx extra is not installed: pip install "keras_vit[onnx]"')
     folder, _ = images
-    model = exported[0] / "tflite" / "vit_float32.tflite"
+    model = exported[0] / model
+    kit = repo / "deployment_kit"
     good = [str(folder / n) for n in ("rgb.png", "photo.jpg")]
-    # TensorFlow and keras are made unimportable, and checked absent afterwards.
+    # TensorFlow and keras are made unimportable, and checked absent afterwards. The kit's folder is
+    # on the path as when the script is run (predict_onnx.py imports predict_litert.py beside it).
     script = (
         "import runpy, sys\n"
         "sys.modules['tensorflow'] = sys.modules['keras'] = None\n"
-        f"sys.argv = ['predict_litert.py', *{good!r}, '--model', {str(model)!r}, '--top-k', '3']\n"
+        f"sys.path.insert(0, {str(kit)!r})\n"
+        f"sys.argv = [{script!r}, *{good!r}, '--model', {str(model)!r}, '--top-k', '3']\n"
         "try:\n"
-        f"    runpy.run_path({kit_predictor!r}, run_name='__main__')\n"
+        f"    runpy.run_path({str(kit / script)!r}, run_name='__main__')\n"
         "except SystemExit as exit:\n"
         "    assert not exit.code, exit.code\n"
         "assert not [m for m in sys.modules if m.startswith(('tensorflow', 'keras')) and sys.modules[m]]\n"

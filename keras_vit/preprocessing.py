@@ -14,6 +14,8 @@ SCALINGS = {
     "vit": ((127.5, 127.5, 127.5), (127.5, 127.5, 127.5)),
     # timm / torchvision checkpoints.
     "imagenet": ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
+    # OpenAI CLIP's statistics (its image towers in timm and transformers).
+    "clip": ((122.7709383, 116.7460125, 104.09373615), (68.5005327, 66.6321579, 70.32316305)),
 }
 
 
@@ -31,7 +33,8 @@ def preprocessing_model(image_size, scaling="vit", num_channels=3):
 
     Args:
         image_size: `(height, width)` of the model's input (or an int).
-        scaling: `"vit"` (to `[-1, 1]`, the original ViT) or `"imagenet"`
+        scaling: `"vit"` (to `[-1, 1]`, the original ViT, SigLIP), `"clip"`
+            (OpenAI CLIP's mean and std) or `"imagenet"`
             (ImageNet mean and standard deviation). Defaults to `"vit"`.
         num_channels: channels of the model's input. Defaults to `3`.
 

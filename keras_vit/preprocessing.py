@@ -12,8 +12,13 @@ import keras
 SCALINGS = {
     # The original ViT and AugReg checkpoints: [0, 255] -> [-1, 1].
     "vit": ((127.5, 127.5, 127.5), (127.5, 127.5, 127.5)),
-    # timm / torchvision checkpoints.
+    # timm / torchvision checkpoints, DeiT, DeiT III, DINOv2: ImageNet mean and std.
     "imagenet": ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
+    # OpenAI CLIP's image statistics, which CLIP checkpoints are trained with (SigLIP uses "vit").
+    "clip": (
+        tuple(255 * v for v in (0.48145466, 0.4578275, 0.40821073)),
+        tuple(255 * v for v in (0.26862954, 0.26130258, 0.27577711)),
+    ),
 }
 
 
@@ -31,8 +36,10 @@ def preprocessing_model(image_size, scaling="vit", num_channels=3):
 
     Args:
         image_size: `(height, width)` of the model's input (or an int).
-        scaling: `"vit"` (to `[-1, 1]`, the original ViT) or `"imagenet"`
-            (ImageNet mean and standard deviation). Defaults to `"vit"`.
+        scaling: a name in `SCALINGS`: `"vit"` (to `[-1, 1]`: the original
+            ViT, AugReg, SigLIP), `"imagenet"` (ImageNet mean and standard
+            deviation: timm, DeiT, DINOv2) or `"clip"` (OpenAI CLIP's mean and
+            standard deviation). Defaults to `"vit"`.
         num_channels: channels of the model's input. Defaults to `3`.
 
     Returns:

@@ -12,13 +12,10 @@ import keras
 SCALINGS = {
     # The original ViT and AugReg checkpoints: [0, 255] -> [-1, 1].
     "vit": ((127.5, 127.5, 127.5), (127.5, 127.5, 127.5)),
-    # timm / torchvision checkpoints, DeiT, DeiT III, DINOv2: ImageNet mean and std.
+    # timm / torchvision checkpoints.
     "imagenet": ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
-    # OpenAI CLIP's image statistics, which CLIP checkpoints are trained with (SigLIP uses "vit").
-    "clip": (
-        tuple(255 * v for v in (0.48145466, 0.4578275, 0.40821073)),
-        tuple(255 * v for v in (0.26862954, 0.26130258, 0.27577711)),
-    ),
+    # OpenAI CLIP's statistics (its image towers in timm and transformers).
+    "clip": ((122.7709383, 116.7460125, 104.09373615), (68.5005327, 66.6321579, 70.32316305)),
 }
 
 
@@ -36,10 +33,9 @@ def preprocessing_model(image_size, scaling="vit", num_channels=3):
 
     Args:
         image_size: `(height, width)` of the model's input (or an int).
-        scaling: a name in `SCALINGS`: `"vit"` (to `[-1, 1]`: the original
-            ViT, AugReg, SigLIP), `"imagenet"` (ImageNet mean and standard
-            deviation: timm, DeiT, DINOv2) or `"clip"` (OpenAI CLIP's mean and
-            standard deviation). Defaults to `"vit"`.
+        scaling: `"vit"` (to `[-1, 1]`, the original ViT, SigLIP), `"clip"`
+            (OpenAI CLIP's mean and std) or `"imagenet"`
+            (ImageNet mean and standard deviation). Defaults to `"vit"`.
         num_channels: channels of the model's input. Defaults to `3`.
 
     Returns:

@@ -207,7 +207,13 @@ def freeze_backbone(model, frozen=True):
 
 
 def _checkpoint_scaling(weights, report):
-    """The pixel scaling the checkpoint was trained with: the registry's, a keras-vit run's, or ViT's."""
+    """The pixel scaling the checkpoint was trained with: the registry's, a keras-vit run's, or ViT's.
+
+    A family's (ImageNet mean/std for DeiT and DINOv2, CLIP's, [-1, 1] for SigLIP) comes with
+    its registry row or hub folder's `config.json`, as the loader reports it.
+    """
+    if getattr(report, "scaling", None):  # the registry row's or the hub config's, named in SCALINGS
+        return report.scaling
     if report.checkpoint:
         return report.checkpoint.scaling
     if report.format == "keras" and run_folder.has_metadata(weights):

@@ -300,3 +300,15 @@ def test_layer_decay_fine_tunes_through_the_cli(tmp_path, tiny_vit, write_run_fo
 
     args = build_parser().parse_args(["train", "--freeze-backbone", "--layer-decay", "0.75"])
     assert args.freeze_backbone is True and args.layer_decay == 0.75
+
+
+@pytest.mark.parametrize("scaling", ["imagenet", "clip", "vit"])
+def test_a_family_checkpoints_reported_scaling_is_the_runs(scaling):
+    """The loader names a hub folder's or registry row's scaling (DINOv2/DeiT, CLIP, SigLIP); training uses it."""
+    import types
+
+    from keras_vit.training.train import _checkpoint_scaling
+
+    report = types.SimpleNamespace(scaling=scaling, checkpoint=None, format="safetensors")
+    assert _checkpoint_scaling("folder", report) == scaling
+    assert _checkpoint_scaling("file.npz", types.SimpleNamespace(checkpoint=None, format="npz")) == "vit"

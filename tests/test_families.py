@@ -1,0 +1,227 @@
+"""The ViT's descendants as options of one model: each against a NumPy forward written from the papers.
+
+`reference_forward` computes a ViT with every option from the checkpoint
+layout (`keras_vit.checkpoints.keys`), so a wrong token order, a norm in the
+wrong place or a misnamed weight shows as a difference. The timm and Hugging
+Face parity tests (tests/checkpoints/) check the same models against the
+PyTorch implementations.
+"""
+
+import keras
+import numpy as np
+import pytest
+from scipy.special import erf
+
+import keras_vit
+from keras_vit.checkpoints.keys import model_variables
+from keras_vit.checkpoints.resample import resample_position_embedding
+from keras_vit.model import model_config
+
+TINY = dict(hidden_dim=16, num_layers=2, num_heads=2, mlp_dim=32, patch_size=4, image_size=(8, 12), num_classes=3)
+FAMILIES = {
+    "vit": {},
+    "deit3": dict(layer_scale_init=1e-6, embed_prefix_tokens=False),
+    "deit_distilled": dict(distillation=True),
+    "dinov2_registers": dict(
+        num_register_tokens=4, layer_scale_init=1e-5, embed_prefix_tokens=False, include_top=False
+    ),
+    "siglip": dict(pooling="map", activation="gelu_tanh"),
+    "clip": dict(pre_norm=True, patch_bias=False, activation="quick_gelu", layer_norm_epsilon=1e-5),
+    "gap_fc_norm": dict(pooling="gap", class_token=True, pooled_norm=True, num_register_tokens=1),
+    "dynamic": dict(num_register_tokens=2, embed_prefix_tokens=False, dynamic_image_size=True),
+}
+
+
+def _config(family):
+    return keras_vit.ViTConfig(**TINY, **FAMILIES[family])
+
+
+def _perturbed(config, seed=0):
+    """A model whose every weight is random: LayerScale's 1e-6 start or a zero head would hide errors."""
+    model = keras_vit.build_vit(config)
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        w.assign(rng.normal(0, 0.5, w.shape).astype("float32"))
+    return model
+
+
+def _canonical(model):
+    return {
+        key: np.asarray(keras.ops.convert_to_numpy(v.numpy()), "float64") for key, v in model_variables(model).items()
+    }
+
+
+# --- the reference -----------------------------------------------------------------------
+
+
+def _norm(x, w, name, eps):
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * w[f"{name}/scale"] + w[f"{name}/bias"]
+
+
+def _act(x, activation):
+    if activation == "gelu":
+        return 0.5 * x * (1 + erf(x / np.sqrt(2)))
+    if activation == "gelu_tanh":
+        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+    return x / (1 + np.exp(-1.702 * x))  # quick_gelu
+
+
+def _attention(query_tokens, tokens, w, name):
+    q = np.einsum("btd,dhk->bhtk", query_tokens, w[f"{name}/query/kernel"]) + w[f"{name}/query/bias"][None, :, None]
+    k = np.einsum("btd,dhk->bhtk", tokens, w[f"{name}/key/kernel"]) + w[f"{name}/key/bias"][None, :, None]
+    v = np.einsum("btd,dhk->bhtk", tokens, w[f"{name}/value/kernel"]) + w[f"{name}/value/bias"][None, :, None]
+    logits = q @ k.transpose(0, 1, 3, 2) / np.sqrt(q.shape[-1])
+    weights = np.exp(logits - logits.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    return np.einsum("bhtk,hkd->btd", weights @ v, w[f"{name}/out/kernel"]) + w[f"{name}/out/bias"]
+
+
+def _mlp(x, w, name, activation):
+    h = _act(x @ w[f"{name}/Dense_0/kernel"] + w[f"{name}/Dense_0/bias"], activation)
+    return h @ w[f"{name}/Dense_1/kernel"] + w[f"{name}/Dense_1/bias"]
+
+
+def reference_forward(c, w, images):
+    """The forward pass of a `ViTConfig` with the original checkpoint's weights `w`, in float64 NumPy."""
+    b, height, width, channels = images.shape
+    (ph, pw), eps = c.patch_size, c.layer_norm_epsilon
+    patches = images.reshape(b, height // ph, ph, width // pw, pw, channels).transpose(0, 1, 3, 2, 4, 5)
+    x = patches.reshape(b, -1, ph * pw * channels) @ w["embedding/kernel"].reshape(-1, c.hidden_dim)
+    x = x + w.get("embedding/bias", 0)
+    prefix = [w[key] for key in ("cls", "dist", "reg") if key in w]  # [class, distillation, registers..., patches]
+    prefix = np.concatenate([np.broadcast_to(p, (b, *p.shape[1:])) for p in prefix], 1) if prefix else x[:, :0]
+    position = w["Transformer/posembed_input/pos_embedding"]
+    if c.embed_prefix_tokens:
+        x = np.concatenate([prefix, x], 1) + position
+    else:
+        x = np.concatenate([prefix, x + position], 1)
+    if c.pre_norm:
+        x = _norm(x, w, "Transformer/pre_norm", eps)
+    for i in range(c.num_layers):
+        block = f"Transformer/encoderblock_{i}/"
+        y = _attention(*[_norm(x, w, block + "LayerNorm_0", eps)] * 2, w, block + "MultiHeadDotProductAttention_1")
+        x = x + y * w.get(block + "LayerScale_0/scale", 1)
+        y = _mlp(_norm(x, w, block + "LayerNorm_2", eps), w, block + "MlpBlock_3", c.activation)
+        x = x + y * w.get(block + "LayerScale_1/scale", 1)
+    if not c.pooled_norm:
+        x = _norm(x, w, "Transformer/encoder_norm", eps)
+    if c.pooling == "token":
+        pooled = x[:, 0]
+    elif c.pooling == "gap":
+        pooled = x[:, c.num_prefix_tokens :].mean(1)
+    else:  # big_vision's MAPHead
+        probe = np.broadcast_to(w["MAPHead_0/probe"], (b, 1, c.hidden_dim))
+        y = _attention(probe, x, w, "MAPHead_0/MultiHeadDotProductAttention_0")
+        pooled = (y + _mlp(_norm(y, w, "MAPHead_0/LayerNorm_0", eps), w, "MAPHead_0/MlpBlock_0", c.activation))[:, 0]
+    if c.pooled_norm:
+        pooled = _norm(pooled, w, "Transformer/encoder_norm", eps)
+    out = pooled @ w["head/kernel"] + w["head/bias"] if c.include_top else pooled
+    if c.distillation:
+        distilled = x[:, 1] @ w["head_dist/kernel"] + w["head_dist/bias"] if c.include_top else x[:, 1]
+        out = (out + distilled) / 2
+    return out
+
+
+# --- each family -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_family_equals_the_reference_forward(family, to_numpy):
+    config = _config(family)
+    model = _perturbed(config)
+    images = np.random.default_rng(1).normal(size=(2, 8, 12, 3))
+    expected = reference_forward(config, _canonical(model), images)
+    got = to_numpy(model(images.astype("float32")))
+    np.testing.assert_allclose(got, expected, rtol=2e-4, atol=2e-4 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_family_config_is_read_back_and_saves_in_safe_mode(family, tmp_path, to_numpy):
+    config = _config(family)
+    model = _perturbed(config)
+    assert model_config(model) == config
+    assert keras_vit.ViTConfig.from_dict(config.to_dict()) == config
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    images = np.random.default_rng(2).normal(size=(1, 8, 12, 3)).astype("float32")
+    np.testing.assert_array_equal(to_numpy(loaded(images)), to_numpy(model(images)))
+    assert model_config(loaded) == config
+
+
+@pytest.mark.parametrize("family", ["deit3", "siglip", "dinov2_registers"])
+def test_family_checkpoint_round_trip(family, tmp_path, to_numpy):
+    """save_npz writes every new weight under its canonical key, and load_weights reads it back."""
+    config = _config(family)
+    model, fresh = _perturbed(config), keras_vit.build_vit(config)
+    keras_vit.save_npz(model, tmp_path / "w.npz")
+    report = keras_vit.load_weights(fresh, tmp_path / "w.npz")
+    assert not report.skipped
+    images = np.random.default_rng(3).normal(size=(1, 8, 12, 3)).astype("float32")
+    np.testing.assert_array_equal(to_numpy(fresh(images)), to_numpy(model(images)))
+
+
+def test_zero_layer_scale_makes_each_block_the_identity(to_numpy):
+    block = keras_vit.TransformerBlock(num_heads=2, mlp_dim=8, layer_scale_init=1e-5)
+    x = np.random.default_rng(0).normal(size=(2, 5, 4)).astype("float32")
+    block.build(x.shape)
+    assert np.all(to_numpy(block.layer_scale_1.scale) == np.float32(1e-5))
+    block.layer_scale_1.scale.assign(np.zeros(4, "float32"))
+    block.layer_scale_2.scale.assign(np.zeros(4, "float32"))
+    np.testing.assert_array_equal(to_numpy(block(x)), x)
+
+
+def test_dynamic_size_at_the_native_grid_equals_the_fixed_model(to_numpy):
+    dynamic = _perturbed(_config("dynamic"))
+    fixed = keras_vit.build_vit(_config("dynamic").replace(dynamic_image_size=False))
+    fixed.set_weights(dynamic.get_weights())
+    images = np.random.default_rng(4).normal(size=(2, 8, 12, 3)).astype("float32")
+    np.testing.assert_array_equal(to_numpy(dynamic(images)), to_numpy(fixed(images)))
+    assert dynamic.input_shape == (None, None, None, 3)
+
+
+@pytest.mark.parametrize("size", [(16, 8), (4, 20), (12, 12)])
+def test_dynamic_size_resamples_like_timm(size, to_numpy):
+    """At another size: the fixed model at that size, its embedding resized by torch's antialiased bicubic."""
+    config = _config("dynamic")
+    dynamic = _perturbed(config)
+    fixed = keras_vit.build_vit(config.replace(dynamic_image_size=False, image_size=size))
+    for mine, theirs in zip(fixed.weights, dynamic.weights):
+        value = to_numpy(theirs)
+        if "position_embedding" in mine.path:
+            grid = tuple(s // p for s, p in zip(size, config.patch_size))
+            value = resample_position_embedding(value, grid, config.grid, 0, "bicubic", antialias=True)
+        mine.assign(value)
+    images = np.random.default_rng(5).normal(size=(2, *size, 3)).astype("float32")
+    np.testing.assert_allclose(to_numpy(dynamic(images)), to_numpy(fixed(images)), rtol=1e-4, atol=1e-4)
+
+
+def test_features_model_returns_grids_and_the_pooled_class_token(to_numpy):
+    config = _config("dinov2_registers")  # no head: the model returns the normalised class token
+    model = _perturbed(config)
+    features = keras_vit.features_model(model, blocks=[0, -1], norm=True, prefix_tokens=True)
+    images = np.random.default_rng(6).normal(size=(2, 8, 12, 3)).astype("float32")
+    out = {key: to_numpy(value) for key, value in features(images).items()}
+    assert sorted(out) == ["block_0", "block_0_prefix", "block_1", "block_1_prefix"]
+    assert out["block_1"].shape == (2, 2, 3, 16) and out["block_1_prefix"].shape == (2, 5, 16)
+    np.testing.assert_allclose(out["block_1_prefix"][:, 0], to_numpy(model(images)), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="blocks=\\[2\\] must list indices of the model's 2 blocks"):
+        keras_vit.features_model(model, blocks=[2])
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(class_token=False), "pooling='token' reads the class token"),
+        (dict(pooling="gap", distillation=True), "distillation=True needs pooling='token'"),
+        (dict(activation="relu"), "Unknown activation='relu'"),
+        (dict(layer_scale_init=-1.0), "layer_scale_init=-1.0 must be a positive number"),
+        (dict(num_register_tokens=-1), "num_register_tokens=-1 must be a non-negative integer"),
+        (dict(pre_norm="yes"), "pre_norm='yes' must be True or False"),
+    ],
+)
+def test_family_options_are_checked(change, match):
+    with pytest.raises(ValueError, match=match):
+        keras_vit.ViTConfig(**TINY, **change)

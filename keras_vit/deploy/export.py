@@ -41,6 +41,7 @@ def export_model(
     name="vit",
     version=1,
     top_k=5,
+    quantizations=litert.QUANTIZATIONS,
 ):
     """Exports a trained model folder to SavedModel and LiteRT, and reports their parity.
 
@@ -60,12 +61,22 @@ def export_model(
         name: the model name in TF Serving's layout. Defaults to `"vit"`.
         version: the integer version folder. Defaults to `1`.
         top_k: size of the `top_k_*` SavedModel outputs. Defaults to `5`.
+        quantizations: the LiteRT files to write, from `litert.QUANTIZATIONS`
+            (`"float32"` first). Defaults to all of them.
 
     Returns:
         The report as a dict (also written as `parity_report.json`, and as
         Markdown to `parity_report.md` and stdout).
     """
     _check_serving_path(name, version)
+    quantizations = tuple(quantizations)
+    if quantizations[:1] != ("float32",) or quantizations != tuple(
+        q for q in litert.QUANTIZATIONS if q in quantizations
+    ):
+        raise ValueError(
+            f"quantizations={quantizations!r} must be some of {litert.QUANTIZATIONS}, in that order, "
+            "starting with 'float32' (the reference of the others)."
+        )
     output_dir = _check_target(output_dir, overwrite)
     model, metadata, model_path = load_model(model_dir)
     test_images, test_labels, source = _test_set(test_images, test_labels, metadata)
@@ -83,9 +94,10 @@ def export_model(
         size = metadata["image_size"]
         calibration = None if calibration_images is None else litert.resized_pixels(calibration_images, size)
         tflite_rows = _tflite_rows(
-            model, metadata, staging, litert.resized_pixels(test_images, size), calibration, measure
+            model, metadata, staging, litert.resized_pixels(test_images, size), calibration, measure, quantizations
         )
-        judge_int8(tflite_rows, int8_tolerance, staging)
+        if quantizations[-1] == "int8":
+            judge_int8(tflite_rows, int8_tolerance, staging)
         report = {
             "model": model_path,
             "test_images": source,
@@ -117,11 +129,11 @@ def _saved_model_row(model, metadata, path, images, measure, top_k):
     return measure("SavedModel (serving_uint8)", path, lambda batch: signature(batch)["logits"], images)
 
 
-def _tflite_rows(model, metadata, root, pixels, calibration, measure):
+def _tflite_rows(model, metadata, root, pixels, calibration, measure, quantizations=litert.QUANTIZATIONS):
     converted = litert.pixels_model(model, metadata)
     os.makedirs(os.path.join(root, "tflite"))
     rows = []
-    for quantization in litert.QUANTIZATIONS:
+    for quantization in quantizations:
         name = f"LiteRT {quantization}"
         if quantization == "int8" and calibration is None:
             rows.append({"artifact": name, "status": "skipped", "reason": "no calibration images were given"})

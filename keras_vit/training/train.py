@@ -394,7 +394,7 @@ def _finish(model, config, splits, metrics, seconds, test_ds):
     run_folder.save_model(model, output)
     run_folder.write_metadata(
         output,
-        image_size=model.input_shape[1:3],
+        image_size=run_folder.input_size(model),
         scaling=config.scaling,
         weights=config.weights,
         labels=splits.labels,

@@ -364,8 +364,9 @@ class AddPositionEmbedding(keras.layers.Layer):
             static // patch if static is not None else ops.shape(images)[axis] // patch
             for axis, static, patch in zip((1, 2), images.shape[1:3], self.patch_size)
         ]
-        static = all(isinstance(size, int) for size in target)  # a retrace for a second size has tensors here
-        if static and tuple(target) == self.grid:  # known statically: no resampling ops in the graph (LiteRT, ONNX)
+        # Known statically: no resampling ops in the graph (LiteRT, ONNX). A size known only at run
+        # time is a tensor, which a traced graph (SavedModel) cannot compare in Python: resample always.
+        if all(isinstance(n, int) for n in target) and tuple(target) == self.grid:
             return embedding
         prefix, grid = embedding[:, : self.num_prefix_tokens], embedding[0, self.num_prefix_tokens :]
         image = ops.reshape(ops.cast(grid, "float32"), (*self.grid, -1))  # (h, w, D)

@@ -376,6 +376,18 @@ def features_model(model, blocks=None, *, norm=False, prefix_tokens=False):
     return keras.Model(images, outputs, name=f"{model.name}_features")
 
 
+def fixed_size_model(model, image_size):
+    """A model taking any image size (`dynamic_image_size=True`) as a view at one size: same layers, same weights.
+
+    With the size known, the position embedding's resampling is constant matrices (none at
+    the learned grid), so the graph converts to LiteRT with built-in ops. The same as
+    `build_vit(config.replace(dynamic_image_size=False, image_size=...))` with the weights
+    copied (and the embedding resampled), without the copy.
+    """
+    images = keras.Input((*image_size, model.input_shape[-1]), name="images")
+    return keras.Model(images, forward(ViTLayers.of(model), images), name=f"{model.name}_fixed")
+
+
 @keras.saving.register_keras_serializable(package="keras_vit")
 class BlockWithAttention(keras.layers.Layer):
     """Calls a model's `TransformerBlock` with `return_attention_scores=True`, as one graph node.

@@ -107,13 +107,14 @@ def check_model_matches_metadata(model, metadata, path):
     top classes, or a TensorFlow shape error deep inside the export.
     """
     labels, image_size = metadata["labels"], list(metadata["image_size"])
+    takes_any_size = None in model.input_shape[1:3]  # dynamic_image_size: keras_vit.json's size is the one used
     if model.output_shape[-1] != len(labels):
         raise ValueError(
             f"{path} has {model.output_shape[-1]} outputs but {METADATA} beside it lists "
             f"{len(labels)} labels; the two come from different models. Put the {METADATA} "
             "written with this model beside it."
         )
-    if list(model.input_shape[1:3]) != image_size:
+    if not takes_any_size and list(model.input_shape[1:3]) != image_size:
         raise ValueError(
             f"{path} takes {tuple(model.input_shape[1:3])} images but {METADATA} beside it "
             f"says image_size={tuple(image_size)}; the two come from different models. Put the "
@@ -129,14 +130,21 @@ def save(model, folder, *, labels, scaling="vit", **extra):
     pixels were scaled (`keras_vit.preprocessing.SCALINGS`).
     """
     architecture = model_config(model).to_dict()
-    planned = {"image_size": list(model.input_shape[1:3]), "labels": list(labels)}
+    planned = {"image_size": list(input_size(model)), "labels": list(labels)}
     check_model_matches_metadata(model, planned, folder)  # before anything is written
     os.makedirs(folder, exist_ok=True)
     write_metadata(
-        folder, image_size=model.input_shape[1:3], scaling=scaling, labels=labels, architecture=architecture, **extra
+        folder, image_size=input_size(model), scaling=scaling, labels=labels, architecture=architecture, **extra
     )
     save_model(model, folder)
     return folder
+
+
+def input_size(model):
+    """`(height, width)` of the images a model is fed: its input's, or for a model that takes any size
+    (`dynamic_image_size=True`) the size it was built at, which preprocessing and export then use."""
+    size = tuple(model.input_shape[1:3])
+    return model_config(model).image_size if None in size else size
 
 
 def save_model(model, run):

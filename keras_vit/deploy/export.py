@@ -46,6 +46,7 @@ def export_model(
     version=1,
     top_k=5,
     with_onnx=None,
+    quantizations=litert.QUANTIZATIONS,
 ):
     """Exports a trained model folder to SavedModel and LiteRT, and reports their parity.
 
@@ -70,12 +71,22 @@ def export_model(
             to write it when tf2onnx, onnx and onnxruntime are installed (a
             failed conversion is then a report row saying why). Defaults to
             `None`.
+        quantizations: the LiteRT files to write, from `litert.QUANTIZATIONS`
+            (`"float32"` first). Defaults to all of them.
 
     Returns:
         The report as a dict (also written as `parity_report.json`, and as
         Markdown to `parity_report.md` and stdout).
     """
     _check_serving_path(name, version)
+    quantizations = tuple(quantizations)
+    if quantizations[:1] != ("float32",) or quantizations != tuple(
+        q for q in litert.QUANTIZATIONS if q in quantizations
+    ):
+        raise ValueError(
+            f"quantizations={quantizations!r} must be some of {litert.QUANTIZATIONS}, in that order, "
+            "starting with 'float32' (the reference of the others)."
+        )
     if with_onnx and onnx.missing_packages():
         raise onnx.ONNXExportError(
             f"ONNX export was asked for (--onnx) but needs {', '.join(onnx.missing_packages())}: {onnx.INSTALL}."
@@ -98,8 +109,9 @@ def export_model(
         size = metadata["image_size"]
         pixels = litert.resized_pixels(test_images, size)
         calibration = None if calibration_images is None else litert.resized_pixels(calibration_images, size)
-        tflite_rows = _tflite_rows(model, metadata, staging, pixels, calibration, measure)
-        judge_int8(tflite_rows, int8_tolerance, staging)
+        tflite_rows = _tflite_rows(model, metadata, staging, pixels, calibration, measure, quantizations)
+        if quantizations[-1] == "int8":
+            judge_int8(tflite_rows, int8_tolerance, staging)
         onnx_row = _onnx_row(model, metadata, staging, pixels, measure, with_onnx)
         report = {
             "model": model_path,
@@ -153,14 +165,14 @@ def _saved_model_row(model, metadata, path, images, measure, top_k):
     )
 
 
-def _tflite_rows(model, metadata, root, pixels, calibration, measure):
+def _tflite_rows(model, metadata, root, pixels, calibration, measure, quantizations=litert.QUANTIZATIONS):
     os.makedirs(os.path.join(root, "tflite"))
     started = time.perf_counter()
     with litert.saved_for_conversion(litert.pixels_model(model, metadata)) as converted:
         print(
             f"  traced the model for LiteRT (once for every file) in {time.perf_counter() - started:.1f} s", flush=True
         )
-        return [_tflite_row(converted, q, root, pixels, calibration, measure) for q in litert.QUANTIZATIONS]
+        return [_tflite_row(converted, q, root, pixels, calibration, measure) for q in quantizations]
 
 
 def _tflite_row(converted, quantization, root, pixels, calibration, measure):

@@ -2,7 +2,9 @@
 
 Every `.tflite` file here takes float32 pixels `pixels` `(B, H, W, 3)` in
 0..255 at the model's image size (`B` is dynamic: the runtime resizes the
-input) and returns `(B, num_classes)` logits named `logits`. The normalisation of
+input) and returns `(B, num_classes)` logits named `logits`. A model that takes
+any size (`dynamic_image_size=True`) is converted at its `keras_vit.json` size:
+LiteRT files have one input size. The normalisation of
 `keras_vit.preprocessing.preprocessing_model` is inside the file, so a device
 only has to resize; the resize itself stays outside because TensorFlow's
 antialiased resize is not a LiteRT built-in op.
@@ -24,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
+from keras_vit.model import fixed_size_model
 from keras_vit.preprocessing import preprocessing_model
 
 QUANTIZATIONS = ("float32", "float16", "dynamic_int8", "int8")
@@ -62,7 +65,10 @@ def pixels_model(model, metadata):
     # preprocessing_model is (resize, normalise); the device resizes, the file normalises.
     normalize = preprocessing_model((height, width), metadata["scaling"]).layers[-1]
     pixels = keras.Input((height, width, 3), name="pixels")
-    return keras.Model(pixels, {"logits": float32_copy(model)(normalize(pixels))}, name="vit_pixels")
+    model = float32_copy(model)
+    if None in model.input_shape[1:3]:
+        model = fixed_size_model(model, (height, width))
+    return keras.Model(pixels, {"logits": model(normalize(pixels))}, name="vit_pixels")
 
 
 def resized_pixels(images, image_size):

@@ -23,6 +23,7 @@ from keras_vit.preprocessing import preprocessing_model
 from keras_vit.visualize import (
     display_size,
     grid_shape,
+    has_class_token,
     last_block_maps,
     num_prefix_tokens,
     rollout_map,
@@ -285,7 +286,8 @@ class Explainer:
             )
         model, self.metadata, _ = run_folder.load_model(path)
         self.model = attention_model(model)
-        self.grid, self.prefix = grid_shape(model), num_prefix_tokens(model)
+        self.grid = grid_shape(model, self.metadata["image_size"])  # images are resized to it
+        self.prefix, self.class_token = num_prefix_tokens(model), has_class_token(model)
         self.preprocess = preprocessing_model(self.metadata["image_size"], self.metadata["scaling"])
 
     def __call__(self, image):
@@ -295,8 +297,8 @@ class Explainer:
         label = self.metadata["labels"][int(np.argmax(outputs["logits"][0]))]
         return (
             label,
-            rollout_map(attention, self.grid, self.prefix)[0],
-            last_block_maps(attention, self.grid, self.prefix)[0],
+            rollout_map(attention, self.grid, self.prefix, self.class_token)[0],
+            last_block_maps(attention, self.grid, self.prefix, self.class_token)[0],
         )
 
     def write(self, image, name, folder):

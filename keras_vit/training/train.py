@@ -12,6 +12,7 @@ import sys
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_vit import files, run_folder
@@ -78,6 +79,8 @@ class TrainConfig:
     overwrite: bool = _field(False, "replace an existing --output run")
     resume: bool = _field(False, "continue the run in --output where it stopped")
     weights: str = _field(None, "checkpoint file or registry name to fine-tune from")
+    freeze_backbone: bool = _field(False, "train the head alone on the frozen --weights (a linear probe)")
+    layer_decay: float = _field(None, "layer-wise learning-rate decay for full fine-tuning, e.g. 0.75 (default: off)")
     export: bool = _field(True, "export SavedModel + LiteRT with a parity report into <output>/export")
     verbose: str = _field("auto", "0, 1 (progress bar), 2 (a line per epoch) or auto", ("auto", "0", "1", "2"))
 
@@ -93,6 +96,8 @@ def resolve(config):
         recipe=recipe,
         learning_rate=config.learning_rate if config.learning_rate is not None else (0.01 if recipe == "sgd" else 2e-3),
         warmup_epochs=config.warmup_epochs if config.warmup_epochs is not None else (1.0 if fine_tune else 2.0),
+        # A frozen backbone runs as trained: its dropout would only add noise to the probe's features.
+        dropout_rate=0.0 if config.freeze_backbone and config.dropout_rate is None else config.dropout_rate,
     )
 
 
@@ -144,6 +149,12 @@ def _train(config, return_model):
         )
     with strategy.scope():
         model, scaling, architecture = _build_model(config, splits)
+        if config.freeze_backbone:
+            freeze_backbone(model)
+            trained = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+            print(
+                f"keras-vit train: --freeze-backbone: training the head's {trained:,} of {model.count_params():,} parameters"
+            )
         steps = splits.sizes["train"] // config.batch_size  # the training pipeline drops the remainder
         _compile(model, config, total_steps=steps * config.epochs, warmup_steps=int(config.warmup_epochs * steps))
     config = dataclasses.replace(
@@ -177,6 +188,8 @@ def _train(config, return_model):
             verbose=_verbosity(config.verbose),
         )
         _check_not_diverged(history.history.get("loss", []), config.output)
+    if config.freeze_backbone:  # saved trainable, as a built model is (Keras restores frozen blocks only in part)
+        freeze_backbone(model, frozen=False)
     seconds = None if start is None else time.perf_counter() - start
     metrics = model.evaluate(test_ds, return_dict=True, verbose=0)
     results = _finish(model, config, splits, metrics, seconds, test_ds) if chief else _summary(config, splits, metrics)
@@ -226,8 +239,34 @@ def _build_model(config, splits):
     return model, config.scaling or _checkpoint_scaling(config.weights, report), report.config
 
 
+# The layers a linear probe trains: the classifier heads (DeiT's distillation head too).
+HEAD_LAYERS = ("head", "head_dist")
+
+
+def freeze_backbone(model, frozen=True):
+    """Makes every layer but the heads untrainable (`frozen=False` undoes it); returns the model.
+
+    A linear probe on frozen features, as DINOv2's features are meant to be used. Compile
+    after freezing: Keras collects the trainable variables when the optimiser is built.
+    """
+    heads = [layer for layer in model.layers if layer.name in HEAD_LAYERS]
+    if not heads:
+        raise ValueError(
+            f"{model.name!r} has no head to train (include_top=False); build it with num_classes to fine-tune."
+        )
+    for layer in model.layers:
+        layer.trainable = not frozen or layer.name in HEAD_LAYERS
+    return model
+
+
 def _checkpoint_scaling(weights, report):
-    """The pixel scaling the checkpoint was trained with: the registry's, a keras-vit run's, or ViT's."""
+    """The pixel scaling the checkpoint was trained with: the registry's, a keras-vit run's, or ViT's.
+
+    A family's (ImageNet mean/std for DeiT and DINOv2, CLIP's, [-1, 1] for SigLIP) comes with
+    its registry row or hub folder's `config.json`, as the loader reports it.
+    """
+    if getattr(report, "scaling", None):  # the registry row's or the hub config's, named in SCALINGS
+        return report.scaling
     if report.checkpoint:
         return report.checkpoint.scaling
     if report.format == "keras" and run_folder.has_metadata(weights):
@@ -283,6 +322,12 @@ def _check(config):
             raise ValueError(f"{flag} {value} is out of range: it must be {requirement}.")
     if str(config.verbose) not in ("auto", "0", "1", "2"):
         raise ValueError(f"--verbose {config.verbose} is not one of auto, 0, 1, 2.")
+    if config.freeze_backbone and not config.weights:
+        raise ValueError("--freeze-backbone trains the head alone on a trained backbone: pass --weights.")
+    if config.layer_decay is not None and not 0 < config.layer_decay <= 1:
+        raise ValueError(f"--layer-decay {config.layer_decay} is out of range: it must be in (0, 1], e.g. 0.75.")
+    if config.freeze_backbone and config.layer_decay is not None:
+        raise ValueError("--layer-decay is for full fine-tuning; with --freeze-backbone only the head trains.")
     if config.jit_compile and config.strategy in ("mirrored", "multi_worker"):
         raise ValueError("--jit-compile does not work with a mirrored strategy (variables on several devices).")
     if config.overwrite and config.resume:
@@ -370,6 +415,8 @@ def _compile(model, config, total_steps, warmup_steps):
         total_steps=total_steps,
         warmup_steps=warmup_steps,
         weight_decay=config.weight_decay,
+        layer_decay=config.layer_decay,
+        num_layers=model_config(model).num_layers if config.layer_decay is not None else None,
     )
     model.compile(
         optimizer=optimizer,
@@ -452,7 +499,7 @@ def _finish(model, config, splits, metrics, seconds, test_ds):
     run_folder.save_model(model, output)
     run_folder.write_metadata(
         output,
-        image_size=model.input_shape[1:3],
+        image_size=run_folder.input_size(model),
         scaling=config.scaling,
         weights=config.weights,
         labels=splits.labels,

@@ -106,6 +106,9 @@ def test_an_existing_output_is_refused_unless_asked(tmp_path):
             FileNotFoundError,
             r"--weights B/16:bad_tag is neither a checkpoint file nor a known checkpoint name; B/16 has: B/16:",
         ),
+        (dict(freeze_backbone=True), ValueError, "--freeze-backbone trains the head alone .* pass --weights"),
+        (dict(layer_decay=1.5), ValueError, r"--layer-decay 1.5 is out of range: it must be in \(0, 1\]"),
+        (dict(weights="x.npz", freeze_backbone=True, layer_decay=0.75), ValueError, "--layer-decay is for full"),
     ],
 )
 def test_bad_input_fails_before_anything_is_written(tmp_path, kwargs, error, match):
@@ -338,3 +341,55 @@ def test_the_first_build_of_a_tfds_dataset_trains_as_later_reads(tmp_path):
     first = train(_config(tmp_path, epochs=1, data_dir=data_dir, output=str(tmp_path / "first")))
     later = train(_config(tmp_path, epochs=1, data_dir=data_dir, output=str(tmp_path / "later")))
     assert first["test_loss"] == later["test_loss"]
+
+
+def test_freeze_backbone_trains_the_head_alone(tmp_path, tiny_vit, randomize, write_run_folder):
+    source = randomize(tiny_vit(), scale=0.05)
+    earlier = write_run_folder(tmp_path / "earlier", source, ["a", "b", "c"], scaling="imagenet")
+    config = _config(tmp_path, weights=str(earlier / "model.keras"), variant=None, epochs=1, freeze_backbone=True)
+    _, model = train(config, return_model=True)
+    before = {v.path: keras.ops.convert_to_numpy(v) for v in source.weights}
+    for v in model.weights:
+        if v.path.startswith("head/"):  # a new head for 10 classes, from zeros
+            assert np.abs(keras.ops.convert_to_numpy(v)).max() > 0, v.path
+        else:
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(v), before[v.path], err_msg=v.path)
+    saved = keras.saving.load_model(tmp_path / "run" / "model.keras", safe_mode=True, compile=False)
+    assert len(saved.trainable_variables) == len(saved.weights)  # saved trainable, as a built model
+    assert json.loads((tmp_path / "run" / "keras_vit.json").read_text())["scaling"] == "imagenet"
+
+
+def test_freeze_backbone_leaves_both_heads_of_a_distilled_model_trainable(tiny_vit):
+    from keras_vit.training.train import freeze_backbone
+
+    model = freeze_backbone(tiny_vit(distillation=True, num_register_tokens=2, layer_scale_init=1e-6))
+    assert sorted(v.path for v in model.trainable_variables) == [
+        "head/bias", "head/kernel", "head_dist/bias", "head_dist/kernel"
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="has no head to train"):
+        freeze_backbone(tiny_vit(include_top=False))
+
+
+def test_layer_decay_fine_tunes_through_the_cli(tmp_path, tiny_vit, write_run_folder):
+    earlier = write_run_folder(tmp_path / "earlier", tiny_vit(), ["a", "b", "c"])
+    config = _config(tmp_path, weights=str(earlier / "model.keras"), variant=None, epochs=1, layer_decay=0.75)
+    results, model = train(config, return_model=True)
+    assert (model.optimizer.layer_decay, model.optimizer.num_layers) == (0.75, 2)
+    assert model.optimizer.learning_rate_multiplier(model.get_layer("patch_embedding").weights[0]) == 0.75**3
+    assert np.isfinite(results["test_loss"])
+    from keras_vit.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--freeze-backbone", "--layer-decay", "0.75"])
+    assert args.freeze_backbone is True and args.layer_decay == 0.75
+
+
+@pytest.mark.parametrize("scaling", ["imagenet", "clip", "vit"])
+def test_a_family_checkpoints_reported_scaling_is_the_runs(scaling):
+    """The loader names a hub folder's or registry row's scaling (DINOv2/DeiT, CLIP, SigLIP); training uses it."""
+    import types
+
+    from keras_vit.training.train import _checkpoint_scaling
+
+    report = types.SimpleNamespace(scaling=scaling, checkpoint=None, format="safetensors")
+    assert _checkpoint_scaling("folder", report) == scaling
+    assert _checkpoint_scaling("file.npz", types.SimpleNamespace(checkpoint=None, format="npz")) == "vit"

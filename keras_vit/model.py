@@ -17,6 +17,7 @@ import dataclasses
 
 import keras
 
+from keras_vit import halting
 from keras_vit.config import ViTConfig
 from keras_vit.layers import (
     AddPositionEmbedding,
@@ -134,6 +135,7 @@ def model_config(model):
         attention_dropout_rate=first.attention_dropout_rate,
         drop_path_rate=last.drop_path_rate,  # the last block's; earlier ones get linearly less
         layer_norm_epsilon=first.layer_norm_epsilon,
+        **halting.config_fields(model),
     )
 
 
@@ -176,7 +178,8 @@ def build_model(config, name=None):
     if not isinstance(config, ViTConfig):
         raise TypeError(f"config={config!r} must be a keras_vit.ViTConfig.")
     images = keras.Input(shape=(*config.image_size, config.num_channels), name="images")
-    return keras.Model(images, forward(ViTLayers.create(config), images), name=name or default_name(config))
+    hook = halting.HaltingHook(config) if config.adaptive_tokens else call_block
+    return keras.Model(images, forward(ViTLayers.create(config), images, hook), name=name or default_name(config))
 
 
 def default_name(config):

@@ -24,6 +24,7 @@ Legend: `B` batch, `T` tokens (class token first), `D` hidden_dim, `L` blocks, `
 """
 
 import dataclasses
+import warnings
 
 import keras
 import numpy as np
@@ -110,7 +111,9 @@ class GatheredHook:
             self.class_output = ops.zeros((1, 1, tokens.shape[-1]))
         last = self.index == c.num_layers - 1
         self.index += 1
-        tokens = block(tokens, training=False)  # (1, Ta, D): every token here is active
+        with warnings.catch_warnings():  # one token left (the class token) is a softmax over one key: fine
+            warnings.filterwarnings("ignore", message="You are using a softmax over axis -1")
+            tokens = block(tokens, training=False)  # (1, Ta, D): every token here is active
         x = ops.cast(tokens[0], "float32")  # (Ta, D)
         gate = ops.sigmoid(x[:, 0] * c.halting_gate_scale - c.halting_gate_center)
         h = ops.ones_like(gate) if last else gate

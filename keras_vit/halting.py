@@ -200,13 +200,20 @@ class HaltingHook:
         c, index = self.config, len(self.mean_scores)
         tokens = block(tokens) if self.bias is None else block(tokens, attention_bias=self.bias)
         last = index == c.num_layers - 1
-        halting = Halting(c.halting_gate_scale, c.halting_gate_center, last=last, name=f"halting_{index}")
+        # float32 under a mixed policy too: Keras would otherwise cast the sums carried between blocks to half.
+        halting = Halting(
+            c.halting_gate_scale, c.halting_gate_center, last=last, dtype="float32", name=f"halting_{index}"
+        )
         tokens, self.bias, self.output, self.state, mean_score = halting(tokens, self.output, self.state)
         self.mean_scores.append(mean_score)
         if not last:
             return tokens
         loss = HaltingLoss(
-            c.ponder_loss_weight, c.distribution_prior_weight, c.halting_target_depth, name="halting_loss"
+            c.ponder_loss_weight,
+            c.distribution_prior_weight,
+            c.halting_target_depth,
+            dtype="float32",
+            name="halting_loss",
         )
         output, self.depth = loss(self.output, self.state, self.mean_scores)
         return output

@@ -148,3 +148,11 @@ def test_keras_round_trip_in_safe_mode(model, images, tmp_path, to_numpy):
 def test_bad_options_name_the_field(options, message):
     with pytest.raises(ValueError, match=message):
         keras_vit.ViTConfig.from_variant("tiny/4", image_size=16, **options)
+
+
+def test_mixed_precision_keeps_the_halting_sums_in_float32(tiny_vit, images, to_numpy):
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    model = tiny_vit(adaptive_tokens=True, **GATE)
+    assert to_numpy(model(images)).dtype == np.float32 and np.isfinite(to_numpy(model.losses[0]))
+    assert model.get_layer("halting_0").compute_dtype == model.get_layer("halting_loss").compute_dtype == "float32"
+    assert model.get_layer("block_0").compute_dtype == "bfloat16"

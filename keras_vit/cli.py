@@ -254,7 +254,8 @@ def _add_predict(subparsers):
         "--explain",
         metavar="DIR",
         help="also write attention maps of each image into DIR as PNG "
-        "(<name>_rollout.png, <name>_attention.png; .keras models only)",
+        "(<name>_rollout.png, <name>_attention.png, and <name>_halting.png, the blocks each patch ran, "
+        "for --adaptive-tokens models; .keras models only)",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per image and line, for scripts")
     parser.set_defaults(run=_run_predict)

@@ -15,10 +15,11 @@ import numpy as np
 from PIL import Image
 
 from keras_vit import run_folder
+from keras_vit.adaptive import depth_map, halting_model
 from keras_vit.deploy import onnx
 from keras_vit.deploy.litert import LiteRTModel, resized_pixels
 from keras_vit.deploy.saved_model import load_signature, version_folder
-from keras_vit.model import attention_model
+from keras_vit.model import attention_model, model_config
 from keras_vit.preprocessing import preprocessing_model
 from keras_vit.visualize import (
     display_size,
@@ -286,6 +287,9 @@ class Explainer:
             )
         model, self.metadata, _ = run_folder.load_model(path)
         self.model = attention_model(model)
+        # An A-ViT model also shows how many blocks each patch ran through (its rollout is of every token).
+        self.halting = halting_model(model) if model_config(model).adaptive_tokens else None
+        self.num_layers = model_config(model).num_layers
         self.grid = grid_shape(model, self.metadata["image_size"])  # images are resized to it
         self.prefix, self.class_token = num_prefix_tokens(model), has_class_token(model)
         self.preprocess = preprocessing_model(self.metadata["image_size"], self.metadata["scaling"])
@@ -301,15 +305,26 @@ class Explainer:
             last_block_maps(attention, self.grid, self.prefix, self.class_token)[0],
         )
 
+    def halting_depth(self, image):
+        """`(R, C)` blocks each patch ran through (A-ViT models), from 1 to the model's depth."""
+        depth = self.halting(self.preprocess(np.asarray(image)[None]), training=False)["depth"]
+        return depth_map(np.asarray(depth), self.grid)[0]
+
     def write(self, image, name, folder):
-        """Writes `<name>_rollout.png` (overlay) and `<name>_attention.png` (all panels); returns their paths."""
+        """Writes `<name>_rollout.png` (overlay) and `<name>_attention.png` (all panels), and for an
+        A-ViT model `<name>_halting.png` (depth per patch, deep = red); returns their paths."""
         os.makedirs(folder, exist_ok=True)
         label, rollout, heads = self(image)
         image = np.asarray(image)
         shown = np.asarray(Image.fromarray(image).resize(display_size(image.shape)[::-1], Image.Resampling.NEAREST))
-        return [
+        written = [
             save_overlay(os.path.join(folder, f"{name}_rollout.png"), shown, rollout),
             save_attention_figure(
                 os.path.join(folder, f"{name}_attention.png"), shown, rollout, heads, title=f"predicted: {label}"
             ),
         ]
+        if self.halting is not None:  # coloured over 1..L, not the map's own range: all-early stays blue
+            depth = self.halting_depth(image)
+            path = os.path.join(folder, f"{name}_halting.png")
+            written.append(save_overlay(path, shown, depth, limits=(1, self.num_layers)))
+        return written

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vit import files, run_folder
+from keras_vit.adaptive import halting_model, halting_statistics
 from keras_vit.checkpoints import CHECKPOINTS, build_from_checkpoint, build_vit, find_checkpoint
 from keras_vit.config import ViTConfig, parse_variant
 from keras_vit.deploy.export import export_model
@@ -81,6 +82,11 @@ class TrainConfig:
     weights: str = _field(None, "checkpoint file or registry name to fine-tune from")
     freeze_backbone: bool = _field(False, "train the head alone on the frozen --weights (a linear probe)")
     layer_decay: float = _field(None, "layer-wise learning-rate decay for full fine-tuning, e.g. 0.75 (default: off)")
+    adaptive_tokens: bool = _field(False, "A-ViT: tokens learn when to stop (ponder loss + distribution prior)")
+    halting_gate_scale: float = _field(None, "A-ViT gate sigmoid(scale * x[0] - center) (default: 10, the paper's)")
+    halting_gate_center: float = _field(None, "A-ViT gate centre (default: 30, the paper's A-ViT-T)")
+    ponder_loss_weight: float = _field(None, "A-ViT alpha_p (default: 5e-4, the paper's)")
+    distribution_prior_weight: float = _field(None, "A-ViT alpha_d (default: 1e-3, the paper's)")
     export: bool = _field(True, "export SavedModel + LiteRT with a parity report into <output>/export")
     verbose: str = _field("auto", "0, 1 (progress bar), 2 (a line per epoch) or auto", ("auto", "0", "1", "2"))
 
@@ -224,6 +230,7 @@ def _build_model(config, splits):
             num_classes=splits.num_classes,
             dropout_rate=config.dropout_rate,
             drop_path_rate=config.drop_path_rate,
+            **_halting_options(config),
         )
         return build_vit(architecture), config.scaling or "vit", architecture
     model, report = build_from_checkpoint(
@@ -233,6 +240,7 @@ def _build_model(config, splits):
         variant=config.variant,
         dropout_rate=config.dropout_rate,
         drop_path_rate=config.drop_path_rate,
+        **_halting_options(config),
     )
     for line in report.adapted:
         print(f"keras-vit train: {line}")
@@ -257,6 +265,14 @@ def freeze_backbone(model, frozen=True):
     for layer in model.layers:
         layer.trainable = not frozen or layer.name in HEAD_LAYERS
     return model
+
+
+def _halting_options(config):
+    """The A-ViT `ViTConfig` fields the run sets (`None`: the paper's defaults); none without `--adaptive-tokens`."""
+    if not config.adaptive_tokens:
+        return {}
+    names = ("halting_gate_scale", "halting_gate_center", "ponder_loss_weight", "distribution_prior_weight")
+    return {"adaptive_tokens": True, **{name: getattr(config, name) for name in names}}
 
 
 def _checkpoint_scaling(weights, report):
@@ -524,6 +540,17 @@ def _finish(model, config, splits, metrics, seconds, test_ds):
     fit_seconds = None if seconds is None else round(seconds, 1)
     results = {**_summary(config, splits, metrics), "epochs": len(history["epoch"]), "fit_seconds": fit_seconds}
     return {**results, "per_class": per_class_metrics(matrix, splits.labels)}
+
+    if model_config(model).adaptive_tokens:
+        results["halting"] = _halting_results(model, test_ds)
+    return results
+
+
+def _halting_results(model, test_ds):
+    """A-ViT on the test split: mean blocks per token, and the share of tokens each block still updates."""
+    view = halting_model(model)
+    depth = np.concatenate([np.asarray(view(images, training=False)["depth"]) for images, _ in test_ds])
+    return halting_statistics(depth, num_layers=model_config(model).num_layers)
 
 
 # --- evaluation ------------------------------------------------------------------

@@ -363,3 +363,18 @@ def test_serving_clients_refuse_files_that_are_no_image(tmp_path, monkeypatch, n
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=re.escape(message)):
         grpc_client["read_image_file"](names[-1])
+
+
+def test_predict_explain_draws_the_halting_depth_of_an_adaptive_model(
+    cli_main, tmp_path, tiny_vit, randomize, write_run_folder, not_blank
+):
+    model = randomize(tiny_vit(num_layers=4, adaptive_tokens=True, halting_gate_scale=5.0, halting_gate_center=0.0))
+    folder = write_run_folder(tmp_path / "run", model, ["0", "1", "2"])
+    image = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    out = tmp_path / "explained"
+    assert cli_main(["predict", str(tmp_path / "a.png"), "--model", str(folder), "--explain", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a_attention.png", "a_halting.png", "a_rollout.png"]
+    assert not_blank(out / "a_halting.png")
+    depth = predict.Explainer(folder).halting_depth(image)
+    assert depth.shape == (4, 4) and 1 <= depth.min() and depth.max() <= 4 and len(np.unique(depth)) > 1

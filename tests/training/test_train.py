@@ -393,3 +393,28 @@ def test_a_family_checkpoints_reported_scaling_is_the_runs(scaling):
     report = types.SimpleNamespace(scaling=scaling, checkpoint=None, format="safetensors")
     assert _checkpoint_scaling("folder", report) == scaling
     assert _checkpoint_scaling("file.npz", types.SimpleNamespace(checkpoint=None, format="npz")) == "vit"
+
+
+def test_adaptive_tokens_fine_tune_a_plain_model_and_report_halting(tmp_path, tiny_vit, write_run_folder):
+    """`keras-vit train --adaptive-tokens --weights ...`: A-ViT fine-tunes a model trained without it, as the paper does DeiT."""
+    from keras_vit.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--adaptive-tokens", "--halting-gate-center", "3"])
+    assert args.adaptive_tokens is True and args.halting_gate_center == 3.0 and args.ponder_loss_weight is None
+    earlier = write_run_folder(tmp_path / "earlier", tiny_vit(num_classes=10), [str(i) for i in range(10)])
+    config = _config(
+        tmp_path,
+        weights=str(earlier / "model.keras"),
+        variant=None,
+        epochs=1,
+        adaptive_tokens=True,
+        halting_gate_center=3.0,
+    )
+    results = train(config)
+    halting = json.loads((tmp_path / "run" / "results.json").read_text())["halting"]
+    assert halting == results["halting"] and 1.0 <= halting["mean_depth"] <= 2.0
+    assert halting["active_fraction"][0] == 1.0 and 0.0 <= halting["active_fraction"][1] <= 1.0
+    architecture = json.loads((tmp_path / "run" / "keras_vit.json").read_text())["architecture"]
+    assert architecture["adaptive_tokens"] is True and architecture["halting_gate_center"] == 3.0
+    model = keras.saving.load_model(tmp_path / "run" / "model.keras", safe_mode=True)
+    assert "halting_loss" in [layer.name for layer in model.layers]

@@ -45,7 +45,7 @@ def test_there_are_six_notebooks():
         "03_fine_tuning.ipynb",
         "04_export.ipynb",
         "05_attention.ipynb",
-        "06_adaptive_tokens.ipynb",
+        "07_adaptive_tokens.ipynb",
     ]
 
 

@@ -17,7 +17,7 @@ if _sys.argv and _os.path.basename(_sys.argv[0]) == "keras-vit":
 
     quiet_tensorflow()
 
-from keras_vit import _compat, preprocessing, visualize  # noqa: F401  (module names users reach as attributes)
+from keras_vit import _compat, adaptive, preprocessing, visualize  # noqa: F401  (module names users reach as attributes)
 from keras_vit.checkpoints import (
     CheckpointError,
     build_from_checkpoint,

@@ -23,6 +23,7 @@ import dataclasses
 
 import keras
 
+from keras_vit import halting
 from keras_vit.config import ViTConfig
 from keras_vit.layers import (
     AddPositionEmbedding,
@@ -209,6 +210,7 @@ def model_config(model):
         activation=getattr(first, "activation", "gelu"),
         pooled_norm=layers.pooled_norm,
         dynamic_image_size=dynamic,
+        **halting.config_fields(model),
     )
 
 
@@ -283,7 +285,8 @@ def build_model(config, name=None):
         raise TypeError(f"config={config!r} must be a keras_vit.ViTConfig.")
     size = (None, None) if config.dynamic_image_size else config.image_size
     images = keras.Input(shape=(*size, config.num_channels), name="images")
-    return keras.Model(images, forward(ViTLayers.create(config), images), name=name or default_name(config))
+    hook = halting.HaltingHook(config) if config.adaptive_tokens else call_block
+    return keras.Model(images, forward(ViTLayers.create(config), images, hook), name=name or default_name(config))
 
 
 def default_name(config):
@@ -374,6 +377,18 @@ def features_model(model, blocks=None, *, norm=False, prefix_tokens=False):
             if prefix_tokens:
                 outputs[f"block_{i}_prefix"] = TokenSlice(0, layers.num_prefix_tokens, name=f"block_{i}_prefix")(y)
     return keras.Model(images, outputs, name=f"{model.name}_features")
+
+
+def fixed_size_model(model, image_size):
+    """A model taking any image size (`dynamic_image_size=True`) as a view at one size: same layers, same weights.
+
+    With the size known, the position embedding's resampling is constant matrices (none at
+    the learned grid), so the graph converts to LiteRT with built-in ops. The same as
+    `build_vit(config.replace(dynamic_image_size=False, image_size=...))` with the weights
+    copied (and the embedding resampled), without the copy.
+    """
+    images = keras.Input((*image_size, model.input_shape[-1]), name="images")
+    return keras.Model(images, forward(ViTLayers.of(model), images), name=f"{model.name}_fixed")
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")

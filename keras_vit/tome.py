@@ -161,6 +161,17 @@ def apply_token_merging(model, r):
         _check_r(value)
     if layers.class_token is None:
         raise ValueError("Token merging needs a class-token model (pooling='token'); this one pools with 'gap'.")
+    if layers.num_prefix_tokens > 1:  # merging reorders tokens: only index 0 is kept in place
+        raise ValueError(
+            f"Token merging keeps only the class token in place; this model has {layers.num_prefix_tokens} prefix "
+            "tokens (a distillation token or registers), which merging would move or merge. Use it on a model "
+            "with a class token alone."
+        )
+    if None in model.input_shape[1:3]:
+        raise ValueError(
+            "Token merging plans its merges for a fixed number of tokens; this model takes any image size "
+            "(dynamic_image_size=True): apply it to keras_vit.model.fixed_size_model(model, (height, width))."
+        )
     r_of = dict(zip((block.name for block in layers.blocks), schedule))
     sizes = None  # (B, T, 1): how many patches each token stands for, carried from block to block
 

@@ -5,8 +5,9 @@
     heat = rollout_map(outputs["attention"], grid_shape(model), num_prefix_tokens(model))
     save_overlay("rollout.png", image, heat[0])
 
-Legend: `B` batch, `h` heads, `T` tokens (`N` patches plus the class token if
-any), `L` blocks, `(R, C)` the patch grid, `H, W` an image's height and width.
+Legend: `B` batch, `h` heads, `T` tokens (`N` patches plus the prefix tokens:
+class, distillation, registers), `L` blocks, `(R, C)` the patch grid, `H, W` an
+image's height and width.
 """
 
 import keras
@@ -15,19 +16,32 @@ import numpy as np
 from matplotlib.figure import Figure  # no pyplot: no display needed, no global backend switched
 from PIL import Image
 
-from keras_vit.model import BlockWithAttention, attention_model  # noqa: F401  (the attention view lives with the graph)
+from keras_vit.model import BlockWithAttention, ViTLayers, attention_model  # noqa: F401  (the attention view lives with the graph)
 
 
-def grid_shape(model):
-    """`(R, C)`: the patch grid of a `build_vit` model, e.g. `(14, 14)` for B/16 at 224."""
+def grid_shape(model, image_size=None):
+    """`(R, C)`: the patch grid of a `build_vit` model, e.g. `(14, 14)` for B/16 at 224.
+
+    `image_size` `(H, W)` of the images, for a model that takes any size (`dynamic_image_size=True`).
+    """
     patch = model.get_layer("patch_embedding").patch_size
-    height, width = model.input_shape[1:3]
+    height, width = image_size or model.input_shape[1:3]
+    if height is None or width is None:
+        raise ValueError(
+            f"{model.name!r} takes images of any size: pass image_size=(height, width) of the images attended over."
+        )
     return height // patch[0], width // patch[1]
 
 
 def num_prefix_tokens(model):
-    """`1` with a class token, `0` for `gap` models."""
-    return model.get_layer("position_embedding").num_prefix_tokens
+    """Tokens before the patches: `1` with a class token, `0` for `gap` models, more with a
+    distillation token or registers (the class token, if any, is always the first)."""
+    return ViTLayers.of(model).num_prefix_tokens
+
+
+def has_class_token(model):
+    """Whether token 0 is a class token, whose attention row the maps read."""
+    return ViTLayers.of(model).class_token is not None
 
 
 def attention_rollout(attention):
@@ -53,53 +67,57 @@ def attention_rollout(attention):
     return rollout
 
 
-def rollout_map(attention, grid, num_prefix_tokens=1):
+def rollout_map(attention, grid, num_prefix_tokens=1, class_token=True):
     """Rollout as a heat map over the patch grid, `(B, R, C)`, each map summing to 1.
 
     The class token's row of the rollout, restricted to the patches; for a
-    `gap` model (no class token) the mean of the patch tokens' rows, which is
-    what the average pooling hands to the head.
+    model without a class token (`gap`, `map`; `class_token=False` when it has
+    other prefix tokens such as registers) the mean of the patch tokens' rows,
+    which is what the average pooling hands to the head.
     """
     rollout = attention_rollout(attention)
-    if num_prefix_tokens:
+    if num_prefix_tokens and class_token:
         rows = rollout[:, 0, num_prefix_tokens:]  # (B, N)
     else:
-        rows = rollout.mean(axis=1)  # (B, N)
+        rows = rollout[:, num_prefix_tokens:, num_prefix_tokens:].mean(axis=1)  # (B, N)
     rows = rows / rows.sum(axis=-1, keepdims=True)
     return rows.reshape(-1, *grid)
 
 
-def last_block_maps(attention, grid, num_prefix_tokens=1):
+def last_block_maps(attention, grid, num_prefix_tokens=1, class_token=True):
     """The last block's attention per head over the patch grid, `(B, h, R, C)`.
 
-    The class token's attention (its query row) to each patch; for a `gap`
-    model the mean over the patch tokens' rows.
+    The class token's attention (its query row) to each patch; without a class
+    token (see `rollout_map`) the mean over the patch tokens' rows.
     """
     weights = np.asarray(keras.ops.convert_to_numpy(attention[-1]), dtype=np.float64)  # (B, h, T, T)
-    if num_prefix_tokens:
+    if num_prefix_tokens and class_token:
         rows = weights[:, :, 0, num_prefix_tokens:]
     else:
-        rows = weights.mean(axis=2)
+        rows = weights[:, :, num_prefix_tokens:, num_prefix_tokens:].mean(axis=2)
     return rows.reshape(*rows.shape[:2], *grid)
 
 
 # --- pictures -----------------------------------------------------------------
 
 
-def upsample(heat, size):
-    """A `(R, C)` map -> `(H, W)` float, bilinear, rescaled to [0, 1] (a flat map becomes zeros)."""
+def upsample(heat, size, limits=None):
+    """A `(R, C)` map -> `(H, W)` float, bilinear, rescaled to [0, 1] (a flat map becomes zeros).
+
+    `limits`: `(low, high)` mapped to 0 and 1 instead of the map's own range.
+    """
     heat = np.asarray(heat, dtype=np.float32)
     resized = np.asarray(Image.fromarray(heat).resize(size[::-1], Image.Resampling.BILINEAR))
-    low, high = resized.min(), resized.max()
+    low, high = limits if limits is not None else (resized.min(), resized.max())
     return (resized - low) / (high - low) if high > low else np.zeros_like(resized)
 
 
-def overlay(image, heat, alpha=0.5, cmap="jet"):
+def overlay(image, heat, alpha=0.5, cmap="jet", limits=None):
     """The image `(H, W, 3)` (uint8, or grey `(H, W)`) with `heat` coloured over it: uint8 `(H, W, 3)`."""
     image = np.asarray(image)
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=-1)
-    colours = matplotlib.colormaps[cmap](upsample(heat, image.shape[:2]))[..., :3] * 255
+    colours = matplotlib.colormaps[cmap](np.clip(upsample(heat, image.shape[:2], limits), 0, 1))[..., :3] * 255
     blended = (1 - alpha) * image.astype(np.float32) + alpha * colours
     return np.clip(np.round(blended), 0, 255).astype(np.uint8)
 
@@ -110,12 +128,12 @@ def display_size(shape, min_side=224):
     return shape[0] * factor, shape[1] * factor
 
 
-def save_overlay(path, image, heat, size=None, alpha=0.5):
+def save_overlay(path, image, heat, size=None, alpha=0.5, limits=None):
     """Writes `overlay(image, heat)` as a PNG of `size` `(H, W)` (defaults to the image's own)."""
     image = np.asarray(image)
     if size is not None and tuple(size) != image.shape[:2]:
         image = np.asarray(Image.fromarray(image).resize(tuple(size)[::-1], Image.Resampling.NEAREST))
-    Image.fromarray(overlay(image, heat, alpha)).save(path)
+    Image.fromarray(overlay(image, heat, alpha, limits=limits)).save(path)
     return path
 
 

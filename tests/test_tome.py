@@ -92,5 +92,19 @@ def test_tflite_round_trip_with_builtin_ops_only(model, images, tmp_path):
     # `convert` allows TFLITE_BUILTINS only: a TensorFlow (Flex) op would fail right here.
     path = litert.convert(litert.pixels_model(fast, metadata), str(tmp_path / "tome.tflite"), "float32")
     runtime = litert.LiteRTModel(path)
-    expected = litert.pixels_model(fast, metadata)(pixels)
+    expected = litert.pixels_model(fast, metadata)(pixels)["logits"]
     np.testing.assert_allclose(runtime(pixels), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        (dict(distillation=True), "keeps only the class token in place; this model has 2 prefix tokens"),
+        (dict(num_register_tokens=4, embed_prefix_tokens=False), "this model has 5 prefix tokens"),
+        (dict(dynamic_image_size=True), r"takes any image size.*fixed_size_model"),
+    ],
+)
+def test_models_merging_cannot_serve_get_one_clear_error(options, match):
+    model = keras_vit.build_vit("tiny/4", image_size=16, num_classes=3, **options)
+    with pytest.raises(ValueError, match=match):
+        apply_token_merging(model, r=2)

@@ -97,3 +97,35 @@ def test_png_writers_make_real_images_of_the_right_size(tmp_path, not_blank):
         assert not_blank(tmp_path / name), name
     upsampled = visualize.upsample(heat, (30, 20))
     assert upsampled.min() == 0 and upsampled.max() == 1
+
+
+@pytest.mark.parametrize(
+    "options, prefix, class_token",
+    [
+        (dict(distillation=True, num_register_tokens=2, embed_prefix_tokens=False), 4, True),  # DeiT + registers
+        (dict(pooling="gap", num_register_tokens=3), 3, False),  # registers, no class token
+        (dict(pooling="map", num_register_tokens=1, dynamic_image_size=True), 1, False),  # any size
+    ],
+)
+def test_maps_skip_every_prefix_token_and_read_the_class_token_only_where_there_is_one(
+    options, prefix, class_token, vit, to_numpy
+):
+    model = vit(image_size=16, **options)
+    assert visualize.num_prefix_tokens(model) == prefix and visualize.has_class_token(model) == class_token
+    images = np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype("float32")
+    attention = to_numpy(visualize.attention_model(model)(images))["attention"]
+    grid = visualize.grid_shape(model, (16, 16))
+    heat = visualize.rollout_map(attention, grid, prefix, class_token)
+    assert heat.shape == (2, 4, 4)
+    np.testing.assert_allclose(heat.sum(axis=(1, 2)), 1, atol=1e-6)
+    rollout = visualize.attention_rollout(attention)
+    expected = rollout[:, 0, prefix:] if class_token else rollout[:, prefix:, prefix:].mean(axis=1)
+    np.testing.assert_allclose(heat.reshape(2, -1), expected / expected.sum(-1, keepdims=True), atol=1e-6)
+    assert visualize.last_block_maps(attention, grid, prefix, class_token).shape == (2, 2, 4, 4)
+
+
+def test_grid_shape_of_a_model_taking_any_size_asks_for_the_image_size(vit):
+    model = vit(image_size=16, dynamic_image_size=True)
+    with pytest.raises(ValueError, match=r"takes images of any size: pass image_size=\(height, width\)"):
+        visualize.grid_shape(model)
+    assert visualize.grid_shape(model, (24, 8)) == (6, 2)

@@ -1,7 +1,8 @@
 """A SavedModel for TF Serving with three signatures, all ending in the same named outputs.
 
 Signatures (B is dynamic in all three; H, W the model's image size):
-- `serving_default`: `images`, float32 `(B, H, W, 3)`, already preprocessed.
+- `serving_default`: `images`, float32 `(B, H, W, 3)`, already preprocessed; any
+  `H, W` (multiples of the patch) for a model built with `dynamic_image_size=True`.
 - `serving_uint8`: `images`, uint8 `(B, any, any, 3)` raw pixels; resized and
   normalised inside by `keras_vit.preprocessing.preprocessing_model`.
 - `serving_bytes`: `image_bytes`, string `(B,)` encoded JPEG/PNG/GIF/BMP (TF
@@ -17,6 +18,7 @@ import os
 import keras
 import tensorflow as tf
 
+from keras_vit.adaptive import gathered_forward
 from keras_vit.preprocessing import preprocessing_model
 
 SIGNATURES = ("serving_default", "serving_uint8", "serving_bytes")
@@ -55,13 +57,33 @@ def serving_archive(model, metadata, top_k=5):
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.track(preprocess)
+    size = tuple(model.input_shape[1:3])  # (None, None) for a model that takes any size
     specs = {
-        "serving_default": (from_preprocessed, tf.TensorSpec((None, height, width, 3), tf.float32, name="images")),
+        "serving_default": (from_preprocessed, tf.TensorSpec((None, *size, 3), tf.float32, name="images")),
         "serving_uint8": (from_uint8, tf.TensorSpec((None, None, None, 3), tf.uint8, name="images")),
         "serving_bytes": (from_bytes, tf.TensorSpec((None,), tf.string, name="image_bytes")),
     }
     for name, (function, spec) in specs.items():
         archive.add_endpoint(name, function, input_signature=[spec])
+    return archive
+
+
+def gathered_archive(model):
+    """An A-ViT model's batch-1 path (`keras_vit.adaptive.gathered_forward`) as a `serve` endpoint.
+
+    `images`: float32 `(1, H, W, 3)`, preprocessed -> `(1, num_classes)`
+    logits. Halted tokens are gathered out, so the graph has data-dependent
+    shapes (`tf.where`): TensorFlow runs it; LiteRT's converter does not take
+    it with builtin operators only (docs/deployment.md).
+    """
+    height, width, channels = model.input_shape[1:]
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serve",
+        lambda images: gathered_forward(model, images)[0],
+        input_signature=[tf.TensorSpec((1, height, width, channels), tf.float32, name="images")],
+    )
     return archive
 
 

@@ -6,6 +6,10 @@
   clipping at 1.0.
 - `"sgd"` (fine-tuning, ViT paper appendix B.1.1): SGD with momentum 0.9, no
   weight decay, the same clipping, warmup and cosine decay (`FINE_TUNE_RECIPE`).
+- `layer_decay` (either recipe; full fine-tuning as BEiT, DeiT III and timm do
+  it): each variable's learning rate (and its weight decay, which AdamW scales
+  by the learning rate) times `layer_decay ** (L + 1 - depth)`, the embedding
+  at depth 0, block `i` at `i + 1`, the final norm and head at `L + 1`.
 
 Keras only: `import keras_vit` registers these optimisers (trained models are
 saved with them) on every backend. TensorFlow is imported only on its own
@@ -13,8 +17,10 @@ backend, where the replicas of a `tf.distribute` strategy exist.
 """
 
 import dataclasses
+import re
 
 import keras
+from keras import ops
 
 if keras.backend.backend() == "tensorflow":
     import tensorflow as tf
@@ -58,22 +64,113 @@ class _ClipAfterAllReduce:
         return summed
 
 
-@keras.saving.register_keras_serializable(package="keras_vit")
-class AdamW(_ClipAfterAllReduce, keras.optimizers.AdamW):
-    """Keras' AdamW, clipping correctly under several replicas."""
+# The layers a ViT's tokens pass before its first block: depth 0 for layer-wise decay.
+EMBEDDING_LAYERS = ("patch_embedding", "class_token", "distillation_token", "register_tokens",
+                    "position_embedding", "pre_norm")  # fmt: skip
+_BLOCK = re.compile(r"(?:^|/)block_(\d+)/")
+
+
+def layer_depth(path, num_layers):
+    """A variable's depth for layer-wise decay, from its path (`"block_3/mlp_dense_1/kernel"` -> 4).
+
+    0 for the embedding (`EMBEDDING_LAYERS`), `i + 1` for block `i`, `num_layers + 1` for
+    everything after the blocks (final norm, pooling, pre-logits, heads), as timm's
+    `param_groups_layer_decay` groups a ViT.
+    """
+    block = _BLOCK.search(path)
+    if block:
+        return int(block[1]) + 1
+    if any(part in EMBEDDING_LAYERS for part in path.split("/")):
+        return 0
+    return num_layers + 1
+
+
+class _LayerDecay:
+    """Per-variable learning-rate multipliers for layer-wise learning-rate decay.
+
+    Keras optimisers have one learning rate; timm gives each depth its own parameter group.
+    Here the multiplier of each variable is computed once, in `build`, from its path
+    (`layer_depth`), and applied where Keras uses the learning rate: `update_step` for the
+    step, and the decoupled weight decay, moved into `update_step` so that it sees the same
+    scaled rate (Keras' own `_apply_weight_decay` reads the optimiser's single rate).
+    Only `layer_decay` and `num_layers` are stored, so the optimiser's config stays small.
+    """
+
+    def __init__(self, *args, layer_decay=None, num_layers=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if layer_decay is not None:
+            if not 0 < layer_decay <= 1 or not isinstance(num_layers, int) or num_layers < 1:
+                raise ValueError(
+                    f"layer_decay={layer_decay!r} must be in (0, 1] (e.g. 0.75), with num_layers "
+                    f"(got {num_layers!r}) the model's number of blocks."
+                )
+            if keras.backend.backend() == "torch":  # Keras' torch optimisers never call update_step
+                raise ValueError("layer_decay needs the TensorFlow or JAX backend; Keras runs on torch here.")
+        self.layer_decay, self.num_layers = layer_decay, num_layers
+        self._lr_multipliers = None
+
+    def build(self, variables):
+        super().build(variables)
+        if self.layer_decay is not None:
+            top = self.num_layers + 1
+            self._lr_multipliers = [
+                float(self.layer_decay ** (top - layer_depth(v.path, self.num_layers))) for v in variables
+            ]
+
+    def learning_rate_multiplier(self, variable):
+        """The factor on `variable`'s learning rate (1 without layer decay)."""
+        if self._lr_multipliers is None:
+            return 1.0
+        return self._lr_multipliers[self._get_variable_index(variable)]
+
+    def _apply_weight_decay(self, variables):
+        if self.layer_decay is None:
+            super()._apply_weight_decay(variables)
+        # else: in update_step, with each variable's own learning rate
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self.layer_decay is not None:
+            learning_rate = ops.multiply(learning_rate, self.learning_rate_multiplier(variable))
+            if self.weight_decay is not None and self._use_weight_decay(variable):
+                decay = ops.cast(self.weight_decay, variable.dtype) * ops.cast(learning_rate, variable.dtype)
+                variable.assign(variable - variable * decay)
+        super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        return {**super().get_config(), "layer_decay": self.layer_decay, "num_layers": self.num_layers}
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
-class SGD(_ClipAfterAllReduce, keras.optimizers.SGD):
-    """Keras' SGD, clipping correctly under several replicas."""
+class AdamW(_LayerDecay, _ClipAfterAllReduce, keras.optimizers.AdamW):
+    """Keras' AdamW, clipping correctly under several replicas, with optional layer-wise decay."""
 
 
-def make_optimizer(recipe, *, learning_rate, total_steps, warmup_steps, weight_decay=0.05, clipnorm=1.0):
-    """Builds the recipe's optimiser with a warmup + cosine learning-rate schedule."""
+@keras.saving.register_keras_serializable(package="keras_vit")
+class SGD(_LayerDecay, _ClipAfterAllReduce, keras.optimizers.SGD):
+    """Keras' SGD, clipping correctly under several replicas, with optional layer-wise decay."""
+
+
+def make_optimizer(
+    recipe,
+    *,
+    learning_rate,
+    total_steps,
+    warmup_steps,
+    weight_decay=0.05,
+    clipnorm=1.0,
+    layer_decay=None,
+    num_layers=None,
+):
+    """Builds the recipe's optimiser with a warmup + cosine learning-rate schedule.
+
+    `layer_decay` (with the model's `num_layers`) scales each variable's learning rate by
+    `layer_decay ** (num_layers + 1 - depth)` (`layer_depth`); `None` for one rate.
+    """
     if recipe not in RECIPES:
         raise ValueError(f"Unknown recipe={recipe!r}; expected one of {RECIPES}.")
     if learning_rate <= 0:
         raise ValueError(f"learning_rate={learning_rate} must be positive.")
+    decay = dict(layer_decay=layer_decay, num_layers=num_layers)
     warmup_steps = min(warmup_steps, max(total_steps - 1, 0))
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0,
@@ -82,8 +179,8 @@ def make_optimizer(recipe, *, learning_rate, total_steps, warmup_steps, weight_d
         warmup_steps=warmup_steps,
     )
     if recipe == "sgd":
-        return SGD(schedule, momentum=0.9, global_clipnorm=clipnorm)
-    optimizer = AdamW(schedule, weight_decay=weight_decay, global_clipnorm=clipnorm)
+        return SGD(schedule, momentum=0.9, global_clipnorm=clipnorm, **decay)
+    optimizer = AdamW(schedule, weight_decay=weight_decay, global_clipnorm=clipnorm, **decay)
     optimizer.exclude_from_weight_decay(var_names=NO_WEIGHT_DECAY)
     return optimizer
 

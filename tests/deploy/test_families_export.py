@@ -1,0 +1,77 @@
+"""Every ViT family ships like the plain ViT: run folder round trip in safe mode, SavedModel, builtin-only LiteRT.
+
+One tiny model per family, every weight random (LayerScale's 1e-6 start would hide a missing
+block), through `run_folder.save` / `load_model` and `export_model` (float32 LiteRT only; the
+quantized files are the plain ViT's tests). The DINOv2-style model takes any image size: its
+SavedModel's `serving_default` too, its LiteRT file at the size in `keras_vit.json`.
+
+An export takes ~35 s here, so the default suite runs two models that carry every option between
+them (`COMBINED`); the six families as they are are marked `slow`.
+"""
+
+import numpy as np
+import pytest
+
+import keras_vit
+from keras_vit import run_folder
+from keras_vit.deploy import export, litert, saved_model
+from keras_vit.preprocessing import preprocessing_model
+
+LABELS = ["a", "b", "c"]
+FAMILIES = {  # name: (variant, image size, options), as each family's checkpoints build them
+    "deit3": ("tiny/8", 32, dict(layer_scale_init=1e-6, embed_prefix_tokens=False)),
+    "deit_distilled": ("tiny/8", 32, dict(distillation=True)),
+    "dinov2_registers": (
+        "tiny/14",
+        28,
+        dict(num_register_tokens=4, layer_scale_init=1e-5, embed_prefix_tokens=False, dynamic_image_size=True),
+    ),
+    "siglip": ("tiny/8", 32, dict(pooling="map", activation="gelu_tanh")),
+    "clip": ("tiny/8", 32, dict(pre_norm=True, patch_bias=False, activation="quick_gelu", layer_norm_epsilon=1e-5)),
+    "gap_fc_norm": ("tiny/8", 32, dict(pooling="gap", pooled_norm=True)),
+}
+COMBINED = {  # every option of FAMILIES in two models
+    "token_options": (
+        "tiny/8",
+        32,
+        {**FAMILIES["deit3"][2], **FAMILIES["deit_distilled"][2], **FAMILIES["clip"][2], "num_register_tokens": 2},
+    ),  # fmt: skip
+    "dynamic_map_options": (
+        "tiny/14",
+        28,
+        {**FAMILIES["dinov2_registers"][2], **FAMILIES["siglip"][2], "pooled_norm": True},
+    ),  # fmt: skip
+}
+CASES = [*COMBINED, *(pytest.param(name, marks=pytest.mark.slow) for name in sorted(FAMILIES))]
+
+
+@pytest.mark.parametrize("family", CASES)
+def test_each_family_round_trips_its_run_folder_and_exports_with_parity(family, tmp_path, randomize, raw_images):
+    variant, size, options = {**FAMILIES, **COMBINED}[family]
+    model = randomize(keras_vit.build_vit(variant, image_size=size, num_classes=len(LABELS), **options))
+    folder = run_folder.save(model, tmp_path / "run", labels=LABELS, scaling="imagenet")
+    loaded, metadata, _ = run_folder.load_model(folder)  # safe_mode=True
+    assert metadata["image_size"] == [size, size]
+    images = raw_images(4)
+    inputs = preprocessing_model(size, "imagenet")(images)
+    np.testing.assert_allclose(loaded(inputs), model(inputs), atol=1e-6)
+
+    report = export.export_model(folder, tmp_path / "export", test_images=images, quantizations=("float32",))
+    rows = {row["artifact"]: row for row in report["artifacts"]}
+    assert list(rows) == ["Keras", "SavedModel (serving_uint8)", "LiteRT float32"]
+    assert rows["SavedModel (serving_uint8)"]["max_abs_logit_diff"] < 1e-5
+    assert rows["LiteRT float32"]["max_abs_logit_diff"] < 1e-4 and rows["LiteRT float32"]["top1_agreement"] == 1
+    tflite = litert.LiteRTModel(tmp_path / "export" / "tflite" / "vit_float32.tflite")
+    assert tflite.image_size == (size, size)
+    assert not [op for op in tflite.op_names() if op.startswith("Flex") or op == "CUSTOM"]
+
+    serving = saved_model.load_signature(tmp_path / "export" / "saved_model" / "vit" / "1", "serving_default")
+    other = 2 * size if options.get("dynamic_image_size") else size  # any size, for a model that takes any
+    pixels = preprocessing_model(other, "imagenet")(images)
+    np.testing.assert_allclose(serving(np.asarray(pixels))["logits"], model(pixels), atol=1e-5)
+
+
+def test_a_quantization_list_out_of_order_is_refused(model_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"must be some of .* in that order, starting with 'float32'"):
+        export.export_model(model_dir, tmp_path / "out", quantizations=("int8", "float32"))
+    assert not (tmp_path / "out").exists()

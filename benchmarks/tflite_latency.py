@@ -63,7 +63,7 @@ def tensorflow_ms(pixels_model, image, repeats):
 
     from keras_vit.deploy import litert
 
-    forward = tf.function(lambda x: pixels_model(x, training=False))
+    forward = tf.function(lambda x: pixels_model(x, training=False)["logits"])
     return litert.latency_ms(lambda x: forward(x).numpy(), tf.constant(image), repeats)
 
 

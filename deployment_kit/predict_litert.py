@@ -9,7 +9,8 @@ The `.tflite` files written by `keras-vit export` take float32 pixels in 0..255
 at the model's image size and normalise them themselves; this script only
 decodes and resizes (bilinear with antialiasing, as the training pipeline does).
 It reads images as `keras_vit.deploy.predict.read_image` does; the two are tested on
-the same files.
+the same files. `predict_onnx.py` beside it is the same command for the `.onnx`
+file, on ONNX Runtime; it imports this file's image reading and command line.
 """
 
 import argparse
@@ -17,7 +18,6 @@ import os
 import sys
 
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter
 from PIL import Image
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
@@ -49,6 +49,8 @@ class Classifier:
     """`classifier(pixels) -> probabilities` for a batch `(B, H, W, 3)` of float32 pixels."""
 
     def __init__(self, model_path, num_threads=None):
+        from ai_edge_litert.interpreter import Interpreter  # here: predict_onnx.py imports this file without it
+
         self.interpreter = Interpreter(model_path=model_path, num_threads=num_threads)
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
@@ -99,22 +101,20 @@ def load_classifier(model_path, num_threads=None):
         raise UsageError(f"{model_path} is not a valid .tflite model ({error})") from None
 
 
-def read_labels(labels_path, model_path, num_classes):
-    """The label names, one per line, checked against the model's number of outputs."""
-    if labels_path is None:
-        folder = os.path.dirname(os.path.abspath(model_path))
-        found = [
-            p
-            for p in (os.path.join(folder, "labels.txt"), os.path.join(folder, "..", "labels.txt"))
-            if os.path.isfile(p)
-        ]
-        if not found:
-            raise UsageError("no labels.txt beside the model or one folder up; pass --labels")
-        labels_path = found[0]
-    if not os.path.isfile(labels_path):
-        raise UsageError(f"no such labels file: {labels_path}")
-    with open(labels_path) as f:
-        labels = f.read().splitlines()
+def read_labels(labels_path, model_path, num_classes, embedded=None):
+    """The label names, one per line, checked against the model's number of outputs.
+
+    Without `labels_path`: the model's own labels (`embedded`, which an `.onnx`
+    file carries), else `labels.txt` beside the model or one folder up.
+    """
+    if labels_path is None and embedded is not None:
+        labels, labels_path = list(embedded), f"the labels inside {model_path}"
+    else:
+        labels_path = labels_path or _find_labels(model_path)
+        if not os.path.isfile(labels_path):
+            raise UsageError(f"no such labels file: {labels_path}")
+        with open(labels_path) as f:
+            labels = f.read().splitlines()
     if len(labels) != num_classes:
         raise UsageError(
             f"{labels_path} has {len(labels)} labels but {model_path} has {num_classes} outputs; "
@@ -123,11 +123,22 @@ def read_labels(labels_path, model_path, num_classes):
     return labels
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description="Top-k labels of image files with a keras_vit .tflite model.")
+def _find_labels(model_path):
+    folder = os.path.dirname(os.path.abspath(model_path))
+    for path in (os.path.join(folder, "labels.txt"), os.path.join(folder, "..", "labels.txt")):
+        if os.path.isfile(path):
+            return path
+    raise UsageError("no labels.txt beside the model or one folder up; pass --labels")
+
+
+def main(argv=None, model_kind=".tflite", load=None):
+    """The command line; `predict_onnx.py` passes its own `model_kind` and `load` (`load_classifier`)."""
+    parser = argparse.ArgumentParser(description=f"Top-k labels of image files with a keras_vit {model_kind} model.")
     parser.add_argument("images", nargs="+", help="image files or folders of them")
-    parser.add_argument("--model", required=True, help="the .tflite file")
-    parser.add_argument("--labels", help="labels.txt (default: beside the model, or one folder up)")
+    parser.add_argument("--model", required=True, help=f"the {model_kind} file")
+    parser.add_argument(
+        "--labels", help="labels.txt (default: the model's own, or labels.txt beside it or one folder up)"
+    )
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
@@ -135,8 +146,8 @@ def main(argv=None):
         if args.top_k < 1:
             raise UsageError(f"--top-k={args.top_k} must be at least 1")
         files = image_files(args.images)
-        classifier = load_classifier(args.model, args.threads)
-        labels = read_labels(args.labels, args.model, classifier.num_classes)
+        classifier = (load or load_classifier)(args.model, args.threads)
+        labels = read_labels(args.labels, args.model, classifier.num_classes, getattr(classifier, "labels", None))
     except UsageError as error:  # before any output, so nothing is printed half-way
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2

@@ -17,7 +17,7 @@ if _sys.argv and _os.path.basename(_sys.argv[0]) == "keras-vit":
 
     quiet_tensorflow()
 
-from keras_vit import _compat, preprocessing, visualize  # noqa: F401  (module names users reach as attributes)
+from keras_vit import _compat, adaptive, preprocessing, visualize  # noqa: F401  (module names users reach as attributes)
 from keras_vit.checkpoints import (
     CheckpointError,
     build_from_checkpoint,
@@ -26,6 +26,7 @@ from keras_vit.checkpoints import (
     read_config,
     resample_position_embedding,
     save_npz,
+    save_timm,
     vit_b16,
     vit_b32,
     vit_h14,
@@ -62,7 +63,7 @@ __all__ = [
     "ClassTokenPooling", "RegisterTokens", "LayerScale", "AttentionPooling", "PatchAveragePooling", "PatchGrid",
     "TokenSlice",
     # checkpoints
-    "build_from_checkpoint", "load_weights", "save_npz", "read_config", "resample_position_embedding",
+    "build_from_checkpoint", "load_weights", "save_npz", "save_timm", "read_config", "resample_position_embedding",
     "CheckpointError",
     # views of a model
     "attention_model", "features_model", "TokenMerging", "apply_token_merging",

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import sys
 
@@ -70,6 +71,8 @@ def build_parser():
 def main(argv=None):
     quiet_tensorflow()
     args = build_parser().parse_args(argv)
+    if not args.debug:  # TFDS' and TensorFlow's absl warnings name nothing a user can act on
+        logging.getLogger("absl").setLevel(logging.ERROR)
     try:
         return args.run(args) or 0
     except USER_ERRORS as error:
@@ -107,10 +110,22 @@ def _add_train(subparsers):
 
 
 def _run_train(args):
-    from keras_vit.training.train import TrainConfig, train
+    from keras_vit import run_folder
+    from keras_vit.training.train import TrainConfig, output_folder, train
 
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
-    results = train(config)
+    config = dataclasses.replace(config, output=output_folder(config))
+    try:
+        results = train(config)
+    except KeyboardInterrupt:
+        if run_folder.read_settings(config.output) is None or run_folder.finished(config.output):
+            raise  # nothing started, or nothing left: the plain "interrupted"
+        print(
+            f"keras-vit train: interrupted; `keras-vit train --output {config.output} --resume` continues "
+            "from the last finished epoch",
+            file=sys.stderr,
+        )
+        return 130
     print(json.dumps(results, indent=2))
     print(
         f"Wrote {config.output}/: model.keras, keras_vit.json, results.json, history.csv, curves.png, "
@@ -123,8 +138,8 @@ def _run_train(args):
 def _add_evaluate(subparsers):
     parser = subparsers.add_parser("evaluate", help="print a trained model's metrics on a dataset")
     parser.add_argument("model", help="a run folder (or its model.keras)")
-    parser.add_argument("--dataset", default="digits")
-    parser.add_argument("--data-dir")
+    parser.add_argument("--dataset", help="as `keras-vit train --dataset` (default: the run's own)")
+    parser.add_argument("--data-dir", help="where TFDS keeps --dataset (default: the run's)")
     parser.add_argument("--split", default="test", choices=("train", "validation", "test"))
     parser.add_argument("--batch-size", type=int, default=64)
     parser.set_defaults(run=_run_evaluate)
@@ -134,7 +149,10 @@ def _run_evaluate(args):
     from keras_vit.training.train import evaluate
 
     metrics = evaluate(args.model, args.dataset, split=args.split, data_dir=args.data_dir, batch_size=args.batch_size)
-    print(json.dumps({k: round(float(v), 4) for k, v in metrics.items()}, indent=2))
+    print(f"keras-vit evaluate: the {metrics['split']} split of {metrics['dataset']}: {metrics['images']} images")
+    print(
+        json.dumps({k: round(float(v), 4) for k, v in metrics.items() if k in ("loss", "accuracy", "top5")}, indent=2)
+    )
     return 0
 
 
@@ -144,8 +162,8 @@ def _run_evaluate(args):
 def _add_export(subparsers):
     parser = subparsers.add_parser(
         "export",
-        help="export a trained model to SavedModel (TF Serving) and LiteRT, with a parity report",
-        description="Exports a trained model folder to SavedModel and LiteRT, and reports their parity.",
+        help="export a trained model to SavedModel (TF Serving), LiteRT and ONNX, with a parity report",
+        description="Exports a trained model folder to SavedModel, LiteRT and ONNX, and reports their parity.",
     )
     parser.add_argument("model_dir", help="folder with model.keras and keras_vit.json")
     parser.add_argument("--output", required=True, help="folder to create")
@@ -167,6 +185,13 @@ def _add_export(subparsers):
     parser.add_argument("--calibration-images", help=".npy of uint8 (N, H, W, 3) raw training images for int8")
     parser.add_argument("--name", default="vit", help="model name in TF Serving's layout (default: vit)")
     parser.add_argument("--version", type=int, default=1, help="integer model version (default: 1)")
+    parser.add_argument(
+        "--onnx",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write onnx/vit.onnx for ONNX Runtime (default: when tf2onnx, onnx and onnxruntime are installed; "
+        "--onnx requires them and a working conversion, --no-onnx leaves it out)",
+    )
     parser.set_defaults(run=_run_export)
 
 
@@ -191,6 +216,7 @@ def _run_export(args):
         overwrite=args.overwrite,
         name=args.name,
         version=args.version,
+        with_onnx=args.onnx,
     )
     return 0
 
@@ -218,21 +244,28 @@ def _add_predict(subparsers):
         description="Top-k labels with probabilities for image files (or folders of them).",
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
-    parser.add_argument("--model", required=True, help=".keras file or its folder, SavedModel folder, or .tflite file")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help=".keras file or its folder, SavedModel or export folder, .tflite or .onnx file",
+    )
     parser.add_argument("--top-k", type=int, default=5, help="labels per image (default: 5)")
     parser.add_argument(
         "--explain",
         metavar="DIR",
         help="also write attention maps of each image into DIR as PNG "
-        "(<name>_rollout.png, <name>_attention.png; .keras models only)",
+        "(<name>_rollout.png, <name>_attention.png, and <name>_halting.png, the blocks each patch ran, "
+        "for --adaptive-tokens models; .keras models only)",
     )
+    parser.add_argument("--json", action="store_true", help="one JSON object per image and line, for scripts")
     parser.set_defaults(run=_run_predict)
 
 
 def _run_predict(args):
     from keras_vit.deploy.predict import predict_files
 
-    return 1 if predict_files(args.images, args.model, top_k=args.top_k, explain=args.explain) else 0
+    failures = predict_files(args.images, args.model, top_k=args.top_k, explain=args.explain, as_json=args.json)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -106,6 +106,17 @@ class ViTConfig:
             linearly less (Huang et al. 2016). Defaults to `0.0`.
         layer_norm_epsilon: of every LayerNorm. Defaults to `1e-6`, as the
             original code.
+        adaptive_tokens: A-ViT halting (Yin et al. 2022, `keras_vit.adaptive`):
+            each token stops after a learned number of blocks; needs
+            `pooling="token"`. Defaults to `False`.
+        halting_gate_scale, halting_gate_center: a token's halting score
+            after each block is `sigmoid(scale * x[0] - center)` of its first
+            channel. Default to `10.0` and `30.0`, the authors' A-ViT-T run.
+        ponder_loss_weight: `alpha_p` of the ponder loss. Defaults to `5e-4`.
+        distribution_prior_weight: `alpha_d` of the KL to the target halting
+            distribution. Defaults to `1e-3`.
+        halting_target_depth: the block the target distribution centres on,
+            or `None` for 2/3 of the depth (the authors' 8 of 12). Defaults to `None`.
 
     The options of the ViT's descendants (all off by default: the plain ViT):
 
@@ -172,6 +183,12 @@ class ViTConfig:
     activation: str = "gelu"
     pooled_norm: bool = False
     dynamic_image_size: bool = False
+    adaptive_tokens: bool = False
+    halting_gate_scale: float = 10.0
+    halting_gate_center: float = 30.0
+    ponder_loss_weight: float = 5e-4
+    distribution_prior_weight: float = 1e-3
+    halting_target_depth: int = None
 
     def __post_init__(self):
         set_field = object.__setattr__.__get__(self)  # frozen: normalise through the back door, once
@@ -205,6 +222,7 @@ class ViTConfig:
         ):
             raise ValueError(f"layer_norm_epsilon={self.layer_norm_epsilon!r} must be a positive number.")
         self._check_family_options(set_field)
+        check_adaptive_fields(self)
 
     def _check_family_options(self, set_field):
         if self.class_token is None:
@@ -292,6 +310,28 @@ class ViTConfig:
 
 
 # --- argument checks, shared by the config and the layers ------------------------------
+
+
+def check_adaptive_fields(config):
+    """The A-ViT fields (`keras_vit.adaptive`): numbers where numbers belong, a class token to read."""
+    object.__setattr__(config, "adaptive_tokens", bool(config.adaptive_tokens))
+    for key in ("halting_gate_scale", "halting_gate_center", "ponder_loss_weight", "distribution_prior_weight"):
+        value = getattr(config, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise ValueError(f"{key}={value!r} must be a number.")
+        object.__setattr__(config, key, float(value))
+    for key in ("ponder_loss_weight", "distribution_prior_weight"):
+        if getattr(config, key) < 0:
+            raise ValueError(f"{key}={getattr(config, key)!r} must be >= 0 (0: no such loss).")
+    depth = config.halting_target_depth
+    if depth is not None and (
+        isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= config.num_layers
+    ):
+        raise ValueError(f"halting_target_depth={depth!r} must be None or a block count in [1, {config.num_layers}].")
+    if config.adaptive_tokens and config.pooling != "token":
+        raise ValueError(
+            f"adaptive_tokens=True reads the class token's output, but pooling={config.pooling!r}; use pooling='token'."
+        )
 
 
 def positive_int(value, name):

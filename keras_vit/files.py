@@ -68,11 +68,12 @@ def _remove_abandoned(parent, prefix):
     """Deletes staging folders left by a process that was killed (SIGKILL skips every `finally`)."""
     for name in os.listdir(parent):
         pid = name[len(prefix) :].split("-", 1)[0]
-        if name.startswith(prefix) and pid.isdigit() and not _alive(int(pid)):
+        if name.startswith(prefix) and pid.isdigit() and not alive(int(pid)):
             shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
 
 
-def _alive(pid):
+def alive(pid):
+    """Whether a process with this pid exists (a lock's or a staging folder's owner)."""
     try:
         os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:

@@ -76,14 +76,24 @@ def gelu_for_training(x):
     return x * cdf, grad
 
 
+def gelu(x):
+    """Exact GELU, `x * Phi(x)`, written with `erf` as `0.5 * x * (1 + erf(x / sqrt(2)))`.
+
+    TensorFlow's remapper fuses this pattern into the matmul (`_FusedMatMul`
+    with `GeluExact`), the same kernel as its own `erfc`-based `gelu`; and
+    ONNX has `Erf` but no `Erfc`, so `model.export(format="onnx")` then works.
+    """
+    return 0.5 * x * (1.0 + ops.erf(x * 0.7071067811865476))
+
+
 def activate(x, activation, training=None):
     """The MLP's activation by name (`keras_vit.config.ACTIVATIONS`).
 
-    Exact GELU trains with the cheaper gradient above and infers with Keras'
-    own, which TensorFlow fuses into the preceding matmul.
+    Exact GELU trains with the cheaper gradient above and infers with `gelu`,
+    which TensorFlow fuses into the preceding matmul.
     """
     if activation == "gelu":
-        return gelu_for_training(x) if training else keras.activations.gelu(x)
+        return gelu_for_training(x) if training else gelu(x)
     if activation == "gelu_tanh":
         return keras.activations.gelu(x, approximate=True)
     if activation == "quick_gelu":  # OpenAI CLIP's approximation, which its weights were trained with
@@ -576,6 +586,8 @@ class TransformerBlock(keras.layers.Layer):
         tokens: `(B, T, D)`.
         training: whether dropout and drop path are active.
         return_attention_scores: also return the `(B, heads, T, T)` weights.
+        attention_bias: optional logits bias broadcastable to
+            `(B, heads, T, T)` (adaptive tokens mask halted keys with it).
 
     Returns:
         `(B, T, D)` (and the attention weights when asked).
@@ -643,8 +655,10 @@ class TransformerBlock(keras.layers.Layer):
         self.mlp_dense_1.build(flat)
         self.mlp_dense_2.build((None, self.mlp_dim))
 
-    def call(self, tokens, training=None, return_attention_scores=False):
-        x, *scores = self.attend(tokens, training=training, return_attention_scores=return_attention_scores)
+    def call(self, tokens, training=None, return_attention_scores=False, attention_bias=None):
+        x, *scores = self.attend(
+            tokens, training=training, attention_bias=attention_bias, return_attention_scores=return_attention_scores
+        )
         x = self.feed_forward(x, training=training)
         return (x, *scores) if return_attention_scores else x
 
@@ -669,7 +683,7 @@ class TransformerBlock(keras.layers.Layer):
         """The second half of the block, `x + DropPath(Dropout(MLP(LN(x))))`."""
         return self.residual(tokens, self.mlp(tokens, training), training, self.layer_scale_2)
 
-    def compute_output_spec(self, tokens, training=None, return_attention_scores=False):
+    def compute_output_spec(self, tokens, training=None, return_attention_scores=False, attention_bias=None):
         # Symbolic calls see the flag here (`compute_output_shape` does not): tokens, then weights.
         out = keras.KerasTensor(tokens.shape, dtype=self.compute_dtype)
         if not return_attention_scores:

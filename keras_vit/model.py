@@ -23,6 +23,7 @@ import dataclasses
 
 import keras
 
+from keras_vit import halting
 from keras_vit.config import ViTConfig
 from keras_vit.layers import (
     AddPositionEmbedding,
@@ -209,6 +210,7 @@ def model_config(model):
         activation=getattr(first, "activation", "gelu"),
         pooled_norm=layers.pooled_norm,
         dynamic_image_size=dynamic,
+        **halting.config_fields(model),
     )
 
 
@@ -283,7 +285,8 @@ def build_model(config, name=None):
         raise TypeError(f"config={config!r} must be a keras_vit.ViTConfig.")
     size = (None, None) if config.dynamic_image_size else config.image_size
     images = keras.Input(shape=(*size, config.num_channels), name="images")
-    return keras.Model(images, forward(ViTLayers.create(config), images), name=name or default_name(config))
+    hook = halting.HaltingHook(config) if config.adaptive_tokens else call_block
+    return keras.Model(images, forward(ViTLayers.create(config), images, hook), name=name or default_name(config))
 
 
 def default_name(config):

@@ -3,6 +3,7 @@
     runs/digits/
         model.keras            the trained model (loads with `safe_mode=True` after `import keras_vit`)
         keras_vit.json         what its input expects: image size, scaling, labels; and its `ViTConfig`
+        .lock                  the pid of the process writing the run, while it runs: a second writer is refused
         train_config.json      the settings asked for, written when the run starts: `--resume` continues
                                with them, and it marks the folder as a run (`--overwrite` deletes only runs)
         results.json           test metrics, written last: a run with it has finished
@@ -15,8 +16,10 @@
 Every file is written whole or not at all (`keras_vit.files`).
 """
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import zipfile
 
@@ -34,6 +37,7 @@ HISTORY_CSV, HISTORY_JSON = "history.csv", "history.json"
 CURVES, CONFUSION_MATRIX = "curves.png", "confusion_matrix.png"
 BEST = os.path.join("checkpoints", "best.keras")
 BACKUP, LOGS, EXPORT = "backup", "logs", "export"
+LOCK = ".lock"
 
 METADATA_FILE = METADATA  # the name 0.1.0 exported
 
@@ -161,14 +165,30 @@ def is_run(folder):
     return any(os.path.exists(os.path.join(folder, name)) for name in (SETTINGS, METADATA))
 
 
+def default_output(dataset, model=None):
+    """`runs/<dataset>`, or `runs/<dataset>-<model>` for another model than the default.
+
+    Named after the dataset so that a run on one dataset never lands in (or, with `--overwrite`,
+    deletes) another dataset's folder: `runs/digits`, `runs/photos-S16`, `runs/cifar10-B16`.
+    """
+    name = os.path.basename(os.path.normpath(os.path.expanduser(str(dataset))))  # a TFDS name, or a folder's
+    if model:  # a variant or registry name ("S/16:augreg") without its tag, or a file's name
+        model = str(model).split(":")[0]
+        stem = os.path.splitext(os.path.basename(model))[0] if os.path.splitext(model)[1] else model
+        name += "-" + (os.path.basename(os.path.dirname(model)) if stem == "model" else stem).replace("/", "")
+    return os.path.join("runs", re.sub(r"[^A-Za-z0-9._-]+", "", name) or "run")
+
+
 def check_output(output, overwrite, resume):
     """Refuses to clobber a folder unless asked, or to resume what is not an unfinished run."""
+    _check_parent(output)
     if not os.path.exists(output):
         if resume:
             raise FileNotFoundError(f"--resume: there is no run in {output} to continue.")
         return
     if not os.path.isdir(output):
         raise NotADirectoryError(f"--output {output} is a file; choose a folder.")
+    check_not_in_use(output)
     if resume:
         if not os.path.exists(os.path.join(output, SETTINGS)):
             raise FileNotFoundError(f"--resume: {output} holds no unfinished keras-vit run (no {SETTINGS}).")
@@ -183,13 +203,80 @@ def check_output(output, overwrite, resume):
         )
 
 
+def _check_parent(output):
+    """A path through a file is no folder to make: say which part is the file, not an errno."""
+    parent = os.path.dirname(os.path.abspath(output))
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise NotADirectoryError(f"--output {output}: {parent} is a file, not a folder; choose another --output.")
+
+
 def start(output, settings, *, overwrite=False):
-    """Makes the run folder (deleting a previous run's with `overwrite`) and stores `settings`."""
+    """Makes the run folder (deleting a previous run's with `overwrite`), locks it and stores `settings`.
+
+    The lock is this process's until `unlock(output)`: see `lock`.
+    """
     check_output(output, overwrite, resume=False)
     if os.path.exists(output):
         shutil.rmtree(output)
     os.makedirs(output)
+    lock(output)
     files.write_json(os.path.join(output, SETTINGS), settings)
+
+
+# --- one writer at a time: the lock file ---------------------------------------------
+# A file holding the writer's pid, made with O_EXCL (atomic: of two processes, one makes it).
+# fcntl locks would vanish with the process too, but not on every file system a run folder may
+# be on (NFS), and a pid in a file also says who holds the folder.
+
+
+def _lock_owner(output):
+    """The pid of the live process holding `output`'s lock, or `None` (no lock, or a stale one)."""
+    try:
+        with open(os.path.join(output, LOCK)) as f:
+            pid = int(f.read().strip() or 0)
+    except (OSError, ValueError):  # no lock, no folder, or a path through a file
+        return None
+    return pid if pid > 0 and files.alive(pid) else None
+
+
+def check_not_in_use(output):
+    """Raises a `FileExistsError` naming the process while another live process writes the run."""
+    owner = _lock_owner(output)
+    if owner is not None and owner != os.getpid():
+        raise FileExistsError(
+            f"{output} is in use by another keras-vit process (pid {owner}), still writing its run; "
+            "wait for it to end or stop it, or choose another --output."
+        )
+
+
+def lock(output):
+    """Marks `output` as written by this process; refuses while another live process holds it.
+
+    A lock left by a process that is gone (killed, power cut) is stale and taken over.
+    """
+    path = os.path.join(output, LOCK)
+    for _ in range(2):
+        check_not_in_use(output)
+        with contextlib.suppress(FileNotFoundError):
+            if _lock_owner(output) is None:
+                os.remove(path)  # stale, or our own
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:  # another process took it between the check and here: check again
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return
+    raise FileExistsError(f"{output}: could not take its lock file {path}; another process keeps making it.")
+
+
+def unlock(output):
+    """Removes `output`'s lock if this process holds it (and nothing else)."""
+    if _lock_owner(output) == os.getpid():
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(output, LOCK))
 
 
 def read_settings(output):
@@ -204,6 +291,15 @@ def read_settings(output):
 def fit_finished(output):
     """Whether the run was killed after `fit` (model saved, backup gone) but before its results."""
     return os.path.exists(os.path.join(output, MODEL)) and not os.path.exists(os.path.join(output, BACKUP))
+
+
+def epochs_done(output):
+    """How many epochs Keras' `BackupAndRestore` state in `backup/` has (0 for none): where `--resume` goes on."""
+    for folder in (os.path.join(output, BACKUP), os.path.join(output, BACKUP, "worker_0")):
+        with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+            with open(os.path.join(folder, "training_metadata.json")) as f:
+                return int(json.load(f)["epoch"])
+    return 0
 
 
 def finished(output):

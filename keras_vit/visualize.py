@@ -101,20 +101,23 @@ def last_block_maps(attention, grid, num_prefix_tokens=1, class_token=True):
 # --- pictures -----------------------------------------------------------------
 
 
-def upsample(heat, size):
-    """A `(R, C)` map -> `(H, W)` float, bilinear, rescaled to [0, 1] (a flat map becomes zeros)."""
+def upsample(heat, size, limits=None):
+    """A `(R, C)` map -> `(H, W)` float, bilinear, rescaled to [0, 1] (a flat map becomes zeros).
+
+    `limits`: `(low, high)` mapped to 0 and 1 instead of the map's own range.
+    """
     heat = np.asarray(heat, dtype=np.float32)
     resized = np.asarray(Image.fromarray(heat).resize(size[::-1], Image.Resampling.BILINEAR))
-    low, high = resized.min(), resized.max()
+    low, high = limits if limits is not None else (resized.min(), resized.max())
     return (resized - low) / (high - low) if high > low else np.zeros_like(resized)
 
 
-def overlay(image, heat, alpha=0.5, cmap="jet"):
+def overlay(image, heat, alpha=0.5, cmap="jet", limits=None):
     """The image `(H, W, 3)` (uint8, or grey `(H, W)`) with `heat` coloured over it: uint8 `(H, W, 3)`."""
     image = np.asarray(image)
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=-1)
-    colours = matplotlib.colormaps[cmap](upsample(heat, image.shape[:2]))[..., :3] * 255
+    colours = matplotlib.colormaps[cmap](np.clip(upsample(heat, image.shape[:2], limits), 0, 1))[..., :3] * 255
     blended = (1 - alpha) * image.astype(np.float32) + alpha * colours
     return np.clip(np.round(blended), 0, 255).astype(np.uint8)
 
@@ -125,12 +128,12 @@ def display_size(shape, min_side=224):
     return shape[0] * factor, shape[1] * factor
 
 
-def save_overlay(path, image, heat, size=None, alpha=0.5):
+def save_overlay(path, image, heat, size=None, alpha=0.5, limits=None):
     """Writes `overlay(image, heat)` as a PNG of `size` `(H, W)` (defaults to the image's own)."""
     image = np.asarray(image)
     if size is not None and tuple(size) != image.shape[:2]:
         image = np.asarray(Image.fromarray(image).resize(tuple(size)[::-1], Image.Resampling.NEAREST))
-    Image.fromarray(overlay(image, heat, alpha)).save(path)
+    Image.fromarray(overlay(image, heat, alpha, limits=limits)).save(path)
     return path
 
 

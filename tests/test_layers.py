@@ -18,6 +18,7 @@ from keras_vit.layers import (
     RegisterTokens,
     SelfAttention,
     TransformerBlock,
+    gelu,
     gelu_for_training,
 )
 from keras_vit.pooling import AttentionPooling, PatchAveragePooling, PatchGrid, TokenSlice
@@ -359,6 +360,37 @@ def test_gelu_for_training_is_exact_gelu_with_its_gradient(values_and_gradients)
     want = values_and_gradients(lambda t: keras.activations.gelu(t, approximate=False), [x], upstream)
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_inference_gelu_is_keras_exact_gelu(to_numpy):
+    x = np.concatenate([np.linspace(-12, 12, 241), _random((500,))]).astype("float32")
+    np.testing.assert_allclose(to_numpy(gelu(x)), to_numpy(keras.activations.gelu(x)), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.tensorflow
+def test_tensorflow_fuses_the_inference_gelu_into_the_matmul_as_its_own():
+    """Written with `erf` (for ONNX), GELU must still become the matmul's fused activation on TensorFlow."""
+    import tensorflow as tf
+
+    def executed_ops(activation):
+        graph = tf.Graph()
+        with graph.as_default():
+            x, w, b = (tf.compat.v1.placeholder(tf.float32, shape) for shape in ((None, 8), (8, 16), (16,)))
+            y = activation(tf.nn.bias_add(tf.matmul(x, w), b))
+            with tf.compat.v1.Session(graph=graph) as session:
+                metadata = tf.compat.v1.RunMetadata()
+                feed = {x: _random((4, 8)), w: _random((8, 16), 1), b: _random((16,), 2)}
+                options = tf.compat.v1.RunOptions(output_partition_graphs=True)
+                session.run(y, feed, options=options, run_metadata=metadata)
+        nodes = [node for graph in metadata.partition_graphs for node in graph.node]
+        return sorted(
+            (node.op, tuple(node.attr["fused_ops"].list.s)) for node in nodes if not node.op.startswith("_Arg")
+        )
+
+    own = executed_ops(lambda y: tf.nn.gelu(y, approximate=False))
+    if not any(b"GeluExact" in fused for _, fused in own):
+        pytest.skip("TensorFlow does not fuse its own GELU into the matmul on this machine")
+    assert executed_ops(gelu) == own
 
 
 def test_block_computes_the_same_function_in_training_and_inference(to_numpy):

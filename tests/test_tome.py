@@ -92,7 +92,7 @@ def test_tflite_round_trip_with_builtin_ops_only(model, images, tmp_path):
     # `convert` allows TFLITE_BUILTINS only: a TensorFlow (Flex) op would fail right here.
     path = litert.convert(litert.pixels_model(fast, metadata), str(tmp_path / "tome.tflite"), "float32")
     runtime = litert.LiteRTModel(path)
-    expected = litert.pixels_model(fast, metadata)(pixels)
+    expected = litert.pixels_model(fast, metadata)(pixels)["logits"]
     np.testing.assert_allclose(runtime(pixels), expected, rtol=1e-4, atol=1e-4)
 
 

@@ -13,6 +13,9 @@ from keras_vit.checkpoints.resample import resample_position_embedding, square_g
 from keras_vit.config import to_pair
 
 POSEMB, CLS = "Transformer/posembed_input/pos_embedding", "cls"
+DIST, REGISTERS = "dist", "reg"  # DeiT's distillation token, DINOv2's registers: (1, 1, D), (1, R, D)
+PRE_NORM = "Transformer/pre_norm/scale"  # CLIP's LayerNorm before the blocks
+PREFIX_TOKENS = (CLS, DIST, REGISTERS)  # in the order the model prepends them
 HEAD, PRE_LOGITS, EMBEDDING = ("head/kernel", "head/bias"), ("pre_logits/kernel", "pre_logits/bias"), "embedding/kernel"
 
 
@@ -25,34 +28,66 @@ def adapt(targets, source, notes, grid, reset_head, drop_representation, **resiz
     return adapt_position_embedding(targets, source, notes, grid, **resize)
 
 
-def adapt_class_slot(targets, source, notes, source_grid):
-    """timm's position embedding -> the original layout's, which has a class slot whenever a class token exists.
+def prefix_count(arrays):
+    """Prefix tokens (class, distillation, registers) that a dict of arrays or variables holds."""
+    registers = arrays[REGISTERS].shape[1] if REGISTERS in arrays else 0
+    return int(CLS in arrays) + int(DIST in arrays) + registers
 
-    timm stores a slot for the class token unless the model had `no_embed_class`,
-    and its state dict does not say which. Token counts do: `source_grid`'s when
-    given, else the model's (the same grid, with or without the slot). Only for a
-    checkpoint at another, unnamed grid does the shape decide, and then a missing
-    slot is reported, since a square length is the only hint.
+
+def adapt_prefix_slots(targets, source, notes, source_grid, grid, insert=True):
+    """Position-embedding slots for the prefix tokens, as the model has them.
+
+    The original layout has a slot per prefix token (class, distillation, registers) unless the
+    model was built with `embed_prefix_tokens=False` (timm's `no_embed_class`). A file with slots
+    loaded into a model without them folds each slot into its token (the same sums). A file
+    without them (timm stores no_embed_class models so, and its state dict does not say which)
+    loaded into a model with slots gets zero slots (`insert`, for timm files); whether it has
+    them is told by token counts: `source_grid`'s when given, else the model's (the same grid,
+    with or without the slots). Only for a checkpoint at another, unnamed grid does the shape
+    decide, and then the reading is said, since a square length is the only hint.
     """
-    if CLS not in source or POSEMB not in source:
+    count = prefix_count(source)
+    if not count or POSEMB not in source or POSEMB not in targets or prefix_count(targets) != count:
         return
     embedding = source[POSEMB]
-    length, model_length = embedding.shape[1], targets[POSEMB].shape[1] if CLS in targets else None
+    length, model_length = embedding.shape[1], targets[POSEMB].shape[1]
+    patches = grid[0] * grid[1]
+    if model_length == patches:  # the model adds no embedding to its prefix tokens
+        if length == patches + count:
+            for key, start, stop in _slots(source):
+                source[key] = source[key] + embedding[:, start:stop]
+            source[POSEMB] = embedding[:, count:]
+            notes.append(f"folded the position embedding's {count} prefix slot(s) into the tokens")
+        return
+    if not insert:
+        return
     if source_grid is not None:
         rows, cols = to_pair(source_grid, "source_grid")
-        has_slot = length != rows * cols  # a length fitting neither is reported by the resize
-    elif model_length is not None and length in (model_length, model_length - 1):
-        has_slot = length == model_length
+        has_slots = length != rows * cols  # a length fitting neither is reported by the resize
+    elif length in (model_length, model_length - count):
+        has_slots = length == model_length
     else:
-        has_slot = _is_square(length - 1) or not _is_square(length)  # timm's default is the slot
-        if not has_slot:
+        has_slots = _is_square(length - count) or not _is_square(length)  # timm's default is the slots
+        if not has_slots:
             notes.append(
-                f"read the position embedding's {length} tokens as a square grid without a class slot "
-                "(timm's no_embed_class); pass source_grid=(rows, cols) if the grid is another"
+                f"read the position embedding's {length} tokens as a square grid without "
+                f"{'a class slot' if count == 1 else f'{count} prefix slots'} (timm's no_embed_class); "
+                "pass source_grid=(rows, cols) if the grid is another"
             )
-    if not has_slot:
-        # A zero slot for the class token gives the same sums: timm adds no embedding to it.
-        source[POSEMB] = np.concatenate([np.zeros_like(embedding[:, :1]), embedding], axis=1)
+    if not has_slots:
+        # Zero slots for the prefix tokens give the same sums: timm adds no embedding to them.
+        zeros = np.zeros_like(embedding[:, :1]).repeat(count, axis=1)
+        source[POSEMB] = np.concatenate([zeros, embedding], axis=1)
+
+
+def _slots(arrays):
+    """`(key, start, stop)` of each prefix token's slots, in the model's token order."""
+    start = 0
+    for key in PREFIX_TOKENS:
+        if key in arrays:
+            stop = start + arrays[key].shape[1]
+            yield key, start, stop
+            start = stop
 
 
 def _is_square(n):
@@ -109,9 +144,14 @@ def adapt_position_embedding(targets, source, notes, grid, *, interpolation, ant
     if POSEMB not in source or POSEMB not in targets:
         return []
     embedding, shape = source[POSEMB], tuple(targets[POSEMB].shape)
-    prefix = int(CLS in source)
-    if embedding.ndim != 3 or embedding.shape[2] != shape[2] or prefix != int(CLS in targets):
-        return []  # another width or pooling: reported by the shape check
+    prefix = shape[1] - grid[0] * grid[1]  # the model's prefix slots: 0 with embed_prefix_tokens=False
+    if (
+        embedding.ndim != 3
+        or embedding.shape[2] != shape[2]
+        or prefix_count(source) != prefix_count(targets)
+        or prefix not in (0, prefix_count(targets))
+    ):
+        return []  # another width, pooling or prefix: reported by the shape check
     if source_grid is None and embedding.shape[1] == shape[1]:
         return []  # same number of tokens: the same grid (pass source_grid if it is not)
     try:

@@ -11,11 +11,16 @@ layouts need arithmetic:
 - big_vision: a `params/` prefix, other module indices, optionally a scanned
   (stacked) encoder, and a position embedding added *before* the class token
   is prepended, so it has no class slot.
-- timm and Hugging Face (PyTorch): `(out, in)` Linear weights, `(D, C, p, p)`
-  convolutions, timm's fused `qkv`. timm's position embedding is left as
-  stored: with `no_embed_class` it has no class slot, and nothing in the state
-  dict says so, so the slot is added once the model's token count is known
-  (`checkpoint_adapt.adapt_class_slot`).
+- big_vision two-tower models (SigLIP): the image tower under `params/img/`, with its
+  MAP head named as the canonical layout names it (`MAPHead_0/...`).
+- timm and Hugging Face (PyTorch, in `torch_layouts.py`): `(out, in)` Linear
+  weights, `(D, C, p, p)` convolutions, fused `qkv` / `kv` / `in_proj`
+  projections, and the families' extra tensors (LayerScale, registers,
+  distillation token and head, CLIP's pre-norm, SigLIP's MAP head), one table
+  per library. timm's position
+  embedding is left as stored: with `no_embed_class` it has no prefix slots,
+  and nothing in the state dict says so; `pretrained.describe` and
+  `adapt.adapt_prefix_slots` tell from token counts.
 
 Legend: `D` hidden_dim, `H` heads, `d` head_dim, `C` channels, `p` patch.
 """
@@ -29,12 +34,12 @@ import numpy as np
 from safetensors.numpy import load_file
 
 from keras_vit.checkpoints.keys import model_variables
+from keras_vit.checkpoints.torch_layouts import HUGGING_FACE_KEYS, ORIGINAL_BLOCK, TIMM_KEYS, from_torch
 
 ORIGINAL, BIG_VISION, TIMM, HUGGING_FACE = "original", "big_vision", "timm", "hugging_face"
 KERAS = "keras"  # a `.keras` model saved by keras_vit (a previous run's model.keras)
 FORMATS = (ORIGINAL, BIG_VISION, TIMM, HUGGING_FACE, KERAS)
 
-_ORIGINAL_BLOCK = "Transformer/encoderblock_{}/"
 # The module names that differ between the original code and big_vision.
 _BIG_VISION_RENAMES = {
     "MultiHeadDotProductAttention_1/": "MultiHeadDotProductAttention_0/",
@@ -83,7 +88,7 @@ def _is_keras_archive(path):
 
 
 def read_keras(path):
-    """The weights of a `.keras` keras_vit model, in the original layout (the keys `save_npz` writes)."""
+    """`(weights in the original layout, the model)` of a `.keras` keras_vit model (the keys `save_npz` writes)."""
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as e:  # Keras raises many types for a file it cannot rebuild
@@ -91,7 +96,7 @@ def read_keras(path):
             f"{path} is a .keras file that Keras cannot load ({type(e).__name__}: {e}). Only models "
             "saved by keras_vit (such as a run's model.keras) can be read as checkpoints."
         ) from e
-    return {key: np.asarray(variable.numpy(), "float32") for key, variable in model_variables(model).items()}
+    return {key: np.asarray(variable.numpy(), "float32") for key, variable in model_variables(model).items()}, model
 
 
 def read_npz(path):
@@ -143,11 +148,14 @@ def detect_layout(arrays):
         return ORIGINAL
     if "patch_embed.proj.weight" in keys:
         return TIMM
-    if any(k.endswith("embeddings.patch_embeddings.projection.weight") for k in keys):
+    if any(
+        k.endswith(("embeddings.patch_embeddings.projection.weight", "embeddings.patch_embedding.weight")) for k in keys
+    ):
         return HUGGING_FACE
     raise CheckpointError(
         f"Unrecognised checkpoint layout (first keys {sorted(keys)[:5]}); expected the original ViT "
-        ".npz, big_vision .npz, or a timm / Hugging Face ViT state dict."
+        ".npz, big_vision .npz (ViT or SigLIP), or a timm / Hugging Face state dict of a ViT, DeiT, "
+        "DINOv2, SigLIP or CLIP image model."
     )
 
 
@@ -163,7 +171,7 @@ def to_canonical(arrays, layout, num_heads):
         return {re.sub(r"^opt/target/", "", k): v for k, v in arrays.items()}
     if layout == BIG_VISION:
         return from_big_vision(arrays)
-    return _from_torch(arrays, TIMM_KEYS if layout == TIMM else HUGGING_FACE_KEYS, num_heads)
+    return from_torch(arrays, TIMM_KEYS if layout == TIMM else HUGGING_FACE_KEYS, num_heads)
 
 
 # --- big_vision --------------------------------------------------------------------
@@ -171,6 +179,10 @@ def to_canonical(arrays, layout, num_heads):
 
 def from_big_vision(arrays):
     params = {re.sub(r"^(params/|opt/target/)", "", k): v for k, v in arrays.items()}
+    if any(key.startswith("img/") for key in params):
+        # A two-tower model (SigLIP, LiT): its image tower, without the text tower and the
+        # temperature and bias (`t`, `b`) of the contrastive loss.
+        params = {key[len("img/") :]: value for key, value in params.items() if key.startswith("img/")}
     params = _unscan(params)
     out = {}
     for key, value in params.items():
@@ -194,7 +206,7 @@ def _unscan(params):
         if key.startswith("Transformer/encoderblock/"):
             rest = key[len("Transformer/encoderblock/") :]
             for i, block in enumerate(value):
-                out[_ORIGINAL_BLOCK.format(i) + rest] = block
+                out[ORIGINAL_BLOCK.format(i) + rest] = block
         else:
             out[key] = value
     return out
@@ -215,102 +227,3 @@ def to_big_vision(canonical):
         posemb = posemb[:, 1:]
     out["pos_embedding"] = posemb
     return {f"params/{k}": v for k, v in out.items()}
-
-
-# --- PyTorch layouts (timm, Hugging Face) ------------------------------------------
-
-# (regex on the PyTorch key, canonical key template, transform). A block pattern's first group is
-# the block index; `{kind}` becomes kernel/bias, `{norm}` scale/bias, `{qkv}` query/key/value.
-_TIMM_BLOCK = r"blocks\.(\d+)\."
-TIMM_KEYS = [
-    (r"patch_embed\.proj\.weight", "embedding/kernel", "conv"),
-    (r"patch_embed\.proj\.bias", "embedding/bias", "copy"),
-    (r"cls_token", "cls", "copy"),
-    (r"pos_embed", "Transformer/posembed_input/pos_embedding", "copy"),  # class slot: see the docstring
-    (_TIMM_BLOCK + r"norm1\.(weight|bias)", "LayerNorm_0/{norm}", "copy"),
-    (_TIMM_BLOCK + r"attn\.(q|k|v)\.(weight|bias)", "MultiHeadDotProductAttention_1/{qkv}/{kind}", "heads_in"),
-    (_TIMM_BLOCK + r"attn\.proj\.(weight|bias)", "MultiHeadDotProductAttention_1/out/{kind}", "heads_out"),
-    (_TIMM_BLOCK + r"norm2\.(weight|bias)", "LayerNorm_2/{norm}", "copy"),
-    (_TIMM_BLOCK + r"mlp\.fc1\.(weight|bias)", "MlpBlock_3/Dense_0/{kind}", "linear"),
-    (_TIMM_BLOCK + r"mlp\.fc2\.(weight|bias)", "MlpBlock_3/Dense_1/{kind}", "linear"),
-    (r"norm\.(weight|bias)", "Transformer/encoder_norm/{norm}", "copy"),
-    (r"pre_logits\.fc\.(weight|bias)", "pre_logits/{kind}", "linear"),  # older timm's representation layer
-    (r"head\.(weight|bias)", "head/{kind}", "linear"),
-]
-_HF_LAYER = r"(?:vit\.)?(?:encoder\.layer|layers)\.(\d+)\."
-HUGGING_FACE_KEYS = [
-    (r"(?:vit\.)?embeddings\.patch_embeddings\.projection\.weight", "embedding/kernel", "conv"),
-    (r"(?:vit\.)?embeddings\.patch_embeddings\.projection\.bias", "embedding/bias", "copy"),
-    (r"(?:vit\.)?embeddings\.cls_token", "cls", "copy"),
-    (r"(?:vit\.)?embeddings\.position_embeddings", "Transformer/posembed_input/pos_embedding", "copy"),
-    (_HF_LAYER + r"layernorm_before\.(weight|bias)", "LayerNorm_0/{norm}", "copy"),
-    # Files on the Hub (and save_pretrained) use the first names; transformers 5 in memory the second.
-    (
-        _HF_LAYER + r"attention\.(?:attention\.)?(query|key|value|q|k|v)(?:_proj)?\.(weight|bias)",
-        "MultiHeadDotProductAttention_1/{qkv}/{kind}",
-        "heads_in",
-    ),
-    (
-        _HF_LAYER + r"attention\.(?:output\.dense|o_proj)\.(weight|bias)",
-        "MultiHeadDotProductAttention_1/out/{kind}",
-        "heads_out",
-    ),
-    (_HF_LAYER + r"layernorm_after\.(weight|bias)", "LayerNorm_2/{norm}", "copy"),
-    (_HF_LAYER + r"(?:intermediate\.dense|mlp\.fc1)\.(weight|bias)", "MlpBlock_3/Dense_0/{kind}", "linear"),
-    (_HF_LAYER + r"(?:output\.dense|mlp\.fc2)\.(weight|bias)", "MlpBlock_3/Dense_1/{kind}", "linear"),
-    (r"(?:vit\.)?layernorm\.(weight|bias)", "Transformer/encoder_norm/{norm}", "copy"),
-    (r"(?:vit\.)?pooler\.dense\.(weight|bias)", "pre_logits/{kind}", "linear"),
-    (r"classifier\.(weight|bias)", "head/{kind}", "linear"),
-]
-_QKV = {"q": "query", "k": "key", "v": "value", "query": "query", "key": "key", "value": "value"}
-
-
-def _split_fused_qkv(state):
-    """timm's `attn.qkv` `(3D, D)` -> separate `attn.q`, `attn.k`, `attn.v`."""
-    out = {}
-    for key, value in state.items():
-        match = re.fullmatch(r"(blocks\.\d+\.attn\.)qkv\.(weight|bias)", key)
-        if match:
-            for name, part in zip("qkv", np.split(value, 3, axis=0)):
-                out[f"{match[1]}{name}.{match[2]}"] = part
-        else:
-            out[key] = value
-    return out
-
-
-def _from_torch(state, table, num_heads):
-    state = _split_fused_qkv(state)
-    out = {}
-    for key, value in state.items():
-        for pattern, template, transform in table:
-            match = re.fullmatch(pattern, key)
-            if match:
-                name, value = _convert(match, template, transform, value, num_heads)
-                out[name] = value
-                break
-        else:
-            out[key] = value  # no place in a plain ViT: reported as unexpected when loading
-    return out
-
-
-def _convert(match, template, transform, value, num_heads):
-    groups = match.groups()
-    kind = "kernel" if groups and groups[-1] == "weight" else "bias"
-    norm = "scale" if kind == "kernel" else "bias"
-    qkv = _QKV.get(groups[1]) if len(groups) > 2 else None
-    name = template.format(kind=kind, norm=norm, qkv=qkv)
-    if groups and groups[0] is not None and groups[0].isdigit():
-        name = _ORIGINAL_BLOCK.format(groups[0]) + name
-    value = np.asarray(value)
-    split_axis = -1 if transform == "heads_out" else 0  # the (out, in) axis that holds H*d
-    if transform.startswith("heads") and value.shape[split_axis] % num_heads:
-        transform = "linear"  # cannot split into heads: keep it flat, loading reports its shape
-    if transform == "conv":
-        value = value.transpose(2, 3, 1, 0)  # (D, C, p, p) -> (p, p, C, D)
-    elif kind == "kernel" and transform in ("linear", "heads_in", "heads_out"):
-        value = value.T  # (out, in) -> (in, out)
-    if transform == "heads_in":  # (D, H*d) -> (D, H, d); bias (H*d,) -> (H, d)
-        value = value.reshape(*value.shape[:-1], num_heads, -1)
-    elif transform == "heads_out" and kind == "kernel":  # (H*d, D) -> (H, d, D)
-        value = value.reshape(num_heads, -1, value.shape[-1])
-    return name, value

@@ -12,15 +12,19 @@ failed load leaves the model exactly as it was.
 
 import dataclasses
 import os
+import re
 
 import numpy as np
+from safetensors.numpy import save as safetensors_save
 
 from keras_vit import files
-from keras_vit.checkpoints import formats
-from keras_vit.checkpoints.adapt import adapt, adapt_class_slot
+from keras_vit.checkpoints import formats, hub, torch_layouts
+from keras_vit.checkpoints.adapt import adapt, adapt_prefix_slots
 from keras_vit.checkpoints.formats import CheckpointError
 from keras_vit.checkpoints.keys import model_variables
 from keras_vit.config import VARIANTS
+from keras_vit.model import model_config
+from keras_vit.preprocessing import SCALINGS, check_scaling
 
 
 @dataclasses.dataclass
@@ -39,6 +43,11 @@ class LoadReport:
             `"B/16"` (`build_from_checkpoint` only), or `None` for one that is
             no row of the table.
         config: the `ViTConfig` of the model built (`build_from_checkpoint` only).
+        family: `"DINOv2"`, `"SigLIP"`, `"CLIP"`, `"DeiT"`, ... as the registry
+            row or the folder's `config.json` names it (`build_from_checkpoint`
+            only), else `None`.
+        scaling: the pixel scaling the weights expect (`keras_vit.preprocessing`
+            `SCALINGS` name) when the registry row or `config.json` tells it.
     """
 
     path: str
@@ -49,6 +58,8 @@ class LoadReport:
     checkpoint: object = None
     variant: str = None
     config: object = None
+    family: str = None
+    scaling: str = None
 
     def __str__(self):
         lines = [f"Loaded {len(self.loaded)} tensors from {self.path} ({self.format} layout)."]
@@ -57,30 +68,80 @@ class LoadReport:
         return "\n".join(lines)
 
 
+@dataclasses.dataclass
+class Source:
+    """A checkpoint read: its layout, its arrays in the original layout, what its `config.json` adds."""
+
+    path: str
+    layout: str
+    canonical: dict
+    hub: object = None  # a `hub.HubConfig`, for a folder with a config.json
+    facts: dict = dataclasses.field(default_factory=dict)  # ViTConfig fields the key names show
+    notes: list = dataclasses.field(default_factory=list)
+
+
+# ViTConfig fields no tensor shows, read from a `.keras` model's layers instead.
+_UNSEEN_FIELDS = (
+    "activation",
+    "layer_norm_epsilon",
+    "layer_scale_init",
+    "pooling",
+    "pooled_norm",
+    "dynamic_image_size",
+)
+
+
 def read_checkpoint(path, num_heads=None):
     """Reads any supported file into `(layout, arrays in the original layout)`.
 
     Args:
-        path: an `.npz`, `.safetensors` or keras_vit `.keras` file; the format
-            comes from its content.
+        path: an `.npz`, `.safetensors` or keras_vit `.keras` file (the format
+            comes from its content), or a model folder as the Hugging Face
+            Hub serves it (`model.safetensors` and `config.json`).
         num_heads: heads of the attention layers, needed for PyTorch layouts
-            (which store them flattened); guessed from the width if `None`.
+            (which store them flattened); from the folder's `config.json`, or
+            guessed from the width, if `None`.
     """
+    source = read_source(path, num_heads)
+    return source.layout, source.canonical
+
+
+def read_source(path, num_heads=None):
+    """`read_checkpoint`, with what a folder's `config.json` says (a `Source`)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"No checkpoint at {path}.")
-    kind = formats.sniff_format(path)
+    weights, config = hub.find_files(path)
+    hub_config = hub.read_hub_config(config, path)
+    kind = formats.sniff_format(weights[0])
     if kind == "keras":
-        return formats.KERAS, formats.read_keras(path)  # already in the original layout
-    arrays = formats.read_npz(path) if kind == "npz" else formats.read_safetensors(path)
+        arrays, model = formats.read_keras(weights[0])  # already in the original layout
+        config = model_config(model)  # what no tensor says, as the model was built
+        facts = {key: getattr(config, key) for key in _UNSEEN_FIELDS}
+        return Source(path, formats.KERAS, arrays, facts=facts)
+    arrays = {}
+    for file in weights:
+        arrays.update(formats.read_npz(file) if kind == "npz" else formats.read_safetensors(file))
     layout = formats.detect_layout(arrays)
     if layout in (formats.TIMM, formats.HUGGING_FACE) and num_heads is None:
-        num_heads = _guess_num_heads(arrays)
-    return layout, formats.to_canonical(arrays, layout, num_heads)
+        num_heads = (hub_config and hub_config.num_heads) or _guess_num_heads(arrays)
+    source = Source(path, layout, formats.to_canonical(arrays, layout, num_heads), hub_config)
+    if layout == formats.TIMM and "fc_norm.weight" in arrays:
+        source.facts["pooled_norm"] = True  # timm's fc_norm: the final norm after pooling
+    ignored = [key for key in arrays if torch_layouts.IGNORED.fullmatch(key)]
+    if ignored:
+        source.notes.append(f"ignored {len(ignored)} tensors that are no part of the image model ({ignored[0]}, ...)")
+    if layout == formats.BIG_VISION and any(re.match(r"(params/)?(txt/|t$|b$)", key) for key in arrays):
+        source.notes.append("read the image tower of a two-tower model; its text tower was ignored")
+    return source
 
 
 def _guess_num_heads(arrays):
-    kernel = next(v for k, v in arrays.items() if k.endswith(("patch_embed.proj.weight", "projection.weight")))
+    kernel = next(
+        v
+        for k, v in arrays.items()
+        if k.endswith(("patch_embed.proj.weight", "projection.weight", "patch_embedding.weight"))
+    )
     heads = {row.num_heads for row in VARIANTS.values() if row.hidden_dim == kernel.shape[0]}
     if len(heads) != 1:
         raise CheckpointError(
@@ -132,12 +193,12 @@ def load_weights(
     Returns:
         A `LoadReport`.
     """
-    layout, canonical = read_checkpoint(path, num_heads=_model_num_heads(model))
+    source = read_source(path, num_heads=_model_num_heads(model))
     options = dict(interpolation=interpolation, antialias=antialias, source_grid=source_grid)
     return apply_checkpoint(
         model,
-        canonical,
-        LoadReport(os.fspath(path), layout),
+        source.canonical,
+        LoadReport(os.fspath(path), source.layout, adapted=list(source.notes)),
         strict=strict,
         reset_head=reset_head,
         drop_representation=drop_representation,
@@ -164,8 +225,9 @@ def apply_checkpoint(model, canonical, report, *, strict, reset_head, drop_repre
     targets = model_variables(model)
     source = dict(canonical)
     grid = model_grid(model)
-    if report.format == formats.TIMM:
-        adapt_class_slot(targets, source, report.adapted, resize["source_grid"])
+    adapt_prefix_slots(
+        targets, source, report.adapted, resize["source_grid"], grid, insert=report.format == formats.TIMM
+    )
     problems = adapt(targets, source, report.adapted, grid, reset_head, drop_representation, **resize)
     reported = {problem.split(":")[0] for problem in problems}
     problems += [p for p in _check(targets, source) if p.split(":")[0] not in reported]
@@ -232,3 +294,82 @@ def save_npz(model, path, *, layout="original"):
     with files.atomic_write(path, "wb") as f:
         np.savez(f, **arrays)
     return path
+
+
+def save_timm(model, path, *, scaling=None):
+    """Writes a `build_vit` model (any family) in timm's layout, to run it in PyTorch.
+
+    Args:
+        model: a model from `build_vit` or `build_from_checkpoint`.
+        path: a `.safetensors` file (the state dict alone), or a folder, which
+            gets the hub's layout: `model.safetensors` and timm's `config.json`
+            (`architecture` and `model_args`), so that
+            `timm.create_model(config["architecture"], **config["model_args"])`
+            builds the model the state dict fits. Written atomically.
+        scaling: the pixel scaling the model expects (`"imagenet"`, `"clip"`,
+            `"vit"`), recorded as `pretrained_cfg`'s mean and std. Defaults
+            to `None` (not recorded).
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: for a model timm's `VisionTransformer` cannot express (a
+            representation layer, a LayerNorm epsilon other than 1e-6 or CLIP's
+            1e-5, a patch bias that is not `not pre_norm`).
+    """
+    config = model_config(model)
+    arrays = {key: np.asarray(variable.numpy(), "float32") for key, variable in model_variables(model).items()}
+    state = torch_layouts.to_timm(arrays, pooled_norm=config.pooled_norm)
+    path = os.fspath(path)
+    if path.endswith(".safetensors"):
+        _write_safetensors(state, path)
+        return path
+    timm_config = _timm_config(config, scaling)
+    os.makedirs(path, exist_ok=True)
+    _write_safetensors(state, os.path.join(path, hub.WEIGHTS))
+    files.write_json(os.path.join(path, hub.CONFIG), timm_config)
+    return path
+
+
+def _write_safetensors(state, path):
+    with files.atomic_write(path, "wb") as f:
+        f.write(safetensors_save(state))
+
+
+def _timm_config(config, scaling):
+    """timm's `config.json` for `config`: an architecture whose factory sets what `model_args` cannot."""
+    problems = []
+    if config.representation_size is not None:
+        problems.append("a representation layer (timm's ViT has none)")
+    if config.patch_bias == config.pre_norm:
+        problems.append(f"patch_bias={config.patch_bias} with pre_norm={config.pre_norm} (timm ties them)")
+    architecture = {1e-6: "vit_base_patch16_224", 1e-5: "vit_base_patch16_clip_224"}.get(config.layer_norm_epsilon)
+    if architecture is None:
+        problems.append(f"layer_norm_epsilon={config.layer_norm_epsilon} (timm's ViTs: 1e-6, CLIP's 1e-5)")
+    if problems:
+        raise ValueError(f"timm's VisionTransformer cannot express {'; '.join(problems)}: write the state dict alone.")
+    if config.distillation:
+        architecture = "deit_base_distilled_patch16_224"
+    pooling = {"token": "token", "gap": "avg", "map": "map"}[config.pooling]
+    args = {
+        "img_size": list(config.image_size), "patch_size": list(config.patch_size), "in_chans": config.num_channels,
+        "num_classes": config.num_classes, "global_pool": pooling, "embed_dim": config.hidden_dim,
+        "depth": config.num_layers, "num_heads": config.num_heads, "mlp_ratio": config.mlp_dim / config.hidden_dim,
+        "class_token": config.class_token, "reg_tokens": config.num_register_tokens,
+        "no_embed_class": not config.embed_prefix_tokens, "init_values": config.layer_scale_init,
+        "pre_norm": config.pre_norm, "fc_norm": config.pooled_norm, "act_layer": config.activation,
+        "dynamic_img_size": config.dynamic_image_size,
+    }  # fmt: skip
+    pretrained = {
+        "input_size": [config.num_channels, *config.image_size], "fixed_input_size": not config.dynamic_image_size,
+        "num_classes": config.num_classes, "first_conv": "patch_embed.proj", "classifier": "head",
+        "interpolation": "bicubic", "crop_pct": 1.0,
+    }  # fmt: skip
+    if scaling is not None:
+        mean, std = SCALINGS[check_scaling(scaling)]
+        pretrained.update(mean=[m / 255 for m in mean], std=[s / 255 for s in std])
+    return {
+        "architecture": architecture, "num_classes": config.num_classes, "num_features": config.hidden_dim,
+        "global_pool": pooling, "model_args": args, "pretrained_cfg": pretrained,
+    }  # fmt: skip

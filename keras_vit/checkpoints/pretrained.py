@@ -14,11 +14,22 @@ import math
 import os
 
 from keras_vit.checkpoints import formats
-from keras_vit.checkpoints.adapt import CLS, EMBEDDING, HEAD, POSEMB, PRE_LOGITS
+from keras_vit.checkpoints.adapt import (
+    CLS,
+    DIST,
+    EMBEDDING,
+    HEAD,
+    POSEMB,
+    PRE_LOGITS,
+    PRE_NORM,
+    REGISTERS,
+    prefix_count,
+)
 from keras_vit.checkpoints.formats import CheckpointError
-from keras_vit.checkpoints.load import LoadReport, apply_checkpoint, load_weights, read_checkpoint
+from keras_vit.checkpoints.hub import check_family
+from keras_vit.checkpoints.load import LoadReport, apply_checkpoint, load_weights, read_source
 from keras_vit.checkpoints.registry import CHECKPOINTS, fetch_checkpoint, find_checkpoint
-from keras_vit.config import ViTConfig, parse_variant
+from keras_vit.config import ViTConfig, parse_variant, to_pair
 from keras_vit.model import build_model
 
 _logger = logging.getLogger("keras_vit")
@@ -93,10 +104,15 @@ def load_pretrained(model, weights, variant):
     """`build_vit(..., weights=...)`: a registry tag for `variant`, a registry name, or a file."""
     row = find_checkpoint(weights, variant)
     if row is None and not os.path.exists(os.fspath(weights)):
-        tags = sorted(r.tag for r in CHECKPOINTS.values() if r.variant == str(variant).strip())
+        tags = sorted(r.tag for r in CHECKPOINTS.values() if r.variant == str(variant).strip() and r.family == "ViT")
         raise ValueError(
             f"weights={weights!r} is neither a checkpoint file nor a known checkpoint of {variant!r} "
             f"(known: {tags or 'none'})."
+        )
+    if row is not None and row.family != "ViT":
+        raise ValueError(
+            f"weights={weights!r} is a {row.family} checkpoint, whose architecture is not the plain {variant}: "
+            f"build it with keras_vit.build_from_checkpoint({row.name!r})."
         )
     path = fetch_checkpoint(row) if row else weights
     report = load_weights(model, path, drop_representation=True)
@@ -160,80 +176,162 @@ def build_from_checkpoint(
     row = find_checkpoint(path_or_name)
     path = fetch_checkpoint(row, cache_dir) if row else os.fspath(path_or_name)
     variant = variant or (row.variant if row else None)
-    layout, canonical = read_checkpoint(path, num_heads=parse_variant(variant)[0].num_heads if variant else None)
-    found = describe(canonical, layout, path, image_size or (row.image_size if row else None))
+    source = read_source(path, num_heads=parse_variant(variant)[0].num_heads if variant else None)
+    changes = {
+        **dict(row.options if row else ()),
+        **{key: value for key, value in options.items() if value is not None},
+    }
+    found = describe(source, image_size or (row.image_size if row else None), given=changes)
     if variant:
         _check_variant(variant, found, path)
-    changes = {key: value for key, value in options.items() if value is not None}
     if num_classes is not None:
         changes.update(num_classes=num_classes or 1, include_top=bool(num_classes))
     if representation == "drop":
         changes["representation_size"] = None
     config = found.replace(num_channels=num_channels, **changes)
     model = build_model(config, name=name)
-    report = LoadReport(path, layout, checkpoint=row, variant=found.variant, config=config)
+    report = LoadReport(
+        path, source.layout, adapted=list(source.notes), checkpoint=row, variant=found.variant, config=config
+    )
+    report.family = row.family if row else source.hub.family if source.hub else None
+    report.scaling = row.scaling if row else source.hub.scaling if source.hub else None
     apply_checkpoint(
-        model, canonical, report, strict=strict, reset_head="auto", drop_representation=representation == "drop",
-        interpolation=interpolation, antialias=antialias, source_grid=None,
+        model, source.canonical, report, strict=strict, reset_head="auto",
+        drop_representation=representation == "drop", interpolation=interpolation, antialias=antialias,
+        source_grid=None,
     )  # fmt: skip
     return model, report
 
 
-def read_config(path, *, variant=None, image_size=None):
-    """The `ViTConfig` of the model a checkpoint file holds (its native image size unless given).
+def read_config(path, *, variant=None, image_size=None, **options):
+    """The `ViTConfig` of the model a checkpoint file (or hub folder) holds (its native image size unless given).
 
     Args:
-        path: a checkpoint file (any format `load_weights` reads).
+        path: a checkpoint file (any format `load_weights` reads), or a model
+            folder as the Hugging Face Hub serves it (weights and `config.json`).
         variant: as in `build_from_checkpoint`, for PyTorch checkpoints whose
             width does not tell the number of heads.
         image_size: the size to describe the model at; needed when the
             checkpoint's grid is not square. Defaults to the checkpoint's.
+        **options: `ViTConfig` fields the file cannot tell (e.g. `activation`
+            for a CLIP `.safetensors` without its `config.json`).
     """
-    layout, canonical = read_checkpoint(path, num_heads=parse_variant(variant)[0].num_heads if variant else None)
-    return describe(canonical, layout, os.fspath(path), image_size)
+    source = read_source(path, num_heads=parse_variant(variant)[0].num_heads if variant else None)
+    given = {key: value for key, value in options.items() if value is not None}
+    return describe(source, image_size, given=given).replace(**given)
 
 
-def describe(canonical, layout, path, image_size=None):
-    """The `ViTConfig` arrays in the original layout imply (a feature extractor when they have no head)."""
+def describe(source, image_size=None, given=()):
+    """The `ViTConfig` a `load.Source` implies (a feature extractor when it has no head).
+
+    The tensors tell the sizes and which parts exist; the folder's `config.json`
+    (`source.hub`) what they cannot (activation, LayerNorm epsilon, pooling,
+    native size); failing that, the family's own values. What neither tells and
+    matters is an error naming the argument to pass, unless `given` (the
+    caller's `ViTConfig` fields) has it.
+    """
+    canonical, hub_config = source.canonical, source.hub
+    if hub_config is not None and hub_config.problems:
+        _refuse(source, hub_config.problems)
     try:
         kernel = canonical[EMBEDDING]
         query = canonical["Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel"]
         mlp = canonical["Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel"]
     except KeyError as e:
         raise CheckpointError(f"The checkpoint has no {e.args[0]!r}: it is not a ViT checkpoint.") from None
+    options = {**_family_defaults(source, given), **(hub_config.options if hub_config else {}), **source.facts}
     blocks = {key.split("/")[1] for key in canonical if key.startswith("Transformer/encoderblock_")}
     patch_size = tuple(kernel.shape[:2])
+    native = options.pop("image_size", None)
+    embedded, grid = _prefix_slots(source, patch_size, native or image_size)
     if image_size is None:
-        image_size = [g * p for g, p in zip(_square_grid(canonical, layout, path), patch_size)]
-    return ViTConfig(
+        image_size = native or [g * p for g, p in zip(grid, patch_size)]
+    has_probe = "MAPHead_0/probe" in canonical
+    layer_scale = "Transformer/encoderblock_0/LayerScale_0/scale" in canonical
+    scale = options.pop("layer_scale_init", None)
+    config = ViTConfig(
         hidden_dim=kernel.shape[3],
         num_layers=len(blocks),
         num_heads=query.shape[1],
         mlp_dim=mlp.shape[1],
         patch_size=patch_size,
         image_size=image_size,
-        pooling="token" if CLS in canonical else "gap",
+        pooling=options.pop("pooling", None) or ("map" if has_probe else "token" if CLS in canonical else "gap"),
+        class_token=CLS in canonical,
+        distillation=DIST in canonical,
+        num_register_tokens=canonical[REGISTERS].shape[1] if REGISTERS in canonical else 0,
+        embed_prefix_tokens=embedded,
+        layer_scale_init=(scale or 1e-5) if layer_scale else None,  # the value only matters for new weights
+        pre_norm=PRE_NORM in canonical,
+        patch_bias="embedding/bias" in canonical,
         representation_size=canonical[PRE_LOGITS[0]].shape[1] if PRE_LOGITS[0] in canonical else None,
         num_classes=canonical[HEAD[0]].shape[1] if HEAD[0] in canonical else 0,
         include_top=HEAD[0] in canonical,
+        **options,
+    )
+    if hub_config is not None:
+        tensor_pooling = "map" if has_probe else "token" if CLS in canonical else "gap"
+        problems = check_family(hub_config, config, {"pooling": tensor_pooling})
+        if problems:
+            _refuse(source, problems)
+    return config
+
+
+def _refuse(source, problems):
+    what = f"{source.hub.source} in its config.json" if source.hub else "its tensors"
+    raise CheckpointError(
+        f"The checkpoint {source.path} ({what}) is not a model keras_vit builds; nothing was built. "
+        f"{len(problems)} problem(s):\n  " + "\n  ".join(problems)
     )
 
 
-def _square_grid(canonical, layout, path):
-    """The square patch grid of the position embedding; a rectangular one needs `image_size` given.
+def _family_defaults(source, given):
+    """What a file without `config.json` cannot say, by the family its tensors show; an error where that is a guess."""
+    canonical, layout = source.canonical, source.layout
+    if source.hub is not None or layout == formats.KERAS:  # a .keras model says it all (`source.facts`)
+        return {}
+    defaults = {}
+    if "MAPHead_0/probe" in canonical and layout in (formats.BIG_VISION, formats.HUGGING_FACE):
+        defaults["activation"] = "gelu_tanh"  # SigLIP as trained (big_vision, transformers); timm runs exact GELU
+    if DIST in canonical and layout == formats.HUGGING_FACE:
+        defaults["layer_norm_epsilon"] = 1e-12  # transformers' DeiT configs (timm's DeiT: 1e-6)
+    if PRE_NORM in canonical:  # CLIP: LayerNorm epsilon 1e-5 in every release; the activation varies
+        defaults["layer_norm_epsilon"] = 1e-5
+        if "activation" not in given:
+            raise CheckpointError(
+                f"{source.path} is a CLIP image tower, whose activation its tensors do not tell: pass "
+                "activation='quick_gelu' (OpenAI's CLIP weights; timm's *_clip_quickgelu_*) or "
+                "activation='gelu' (timm's *_clip_224, OpenCLIP's LAION weights), or pass the model folder "
+                "with its config.json."
+            )
+    return defaults
 
-    timm's position embedding may lack the class slot (`no_embed_class`): then its whole length is the grid.
+
+def _prefix_slots(source, patch_size, image_size):
+    """`(whether the position embedding has slots for the prefix tokens, the checkpoint's square grid or None)`.
+
+    timm's `no_embed_class` files (DeiT III, DINOv2 with registers) have none, and nothing but
+    the length says so: the grid of `image_size` (the config's or the caller's) decides when it
+    fits, else the square one of the two readings.
     """
-    prefix = int(CLS in canonical)
-    length = canonical[POSEMB].shape[1]
-    lengths = [length - prefix] + ([length] if prefix and layout == formats.TIMM else [])
-    side = next((math.isqrt(n) for n in lengths if math.isqrt(n) ** 2 == n), None)
-    if side is None:
-        raise CheckpointError(
-            f"The position embedding of {path} has {length} tokens, not a square grid, "
-            "so its image size is unknown: pass image_size=(height, width)."
-        )
-    return side, side
+    canonical = source.canonical
+    prefix, length = prefix_count(canonical), canonical[POSEMB].shape[1]
+    if image_size is not None:
+        rows, cols = (size // p for size, p in zip(to_pair(image_size, "image_size"), patch_size))
+        if prefix and length == rows * cols:
+            return False, (rows, cols)
+        if length == rows * cols + prefix:
+            return True, (rows, cols)
+    readings = [(True, length - prefix)] + ([(False, length)] if prefix else [])
+    for embedded, count in readings:
+        if count >= 0 and math.isqrt(count) ** 2 == count:
+            return embedded, (math.isqrt(count),) * 2
+    if image_size is not None:
+        return True, None  # another grid: the resize (or the shape check) says what does not fit
+    raise CheckpointError(
+        f"The position embedding of {source.path} has {length} tokens, not a square grid, "
+        "so its image size is unknown: pass image_size=(height, width)."
+    )
 
 
 def _check_variant(variant, found, path):

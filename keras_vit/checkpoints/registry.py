@@ -15,6 +15,17 @@ Sources:
   a new one. AugReg's ImageNet-21k files have a trained 21k head and no
   `pre_logits`.
 - Hugging Face's port of the original B/16 (`google/vit-base-patch16-224`).
+- The ViT's descendants, as their publishers' hub repositories serve them:
+  DeiT (distilled) and DeiT III (Touvron et al. 2021, 2022), DINOv2 with and
+  without registers (Oquab et al. 2023; Darcet et al. 2024), SigLIP and SigLIP 2
+  image towers (Zhai et al. 2023; Tschannen et al. 2025), CLIP image towers
+  (Radford et al. 2021), from timm's `timm/<architecture>.<tag>` repositories,
+  the publishers' transformers repositories (`facebook/dinov2-*`,
+  `google/siglip-*`, `openai/clip-vit-*`) and big_vision's SigLIP bucket. A
+  row's `output` says what the model returns: `"logits"`, pooled `"features"`
+  (no head: DINOv2, SigLIP's MAP output) or an `"embedding"` (the head is the
+  image-text projection: CLIP, big_vision SigLIP); `options` are the
+  `ViTConfig` fields the weights file alone does not tell.
 
 No SHA-256 is recorded yet: they were not downloaded on the machine that wrote
 this table (it has no access to those hosts). `get_file` then skips the check;
@@ -31,6 +42,8 @@ import keras
 BUCKET = "https://storage.googleapis.com/vit_models/"
 CACHE_DIR = None  # None: `$KERAS_HOME` or `~/.keras`; files go to its `keras_vit/` folder
 LABELS_IN21K, LABELS_IN1K = "imagenet21k", "imagenet1k"
+NO_LABELS = "none"  # feature extractors and image-text embeddings
+HUB = "https://huggingface.co/"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +61,9 @@ class Checkpoint:
     scaling: str = "vit"  # keras_vit.preprocessing.SCALINGS: [0, 255] -> [-1, 1]
     sha256: str = None
     file_name: str = None  # the cached file's name; the URL's last part when None
+    family: str = "ViT"  # "DeiT", "DeiT III", "DINOv2", "SigLIP", "CLIP"
+    output: str = "logits"  # "logits", "features" (pooled, no head) or "embedding" (image-text space)
+    options: tuple = ()  # (ViTConfig field, value) pairs the file does not tell, e.g. (("activation", "quick_gelu"),)
 
     @property
     def name(self):
@@ -58,8 +74,10 @@ class Checkpoint:
         return self.file_name or urllib.parse.unquote(self.url.rsplit("/", 1)[-1])
 
 
-# AugReg's recommended run per variant (the paper's Table 3 picks; same names as timm's
-# `augreg_in21k` weights): the pre-training file and its ImageNet-1k fine-tune.
+# One AugReg run per variant: the pre-training file and its ImageNet-1k fine-tune, the runs timm
+# ships as its `augreg_in21k` weights. For Ti/16, S/16 and B/16 they are the paper's recommended
+# (Table 3) runs; for B/32 and L/16 they are timm's picks (the vision_transformer README's Table 3
+# names other runs for those).
 _AUGREG = {
     "Ti/16": ("Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0", "steps_20k-lr_0.03"),
     "S/16": ("S_16-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0", "steps_20k-lr_0.03"),
@@ -119,7 +137,64 @@ def _rows():
     )
 
 
-CHECKPOINTS = {row.name: row for row in _rows()}
+# The descendants. timm files: (variant, tag, timm repository, image size, classes, labels, family,
+# output, scaling, options); their `config.json` is not fetched, so `options` carry what it would say.
+_QUICK_GELU = (("activation", "quick_gelu"),)  # OpenAI's CLIP weights, as trained (timm names them *_clip_224)
+_GELU_TANH = (("activation", "gelu_tanh"),)  # SigLIP as trained in big_vision (timm runs exact GELU)
+_CLIP_GELU = (("activation", "gelu"),)  # OpenCLIP's LAION weights
+_TIMM_FAMILIES = [
+    ("S/16", "deit3_in1k", "deit3_small_patch16_224.fb_in1k", 224, 1000, LABELS_IN1K, "DeiT III", "logits", "imagenet", ()),
+    ("B/16", "deit3_in1k", "deit3_base_patch16_224.fb_in1k", 224, 1000, LABELS_IN1K, "DeiT III", "logits", "imagenet", ()),
+    ("B/16", "deit3_in21k_ft_in1k", "deit3_base_patch16_224.fb_in22k_ft_in1k", 224, 1000, LABELS_IN1K, "DeiT III", "logits", "imagenet", ()),
+    ("L/16", "deit3_in21k_ft_in1k", "deit3_large_patch16_224.fb_in22k_ft_in1k", 224, 1000, LABELS_IN1K, "DeiT III", "logits", "imagenet", ()),
+    ("Ti/16", "deit_distilled_in1k", "deit_tiny_distilled_patch16_224.fb_in1k", 224, 1000, LABELS_IN1K, "DeiT", "logits", "imagenet", ()),
+    ("S/16", "deit_distilled_in1k", "deit_small_distilled_patch16_224.fb_in1k", 224, 1000, LABELS_IN1K, "DeiT", "logits", "imagenet", ()),
+    ("B/16", "deit_distilled_in1k", "deit_base_distilled_patch16_224.fb_in1k", 224, 1000, LABELS_IN1K, "DeiT", "logits", "imagenet", ()),
+    ("S/14", "dinov2_lvd142m", "vit_small_patch14_dinov2.lvd142m", 518, 0, NO_LABELS, "DINOv2", "features", "imagenet", ()),
+    ("B/14", "dinov2_lvd142m", "vit_base_patch14_dinov2.lvd142m", 518, 0, NO_LABELS, "DINOv2", "features", "imagenet", ()),
+    ("L/14", "dinov2_lvd142m", "vit_large_patch14_dinov2.lvd142m", 518, 0, NO_LABELS, "DINOv2", "features", "imagenet", ()),
+    ("S/14", "dinov2_reg4_lvd142m", "vit_small_patch14_reg4_dinov2.lvd142m", 518, 0, NO_LABELS, "DINOv2", "features", "imagenet", ()),
+    ("B/14", "dinov2_reg4_lvd142m", "vit_base_patch14_reg4_dinov2.lvd142m", 518, 0, NO_LABELS, "DINOv2", "features", "imagenet", ()),
+    ("L/14", "dinov2_reg4_lvd142m", "vit_large_patch14_reg4_dinov2.lvd142m", 518, 0, NO_LABELS, "DINOv2", "features", "imagenet", ()),
+    ("B/16", "siglip_webli", "vit_base_patch16_siglip_224.webli", 224, 0, NO_LABELS, "SigLIP", "features", "vit", _GELU_TANH),
+    ("B/16", "siglip2_webli", "vit_base_patch16_siglip_224.v2_webli", 224, 0, NO_LABELS, "SigLIP", "features", "vit", _GELU_TANH),
+    ("B/16", "clip_openai", "vit_base_patch16_clip_224.openai", 224, 512, NO_LABELS, "CLIP", "embedding", "clip", _QUICK_GELU),
+    ("B/32", "clip_openai", "vit_base_patch32_clip_224.openai", 224, 512, NO_LABELS, "CLIP", "embedding", "clip", _QUICK_GELU),
+    ("L/14", "clip_openai", "vit_large_patch14_clip_224.openai", 224, 768, NO_LABELS, "CLIP", "embedding", "clip", _QUICK_GELU),
+    ("B/16", "clip_laion2b", "vit_base_patch16_clip_224.laion2b", 224, 512, NO_LABELS, "CLIP", "embedding", "clip", _CLIP_GELU),
+]  # fmt: skip
+# The publishers' transformers repositories (whole two-tower files: the image tower is read).
+_HF_FAMILIES = [
+    ("S/14", "hf_dinov2", "facebook/dinov2-small", 518, 0, "DINOv2", "features", "imagenet", ()),
+    ("B/14", "hf_dinov2", "facebook/dinov2-base", 518, 0, "DINOv2", "features", "imagenet", ()),
+    ("B/14", "hf_dinov2_reg4", "facebook/dinov2-with-registers-base", 518, 0, "DINOv2", "features", "imagenet", ()),
+    ("B/16", "hf_siglip", "google/siglip-base-patch16-224", 224, 0, "SigLIP", "features", "vit", ()),
+    ("B/16", "hf_clip_openai", "openai/clip-vit-base-patch16", 224, 512, "CLIP", "embedding", "clip", _QUICK_GELU),
+]  # fmt: skip
+
+
+def _family_rows():
+    for variant, tag, repository, size, classes, labels, family, output, scaling, options in _TIMM_FAMILIES:
+        yield Checkpoint(
+            variant, tag, f"{HUB}timm/{repository}/resolve/main/model.safetensors", size, classes, labels,
+            pooling="map" if family == "SigLIP" else "token", scaling=scaling, file_name=f"timm_{repository}.safetensors",
+            family=family, output=output, options=options,
+        )  # fmt: skip
+    for variant, tag, repository, size, classes, family, output, scaling, options in _HF_FAMILIES:
+        yield Checkpoint(
+            variant, tag, f"{HUB}{repository}/resolve/main/model.safetensors", size, classes, NO_LABELS,
+            pooling="map" if family == "SigLIP" else "token", scaling=scaling,
+            file_name=f"{repository.replace('/', '_')}.safetensors", family=family, output=output, options=options,
+        )  # fmt: skip
+    # big_vision's SigLIP B/16 (the file its SigLIP colab loads): both towers; the image tower's head
+    # projects to the 768-wide image-text space.
+    yield Checkpoint(
+        "B/16", "siglip_webli_big_vision", "https://storage.googleapis.com/big_vision/siglip/webli_en_b16_224_63724782.npz",
+        224, 768, NO_LABELS, pooling="map", family="SigLIP", output="embedding", options=_GELU_TANH,
+    )  # fmt: skip
+
+
+CHECKPOINTS = {row.name: row for row in (*_rows(), *_family_rows())}
 
 
 def find_checkpoint(name, variant=None):

@@ -4,22 +4,26 @@ Output layout (`output_dir`):
 
     saved_model/<name>/<version>/   TF Serving's layout, three signatures (`keras_vit.deploy.saved_model`)
     tflite/vit_<quantization>.tflite float32, float16, dynamic-range int8, int8 (`keras_vit.deploy.litert`)
+    onnx/vit.onnx                   for ONNX Runtime, when its packages are installed (`keras_vit.deploy.onnx`)
     labels.txt                      one label per line, class index = line number
     parity_report.json, .md         `keras_vit.deploy.parity`
 
 Everything is written into a temporary folder beside `output_dir` and renamed
 into place at the end, so an interrupted export leaves no half-written target.
+One line per artifact is printed as it is written, with the seconds spent
+writing and measuring it.
 """
 
 import functools
 import numbers
 import os
 import re
+import time
 
 import numpy as np
 
 from keras_vit import files
-from keras_vit.deploy import litert, parity, saved_model
+from keras_vit.deploy import litert, onnx, parity, saved_model
 from keras_vit.preprocessing import preprocessing_model
 from keras_vit.run_folder import check_model_matches_metadata, load_model  # noqa: F401  (0.1.0's names here)
 
@@ -41,6 +45,7 @@ def export_model(
     name="vit",
     version=1,
     top_k=5,
+    with_onnx=None,
     quantizations=litert.QUANTIZATIONS,
 ):
     """Exports a trained model folder to SavedModel and LiteRT, and reports their parity.
@@ -61,6 +66,11 @@ def export_model(
         name: the model name in TF Serving's layout. Defaults to `"vit"`.
         version: the integer version folder. Defaults to `1`.
         top_k: size of the `top_k_*` SavedModel outputs. Defaults to `5`.
+        with_onnx: `True` to require `onnx/vit.onnx` (a missing package or a
+            failed conversion stops the export), `False` to skip it, `None`
+            to write it when tf2onnx, onnx and onnxruntime are installed (a
+            failed conversion is then a report row saying why). Defaults to
+            `None`.
         quantizations: the LiteRT files to write, from `litert.QUANTIZATIONS`
             (`"float32"` first). Defaults to all of them.
 
@@ -77,12 +87,17 @@ def export_model(
             f"quantizations={quantizations!r} must be some of {litert.QUANTIZATIONS}, in that order, "
             "starting with 'float32' (the reference of the others)."
         )
+    if with_onnx and onnx.missing_packages():
+        raise onnx.ONNXExportError(
+            f"ONNX export was asked for (--onnx) but needs {', '.join(onnx.missing_packages())}: {onnx.INSTALL}."
+        )
     output_dir = _check_target(output_dir, overwrite)
     model, metadata, model_path = load_model(model_dir)
     test_images, test_labels, source = _test_set(test_images, test_labels, metadata)
     if calibration_images is not None:
         calibration_images = _check_images(calibration_images, "calibration_images")
     preprocess = preprocessing_model(metadata["image_size"], metadata["scaling"])
+    print(f"Exporting {model_path} to {output_dir} ({len(test_images)} {source} images for the report):", flush=True)
     keras_row, reference = _keras_row(model, model_path, preprocess(test_images), test_labels)
     with files.atomic_directory(output_dir) as staging:
         with open(os.path.join(staging, "labels.txt"), "w") as f:
@@ -90,58 +105,104 @@ def export_model(
         measure = functools.partial(_measured, root=staging, reference=reference, labels=test_labels)
         path = os.path.join(staging, "saved_model", name, str(int(version)))
         saved_model_row = _saved_model_row(model, metadata, path, test_images, measure, top_k)
-        # The device resizes; the .tflite file normalises.
+        # The device resizes; the .tflite and .onnx files normalise.
         size = metadata["image_size"]
+        pixels = litert.resized_pixels(test_images, size)
         calibration = None if calibration_images is None else litert.resized_pixels(calibration_images, size)
-        tflite_rows = _tflite_rows(
-            model, metadata, staging, litert.resized_pixels(test_images, size), calibration, measure, quantizations
-        )
+        tflite_rows = _tflite_rows(model, metadata, staging, pixels, calibration, measure, quantizations)
         if quantizations[-1] == "int8":
             judge_int8(tflite_rows, int8_tolerance, staging)
+        onnx_row = _onnx_row(model, metadata, staging, pixels, measure, with_onnx)
         report = {
             "model": model_path,
             "test_images": source,
             "num_test_images": len(test_images),
             "int8_tolerance": int8_tolerance,
             "latency_threads": os.cpu_count(),
-            "artifacts": [keras_row, saved_model_row, *tflite_rows],
+            "artifacts": [keras_row, saved_model_row, *tflite_rows, onnx_row],
         }
         parity.write_report(report, staging)
     print(parity.markdown(report), end="")
     return report
 
 
-def _measured(name, path, predict, inputs, *, root, reference, labels):
-    """The parity row of one artifact; `predict` maps a batch of `inputs` to logits."""
+def _measured(name, path, predict, inputs, *, root, reference, labels, started):
+    """The parity row of one artifact written since `started` (a `time.perf_counter()`), printed as a line.
+
+    `predict` maps a batch of `inputs` to logits.
+    """
+    written = time.perf_counter()
     latency = litert.latency_ms(predict, inputs[:1])
-    return parity.artifact_row(name, path, predict(inputs), reference, labels, latency, root=root)
+    row = parity.artifact_row(name, path, predict(inputs), reference, labels, latency, root=root)
+    row["seconds"] = {"write": round(written - started, 2), "measure": round(time.perf_counter() - written, 2)}
+    print(
+        f"  wrote {row['path']} ({row['size_mb']:.1f} MB) in {row['seconds']['write']:.1f} s, "
+        f"measured in {row['seconds']['measure']:.1f} s",
+        flush=True,
+    )
+    return row
+
+
+def _not_written(name, status, reason):
+    print(f"  {status} {name}: {reason}", flush=True)
+    return {"artifact": name, "status": status, "reason": reason}
 
 
 def _keras_row(model, path, inputs, labels):
+    started = time.perf_counter()
     logits = model.predict(inputs, verbose=0)
     latency = litert.latency_ms(model.predict_on_batch, inputs[:1])
+    print(f"  measured the Keras model (the reference) in {time.perf_counter() - started:.1f} s", flush=True)
     return parity.artifact_row("Keras", path, logits, logits, labels, latency), logits
 
 
 def _saved_model_row(model, metadata, path, images, measure, top_k):
+    started = time.perf_counter()
     saved_model.write_saved_model(model, metadata, path, top_k)
     signature = saved_model.load_signature(path, "serving_uint8")
-    return measure("SavedModel (serving_uint8)", path, lambda batch: signature(batch)["logits"], images)
+    return measure(
+        "SavedModel (serving_uint8)", path, lambda batch: signature(batch)["logits"], images, started=started
+    )
 
 
 def _tflite_rows(model, metadata, root, pixels, calibration, measure, quantizations=litert.QUANTIZATIONS):
-    converted = litert.pixels_model(model, metadata)
     os.makedirs(os.path.join(root, "tflite"))
-    rows = []
-    for quantization in quantizations:
-        name = f"LiteRT {quantization}"
-        if quantization == "int8" and calibration is None:
-            rows.append({"artifact": name, "status": "skipped", "reason": "no calibration images were given"})
-            continue
-        path = os.path.join(root, "tflite", f"vit_{quantization}.tflite")
-        litert.convert(converted, path, quantization, calibration)
-        rows.append(measure(name, path, litert.LiteRTModel(path, num_threads=os.cpu_count()), pixels))
-    return rows
+    started = time.perf_counter()
+    with litert.saved_for_conversion(litert.pixels_model(model, metadata)) as converted:
+        print(
+            f"  traced the model for LiteRT (once for every file) in {time.perf_counter() - started:.1f} s", flush=True
+        )
+        return [_tflite_row(converted, q, root, pixels, calibration, measure) for q in quantizations]
+
+
+def _tflite_row(converted, quantization, root, pixels, calibration, measure):
+    name = f"LiteRT {quantization}"
+    if quantization == "int8" and calibration is None:
+        return _not_written(name, "skipped", "no calibration images were given")
+    started = time.perf_counter()
+    path = os.path.join(root, "tflite", f"vit_{quantization}.tflite")
+    litert.convert(converted, path, quantization, calibration)
+    return measure(name, path, litert.LiteRTModel(path, num_threads=os.cpu_count()), pixels, started=started)
+
+
+def _onnx_row(model, metadata, root, pixels, measure, with_onnx):
+    """The ONNX file and its row; without the packages, or when not asked for, a row saying so."""
+    name = "ONNX (ONNX Runtime)"
+    if with_onnx is False:
+        return _not_written(name, "skipped", "not asked for (--no-onnx)")
+    if onnx.missing_packages():
+        return _not_written(name, "skipped", f"{', '.join(onnx.missing_packages())} not installed ({onnx.INSTALL})")
+    started = time.perf_counter()
+    path = os.path.join(root, "onnx", "vit.onnx")
+    os.makedirs(os.path.dirname(path))
+    try:
+        onnx.convert(model, metadata, path)
+    except onnx.ONNXExportError as error:
+        os.rmdir(os.path.dirname(path))  # convert writes nothing when it fails
+        if with_onnx:
+            raise
+        return _not_written(name, "failed", f"{error} Pass --no-onnx to leave it out.")
+    return measure(name, path, onnx.ONNXModel(path, num_threads=os.cpu_count()), pixels, started=started)
 
 
 def judge_int8(rows, tolerance, root):

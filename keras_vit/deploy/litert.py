@@ -1,19 +1,24 @@
 """LiteRT (TFLite) artifacts: float32, float16, dynamic-range int8 and full int8.
 
-Every `.tflite` file here takes float32 pixels `(B, H, W, 3)` in 0..255 at the
-model's image size and returns `(B, num_classes)` logits. A model that takes any
-size (`dynamic_image_size=True`) is converted at its `keras_vit.json` size: LiteRT
-files have one input size. The normalisation of
+Every `.tflite` file here takes float32 pixels `pixels` `(B, H, W, 3)` in
+0..255 at the model's image size (`B` is dynamic: the runtime resizes the
+input) and returns `(B, num_classes)` logits named `logits`. A model that takes
+any size (`dynamic_image_size=True`) is converted at its `keras_vit.json` size:
+LiteRT files have one input size. The normalisation of
 `keras_vit.preprocessing.preprocessing_model` is inside the file, so a device
 only has to resize; the resize itself stays outside because TensorFlow's
 antialiased resize is not a LiteRT built-in op.
 
-Conversion goes through Keras' own LiteRT exporter with built-in ops only: if
+Conversion is Keras' LiteRT path (ExportArchive -> SavedModel -> converter),
+with the SavedModel written once for all four files, and built-in ops only: if
 a TensorFlow (Flex) op were needed the conversion fails here, instead of on a
 phone whose runtime does not carry it.
 """
 
+import contextlib
+import functools
 import os
+import tempfile
 import time
 
 import keras
@@ -52,7 +57,10 @@ def _float32_config(config):
 
 
 def pixels_model(model, metadata):
-    """The model inside every `.tflite` file: pixels at the model's size -> normalise -> logits."""
+    """The model inside every `.tflite` file: pixels at the model's size -> normalise -> `{"logits": ...}`.
+
+    The dict names the file's output `logits` (a bare tensor would be `output_0`).
+    """
     height, width = metadata["image_size"]
     # preprocessing_model is (resize, normalise); the device resizes, the file normalises.
     normalize = preprocessing_model((height, width), metadata["scaling"]).layers[-1]
@@ -60,7 +68,7 @@ def pixels_model(model, metadata):
     model = float32_copy(model)
     if None in model.input_shape[1:3]:
         model = fixed_size_model(model, (height, width))
-    return keras.Model(pixels, model(normalize(pixels)), name="vit_pixels")
+    return keras.Model(pixels, {"logits": model(normalize(pixels))}, name="vit_pixels")
 
 
 def resized_pixels(images, image_size):
@@ -74,11 +82,30 @@ def resized_pixels(images, image_size):
     return np.asarray(resize(np.asarray(images, dtype=np.float32)), dtype=np.float32)
 
 
+@contextlib.contextmanager
+def saved_for_conversion(model):
+    """Yields a temporary SavedModel of `model` (from `pixels_model`) for several `convert` calls.
+
+    Keras' LiteRT export is ExportArchive -> SavedModel -> converter, the
+    SavedModel traced and written anew for every file; that is about half of
+    each conversion (a Ti/16 at 64 px: 27 of 53 s on a loaded 2-core machine),
+    so the export writes it once for its four files.
+    """
+    spec = tf.TensorSpec(model.inputs[0].shape, tf.float32, name=model.inputs[0].name)
+    with tempfile.TemporaryDirectory() as folder:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serve", functools.partial(model.__call__, training=False), input_signature=[spec])
+        archive.write_out(folder, verbose=False)
+        yield folder
+
+
 def convert(model, path, quantization, calibration_pixels=None):
     """Writes `model` (from `pixels_model`) to `path` as a `.tflite` file.
 
     Args:
-        model: a Keras model taking float32 pixels.
+        model: a Keras model taking float32 pixels, or the folder of
+            `saved_for_conversion` (to convert one model several times).
         path: the `.tflite` file to write.
         quantization: one of `QUANTIZATIONS`: `"float32"`; `"float16"`
             weights; `"dynamic_int8"` (int8 weights, activations quantized on
@@ -86,21 +113,28 @@ def convert(model, path, quantization, calibration_pixels=None):
         calibration_pixels: `(N, H, W, 3)` float32 pixels for `"int8"`: a few
             hundred training images, resized.
     """
-    options = {"target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}}
-    if quantization == "float16":
-        options["target_spec"]["supported_types"] = [tf.float16]
-    elif quantization == "int8":
-        if calibration_pixels is None or not len(calibration_pixels):
-            raise ValueError("quantization='int8' needs calibration images (a few hundred training images).")
-        # Int8 kernels first; LayerNorm's NEG has none and stays float (still a built-in op).
-        options["target_spec"]["supported_ops"].insert(0, tf.lite.OpsSet.TFLITE_BUILTINS_INT8)
-        calibration_pixels = np.asarray(calibration_pixels, dtype=np.float32)
-        options["representative_dataset"] = lambda: ([pixels[None]] for pixels in calibration_pixels)
-    elif quantization != "dynamic_int8" and quantization != "float32":
+    if quantization not in QUANTIZATIONS:
         raise ValueError(f"Unknown quantization={quantization!r}; expected one of {QUANTIZATIONS}.")
+    if quantization == "int8" and (calibration_pixels is None or not len(calibration_pixels)):
+        raise ValueError("quantization='int8' needs calibration images (a few hundred training images).")
+    if not isinstance(model, (str, os.PathLike)):
+        with saved_for_conversion(model) as folder:
+            return convert(folder, path, quantization, calibration_pixels)
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(model))
+    converter.experimental_enable_resource_variables = True  # as Keras' own LiteRT export
+    # Built-in ops only: a TensorFlow (Flex) op fails here, not on the device.
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantization != "float32":
-        options["optimizations"] = [tf.lite.Optimize.DEFAULT]
-    model.export(str(path), format="litert", verbose=False, **options)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization == "int8":
+        # Int8 kernels first; an op without one stays float (still a built-in op).
+        converter.target_spec.supported_ops.insert(0, tf.lite.OpsSet.TFLITE_BUILTINS_INT8)
+        calibration_pixels = np.asarray(calibration_pixels, dtype=np.float32)
+        converter.representative_dataset = lambda: ([pixels[None]] for pixels in calibration_pixels)
+    with open(path, "wb") as f:
+        f.write(converter.convert())
     return path
 
 
@@ -127,13 +161,7 @@ class LiteRTModel:
         self.num_classes = int(self._output["shape"][-1])
 
     def __call__(self, pixels):
-        pixels = np.asarray(pixels, dtype=np.float32)
-        expected = (*self.image_size, 3)
-        if pixels.ndim != 4 or pixels.shape[1:] != expected:
-            raise ValueError(
-                f"{self.path} expects float32 pixels of shape (B, {', '.join(map(str, expected))}); "
-                f"got shape {pixels.shape}."
-            )
+        pixels = checked_pixels(pixels, self.image_size, self.path)
         if pixels.shape[0] != self.interpreter.get_input_details()[0]["shape"][0]:
             self.interpreter.resize_tensor_input(self._input["index"], pixels.shape)
             self.interpreter.allocate_tensors()
@@ -144,6 +172,17 @@ class LiteRTModel:
     def op_names(self):
         """The distinct operators in the file, e.g. `["ADD", "BATCH_MATMUL", ...]`."""
         return sorted({op["op_name"] for op in self.interpreter._get_ops_details()})
+
+
+def checked_pixels(pixels, image_size, path):
+    """`pixels` as float32, refused with a message naming `path` and the shape it takes unless `(B, H, W, 3)`."""
+    pixels = np.asarray(pixels, dtype=np.float32)
+    expected = (*image_size, 3)
+    if pixels.ndim != 4 or pixels.shape[1:] != expected:
+        raise ValueError(
+            f"{path} expects float32 pixels of shape (B, {', '.join(map(str, expected))}); got shape {pixels.shape}."
+        )
+    return pixels
 
 
 def latency_ms(predict, image, repeats=20):

@@ -1,4 +1,4 @@
-"""`keras-vit predict`: top-k labels for image files from a `.keras`, SavedModel or `.tflite` model.
+"""`keras-vit predict`: top-k labels for image files from a `.keras`, SavedModel, `.tflite` or `.onnx` model.
 
 Image files are read with Pillow into uint8 RGB whatever they hold: grayscale
 and palette images are expanded, alpha is dropped (as TensorFlow's
@@ -6,16 +6,20 @@ and palette images are expanded, alpha is dropped (as TensorFlow's
 images are scaled to 8 bits, and huge images are downscaled while decoding.
 """
 
+import json
 import os
 import sys
+import warnings
 
 import numpy as np
 from PIL import Image
 
 from keras_vit import run_folder
+from keras_vit.adaptive import depth_map, halting_model
+from keras_vit.deploy import onnx
 from keras_vit.deploy.litert import LiteRTModel, resized_pixels
 from keras_vit.deploy.saved_model import load_signature, version_folder
-from keras_vit.model import attention_model
+from keras_vit.model import attention_model, model_config
 from keras_vit.preprocessing import preprocessing_model
 from keras_vit.visualize import (
     display_size,
@@ -42,9 +46,12 @@ def read_image(path, max_side=MAX_SIDE):
     if os.path.getsize(path) == 0:
         raise ValueError(f"{path} is empty (0 bytes); expected an image file ({', '.join(IMAGE_EXTENSIONS)}).")
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings(record=True) as caught, Image.open(path) as image:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
             image.draft("RGB", (max_side, max_side))  # JPEG: decode straight at a reduced scale
             image = _to_rgb(image)
+        if any(issubclass(w.category, Image.DecompressionBombWarning) for w in caught):
+            _note_once(f"images of over {Image.MAX_IMAGE_PIXELS:,} pixels are downscaled to {max_side} px while read")
     except Image.DecompressionBombError as error:
         raise ValueError(f"{path} is too large to decode safely ({error}); downscale it first.") from None
     except Image.UnidentifiedImageError:
@@ -55,6 +62,16 @@ def read_image(path, max_side=MAX_SIDE):
         raise ValueError(f"{path} is a damaged image: {error}.") from None
     image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
     return np.asarray(image, dtype=np.uint8)
+
+
+_noted = set()
+
+
+def _note_once(message):
+    """Pillow warns for every large image; the downscaling is intended, so it is said once."""
+    if message not in _noted:
+        _noted.add(message)
+        print(f"keras-vit: note: {message}", file=sys.stderr)
 
 
 def _to_rgb(image):
@@ -88,7 +105,8 @@ def load_predictor(path, top_k=5):
     Args:
         path: a `.keras` file or its folder (with `keras_vit.json`), a
             SavedModel folder written by `keras-vit export`, or a `.tflite`
-            file (with `labels.txt` beside it or one folder up). A folder of
+            file (with `labels.txt` beside it or one folder up), or an `.onnx`
+            file written by `keras-vit export` (its labels inside). A folder of
             SavedModel versions (`saved_model/vit`) means its highest version,
             as for TF Serving.
         top_k: how many labels to return per image. Defaults to `5`.
@@ -99,12 +117,32 @@ def load_predictor(path, top_k=5):
         return _saved_model_predictor(saved_model, top_k)
     if path.endswith(".tflite"):
         return _tflite_predictor(path, top_k)
+    if path.endswith(".onnx"):
+        return _onnx_predictor(path, top_k)
     if run_folder.model_path(path):
         return _keras_predictor(path, top_k)
+    saved_model = _saved_model_below(path)
+    if saved_model:
+        return _saved_model_predictor(saved_model, top_k)
     raise ValueError(
         f"--model {path} is none of: a .keras file or its folder, a SavedModel folder "
-        "(with saved_model.pb), a .tflite file."
+        "(with saved_model.pb) or a folder holding one (an export folder), a .tflite file, an .onnx file."
     )
+
+
+def _saved_model_below(path):
+    """The SavedModel in a folder that holds one, as `keras-vit export` lays them out.
+
+    `RUN/export` and `RUN/export/saved_model` hold `saved_model/<name>/<version>/`; taken only
+    when there is exactly one model name, so that the choice is never a guess.
+    """
+    for base in (path, os.path.join(path, "saved_model")):
+        if os.path.isdir(base):
+            found = [version_folder(os.path.join(base, name)) for name in sorted(os.listdir(base))]
+            found = [folder for folder in found if folder]
+            if len(found) == 1:
+                return found[0]
+    return None
 
 
 def _keras_predictor(path, top_k):
@@ -139,6 +177,14 @@ def _tflite_predictor(path, top_k):
             f"{path} has {model.num_classes} outputs but the labels.txt found for it has "
             f"{len(labels)} lines; use the labels.txt exported with this model."
         )
+    return lambda image: _top_k(model(resized_pixels(image[None], model.image_size))[0], labels, top_k)
+
+
+def _onnx_predictor(path, top_k):
+    if onnx.missing_packages():
+        raise ValueError(f"--model {path} needs ONNX Runtime: {onnx.INSTALL}.")
+    model = onnx.ONNXModel(path)
+    labels = model.labels or _read_labels(path)
     return lambda image: _top_k(model(resized_pixels(image[None], model.image_size))[0], labels, top_k)
 
 
@@ -177,7 +223,7 @@ def _top_k(logits, labels, top_k):
     return [(labels[i], float(probabilities[i])) for i in np.argsort(-probabilities)[:top_k]]
 
 
-def predict_files(paths, model, *, top_k=5, explain=None):
+def predict_files(paths, model, *, top_k=5, explain=None, as_json=False):
     """`keras-vit predict`: prints each image's top-k labels; returns how many files could not be read.
 
     Args:
@@ -186,9 +232,14 @@ def predict_files(paths, model, *, top_k=5, explain=None):
         top_k: labels per image. Defaults to `5`.
         explain: a folder to write each image's attention maps into (`.keras`
             models only), or `None`.
+        as_json: print one JSON object per image and line instead (for scripts):
+            `{"path", "top_k": [{"label", "probability"}], "explained": [...]}`, or
+            `{"path", "error"}` for a file that could not be read.
     """
     if top_k < 1:
         raise ValueError(f"--top-k={top_k} must be at least 1.")
+    if explain and os.path.exists(explain) and not os.path.isdir(explain):
+        raise ValueError(f"--explain {explain} is a file; give a folder for the attention maps.")
     files = image_files(paths)
     predict = load_predictor(model, top_k)
     explainer = Explainer(model) if explain else None
@@ -197,15 +248,22 @@ def predict_files(paths, model, *, top_k=5, explain=None):
         try:
             image = read_image(path)
         except ValueError as error:  # one bad file among many: say so and go on
+            if as_json:
+                print(json.dumps({"path": path, "error": str(error)}))
             print(f"skipped: {error}", file=sys.stderr)
             failures += 1
             continue
+        top = predict(image)
+        written = explainer.write(image, name, explain) if explainer else []
+        if as_json:
+            top = [{"label": label, "probability": probability} for label, probability in top]
+            print(json.dumps({"path": path, "top_k": top, **({"explained": written} if explainer else {})}))
+            continue
         print(path)
-        for label, probability in predict(image):
+        for label, probability in top:
             print(f"  {probability:.4f}  {label}")
-        if explainer:
-            for written in explainer.write(image, name, explain):
-                print(f"  wrote {written}")
+        for file in written:
+            print(f"  wrote {file}")
     return failures
 
 
@@ -229,6 +287,9 @@ class Explainer:
             )
         model, self.metadata, _ = run_folder.load_model(path)
         self.model = attention_model(model)
+        # An A-ViT model also shows how many blocks each patch ran through (its rollout is of every token).
+        self.halting = halting_model(model) if model_config(model).adaptive_tokens else None
+        self.num_layers = model_config(model).num_layers
         self.grid = grid_shape(model, self.metadata["image_size"])  # images are resized to it
         self.prefix, self.class_token = num_prefix_tokens(model), has_class_token(model)
         self.preprocess = preprocessing_model(self.metadata["image_size"], self.metadata["scaling"])
@@ -244,15 +305,26 @@ class Explainer:
             last_block_maps(attention, self.grid, self.prefix, self.class_token)[0],
         )
 
+    def halting_depth(self, image):
+        """`(R, C)` blocks each patch ran through (A-ViT models), from 1 to the model's depth."""
+        depth = self.halting(self.preprocess(np.asarray(image)[None]), training=False)["depth"]
+        return depth_map(np.asarray(depth), self.grid)[0]
+
     def write(self, image, name, folder):
-        """Writes `<name>_rollout.png` (overlay) and `<name>_attention.png` (all panels); returns their paths."""
+        """Writes `<name>_rollout.png` (overlay) and `<name>_attention.png` (all panels), and for an
+        A-ViT model `<name>_halting.png` (depth per patch, deep = red); returns their paths."""
         os.makedirs(folder, exist_ok=True)
         label, rollout, heads = self(image)
         image = np.asarray(image)
         shown = np.asarray(Image.fromarray(image).resize(display_size(image.shape)[::-1], Image.Resampling.NEAREST))
-        return [
+        written = [
             save_overlay(os.path.join(folder, f"{name}_rollout.png"), shown, rollout),
             save_attention_figure(
                 os.path.join(folder, f"{name}_attention.png"), shown, rollout, heads, title=f"predicted: {label}"
             ),
         ]
+        if self.halting is not None:  # coloured over 1..L, not the map's own range: all-early stays blue
+            depth = self.halting_depth(image)
+            path = os.path.join(folder, f"{name}_halting.png")
+            written.append(save_overlay(path, shown, depth, limits=(1, self.num_layers)))
+        return written

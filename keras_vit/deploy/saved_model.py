@@ -18,6 +18,7 @@ import os
 import keras
 import tensorflow as tf
 
+from keras_vit.adaptive import gathered_forward
 from keras_vit.preprocessing import preprocessing_model
 
 SIGNATURES = ("serving_default", "serving_uint8", "serving_bytes")
@@ -64,6 +65,25 @@ def serving_archive(model, metadata, top_k=5):
     }
     for name, (function, spec) in specs.items():
         archive.add_endpoint(name, function, input_signature=[spec])
+    return archive
+
+
+def gathered_archive(model):
+    """An A-ViT model's batch-1 path (`keras_vit.adaptive.gathered_forward`) as a `serve` endpoint.
+
+    `images`: float32 `(1, H, W, 3)`, preprocessed -> `(1, num_classes)`
+    logits. Halted tokens are gathered out, so the graph has data-dependent
+    shapes (`tf.where`): TensorFlow runs it; LiteRT's converter does not take
+    it with builtin operators only (docs/deployment.md).
+    """
+    height, width, channels = model.input_shape[1:]
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serve",
+        lambda images: gathered_forward(model, images)[0],
+        input_signature=[tf.TensorSpec((1, height, width, channels), tf.float32, name="images")],
+    )
     return archive
 
 

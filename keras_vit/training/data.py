@@ -7,20 +7,27 @@ into batches for the model with the one preprocessing definition of
 """
 
 import concurrent.futures
+import contextlib
 import dataclasses
+import io
 import os
+import shutil
+import socket
 import sys
+import urllib.parse
+import urllib.request
 
 import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from keras_vit.deploy.predict import IMAGE_EXTENSIONS, read_image
 from keras_vit.preprocessing import preprocessing_model
 from keras_vit.training import digits as _digits  # noqa: F401  (registers the "digits" TFDS builder)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 AUGMENTATIONS = ("none", "crop", "crop_flip")
+_DOWNLOAD_AND_PREPARE = tfds.core.DatasetBuilder.download_and_prepare.__code__  # (each access wraps it anew)
 _SPLIT_FOLDERS = {"train": ("train",), "validation": ("validation", "val"), "test": ("test",)}
 
 
@@ -38,6 +45,11 @@ class Splits:
     @property
     def num_classes(self):
         return len(self.labels)
+
+    def class_counts(self):
+        """Training images per class (reads every training label once)."""
+        labels = self.train.map(lambda image, label: label, num_parallel_calls=tf.data.AUTOTUNE)
+        return np.bincount(np.fromiter(labels.as_numpy_iterator(), np.int64), minlength=self.num_classes).tolist()
 
 
 def load(dataset="digits", *, data_dir=None, download=True, bad_files="skip", validation_fraction=0.1, seed=0):
@@ -59,7 +71,7 @@ def load(dataset="digits", *, data_dir=None, download=True, bad_files="skip", va
         `Splits`.
     """
     if not 0 < validation_fraction < 0.5:
-        raise ValueError(f"validation_fraction={validation_fraction} must be in (0, 0.5).")
+        raise ValueError(f"--val-fraction {validation_fraction} is out of range: it must be in (0, 0.5).")
     dataset = os.path.expanduser(str(dataset))
     if _is_folder(dataset):
         return _load_folder(dataset, bad_files, validation_fraction, seed)
@@ -73,9 +85,21 @@ def load_for_model(dataset, metadata, *, data_dir=None):
     TFDS dataset without a test split) the same held-out test split as in training, not one
     made of the images the model trained on.
     """
-    splits = load(dataset, data_dir=data_dir, seed=metadata.get("seed", 0), bad_files=metadata.get("bad_files", "skip"))
+    splits = load(
+        dataset,
+        data_dir=data_dir,
+        seed=metadata.get("seed", 0),
+        bad_files=metadata.get("bad_files", "skip"),
+        validation_fraction=metadata.get("val_fraction", 0.1),
+    )
     check_dataset_labels(splits.labels, metadata["labels"], dataset)
     return splits
+
+
+def source(dataset):
+    """What names `dataset` wherever it is loaded from: a folder's absolute path, or the TFDS name."""
+    dataset = os.path.expanduser(str(dataset))
+    return os.path.abspath(dataset) if _is_folder(dataset) else dataset
 
 
 def check_dataset_labels(dataset_labels, model_labels, dataset):
@@ -115,7 +139,19 @@ def _is_folder(dataset):
 # --- TFDS ------------------------------------------------------------------------
 
 
-def _load_tfds(name, data_dir, download, validation_fraction):
+def prepare(dataset, *, data_dir=None, download=True):
+    """Builds a TFDS dataset that is not prepared yet (downloading it); nothing for a folder.
+
+    `keras-vit train` calls it before seeding: a first build draws random numbers, and the
+    same seed must give the same run on a fresh clone as on every later one.
+    """
+    dataset = os.path.expanduser(str(dataset))
+    if not _is_folder(dataset):
+        _tfds_builder(dataset, data_dir, download)
+
+
+def _tfds_builder(name, data_dir, download):
+    """The TFDS builder of `name`, prepared (downloaded and built) if it was not."""
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
@@ -129,7 +165,12 @@ def _load_tfds(name, data_dir, download, validation_fraction):
                 f"TFDS dataset {name!r} is not prepared in {builder.data_dir}; allow downloading or "
                 "point --data-dir at a folder that holds it."
             )
-        builder.download_and_prepare()
+        _prepare(builder, name)
+    return builder
+
+
+def _load_tfds(name, data_dir, download, validation_fraction):
+    builder = _tfds_builder(name, data_dir, download)
     _, label_key = builder.info.supervised_keys
     # A builder without split metadata (e.g. under `tfds.testing.mock_data`) is taken as train + test.
     names = set(builder.info.splits) or {"train", "test"}
@@ -146,6 +187,55 @@ def _load_tfds(name, data_dir, download, validation_fraction):
         sizes={split: _num_examples(builder, spec, splits[split]) for split, spec in chosen.items()},
         name=name,
     )
+
+
+def _prepare(builder, name):
+    """`download_and_prepare`, leaving no half-made dataset folder behind if it fails.
+
+    Offline, TFDS would retry for minutes and leave an empty folder; a connection tried
+    first (seconds) turns that into one line saying what to do instead.
+    """
+    # Nothing to download: digits are built from scikit-learn's copy; under `tfds.testing.mock_data`
+    # (which replaces `download_and_prepare`) nothing is built at all.
+    if name != "digits" and tfds.core.DatasetBuilder.download_and_prepare.__code__ is _DOWNLOAD_AND_PREPARE:
+        _check_can_download(builder, name)
+    folder = os.path.join(os.fspath(builder.data_dir_root), builder.name)
+    existed = os.path.exists(folder)
+    try:
+        with _unprinted() if name == "digits" else contextlib.nullcontext():
+            builder.download_and_prepare()
+    except BaseException:
+        if not existed:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def _unprinted():
+    """Digits build in seconds from a local copy: TFDS' "Downloading and preparing" lines and
+    progress bars would tell a user nothing. (A real download keeps them.)"""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
+def _check_can_download(builder, name, timeout=5):
+    """Raises a `ConnectionError` unless the dataset's download host (or the proxy) takes a connection."""
+    urls = list(builder.url_infos or ())
+    if not urls:
+        return  # the URLs are in the builder's code: nothing to try beforehand
+    url = urllib.parse.urlsplit(urls[0])
+    proxy = urllib.request.getproxies().get(url.scheme)
+    target = urllib.parse.urlsplit(proxy if "://" in (proxy or "") else f"http://{proxy}") if proxy else url
+    address = (target.hostname, target.port or (443 if target.scheme == "https" else 80))
+    try:
+        socket.create_connection(address, timeout=timeout).close()
+    except OSError as error:
+        raise ConnectionError(
+            f"TFDS dataset {name!r} is not prepared in {builder.data_dir} and cannot be downloaded here "
+            f"(no connection to {address[0]}: {error}). On a machine with network run "
+            f"`python -c \"import tensorflow_datasets as tfds; tfds.builder('{name}').download_and_prepare()\"` "
+            f"and copy its ~/tensorflow_datasets/{builder.name}/ here, or pass --data-dir to a folder that holds it."
+        ) from None
 
 
 def _num_examples(builder, spec, ds):
@@ -191,6 +281,7 @@ def _load_folder(root, bad_files, validation_fraction, seed):
     files = {split: _drop_unreadable(*_list_images(path, labels), bad_files) for split, path in split_roots.items()}
     files = _hold_out(files, validation_fraction, seed)
     _check_every_split_has_images(files, labels, split_roots)
+    _report_classes_not_held_out(files, labels, split_roots)
     return Splits(
         **{split: _file_dataset(*files[split]) for split in ("train", "validation", "test")},
         labels=labels,
@@ -233,6 +324,11 @@ def _class_folders(root):
     labels = _sub_folders(root)
     if not labels:
         raise ValueError(f"{root} has no class sub-folders: put each class's images in a folder of its own.")
+    if len(labels) < 2:
+        raise ValueError(
+            f"{root} has one class folder ({labels[0]}): a classifier needs at least 2 classes; "
+            "add a folder of images for each other class."
+        )
     return labels
 
 
@@ -258,7 +354,8 @@ def _hold_out(files, fraction, seed):
     """Fills each missing validation / test split with a seeded per-class share of train's files.
 
     A class gives each missing split `fraction` of its images (at least one) only as long as it
-    keeps one to train on: with both splits missing, a class of 1 or 2 images stays in train.
+    keeps one to train on: with both splits missing, a class of 1 or 2 images stays in train
+    (and is reported: it is never measured).
     """
     missing = [split for split in ("validation", "test") if split not in files]
     if not missing:
@@ -296,11 +393,24 @@ def _check_every_split_has_images(files, labels, split_roots):
         )
 
 
+def _report_classes_not_held_out(files, labels, split_roots):
+    """Names the classes too small to give the held-out splits an image: trained on, never measured."""
+    held_out = [split for split in ("validation", "test") if split not in split_roots]
+    small = sorted({i for split in held_out for i in range(len(labels)) if i not in set(files[split][1])})
+    if small:
+        _report(
+            f"{len(small)} class(es) have too few images to hold out {' and '.join(held_out)} images "
+            f"(a class needs {len(held_out) + 1}: one for each split); they are trained on but never "
+            "measured",
+            [os.path.join(split_roots["train"], labels[i]) for i in small],
+        )
+
+
 def _readable(path):
     try:
-        tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        read_image(path)
         return True
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.UnknownError):
+    except ValueError:
         return False
 
 
@@ -327,8 +437,10 @@ def _report(message, paths):
 
 
 def _file_dataset(paths, ys):
+    # Pillow, through `keras-vit predict`'s reader: one list of image types (WebP and TIFF, which
+    # TensorFlow cannot decode, too) and the same pixels in training as in prediction.
     def read(path, label):
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False, dtype=tf.uint8)
+        image = tf.numpy_function(lambda p: read_image(p.decode()), [path], tf.uint8, stateful=False)
         return tf.ensure_shape(image, (None, None, 3)), label
 
     ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, tf.string), tf.constant(ys, tf.int64)))

@@ -53,6 +53,23 @@ def confusion_matrix(true, predicted, num_classes):
     return np.bincount(pairs, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
+def per_class_metrics(matrix, labels):
+    """`{label: {"precision", "recall", "f1", "support"}}` from a confusion matrix (rows true, columns predicted).
+
+    A class never predicted has precision 0 (as scikit-learn's `zero_division=0`), one never present recall 0.
+    """
+    matrix = np.asarray(matrix, dtype=np.float64)
+    hits, predicted, support = np.diag(matrix), matrix.sum(axis=0), matrix.sum(axis=1)
+    precision = np.divide(hits, predicted, out=np.zeros_like(hits), where=predicted > 0)
+    recall = np.divide(hits, support, out=np.zeros_like(hits), where=support > 0)
+    total = precision + recall
+    f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(hits), where=total > 0)
+    return {
+        str(label): {"precision": round(p, 4), "recall": round(r, 4), "f1": round(f, 4), "support": int(n)}
+        for label, p, r, f, n in zip(labels, precision.tolist(), recall.tolist(), f1.tolist(), support)
+    }
+
+
 def plot_confusion_matrix(true, predicted, labels, path, max_annotated=20):
     """Writes the confusion matrix as PNG, counts written in the cells when there are few classes."""
     matrix = confusion_matrix(true, predicted, len(labels))

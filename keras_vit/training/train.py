@@ -16,13 +16,20 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vit import files, run_folder
-from keras_vit.checkpoints import build_from_checkpoint, build_vit
+from keras_vit.adaptive import halting_model, halting_statistics
+from keras_vit.checkpoints import CHECKPOINTS, build_from_checkpoint, build_vit, find_checkpoint
 from keras_vit.config import ViTConfig, parse_variant
 from keras_vit.deploy.export import export_model
 from keras_vit.model import model_config
 from keras_vit.preprocessing import SCALINGS
 from keras_vit.training import data, distribute, optimizers
-from keras_vit.training.reports import plot_confusion_matrix, plot_curves, predicted_classes, read_history
+from keras_vit.training.reports import (
+    per_class_metrics,
+    plot_confusion_matrix,
+    plot_curves,
+    predicted_classes,
+    read_history,
+)
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
@@ -37,16 +44,24 @@ class TrainConfig:
 
     dataset: str = _field("digits", "TFDS name, 'digits' (built in) or a folder of class sub-folders")
     data_dir: str = _field(None, "where TFDS keeps datasets (default: TFDS' own)")
-    output: str = _field("runs/digits", "the run folder to write")
+    output: str = _field(
+        None, "the run folder to write (default: runs/<dataset>, runs/<dataset>-<variant> for another model)"
+    )
     variant: str = _field(None, "e.g. Ti/16, S/16, B/16, B/32, L/16, H/14 (default: tiny/4, or the checkpoint's)")
     image_size: int = _field(None, "training resolution, a multiple of the patch (default: 32, or the checkpoint's)")
     scaling: str = _field(None, "pixel scaling (default: vit, or the checkpoint's)", SCALINGS)
     epochs: int = _field(40, "epochs")
+    early_stopping: int = _field(
+        0, "stop after this many epochs without a better validation accuracy, keeping the best weights (0: off)"
+    )
     batch_size: int = _field(64, "global batch size, split across replicas")
     learning_rate: float = _field(None, "peak learning rate (default: 2e-3 for adamw, 0.01 for sgd)")
     weight_decay: float = _field(0.05, "AdamW's decoupled weight decay")
     warmup_epochs: float = _field(None, "linear warmup (default: 2 from scratch, 1 when fine-tuning)")
     label_smoothing: float = _field(0.1, "label smoothing")
+    class_weights: str = _field(
+        None, "balanced: weigh each class's loss by the inverse of its share of train", ("balanced",)
+    )
     recipe: str = _field(None, "optimiser recipe (default: adamw from scratch, sgd with --weights)", optimizers.RECIPES)
     augment: str = _field(None, "crop/flip (default: crop_flip; none for digits)", data.AUGMENTATIONS)
     randaugment: bool = _field(False, "Keras RandAugment on training images")
@@ -58,6 +73,7 @@ class TrainConfig:
     jit_compile: bool = _field(False, "compile with XLA")
     strategy: str = _field("auto", "tf.distribute strategy", distribute.STRATEGIES)
     seed: int = _field(0, "seed of initialisation, shuffling and hold-out")
+    val_fraction: float = _field(0.1, "share of each class held out of train for validation (and test) where missing")
     bad_files: str = _field("skip", "unreadable files in an image folder", ("skip", "refuse"))
     cache: bool = _field(True, "cache decoded images in memory")
     shuffle: bool = _field(True, "shuffle training examples each epoch")
@@ -66,8 +82,13 @@ class TrainConfig:
     weights: str = _field(None, "checkpoint file or registry name to fine-tune from")
     freeze_backbone: bool = _field(False, "train the head alone on the frozen --weights (a linear probe)")
     layer_decay: float = _field(None, "layer-wise learning-rate decay for full fine-tuning, e.g. 0.75 (default: off)")
+    adaptive_tokens: bool = _field(False, "A-ViT: tokens learn when to stop (ponder loss + distribution prior)")
+    halting_gate_scale: float = _field(None, "A-ViT gate sigmoid(scale * x[0] - center) (default: 10, the paper's)")
+    halting_gate_center: float = _field(None, "A-ViT gate centre (default: 30, the paper's A-ViT-T)")
+    ponder_loss_weight: float = _field(None, "A-ViT alpha_p (default: 5e-4, the paper's)")
+    distribution_prior_weight: float = _field(None, "A-ViT alpha_d (default: 1e-3, the paper's)")
     export: bool = _field(True, "export SavedModel + LiteRT with a parity report into <output>/export")
-    verbose: str = _field("auto", "0, 1 (progress bar), 2 (a line per epoch) or auto")
+    verbose: str = _field("auto", "0, 1 (progress bar), 2 (a line per epoch) or auto", ("auto", "0", "1", "2"))
 
 
 def resolve(config):
@@ -90,8 +111,22 @@ def train(config, return_model=False):
     """Trains, evaluates on the test split and saves; returns the results dict (and the model).
 
     Under a multi-worker strategy every worker calls this with the same config; the chief
-    writes the run folder, each other worker only its own `backup/worker_<i>/`.
+    writes the run folder, each other worker only its own `backup/worker_<i>/`. The run folder
+    is locked while this runs (`run_folder.lock`): a second `train` into it is refused.
     """
+    config = dataclasses.replace(config, output=output_folder(config))
+    try:
+        return _train(config, return_model)
+    finally:
+        run_folder.unlock(config.output)
+
+
+def output_folder(config):
+    """`config.output`, or the default folder named after the dataset (and the model, unless the default)."""
+    return config.output or run_folder.default_output(config.dataset, config.variant or config.weights)
+
+
+def _train(config, return_model):
     strategy = distribute.make_strategy(config.strategy)  # first: multi-worker set-up precedes any TF op
     chief, worker = distribute.worker_role(strategy)
     if config.resume:
@@ -101,11 +136,18 @@ def train(config, return_model=False):
     _check(config)
     if chief:  # before any image is decoded: an output that cannot be written is the cheapest mistake
         run_folder.check_output(config.output, config.overwrite, config.resume)
+    data.prepare(config.dataset, data_dir=config.data_dir)  # before seeding: a first build draws random numbers
     keras.utils.set_random_seed(config.seed)
     keras.config.set_dtype_policy(config.precision)
     if config.precision == "mixed_float16" and not tf.config.list_physical_devices("GPU"):
         print("keras-vit train: note: mixed_float16 runs several times slower than float32 on a CPU", file=sys.stderr)
-    splits = data.load(config.dataset, data_dir=config.data_dir, bad_files=config.bad_files, seed=config.seed)
+    splits = data.load(
+        config.dataset,
+        data_dir=config.data_dir,
+        bad_files=config.bad_files,
+        validation_fraction=config.val_fraction,
+        seed=config.seed,
+    )
     if config.batch_size > splits.sizes["train"]:
         raise ValueError(
             f"--batch-size {config.batch_size} is larger than the {splits.sizes['train']} training "
@@ -128,17 +170,26 @@ def train(config, return_model=False):
     distribute.patch_multi_worker_fit(model, strategy, train_ds)
     if chief and not config.resume:  # only once every input checked out
         run_folder.start(config.output, _stored(requested), overwrite=config.overwrite)
+    elif chief:
+        run_folder.lock(config.output)
+        _say_where_it_resumes(config)
     start = time.perf_counter()
     if config.resume and run_folder.fit_finished(config.output):  # killed after fit, while saving or exporting
-        saved = keras.saving.load_model(os.path.join(config.output, run_folder.MODEL), safe_mode=True, compile=False)
-        model.set_weights(saved.get_weights())  # not load_weights: the saved optimizer state is not needed
+        # The optimizer built first, so the saved model loads whole (its optimizer state too) and is
+        # saved again whole: an unbuilt one is saved without its variables, and every later load
+        # of model.keras (the export's) warns that it skips them.
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(os.path.join(config.output, run_folder.MODEL))
         start = None
     else:
         history = model.fit(
             train_ds,
             validation_data=val_ds,
             epochs=config.epochs,
-            callbacks=_callbacks(config.output, chief, worker if distribute.several_workers(strategy) else None),
+            callbacks=_callbacks(config.output, chief, worker if distribute.several_workers(strategy) else None)
+            + _early_stopping(config.early_stopping)
+            + ([_TimeLeft()] if chief and _verbosity(config.verbose) else []),
+            class_weight=_class_weights(config.class_weights, splits),
             shuffle=False,  # tf.data shuffles, with the seed
             verbose=_verbosity(config.verbose),
         )
@@ -153,6 +204,14 @@ def train(config, return_model=False):
     if chief:
         run_folder.write_results(config.output, results)
     return (results, model) if return_model else results
+
+
+def _say_where_it_resumes(config):
+    if run_folder.fit_finished(config.output):
+        print(f"keras-vit train: resuming {config.output}: training had finished; saving and exporting")
+    else:
+        epoch = run_folder.epochs_done(config.output) + 1
+        print(f"keras-vit train: resuming {config.output} at epoch {epoch} of {config.epochs}")
 
 
 def _verbosity(verbose):
@@ -171,6 +230,7 @@ def _build_model(config, splits):
             num_classes=splits.num_classes,
             dropout_rate=config.dropout_rate,
             drop_path_rate=config.drop_path_rate,
+            **_halting_options(config),
         )
         return build_vit(architecture), config.scaling or "vit", architecture
     model, report = build_from_checkpoint(
@@ -180,6 +240,7 @@ def _build_model(config, splits):
         variant=config.variant,
         dropout_rate=config.dropout_rate,
         drop_path_rate=config.drop_path_rate,
+        **_halting_options(config),
     )
     for line in report.adapted:
         print(f"keras-vit train: {line}")
@@ -204,6 +265,14 @@ def freeze_backbone(model, frozen=True):
     for layer in model.layers:
         layer.trainable = not frozen or layer.name in HEAD_LAYERS
     return model
+
+
+def _halting_options(config):
+    """The A-ViT `ViTConfig` fields the run sets (`None`: the paper's defaults); none without `--adaptive-tokens`."""
+    if not config.adaptive_tokens:
+        return {}
+    names = ("halting_gate_scale", "halting_gate_center", "ponder_loss_weight", "distribution_prior_weight")
+    return {"adaptive_tokens": True, **{name: getattr(config, name) for name in names}}
 
 
 def _checkpoint_scaling(weights, report):
@@ -242,6 +311,8 @@ def _check(config):
         raise ValueError(f"epochs={config.epochs} and batch_size={config.batch_size} must be positive.")
     if config.variant is not None:
         parse_variant(config.variant)  # an unknown name fails before any image is decoded
+    if config.weights:
+        _check_weights(config.weights)
     sizes = config.image_size if isinstance(config.image_size, (list, tuple)) else [config.image_size]
     checks = [  # flag, value, whether it is valid, what it must be
         ("--image-size", config.image_size, all(size is None or size >= 1 for size in sizes), "a positive size"),
@@ -258,10 +329,15 @@ def _check(config):
             "in [0, 1)",
         ),
         ("--drop-path-rate", config.drop_path_rate, 0 <= config.drop_path_rate < 1, "in [0, 1)"),
+        ("--seed", config.seed, config.seed >= 0, ">= 0"),
+        ("--early-stopping", config.early_stopping, config.early_stopping >= 0, ">= 0 (0: off)"),
+        ("--val-fraction", config.val_fraction, 0 < config.val_fraction < 0.5, "in (0, 0.5)"),
     ]
     for flag, value, valid, requirement in checks:
         if not valid:
             raise ValueError(f"{flag} {value} is out of range: it must be {requirement}.")
+    if str(config.verbose) not in ("auto", "0", "1", "2"):
+        raise ValueError(f"--verbose {config.verbose} is not one of auto, 0, 1, 2.")
     if config.freeze_backbone and not config.weights:
         raise ValueError("--freeze-backbone trains the head alone on a trained backbone: pass --weights.")
     if config.layer_decay is not None and not 0 < config.layer_decay <= 1:
@@ -272,6 +348,16 @@ def _check(config):
         raise ValueError("--jit-compile does not work with a mirrored strategy (variables on several devices).")
     if config.overwrite and config.resume:
         raise ValueError("Pass either --overwrite (start again) or --resume (continue), not both.")
+
+
+def _check_weights(weights):
+    """A `--weights` that is neither a file nor a registry name fails before any image is decoded."""
+    if os.path.exists(os.path.expanduser(weights)) or find_checkpoint(weights) is not None:
+        return
+    variant = weights.split(":")[0].strip()
+    names = [name for name in CHECKPOINTS if name.split(":")[0] == variant]
+    known = f"{variant} has: {', '.join(names)}" if names else f"known names: {', '.join(sorted(CHECKPOINTS)[:8])}, ..."
+    raise FileNotFoundError(f"--weights {weights} is neither a checkpoint file nor a known checkpoint name; {known}.")
 
 
 # Settings that say where and how to run, not what: never stored, never compared on `--resume`.
@@ -377,6 +463,41 @@ def _callbacks(output, chief=True, worker=None):
     ]
 
 
+class _TimeLeft(keras.callbacks.Callback):
+    """After each epoch, one line saying about how long the rest will take (from the epochs so far)."""
+
+    def on_train_begin(self, logs=None):
+        self.start, self.first = time.perf_counter(), None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.first = epoch if self.first is None else self.first  # a resumed run starts later
+
+    def on_epoch_end(self, epoch, logs=None):
+        done, left = epoch + 1 - self.first, self.params["epochs"] - epoch - 1
+        if left:
+            seconds = round((time.perf_counter() - self.start) / done * left)
+            print(
+                f"keras-vit train: epoch {epoch + 1} of {self.params['epochs']} done, about {seconds // 60}m {seconds % 60:02d}s left"
+            )
+
+
+def _early_stopping(patience):
+    if not patience:
+        return []
+    # Its state (best epoch so far) is not in BackupAndRestore's: a resumed run counts patience anew.
+    return [keras.callbacks.EarlyStopping("val_accuracy", patience=patience, restore_best_weights=True, verbose=1)]
+
+
+def _class_weights(rule, splits):
+    """`{class: weight}` for `fit`: "balanced" weighs a class by n / (k * its count), as scikit-learn does."""
+    if rule is None:
+        return None
+    counts = splits.class_counts()
+    if 0 in counts:
+        raise ValueError("--class-weights balanced: a class has no training image; balanced weights need one each.")
+    return {i: sum(counts) / (len(counts) * count) for i, count in enumerate(counts)}
+
+
 def _summary(config, splits, metrics):
     return {
         "dataset": splits.name,
@@ -400,27 +521,51 @@ def _finish(model, config, splits, metrics, seconds, test_ds):
         labels=splits.labels,
         variant=config.variant,
         dataset=splits.name,
-        seed=config.seed,  # folders and TFDS datasets without a test split hold one out with it
+        # What `evaluate` and `export` need to load the same splits again: the folder (absolute) or
+        # TFDS name and data_dir, and the hold-out rule (seed, share, bad files) of a missing split.
+        source=data.source(config.dataset),
+        data_dir=config.data_dir and os.path.abspath(os.path.expanduser(config.data_dir)),
+        seed=config.seed,
+        val_fraction=config.val_fraction,
         bad_files=config.bad_files,
+        label_smoothing=config.label_smoothing,  # in the test loss: `evaluate` reports the same one
         architecture=model_config(model).to_dict(),  # read from the model: right for a resumed run too
     )
     history = read_history(os.path.join(output, run_folder.HISTORY_CSV))
     files.write_json(os.path.join(output, run_folder.HISTORY_JSON), history)
     plot_curves(history, os.path.join(output, run_folder.CURVES))
-    plot_confusion_matrix(
+    matrix = plot_confusion_matrix(
         *predicted_classes(model, test_ds), splits.labels, os.path.join(output, run_folder.CONFUSION_MATRIX)
     )
     fit_seconds = None if seconds is None else round(seconds, 1)
     results = {**_summary(config, splits, metrics), "epochs": len(history["epoch"]), "fit_seconds": fit_seconds}
+    return {**results, "per_class": per_class_metrics(matrix, splits.labels)}
+
+    if model_config(model).adaptive_tokens:
+        results["halting"] = _halting_results(model, test_ds)
     return results
+
+
+def _halting_results(model, test_ds):
+    """A-ViT on the test split: mean blocks per token, and the share of tokens each block still updates."""
+    view = halting_model(model)
+    depth = np.concatenate([np.asarray(view(images, training=False)["depth"]) for images, _ in test_ds])
+    return halting_statistics(depth, num_layers=model_config(model).num_layers)
 
 
 # --- evaluation ------------------------------------------------------------------
 
 
-def evaluate(model_path, dataset="digits", *, split="test", data_dir=None, batch_size=64):
-    """Loads a trained model and returns its loss, top-1 and top-5 on a split."""
+def evaluate(model_path, dataset=None, *, split="test", data_dir=None, batch_size=64):
+    """Loads a trained model and returns its loss, top-1 and top-5 on a split, and its number of images.
+
+    `dataset` and `data_dir` default to the run's own (recorded in its `keras_vit.json`), with the
+    same held-out splits; the loss is the run's (with its label smoothing), as in `results.json`.
+    """
     model, metadata, _ = run_folder.load_model(model_path)  # checks the file and that it fits its keras_vit.json
+    if dataset is None:
+        dataset = metadata.get("source") or metadata.get("dataset") or "digits"
+        data_dir = data_dir or metadata.get("data_dir")
     splits = data.load_for_model(dataset, metadata, data_dir=data_dir)
     ds = data.pipeline(
         getattr(splits, split),
@@ -430,10 +575,13 @@ def evaluate(model_path, dataset="digits", *, split="test", data_dir=None, batch
         scaling=metadata["scaling"],
     )
     model.compile(
-        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+        loss=keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=metadata.get("label_smoothing", 0.0)
+        ),
         metrics=[
             keras.metrics.CategoricalAccuracy(name="accuracy"),
             keras.metrics.TopKCategoricalAccuracy(5, name="top5"),
         ],
     )
-    return model.evaluate(ds, return_dict=True, verbose=0)
+    metrics = model.evaluate(ds, return_dict=True, verbose=0)
+    return {**metrics, "dataset": dataset, "split": split, "images": splits.sizes[split]}

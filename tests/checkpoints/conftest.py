@@ -82,7 +82,8 @@ def reference(run_torch, tmp_path_factory):
     """The folder `torch_reference.py make` filled: random tiny timm and Hugging Face ViTs.
 
     Their weights (`*.safetensors`), their outputs on `images.npy` (`*.logits.npy`), timm's
-    position-embedding resampling (`resample.npz`) and the cases it ran (`cases.json`).
+    position-embedding resampling (`resample.npz`) and the cases it ran (`cases.json`); and in
+    `families/`, the ViT families as hub folders with their outputs (`families.json`).
     Made once per session: every test reads it and writes only files of its own.
     """
     out = tmp_path_factory.mktemp("torch_reference")

@@ -80,3 +80,17 @@ def test_registry_rows_are_consistent():
     cache_names = [row.cache_name for row in checkpoints.CHECKPOINTS.values()]
     assert len(set(cache_names)) == len(cache_names)  # two rows sharing a cached file would load each other's weights
     assert checkpoints.find_checkpoint("augreg_in21k_ft_in1k", "B/16").url.endswith("res_224.npz")
+
+
+def test_family_rows_say_what_they_output_and_build_from_their_options():
+    rows = [row for row in checkpoints.CHECKPOINTS.values() if row.family != "ViT"]
+    assert {row.family for row in rows} == {"DeiT", "DeiT III", "DINOv2", "SigLIP", "CLIP"}
+    fields = set(keras_vit.ViTConfig.__dataclass_fields__)
+    for row in rows:
+        assert row.output in ("logits", "features", "embedding") and (row.num_classes == 0) == (
+            row.output == "features"
+        )
+        assert {key for key, _ in row.options} <= fields, row.name
+        keras_vit.ViTConfig.from_variant(row.variant, image_size=row.image_size, **dict(row.options))  # valid values
+    openai = checkpoints.find_checkpoint("B/16:clip_openai")
+    assert dict(openai.options) == {"activation": "quick_gelu"} and openai.scaling == "clip"

@@ -11,6 +11,11 @@ keras_vit, and no test imports it: the cases it ran are in `OUT/cases.json`.
         safetensors, their outputs on `OUT/images.npy`, timm's position
         embedding resampling on random tensors, and `OUT/cases.json` (the
         `GRIDS` image sizes and the `RESAMPLE_CASES`).
+        Also the ViT families (`FAMILIES`): tiny random timm models saved as
+        hub folders (timm's own `save_for_hf`: model.safetensors + config.json),
+        transformers models saved with `save_pretrained`, a big_vision SigLIP
+        `.npz`, their outputs, and timm's DINOv2 at another input size
+        (`dynamic_img_size`); listed in `OUT/families.json`.
     python tests/checkpoints/torch_reference.py make-b16 OUT
         The same at full size: timm's `vit_base_patch16_224` and Hugging Face's
         default `ViTConfig` (B/16 at 224), with their own random initialisation.
@@ -125,6 +130,196 @@ def make(out):
     np.savez(out / "resample.npz", **resampled)
     cases = {"grids": {stem: size for stem, (size, _) in GRIDS.items()}, "resample": RESAMPLE_CASES}
     (out / "cases.json").write_text(json.dumps(cases))
+    make_families(out / "families")
+
+
+# The families: folder -> (timm architecture, its tiny arguments). Width 64, 2 blocks, 2 heads, MLP 128;
+# patch 8 at 32x32, DINOv2 patch 14 at 28x28. DINOv2 and SigLIP as published: no head (pooled features).
+_FAMILY_TINY = dict(embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0)
+TIMM_FAMILIES = {
+    "timm_deit3": ("deit3_base_patch16_224", dict(img_size=32, patch_size=8, num_classes=5)),
+    "timm_deit_distilled": ("deit_base_distilled_patch16_224", dict(img_size=32, patch_size=8, num_classes=5)),
+    "timm_dinov2_reg4": ("vit_small_patch14_reg4_dinov2", dict(img_size=28, patch_size=14, num_classes=0)),
+    "timm_dinov2": ("vit_small_patch14_dinov2", dict(img_size=28, patch_size=14, num_classes=0)),
+    "timm_siglip": ("vit_base_patch16_siglip_224", dict(img_size=32, patch_size=8, num_classes=0)),
+    "timm_clip": ("vit_base_patch16_clip_224", dict(img_size=32, patch_size=8, num_classes=16)),
+    "timm_clip_quickgelu": ("vit_base_patch16_clip_quickgelu_224", dict(img_size=32, patch_size=8, num_classes=16)),
+    "timm_gap_fc_norm": (
+        "vit_base_patch16_224",
+        dict(img_size=32, patch_size=8, num_classes=5, global_pool="avg", class_token=False, fc_norm=True),
+    ),
+}
+DYNAMIC_SIZE = (42, 56)  # DINOv2 at a 3x4 patch grid instead of its native 2x2
+
+
+@torch.no_grad()
+def make_families(out):
+    import timm
+    from safetensors.torch import load_file
+    from timm.models._hub import save_for_hf
+
+    out.mkdir()
+    generator = torch.Generator().manual_seed(SEED)
+    images = {size: torch.randn(2, 3, size, size, generator=generator) for size in (28, 32)}
+    images["dynamic"] = torch.randn(2, 3, *DYNAMIC_SIZE, generator=generator)
+    for key, value in images.items():
+        np.save(out / f"images_{key}.npy", value.permute(0, 2, 3, 1).numpy())
+    cases = {}
+    for folder, (architecture, args) in TIMM_FAMILIES.items():
+        model = timm.create_model(architecture, pretrained=False, **_FAMILY_TINY, **args).eval()
+        randomize(model)
+        save_for_hf(model, out / folder, safe_serialization=True)
+        size = args["img_size"]
+        np.save(out / f"{folder}.out.npy", model(images[size]).numpy())
+        cases[folder] = size
+    # timm's own run-time resampling: the same weights, any input size.
+    dynamic = timm.create_model(
+        "vit_small_patch14_reg4_dinov2", pretrained=False, dynamic_img_size=True, **_FAMILY_TINY,
+        **TIMM_FAMILIES["timm_dinov2_reg4"][1],
+    ).eval()  # fmt: skip
+    dynamic.load_state_dict(load_file(out / "timm_dinov2_reg4" / "model.safetensors"))
+    np.save(out / "timm_dinov2_reg4.dynamic.npy", dynamic(images["dynamic"]).numpy())
+    cases.update(make_hf_families(out, images))
+    (out / "families.json").write_text(json.dumps(cases))
+
+
+def _hf_tiny(config_class, **extra):
+    tiny = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, attn_implementation="eager")
+    return config_class(**tiny, **extra)
+
+
+@torch.no_grad()
+def make_hf_families(out, images):
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+        DeiTConfig,
+        DeiTForImageClassificationWithTeacher,
+        Dinov2Config,
+        Dinov2Model,
+        Dinov2WithRegistersConfig,
+        Dinov2WithRegistersModel,
+        SiglipConfig,
+        SiglipModel,
+        SiglipVisionConfig,
+        SiglipVisionModel,
+    )  # fmt: skip
+
+    dinov2 = dict(image_size=28, patch_size=14, mlp_ratio=2)
+    small = dict(image_size=32, patch_size=8, intermediate_size=128)
+    models = {  # folder: (model, output)
+        "hf_dinov2": (Dinov2Model(_hf_tiny(Dinov2Config, **dinov2)), "pooler_output"),
+        "hf_dinov2_reg4": (
+            Dinov2WithRegistersModel(_hf_tiny(Dinov2WithRegistersConfig, num_register_tokens=4, **dinov2)),
+            "pooler_output",
+        ),
+        "hf_siglip": (SiglipVisionModel(_hf_tiny(SiglipVisionConfig, **small)), "pooler_output"),
+        "hf_clip": (
+            CLIPVisionModelWithProjection(_hf_tiny(CLIPVisionConfig, projection_dim=16, **small)),
+            "image_embeds",
+        ),
+        "hf_deit_distilled": (
+            DeiTForImageClassificationWithTeacher(_hf_tiny(DeiTConfig, num_labels=5, **small)),
+            "logits",
+        ),
+    }
+    cases = {}
+    for folder, (model, output) in models.items():
+        model.eval()
+        randomize(model)
+        model.save_pretrained(out / folder)
+        size = model.config.image_size
+        np.save(out / f"{folder}.out.npy", getattr(model(pixel_values=images[size]), output).numpy())
+        cases[folder] = size
+    CLIPImageProcessor().save_pretrained(out / "hf_clip")  # as the Hub's folders have it: the pixel statistics
+    # A whole SigLIP (image and text towers, as google/siglip-* files are): only its image tower is read.
+    text = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, vocab_size=50)
+    text.update(bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    full = SiglipModel(SiglipConfig(text_config=text, vision_config=_hf_tiny(SiglipVisionConfig, **small).to_dict()))
+    full.eval()
+    randomize(full)
+    full.save_pretrained(out / "hf_siglip_full")
+    np.save(out / "hf_siglip_full.out.npy", full.vision_model(pixel_values=images[32]).pooler_output.numpy())
+    cases["hf_siglip_full"] = 32
+    write_big_vision_siglip(models["hf_siglip"][0], out)
+    cases["big_vision_siglip.npz"] = 32
+    return cases
+
+
+@torch.no_grad()
+def write_big_vision_siglip(model, out):
+    """The transformers SigLIP tower as big_vision stores it, written independently of keras_vit's reader.
+
+    Flax layouts: `(in, out)` Dense kernels, `(D, heads, d)` / `(heads, d, D)` attention
+    projections, `(p, p, C, D)` patch kernel; a scanned encoder (`encoderblock/` stacked on axis 0);
+    two towers under `params/img/` and `params/txt/`, with the loss's `t` and `b`. The image tower
+    gets a head (its projection), random here: `OUT/big_vision_siglip.out.npy` includes it.
+    """
+    from safetensors.numpy import load_file
+
+    state = load_file(out / "hf_siglip" / "model.safetensors")  # the names on the Hub
+    heads, width = model.config.num_attention_heads, model.config.hidden_size
+
+    def dense(prefix):
+        return {"kernel": state[f"{prefix}.weight"].T, "bias": state[f"{prefix}.bias"]}
+
+    def attention(q, k, v, o):
+        out = {}
+        for name, (weight, bias) in zip(("query", "key", "value"), (q, k, v)):
+            out[f"{name}/kernel"] = weight.T.reshape(width, heads, -1)
+            out[f"{name}/bias"] = bias.reshape(heads, -1)
+        out["out/kernel"] = o[0].T.reshape(heads, -1, width)
+        out["out/bias"] = o[1]
+        return out
+
+    def norm(prefix):
+        return {"scale": state[f"{prefix}.weight"], "bias": state[f"{prefix}.bias"]}
+
+    img = {
+        "embedding/kernel": state["embeddings.patch_embedding.weight"].transpose(2, 3, 1, 0),
+        "embedding/bias": state["embeddings.patch_embedding.bias"],
+        "pos_embedding": state["embeddings.position_embedding.weight"][None],
+        **{f"Transformer/encoder_norm/{k}": v for k, v in norm("post_layernorm").items()},
+        "MAPHead_0/probe": state["head.probe"],
+        **{f"MAPHead_0/LayerNorm_0/{k}": v for k, v in norm("head.layernorm").items()},
+    }
+    for i in (0, 1):
+        img.update({f"MAPHead_0/MlpBlock_0/Dense_{i}/{k}": v for k, v in dense(f"head.mlp.fc{i + 1}").items()})
+    weights, biases = (
+        np.split(state["head.attention.in_proj_weight"], 3),
+        np.split(state["head.attention.in_proj_bias"], 3),
+    )
+    o = (state["head.attention.out_proj.weight"], state["head.attention.out_proj.bias"])
+    img.update(
+        {f"MAPHead_0/MultiHeadDotProductAttention_0/{n}": x for n, x in attention(*zip(weights, biases), o).items()}
+    )
+    blocks = []
+    for i in range(model.config.num_hidden_layers):
+        p = f"encoder.layers.{i}."
+        proj = [
+            (state[f"{p}self_attn.{n}_proj.weight"], state[f"{p}self_attn.{n}_proj.bias"])
+            for n in ("q", "k", "v", "out")
+        ]
+        block = {
+            **{f"LayerNorm_0/{k}": v for k, v in norm(p + "layer_norm1").items()},
+            **{f"MultiHeadDotProductAttention_0/{n}": x for n, x in attention(*proj).items()},
+            **{f"LayerNorm_1/{k}": v for k, v in norm(p + "layer_norm2").items()},
+            **{f"MlpBlock_0/Dense_{j}/{k}": v for j in (0, 1) for k, v in dense(f"{p}mlp.fc{j + 1}").items()},
+        }
+        blocks.append(block)
+    for key in blocks[0]:
+        img[f"Transformer/encoderblock/{key}"] = np.stack([block[key] for block in blocks])
+    rng = np.random.default_rng(SEED)
+    img["head/kernel"] = rng.normal(0, 0.2, (width, 16)).astype("float32")
+    img["head/bias"] = rng.normal(0, 0.2, 16).astype("float32")
+    arrays = {f"params/img/{k}": v for k, v in img.items()}
+    arrays.update({"params/txt/Embed_0/embedding": rng.normal(size=(50, 32)).astype("float32")})
+    arrays.update({"params/t": np.ones(1, "float32"), "params/b": np.zeros(1, "float32")})
+    np.savez(out / "big_vision_siglip.npz", **arrays)
+    images = torch.from_numpy(np.load(out / "images_32.npy")).permute(0, 3, 1, 2)
+    pooled = model(pixel_values=images).pooler_output.numpy()
+    np.save(out / "big_vision_siglip.out.npy", pooled @ img["head/kernel"] + img["head/bias"])
 
 
 @torch.no_grad()

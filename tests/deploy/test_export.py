@@ -10,17 +10,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_vit.deploy import export, litert, parity
+from keras_vit.deploy import export, litert, onnx, parity
 from keras_vit.run_folder import write_metadata
 from keras_vit.training import data
 
-ARTIFACTS = ["Keras", "SavedModel (serving_uint8)"] + [f"LiteRT {q}" for q in litert.QUANTIZATIONS]
+ARTIFACTS = (
+    ["Keras", "SavedModel (serving_uint8)"] + [f"LiteRT {q}" for q in litert.QUANTIZATIONS] + ["ONNX (ONNX Runtime)"]
+)
 
 
 def test_export_writes_tf_serving_and_litert_layout(exported, labels):
     output, _ = exported
     assert (output / "saved_model" / "vit" / "1" / "saved_model.pb").is_file()
     assert sorted(os.listdir(output / "tflite")) == sorted(f"vit_{q}.tflite" for q in litert.QUANTIZATIONS)
+    assert (output / "onnx" / "vit.onnx").is_file() == (not onnx.missing_packages())
     assert (output / "labels.txt").read_text().splitlines() == labels
     # Nothing half-written is left beside the target.
     assert os.listdir(output.parent) == ["out"]
@@ -33,8 +36,11 @@ def test_report_measures_every_artifact(exported):
     rows = {row["artifact"]: row for row in report["artifacts"]}
     assert list(rows) == ARTIFACTS
     assert report["num_test_images"] == 24 and report["test_images"] == "test"
+    if onnx.missing_packages():  # tests/deploy/test_onnx.py checks that row
+        assert rows.pop("ONNX (ONNX Runtime)")["status"] == "skipped"
     for name, row in rows.items():
         assert row["status"] == "kept"
+        assert name == "Keras" or row["seconds"]["write"] > 0 and row["seconds"]["measure"] > 0
         assert row["size_mb"] > 0.05 and row["latency_ms"] > 0
         assert 0 <= row["accuracy"] <= 1
         assert os.path.exists(row["path"] if name == "Keras" else output / row["path"])
@@ -85,16 +91,27 @@ def test_cli_export_refuses_an_existing_target_then_overwrites_it(cli_main, mode
     assert "already exists; pass --overwrite" in capsys.readouterr().err
     previous = os.umask(0o022)
     try:
-        assert cli_main(args + ["--overwrite", "--name", "digits", "--version", "7"]) == 0
+        assert cli_main(args + ["--overwrite", "--name", "digits", "--version", "7", "--no-onnx"]) == 0
     finally:
         os.umask(previous)
     assert target.stat().st_mode & 0o777 == 0o755  # readable by a model server running as another user
     printed = capsys.readouterr().out
     assert "| LiteRT float16 |" in printed and "LiteRT int8: no calibration images were given" in printed
+    # One line per artifact as it is written, before the table.
+    assert re.search(
+        r"^  wrote tflite/vit_float16.tflite \(\d+\.\d MB\) in \d+\.\d s, measured in \d+\.\d s$", printed, re.M
+    )
+    assert printed.index("  wrote saved_model/digits/7") < printed.index("| artifact |")
     assert not (target / "old_file").exists()
     assert (target / "saved_model" / "digits" / "7" / "saved_model.pb").is_file()
-    report = json.loads((target / "parity_report.json").read_text())
-    assert report["artifacts"][-1]["status"] == "skipped" and report["artifacts"][2]["accuracy"] is None
+    rows = {row["artifact"]: row for row in json.loads((target / "parity_report.json").read_text())["artifacts"]}
+    assert rows["LiteRT int8"]["status"] == "skipped" and rows["LiteRT float32"]["accuracy"] is None
+    assert rows["ONNX (ONNX Runtime)"] == {
+        "artifact": "ONNX (ONNX Runtime)",
+        "status": "skipped",
+        "reason": "not asked for (--no-onnx)",
+    }
+    assert not (target / "onnx").exists()
     assert sorted(os.listdir(tmp_path)) == ["images.npy", "out"]
 
 

@@ -33,6 +33,12 @@ def test_each_variant_computes_the_keras_logits(
     np.testing.assert_allclose(logits, keras_logits(model, images), atol=TOLERANCES[quantization])
 
 
+def test_files_name_their_input_and_output_and_take_any_batch(exported):
+    runner = litert.LiteRTModel(exported[0] / "tflite" / "vit_float16.tflite")
+    assert runner.interpreter.get_signature_list() == {"serving_default": {"inputs": ["pixels"], "outputs": ["logits"]}}
+    assert runner.interpreter.get_input_details()[0]["shape_signature"].tolist() == [-1, 32, 32, 3]
+
+
 def test_quantized_files_are_smaller(exported):
     sizes = {q: (exported[0] / "tflite" / f"vit_{q}.tflite").stat().st_size for q in litert.QUANTIZATIONS}
     assert sizes["float16"] < 0.7 * sizes["float32"]

@@ -1,5 +1,6 @@
 """Reading image files, `keras-vit predict` (and `--explain`), and the TensorFlow-free predictor in `deployment_kit/`."""
 
+import json
 import os
 import re
 import runpy
@@ -56,6 +57,12 @@ def images(tmp_path_factory, raw_images):
     return folder, rgb
 
 
+def test_one_list_of_image_types_for_training_prediction_and_the_export_kit(kit):
+    from keras_vit.training import data
+
+    assert kit["IMAGE_EXTENSIONS"] == predict.IMAGE_EXTENSIONS == data.IMAGE_EXTENSIONS
+
+
 @pytest.mark.parametrize("reader", ["keras_vit", "export kit"])
 def test_grayscale_rgba_palette_and_16_bit_become_rgb(kit, images, reader):
     folder, rgb = images
@@ -92,6 +99,16 @@ def test_decompression_bombs_are_refused(kit, tmp_path, monkeypatch, reader):
         _readers(kit)[reader](tmp_path / "bomb.png")
 
 
+def test_large_images_are_downscaled_with_one_note_and_no_warning(tmp_path, monkeypatch, capsys, recwarn):
+    Image.new("RGB", (80, 80)).save(tmp_path / "large.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)  # 80 x 80 is over this, under twice this
+    monkeypatch.setattr(predict, "_noted", set())
+    for _ in range(3):
+        assert predict.read_image(tmp_path / "large.png", max_side=40).shape == (40, 40, 3)
+    assert capsys.readouterr().err.count("are downscaled to 40 px while read") == 1
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
 def _parse(printed):
     """`{image path: [(label, probability), ...]}` from predict's output."""
     results, current = {}, None
@@ -106,7 +123,15 @@ def _parse(printed):
 
 
 @pytest.mark.parametrize(
-    "model_path", ["model.keras", "saved_model/vit/1", "tflite/vit_float32.tflite", "tflite/vit_int8.tflite"]
+    "model_path",
+    [
+        "model.keras",
+        "saved_model/vit/1",
+        "tflite/vit_float32.tflite",
+        "tflite/vit_int8.tflite",
+        ".",  # the export folder: the one SavedModel it holds
+        "saved_model",
+    ],
 )
 def test_predict_agrees_across_model_formats(cli_main, model_dir, exported, images, capsys, model_path, labels):
     folder, _ = images
@@ -154,17 +179,25 @@ def test_predict_usage_errors_are_one_line(cli_main, images, capsys, args, messa
     assert message in err and err.count("\n") == 1
 
 
-def test_export_kit_predictor_runs_without_tensorflow(exported, images, cli_main, capsys, kit_predictor):
+@pytest.mark.parametrize(
+    "script, model", [("predict_litert.py", "tflite/vit_float32.tflite"), ("predict_onnx.py", "onnx/vit.onnx")]
+)
+def test_export_kit_predictor_runs_without_tensorflow(exported, images, cli_main, capsys, repo, script, model):
+    if script == "predict_onnx.py":
+        pytest.importorskip("onnxruntime", reason='the onnx extra is not installed: pip install "keras_vit[onnx]"')
     folder, _ = images
-    model = exported[0] / "tflite" / "vit_float32.tflite"
+    model = exported[0] / model
+    kit = repo / "deployment_kit"
     good = [str(folder / n) for n in ("rgb.png", "photo.jpg")]
-    # TensorFlow and keras are made unimportable, and checked absent afterwards.
+    # TensorFlow and keras are made unimportable, and checked absent afterwards. The kit's folder is
+    # on the path as when the script is run (predict_onnx.py imports predict_litert.py beside it).
     script = (
         "import runpy, sys\n"
         "sys.modules['tensorflow'] = sys.modules['keras'] = None\n"
-        f"sys.argv = ['predict_litert.py', *{good!r}, '--model', {str(model)!r}, '--top-k', '3']\n"
+        f"sys.path.insert(0, {str(kit)!r})\n"
+        f"sys.argv = [{script!r}, *{good!r}, '--model', {str(model)!r}, '--top-k', '3']\n"
         "try:\n"
-        f"    runpy.run_path({kit_predictor!r}, run_name='__main__')\n"
+        f"    runpy.run_path({str(kit / script)!r}, run_name='__main__')\n"
         "except SystemExit as exit:\n"
         "    assert not exit.code, exit.code\n"
         "assert not [m for m in sys.modules if m.startswith(('tensorflow', 'keras')) and sys.modules[m]]\n"
@@ -241,6 +274,26 @@ def test_predict_explain_writes_overlays(cli_main, explain_run, tmp_path, capsys
     assert "wrote" in capsys.readouterr().out
 
 
+def test_predict_json_prints_one_object_per_image(cli_main, model_dir, images, capsys):
+    folder, _ = images
+    files = [str(folder / "rgb.png"), str(folder / "notes.jpg")]
+    assert cli_main(["predict", *files, "--model", str(model_dir), "--top-k", "2"]) == 1
+    plain = _parse(capsys.readouterr().out)
+    assert cli_main(["predict", *files, "--model", str(model_dir), "--top-k", "2", "--json"]) == 1
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["path"] for row in rows] == files
+    assert [(t["label"], round(t["probability"], 4)) for t in rows[0]["top_k"]] == plain[files[0]]
+    assert "is not an image" in rows[1]["error"] and "top_k" not in rows[1]
+
+
+def test_predict_explain_onto_a_file_fails_before_predicting(cli_main, model_dir, images, tmp_path, capsys):
+    (tmp_path / "maps").write_text("not a folder")
+    args = ["predict", str(images[0] / "rgb.png"), "--model", str(model_dir), "--explain", str(tmp_path / "maps")]
+    assert cli_main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "maps is a file; give a folder for the attention maps" in captured.err
+
+
 def test_predict_explain_refuses_models_without_attention(tmp_path):
     with pytest.raises(ValueError, match="needs the Keras model"):
         predict.Explainer(tmp_path / "vit.tflite")
@@ -310,3 +363,18 @@ def test_serving_clients_refuse_files_that_are_no_image(tmp_path, monkeypatch, n
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=re.escape(message)):
         grpc_client["read_image_file"](names[-1])
+
+
+def test_predict_explain_draws_the_halting_depth_of_an_adaptive_model(
+    cli_main, tmp_path, tiny_vit, randomize, write_run_folder, not_blank
+):
+    model = randomize(tiny_vit(num_layers=4, adaptive_tokens=True, halting_gate_scale=5.0, halting_gate_center=0.0))
+    folder = write_run_folder(tmp_path / "run", model, ["0", "1", "2"])
+    image = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    out = tmp_path / "explained"
+    assert cli_main(["predict", str(tmp_path / "a.png"), "--model", str(folder), "--explain", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a_attention.png", "a_halting.png", "a_rollout.png"]
+    assert not_blank(out / "a_halting.png")
+    depth = predict.Explainer(folder).halting_depth(image)
+    assert depth.shape == (4, 4) and 1 <= depth.min() and depth.max() <= 4 and len(np.unique(depth)) > 1

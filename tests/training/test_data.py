@@ -1,6 +1,8 @@
 """Datasets and pipelines: TFDS (mock data), the built-in digits, folders of users' images."""
 
 import io
+import os
+import time
 
 import numpy as np
 import pytest
@@ -87,6 +89,18 @@ def test_varying_image_sizes_are_resized_to_any_shape():
         assert len(splits.labels) == 5
         batch = next(iter(data.pipeline(splits.test, image_size=(24, 16), num_classes=5, batch_size=2)))
     assert batch[0].shape == (2, 24, 16, 3)
+
+
+def test_an_unprepared_tfds_dataset_fails_fast_offline_and_leaves_nothing(tmp_path):
+    start = time.perf_counter()  # conftest's guard refuses the connection, as a machine offline does
+    with pytest.raises(
+        ConnectionError,
+        match=r"TFDS dataset 'cifar10' is not prepared in .* cannot be downloaded here \(no connection to "
+        r"www.cs.toronto.edu.*download_and_prepare.*or pass --data-dir",
+    ):
+        data.load("cifar10", data_dir=str(tmp_path))
+    assert time.perf_counter() - start < 20  # TFDS itself retries for minutes
+    assert os.listdir(tmp_path) == []
 
 
 def test_unknown_dataset_is_a_clear_error():
@@ -207,6 +221,34 @@ def test_small_classes_keep_a_training_image(tmp_path, capsys):
     train = sorted(int(y) for _, y in splits.train)
     assert splits.labels == ["one", "three", "two"] and train == [0, 1, 2, 2]  # "three" gave one to each split
     assert [int(y) for _, y in splits.validation] == [1] and [int(y) for _, y in splits.test] == [1]
+    # The docs' rule, said where it applies: a class needs 3 images to be validated and tested.
+    err = capsys.readouterr().err
+    line = next(line for line in err.splitlines() if "too few images" in line)
+    assert "2 class(es) have too few images to hold out validation and test images (a class needs 3" in line
+    assert line.endswith((f"{os.path.join('few', 'one')}, {os.path.join(root, 'two')}"))
+
+
+def test_one_class_is_refused(tmp_path):
+    _make_folder(tmp_path / "only", per_class=6, classes=("cat",))
+    with pytest.raises(ValueError, match=r"only has one class folder \(cat\): a classifier needs at least 2 classes"):
+        data.load(str(tmp_path / "only"))
+
+
+def test_webp_and_tiff_train_as_predict_reads_them(tmp_path):
+    from keras_vit.deploy import predict
+
+    assert data.IMAGE_EXTENSIONS is predict.IMAGE_EXTENSIONS  # one list for the whole project
+    root = tmp_path / "modern"
+    for c, name in enumerate(("cat", "dog")):
+        (root / name).mkdir(parents=True)
+        for i, ext in enumerate(("webp", "tif", "tiff", "png")):
+            pixels = np.full((6, 9, 3), 40 * c + 10 * i, np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.{ext}", lossless=True)
+    splits = data.load(str(root))
+    assert sum(splits.sizes.values()) == 8
+    for image, label in splits.train.concatenate(splits.validation).concatenate(splits.test):
+        assert image.shape == (6, 9, 3) and len(np.unique(image.numpy())) == 1
+        assert int(label) == int(image[0, 0, 0]) // 40  # the pixels of the file its label came with
 
 
 def test_too_few_images_to_hold_out_is_a_clear_error(tmp_path, capsys):

@@ -3,18 +3,22 @@
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import keras
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 from PIL import Image
 
 from keras_vit import run_folder
-from keras_vit.training.train import TrainConfig, evaluate, train
+from keras_vit.training import data
+from keras_vit.training.train import TrainConfig, _class_weights, _early_stopping, evaluate, train
 
 CLI = [sys.executable, "-m", "keras_vit.cli"]
 
@@ -41,6 +45,7 @@ def test_short_fit_writes_every_artifact_and_learns(tmp_path):
     ):
         assert (run / name).exists(), name
     assert any((run / "logs").rglob("*tfevents*"))
+    assert not (run / run_folder.LOCK).exists()  # released once the run ends
     assert results["test_top1"] > 0.3  # 10 classes: well above chance after 4 short epochs
     assert 0 <= results["test_top1"] <= results["test_top5"] <= 1
     history = json.loads((run / "history.json").read_text())
@@ -53,8 +58,11 @@ def test_short_fit_writes_every_artifact_and_learns(tmp_path):
         assert image.size == (800, 800)  # 10 classes: (4 + 0.4 * 10) inches at 100 dpi
     model = keras.saving.load_model(run / "model.keras", safe_mode=True)
     assert model.output_shape == (None, 10)
-    again = evaluate(str(run), "digits")
+    assert metadata["source"] == "digits" and metadata["val_fraction"] == 0.1
+    again = evaluate(str(run))  # the run's own dataset and split, and its loss (label smoothing included)
     np.testing.assert_allclose(again["accuracy"], results["test_top1"], atol=1e-6)
+    np.testing.assert_allclose(again["loss"], results["test_loss"], rtol=1e-5)
+    assert (again["dataset"], again["split"], again["images"]) == ("digits", "test", 360)
 
 
 def test_an_existing_output_is_refused_unless_asked(tmp_path):
@@ -90,6 +98,14 @@ def test_an_existing_output_is_refused_unless_asked(tmp_path):
         (dict(cutmix=2.0), ValueError, "--cutmix 2.0 is out of range"),
         (dict(dropout_rate=1.5), ValueError, "--dropout-rate 1.5 is out of range"),
         (dict(weight_decay=-0.1), ValueError, "--weight-decay -0.1 is out of range"),
+        (dict(seed=-5), ValueError, r"--seed -5 is out of range: it must be >= 0"),
+        (dict(val_fraction=0.5), ValueError, r"--val-fraction 0.5 is out of range: it must be in \(0, 0.5\)"),
+        (dict(verbose="5"), ValueError, "--verbose 5 is not one of auto, 0, 1, 2"),
+        (
+            dict(weights="B/16:bad_tag"),
+            FileNotFoundError,
+            r"--weights B/16:bad_tag is neither a checkpoint file nor a known checkpoint name; B/16 has: B/16:",
+        ),
         (dict(freeze_backbone=True), ValueError, "--freeze-backbone trains the head alone .* pass --weights"),
         (dict(layer_decay=1.5), ValueError, r"--layer-decay 1.5 is out of range: it must be in \(0, 1\]"),
         (dict(weights="x.npz", freeze_backbone=True, layer_decay=0.75), ValueError, "--layer-decay is for full"),
@@ -146,16 +162,28 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path):
         "0",
         "--no-export",
     ]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while len(_epochs_logged(output / "history.csv")) < 2 and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    # A second writer while the first trains: refused, naming the process, and nothing deleted.
+    with pytest.raises(FileExistsError, match=rf"in use by another keras-vit process \(pid {process.pid}\)"):
+        train(_config(tmp_path, overwrite=True))
+    with pytest.raises(FileExistsError, match="in use by another keras-vit process"):
+        train(_config(tmp_path, resume=True, epochs=8))
+    process.send_signal(signal.SIGINT)  # Ctrl-C
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert stderr.strip().splitlines()[-1] == (
+        f"keras-vit train: interrupted; `keras-vit train --output {output} --resume` continues from the last "
+        "finished epoch"
+    )
+    assert not (output / run_folder.LOCK).exists()
     before = _epochs_logged(output / "history.csv")
-    assert 2 <= len(before) < 8, "the run must be killed mid-training"
+    assert 2 <= len(before) < 8, "the run must be stopped mid-training"
     assert not (output / "model.keras").exists()
-    subprocess.run([*args, "--resume"], check=True, capture_output=True, timeout=600)
+    resumed = subprocess.run([*args, "--resume"], check=True, capture_output=True, text=True, timeout=600)
+    assert f"keras-vit train: resuming {output} at epoch {len(before) + 1} of 8" in resumed.stdout
     again = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "has finished; nothing to resume" in again.stderr
     history = json.loads((output / "history.json").read_text())
@@ -180,15 +208,44 @@ def test_resume_takes_the_runs_settings_and_refuses_contradicting_ones(tmp_path)
     assert os.listdir(tmp_path / "notarun") == ["cats"]
 
 
-def test_a_run_killed_after_fit_finishes_on_resume_without_training_again(tmp_path):
+def test_a_run_killed_after_fit_finishes_on_resume_without_training_again(tmp_path, capsys):
     first = train(_config(tmp_path, epochs=2))
     run = tmp_path / "run"
     (run / "results.json").unlink()  # as if killed while saving or exporting
     rows = _epochs_logged(run / "history.csv")
     again = train(_config(tmp_path, resume=True))
+    assert "training had finished; saving and exporting" in capsys.readouterr().out
     assert _epochs_logged(run / "history.csv") == rows  # no epoch ran again
     assert again["test_top1"] == first["test_top1"] and again["fit_seconds"] is None
     assert (run / "results.json").exists()
+    with warnings.catch_warnings(record=True) as caught:  # as the export loads it: whole, optimizer too
+        warnings.simplefilter("always")
+        keras.saving.load_model(run / "model.keras", safe_mode=True)
+    assert not [w for w in caught if "Skipping variable loading" in str(w.message)]
+
+
+def test_early_stopping_and_balanced_class_weights(tmp_path, capsys):
+    [stopper] = _early_stopping(3)
+    assert (stopper.monitor, stopper.patience, stopper.restore_best_weights) == ("val_accuracy", 3, True)
+    assert _early_stopping(0) == []
+    results = train(_config(tmp_path, epochs=2, early_stopping=1, class_weights="balanced", verbose="2"))
+    assert re.search(r"keras-vit train: epoch 1 of 2 done, about \dm \d\ds left", capsys.readouterr().out)
+    per_class = results["per_class"]  # with the confusion matrix's counts: the test split's 360 digits
+    assert list(per_class) == [str(i) for i in range(10)] and sum(c["support"] for c in per_class.values()) == 360
+    assert all(0 <= c[k] <= 1 for c in per_class.values() for k in ("precision", "recall", "f1"))
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["per_class"] == per_class
+
+
+def test_balanced_class_weights_weigh_rare_classes_up(tmp_path):
+    root = tmp_path / "skewed"
+    for name, count in (("common", 9), ("rare", 3)):
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(root / name / f"{i}.png")
+    splits = data.load(str(root))
+    assert splits.class_counts() == [7, 1]  # one of each held out for validation and one for test
+    assert _class_weights("balanced", splits) == {0: 8 / (2 * 7), 1: 8 / (2 * 1)}
+    assert _class_weights(None, splits) is None
 
 
 def test_a_diverged_run_is_an_error_and_saves_no_model(tmp_path):
@@ -262,6 +319,30 @@ def test_fine_tuning_from_a_checkpoint_at_a_new_size_and_class_count(tmp_path, t
     assert np.isfinite(results["test_loss"]) and results["test_loss"] < 2 * np.log(10)
 
 
+def test_a_tfds_dataset_is_built_before_the_seed_is_set(tmp_path, monkeypatch, capfd):
+    # A first build draws random numbers: built after seeding, the same seed would train another model
+    # on a fresh clone than later (the slow test below shows it end to end).
+    data_dir = str(tmp_path / "tfds")
+
+    def set_random_seed(seed):
+        assert tfds.builder("digits", data_dir=data_dir).is_prepared(), "seeded before the dataset was built"
+        raise KeyboardInterrupt  # seen what was needed: stop the run here
+
+    monkeypatch.setattr(keras.utils, "set_random_seed", set_random_seed)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(tmp_path, data_dir=data_dir))
+    assert "Downloading and preparing" not in "".join(capfd.readouterr())  # built in, nothing to say
+
+
+@pytest.mark.slow
+def test_the_first_build_of_a_tfds_dataset_trains_as_later_reads(tmp_path):
+    # The README's number for a seed holds on a fresh clone too, where `digits` is built first.
+    data_dir = str(tmp_path / "tfds")
+    first = train(_config(tmp_path, epochs=1, data_dir=data_dir, output=str(tmp_path / "first")))
+    later = train(_config(tmp_path, epochs=1, data_dir=data_dir, output=str(tmp_path / "later")))
+    assert first["test_loss"] == later["test_loss"]
+
+
 def test_freeze_backbone_trains_the_head_alone(tmp_path, tiny_vit, randomize, write_run_folder):
     source = randomize(tiny_vit(), scale=0.05)
     earlier = write_run_folder(tmp_path / "earlier", source, ["a", "b", "c"], scaling="imagenet")
@@ -312,3 +393,28 @@ def test_a_family_checkpoints_reported_scaling_is_the_runs(scaling):
     report = types.SimpleNamespace(scaling=scaling, checkpoint=None, format="safetensors")
     assert _checkpoint_scaling("folder", report) == scaling
     assert _checkpoint_scaling("file.npz", types.SimpleNamespace(checkpoint=None, format="npz")) == "vit"
+
+
+def test_adaptive_tokens_fine_tune_a_plain_model_and_report_halting(tmp_path, tiny_vit, write_run_folder):
+    """`keras-vit train --adaptive-tokens --weights ...`: A-ViT fine-tunes a model trained without it, as the paper does DeiT."""
+    from keras_vit.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--adaptive-tokens", "--halting-gate-center", "3"])
+    assert args.adaptive_tokens is True and args.halting_gate_center == 3.0 and args.ponder_loss_weight is None
+    earlier = write_run_folder(tmp_path / "earlier", tiny_vit(num_classes=10), [str(i) for i in range(10)])
+    config = _config(
+        tmp_path,
+        weights=str(earlier / "model.keras"),
+        variant=None,
+        epochs=1,
+        adaptive_tokens=True,
+        halting_gate_center=3.0,
+    )
+    results = train(config)
+    halting = json.loads((tmp_path / "run" / "results.json").read_text())["halting"]
+    assert halting == results["halting"] and 1.0 <= halting["mean_depth"] <= 2.0
+    assert halting["active_fraction"][0] == 1.0 and 0.0 <= halting["active_fraction"][1] <= 1.0
+    architecture = json.loads((tmp_path / "run" / "keras_vit.json").read_text())["architecture"]
+    assert architecture["adaptive_tokens"] is True and architecture["halting_gate_center"] == 3.0
+    model = keras.saving.load_model(tmp_path / "run" / "model.keras", safe_mode=True)
+    assert "halting_loss" in [layer.name for layer in model.layers]

@@ -1,0 +1,202 @@
+"""The ViT families loaded from the files users download: DeiT (distilled), DeiT III, DINOv2 (with
+registers), SigLIP, CLIP as timm hub folders, transformers folders and big_vision `.npz`.
+
+Each reference is a tiny random PyTorch model with every weight perturbed (LayerScale starts near
+zero and would hide a wrong block), saved as the hub saves it (`torch_reference.py`, in the one
+session call of the `reference` fixture); keras_vit builds it from the file alone and must give
+the same outputs on the same images.
+"""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from keras_vit import CheckpointError, build_from_checkpoint, build_vit, load_weights, read_config, save_timm
+from keras_vit.checkpoints.keys import model_variables
+
+RELATIVE_TOLERANCE = 2e-5  # of the largest output: float32 in two frameworks
+
+# Folder (or file) -> (the ViTConfig fields it must come out with, the output kind).
+FAMILIES = {
+    "timm_deit3": ({"layer_scale_init": 1e-5, "embed_prefix_tokens": False}, "logits"),
+    "timm_deit_distilled": ({"distillation": True}, "logits"),
+    "timm_dinov2": ({"num_register_tokens": 0, "embed_prefix_tokens": True, "include_top": False}, "features"),
+    "timm_dinov2_reg4": ({"num_register_tokens": 4, "embed_prefix_tokens": False, "include_top": False}, "features"),
+    "timm_siglip": ({"pooling": "map", "class_token": False, "activation": "gelu"}, "features"),
+    "timm_clip": ({"pre_norm": True, "patch_bias": False, "layer_norm_epsilon": 1e-5}, "embedding"),
+    "timm_clip_quickgelu": ({"activation": "quick_gelu"}, "embedding"),
+    "timm_gap_fc_norm": ({"pooling": "gap", "pooled_norm": True}, "logits"),
+    "hf_dinov2": ({"layer_scale_init": 1e-5, "include_top": False}, "features"),
+    "hf_dinov2_reg4": ({"num_register_tokens": 4, "embed_prefix_tokens": False}, "features"),
+    "hf_siglip": ({"pooling": "map", "activation": "gelu_tanh"}, "features"),
+    "hf_siglip_full": ({"pooling": "map"}, "features"),
+    "hf_clip": ({"activation": "quick_gelu", "pre_norm": True}, "embedding"),
+    "hf_deit_distilled": ({"distillation": True, "layer_norm_epsilon": 1e-12}, "logits"),
+    "big_vision_siglip.npz": ({"pooling": "map", "activation": "gelu_tanh"}, "embedding"),
+}
+# The pixel statistics the folders' config.json (timm) or preprocessor_config.json (transformers) name.
+SCALINGS = {
+    "timm_deit3": "imagenet", "timm_deit_distilled": "imagenet", "timm_dinov2": "imagenet",
+    "timm_dinov2_reg4": "imagenet", "timm_siglip": "vit", "timm_clip": "clip", "timm_clip_quickgelu": "clip",
+    "timm_gap_fc_norm": "vit", "hf_clip": "clip",
+}  # fmt: skip
+# The file alone, without its config.json: what the tensors do not tell is passed.
+FILES_ALONE = {
+    "timm_deit3": {},
+    "timm_deit_distilled": {},
+    "timm_dinov2_reg4": {},
+    "timm_siglip": {},
+    "timm_clip": {"activation": "gelu"},
+    "hf_dinov2_reg4": {},
+    "hf_siglip_full": {},
+    "hf_deit_distilled": {},
+    "hf_clip": {"activation": "quick_gelu"},
+}
+
+
+@pytest.fixture(scope="session")
+def families(reference):
+    """`(folder of the family files, {name: image size})`."""
+    folder = reference / "families"
+    return folder, json.loads((folder / "families.json").read_text())
+
+
+def _difference(model, folder, size, expected):
+    outputs = model.predict(np.load(folder / f"images_{size}.npy"), verbose=0)
+    expected = np.load(folder / expected)
+    assert outputs.shape == expected.shape
+    return float(np.abs(outputs - expected).max() / max(1.0, np.abs(expected).max()))
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_family_checkpoints_give_the_same_outputs(families, name):
+    folder, sizes = families
+    fields, _ = FAMILIES[name]
+    model, report = build_from_checkpoint(folder / name)
+    assert len(report.loaded) == len(model_variables(model)) and not report.skipped
+    for field, value in fields.items():
+        assert getattr(report.config, field) == value, field
+    assert report.scaling == SCALINGS.get(name)
+    difference = _difference(model, folder, sizes[name], f"{name.removesuffix('.npz')}.out.npy")
+    print(f"{name}: max abs difference {difference:.2e} (relative to the largest output)")
+    assert difference < RELATIVE_TOLERANCE
+
+
+@pytest.mark.parametrize("name", list(FILES_ALONE))
+def test_the_weights_file_alone_gives_the_same_outputs(families, name):
+    folder, sizes = families
+    model, report = build_from_checkpoint(folder / name / "model.safetensors", **FILES_ALONE[name])
+    assert len(report.loaded) == len(model_variables(model)) and not report.skipped
+    assert _difference(model, folder, sizes[name], f"{name}.out.npy") < RELATIVE_TOLERANCE
+
+
+def test_dinov2_at_another_resolution_matches_timms_run_time_resampling(families):
+    folder, _ = families
+    model, report = build_from_checkpoint(folder / "timm_dinov2_reg4", dynamic_image_size=True)
+    assert report.config.dynamic_image_size and model.input_shape[1:3] == (None, None)
+    difference = _difference(model, folder, "dynamic", "timm_dinov2_reg4.dynamic.npy")
+    print(f"DINOv2 at 42x56 against timm's dynamic_img_size: {difference:.2e}")
+    assert difference < RELATIVE_TOLERANCE
+    assert _difference(model, folder, 28, "timm_dinov2_reg4.out.npy") < RELATIVE_TOLERANCE  # its own size too
+
+
+def test_load_weights_reads_a_hub_folder_into_a_built_model(families):
+    folder, sizes = families
+    config = read_config(folder / "timm_deit3")
+    model = build_vit(config)
+    report = load_weights(model, folder / "timm_deit3")
+    assert len(report.loaded) == len(model_variables(model))
+    assert _difference(model, folder, sizes["timm_deit3"], "timm_deit3.out.npy") < RELATIVE_TOLERANCE
+
+
+def test_a_folder_of_another_family_is_refused_naming_each_difference(families, tmp_path):
+    folder, _ = families
+    shutil.copytree(folder / "timm_deit3", tmp_path / "mixed")
+    shutil.copy(folder / "timm_siglip" / "config.json", tmp_path / "mixed" / "config.json")
+    with pytest.raises(CheckpointError) as error:
+        build_from_checkpoint(tmp_path / "mixed")
+    message = str(error.value)
+    assert "timm 'vit_base_patch16_siglip_224'" in message and "nothing was built" in message
+    assert "SigLIP models have class_token=False, the tensors class_token=True" in message
+    assert "pooling='map'" in message
+
+
+def test_a_clip_file_without_its_config_names_the_activation_to_pass(families):
+    folder, _ = families
+    with pytest.raises(CheckpointError, match=r"CLIP image tower.*activation='quick_gelu'.*config\.json"):
+        build_from_checkpoint(folder / "timm_clip" / "model.safetensors")
+
+
+def test_models_keras_vit_does_not_build_are_named(families, tmp_path):
+    folder, _ = families
+    shutil.copytree(folder / "timm_dinov2", tmp_path / "giant")
+    config = json.loads((tmp_path / "giant" / "config.json").read_text())
+    config["architecture"] = "vit_giant_patch14_dinov2"
+    config["model_args"]["qk_norm"] = True
+    (tmp_path / "giant" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError) as error:
+        build_from_checkpoint(tmp_path / "giant")
+    assert "2 problem(s)" in str(error.value) and "SwiGLU" in str(error.value) and "['qk_norm']" in str(error.value)
+
+
+def test_a_family_file_that_does_not_fit_the_model_leaves_it_untouched(families, snapshot, assert_unchanged):
+    folder, _ = families
+    model = build_vit(read_config(folder / "timm_deit3").replace(mlp_dim=96))
+    before = snapshot(model)
+    with pytest.raises(CheckpointError) as error:
+        load_weights(model, folder / "timm_dinov2_reg4")
+    message = str(error.value)
+    assert "nothing was loaded" in message and "reg: unexpected in the checkpoint (1, 4, 64)" in message
+    assert "MlpBlock_3/Dense_0/kernel: checkpoint shape (64, 128) != model shape (64, 96)" in message
+    assert_unchanged(model, before)
+
+
+def test_a_registry_row_carries_what_the_config_json_would_say(families, tmp_path, monkeypatch):
+    from keras_vit import checkpoints
+
+    folder, sizes = families
+    file = folder / "timm_clip_quickgelu" / "model.safetensors"
+    row = checkpoints.Checkpoint(
+        "tiny/8", "clip_test", file.as_uri(), 32, 16, "none", scaling="clip", family="CLIP", output="embedding",
+        options=(("activation", "quick_gelu"),),
+    )  # fmt: skip
+    monkeypatch.setitem(checkpoints.CHECKPOINTS, row.name, row)
+    monkeypatch.setattr(checkpoints.registry, "CACHE_DIR", str(tmp_path / "cache"))
+    model, report = build_from_checkpoint("tiny/8:clip_test")
+    assert report.config.activation == "quick_gelu" and report.family == "CLIP" and report.scaling == "clip"
+    assert _difference(model, folder, sizes["timm_clip_quickgelu"], "timm_clip_quickgelu.out.npy") < RELATIVE_TOLERANCE
+    with pytest.raises(ValueError, match=r"a CLIP checkpoint.*build_from_checkpoint\('tiny/8:clip_test'\)"):
+        build_vit("tiny/8", weights="clip_test")
+
+
+@pytest.mark.parametrize("name", [name for name in FAMILIES if name.startswith("timm_")])
+def test_save_timm_writes_back_the_state_dict_and_config_timm_wrote(families, tmp_path, name):
+    folder, _ = families
+    model, report = build_from_checkpoint(folder / name)
+    save_timm(model, tmp_path / name, scaling="imagenet")
+    written, original = load_file(tmp_path / name / "model.safetensors"), load_file(folder / name / "model.safetensors")
+    assert sorted(written) == sorted(original)
+    for key, value in original.items():  # the very tensors: timm reads the file as it read its own
+        np.testing.assert_allclose(written[key], value, rtol=0, atol=1e-7, err_msg=key)
+    assert read_config(tmp_path / name) == report.config  # its config.json says what timm's said
+
+
+def test_save_timm_refuses_what_timm_cannot_express(families, tmp_path):
+    folder, _ = families
+    model, _ = build_from_checkpoint(folder / "hf_deit_distilled")  # transformers' LayerNorm epsilon 1e-12
+    with pytest.raises(ValueError, match=r"layer_norm_epsilon=1e-12.*write the state dict alone"):
+        save_timm(model, tmp_path / "deit")
+    save_timm(model, tmp_path / "deit.safetensors")
+    assert load_file(tmp_path / "deit.safetensors")["dist_token"].shape == (1, 1, 64)
+
+
+def test_a_keras_file_of_a_family_model_keeps_what_no_tensor_shows(families, tmp_path):
+    folder, sizes = families
+    model, report = build_from_checkpoint(folder / "timm_clip_quickgelu")
+    model.save(tmp_path / "model.keras")
+    again, again_report = build_from_checkpoint(tmp_path / "model.keras")
+    assert again_report.config == report.config and again_report.config.activation == "quick_gelu"
+    assert _difference(again, folder, sizes["timm_clip_quickgelu"], "timm_clip_quickgelu.out.npy") < RELATIVE_TOLERANCE

@@ -4,7 +4,7 @@ Every notebook is executed from a temporary copy with nbclient (kernel `python3`
 starts with this interpreter),
 TFDS and Keras pointed at empty temporary folders and HTTP(S) sent to a closed port: a notebook
 that needs a download fails here. The built-in digits are built locally from scikit-learn's copy.
-On the project's 2-core machine the six take a few minutes together.
+On the project's 2-core machine the seven take a few minutes together.
 """
 
 import os
@@ -38,13 +38,14 @@ def offline_env(tmp_path_factory):
     }
 
 
-def test_there_are_six_notebooks():
+def test_there_are_seven_notebooks():
     assert NOTEBOOKS == [
         "01_pixels_to_tokens.ipynb",
         "02_training.ipynb",
         "03_fine_tuning.ipynb",
         "04_export.ipynb",
         "05_attention.ipynb",
+        "06_families.ipynb",
         "07_adaptive_tokens.ipynb",
     ]
 

@@ -56,9 +56,11 @@ def test_each_family_round_trips_its_run_folder_and_exports_with_parity(family, 
     inputs = preprocessing_model(size, "imagenet")(images)
     np.testing.assert_allclose(loaded(inputs), model(inputs), atol=1e-6)
 
-    report = export.export_model(folder, tmp_path / "export", test_images=images, quantizations=("float32",))
+    report = export.export_model(
+        folder, tmp_path / "export", test_images=images, quantizations=("float32",), with_onnx=False
+    )
     rows = {row["artifact"]: row for row in report["artifacts"]}
-    assert list(rows) == ["Keras", "SavedModel (serving_uint8)", "LiteRT float32"]
+    assert list(rows)[:3] == ["Keras", "SavedModel (serving_uint8)", "LiteRT float32"]
     assert rows["SavedModel (serving_uint8)"]["max_abs_logit_diff"] < 1e-5
     assert rows["LiteRT float32"]["max_abs_logit_diff"] < 1e-4 and rows["LiteRT float32"]["top1_agreement"] == 1
     tflite = litert.LiteRTModel(tmp_path / "export" / "tflite" / "vit_float32.tflite")

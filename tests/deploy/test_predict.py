@@ -106,9 +106,12 @@ def _parse(printed):
 
 
 @pytest.mark.parametrize(
-    "model_path", ["model.keras", "saved_model/vit/1", "tflite/vit_float32.tflite", "tflite/vit_int8.tflite"]
+    "model_path",
+    ["model.keras", "saved_model/vit/1", "tflite/vit_float32.tflite", "tflite/vit_int8.tflite", "onnx/vit.onnx"],
 )
 def test_predict_agrees_across_model_formats(cli_main, model_dir, exported, images, capsys, model_path, labels):
+    if model_path.endswith(".onnx"):
+        pytest.importorskip("onnxruntime", reason='the onnx extra is not installed: pip install "keras_vit[onnx]"')
     folder, _ = images
     good = [str(folder / n) for n in ("rgb.png", "gray.png", "photo.jpg")]
     assert cli_main(["predict", *good, "--model", str(model_dir), "--top-k", "3"]) == 0

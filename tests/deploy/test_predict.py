@@ -1,5 +1,6 @@
 """Reading image files, `keras-vit predict` (and `--explain`), and the TensorFlow-free predictor in `deployment_kit/`."""
 
+import functools
 import os
 import re
 import runpy
@@ -321,3 +322,19 @@ def test_serving_clients_refuse_files_that_are_no_image(tmp_path, monkeypatch, n
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=re.escape(message)):
         grpc_client["read_image_file"](names[-1])
+
+
+def test_onnx_kit_predictor_refuses_what_is_no_keras_vit_onnx_model(repo, exported, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("onnxruntime", reason='the onnx extra is not installed: pip install "keras_vit[onnx]"')
+    monkeypatch.syspath_prepend(str(repo / "deployment_kit"))  # predict_onnx.py imports predict_litert.py
+    kit = runpy.run_path(str(repo / "deployment_kit" / "predict_onnx.py"))
+    (tmp_path / "m.onnx").write_text("not a model")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img.png")
+    main = functools.partial(kit["main"], model_kind=".onnx", load=kit["load_classifier"])
+    assert main(["--model", str(tmp_path / "m.onnx"), str(tmp_path / "img.png")]) == 2
+    err = capsys.readouterr().err
+    assert "m.onnx is not an .onnx model written by keras-vit export (" in err and err.count("\n") == 1
+    (tmp_path / "labels.txt").write_text("a\nb\n")
+    onnx_model = str(exported[0] / "onnx" / "vit.onnx")
+    assert main(["--model", onnx_model, "--labels", str(tmp_path / "labels.txt"), str(tmp_path / "img.png")]) == 2
+    assert "labels.txt has 2 labels but" in capsys.readouterr().err

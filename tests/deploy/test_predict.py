@@ -1,5 +1,6 @@
 """Reading image files, `keras-vit predict` (and `--explain`), and the TensorFlow-free predictor in `deployment_kit/`."""
 
+import functools
 import json
 import os
 import re
@@ -129,11 +130,14 @@ def _parse(printed):
         "saved_model/vit/1",
         "tflite/vit_float32.tflite",
         "tflite/vit_int8.tflite",
+        "onnx/vit.onnx",
         ".",  # the export folder: the one SavedModel it holds
         "saved_model",
     ],
 )
 def test_predict_agrees_across_model_formats(cli_main, model_dir, exported, images, capsys, model_path, labels):
+    if model_path.endswith(".onnx"):
+        pytest.importorskip("onnxruntime", reason='the onnx extra is not installed: pip install "keras_vit[onnx]"')
     folder, _ = images
     good = [str(folder / n) for n in ("rgb.png", "gray.png", "photo.jpg")]
     assert cli_main(["predict", *good, "--model", str(model_dir), "--top-k", "3"]) == 0
@@ -378,3 +382,19 @@ def test_predict_explain_draws_the_halting_depth_of_an_adaptive_model(
     assert not_blank(out / "a_halting.png")
     depth = predict.Explainer(folder).halting_depth(image)
     assert depth.shape == (4, 4) and 1 <= depth.min() and depth.max() <= 4 and len(np.unique(depth)) > 1
+
+
+def test_onnx_kit_predictor_refuses_what_is_no_keras_vit_onnx_model(repo, exported, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("onnxruntime", reason='the onnx extra is not installed: pip install "keras_vit[onnx]"')
+    monkeypatch.syspath_prepend(str(repo / "deployment_kit"))  # predict_onnx.py imports predict_litert.py
+    kit = runpy.run_path(str(repo / "deployment_kit" / "predict_onnx.py"))
+    (tmp_path / "m.onnx").write_text("not a model")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img.png")
+    main = functools.partial(kit["main"], model_kind=".onnx", load=kit["load_classifier"])
+    assert main(["--model", str(tmp_path / "m.onnx"), str(tmp_path / "img.png")]) == 2
+    err = capsys.readouterr().err
+    assert "m.onnx is not an .onnx model written by keras-vit export (" in err and err.count("\n") == 1
+    (tmp_path / "labels.txt").write_text("a\nb\n")
+    onnx_model = str(exported[0] / "onnx" / "vit.onnx")
+    assert main(["--model", onnx_model, "--labels", str(tmp_path / "labels.txt"), str(tmp_path / "img.png")]) == 2
+    assert "labels.txt has 2 labels but" in capsys.readouterr().err

@@ -464,21 +464,21 @@ def _callbacks(output, chief=True, worker=None):
 
 
 class _TimeLeft(keras.callbacks.Callback):
-    """After each epoch, one line saying about how long the rest will take (from the epochs so far)."""
+    """Between epochs, one line saying about how long the rest will take (from the epochs so far).
+
+    Said as an epoch begins: Keras prints the last epoch's metrics after every other callback's end.
+    """
 
     def on_train_begin(self, logs=None):
         self.start, self.first = time.perf_counter(), None
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.first = epoch if self.first is None else self.first  # a resumed run starts later
-
-    def on_epoch_end(self, epoch, logs=None):
-        done, left = epoch + 1 - self.first, self.params["epochs"] - epoch - 1
-        if left:
-            seconds = round((time.perf_counter() - self.start) / done * left)
-            print(
-                f"keras-vit train: epoch {epoch + 1} of {self.params['epochs']} done, about {seconds // 60}m {seconds % 60:02d}s left"
-            )
+        if self.first is None:  # a resumed run starts later than 0
+            self.first = epoch
+            return
+        total = self.params["epochs"]
+        seconds = round((time.perf_counter() - self.start) / (epoch - self.first) * (total - epoch))
+        print(f"keras-vit train: {epoch} of {total} epochs done, about {seconds // 60}m {seconds % 60:02d}s left")
 
 
 def _early_stopping(patience):

@@ -229,7 +229,7 @@ def test_early_stopping_and_balanced_class_weights(tmp_path, capsys):
     assert (stopper.monitor, stopper.patience, stopper.restore_best_weights) == ("val_accuracy", 3, True)
     assert _early_stopping(0) == []
     results = train(_config(tmp_path, epochs=2, early_stopping=1, class_weights="balanced", verbose="2"))
-    assert re.search(r"keras-vit train: epoch 1 of 2 done, about \dm \d\ds left", capsys.readouterr().out)
+    assert re.search(r"keras-vit train: 1 of 2 epochs done, about \dm \d\ds left", capsys.readouterr().out)
     per_class = results["per_class"]  # with the confusion matrix's counts: the test split's 360 digits
     assert list(per_class) == [str(i) for i in range(10)] and sum(c["support"] for c in per_class.values()) == 360
     assert all(0 <= c[k] <= 1 for c in per_class.values() for k in ("precision", "recall", "f1"))

@@ -311,8 +311,6 @@ def _check(config):
         raise ValueError(f"epochs={config.epochs} and batch_size={config.batch_size} must be positive.")
     if config.variant is not None:
         parse_variant(config.variant)  # an unknown name fails before any image is decoded
-    if config.weights:
-        _check_weights(config.weights)
     sizes = config.image_size if isinstance(config.image_size, (list, tuple)) else [config.image_size]
     checks = [  # flag, value, whether it is valid, what it must be
         ("--image-size", config.image_size, all(size is None or size >= 1 for size in sizes), "a positive size"),
@@ -348,6 +346,8 @@ def _check(config):
         raise ValueError("--jit-compile does not work with a mirrored strategy (variables on several devices).")
     if config.overwrite and config.resume:
         raise ValueError("Pass either --overwrite (start again) or --resume (continue), not both.")
+    if config.weights:  # after the flags: it looks at the disk (and names the checkpoints it knows)
+        _check_weights(config.weights)
 
 
 def _check_weights(weights):
@@ -539,8 +539,7 @@ def _finish(model, config, splits, metrics, seconds, test_ds):
     )
     fit_seconds = None if seconds is None else round(seconds, 1)
     results = {**_summary(config, splits, metrics), "epochs": len(history["epoch"]), "fit_seconds": fit_seconds}
-    return {**results, "per_class": per_class_metrics(matrix, splits.labels)}
-
+    results["per_class"] = per_class_metrics(matrix, splits.labels)
     if model_config(model).adaptive_tokens:
         results["halting"] = _halting_results(model, test_ds)
     return results

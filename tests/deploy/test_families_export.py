@@ -1,8 +1,8 @@
 """Every ViT family ships like the plain ViT: run folder round trip in safe mode, SavedModel, builtin-only LiteRT.
 
 One tiny model per family, every weight random (LayerScale's 1e-6 start would hide a missing
-block), through `run_folder.save` / `load_model` and `export_model` (float32 LiteRT only; the
-quantized files are the plain ViT's tests). The DINOv2-style model takes any image size: its
+block), through `run_folder.save` / `load_model` and `export_model` (float32 LiteRT only, the quantized
+files are the plain ViT's tests; ONNX where the onnx extra is installed). The DINOv2-style model takes any image size: its
 SavedModel's `serving_default` too, its LiteRT file at the size in `keras_vit.json`.
 
 An export takes ~35 s here, so the default suite runs two models that carry every option between
@@ -14,7 +14,7 @@ import pytest
 
 import keras_vit
 from keras_vit import run_folder
-from keras_vit.deploy import export, litert, saved_model
+from keras_vit.deploy import export, litert, onnx, saved_model
 from keras_vit.preprocessing import preprocessing_model
 
 LABELS = ["a", "b", "c"]
@@ -56,13 +56,17 @@ def test_each_family_round_trips_its_run_folder_and_exports_with_parity(family, 
     inputs = preprocessing_model(size, "imagenet")(images)
     np.testing.assert_allclose(loaded(inputs), model(inputs), atol=1e-6)
 
+    with_onnx = not onnx.missing_packages()  # the ONNX row says "skipped" without the onnx extra
     report = export.export_model(
-        folder, tmp_path / "export", test_images=images, quantizations=("float32",), with_onnx=False
+        folder, tmp_path / "export", test_images=images, quantizations=("float32",), with_onnx=with_onnx
     )
     rows = {row["artifact"]: row for row in report["artifacts"]}
-    assert list(rows)[:3] == ["Keras", "SavedModel (serving_uint8)", "LiteRT float32"]
+    assert list(rows) == ["Keras", "SavedModel (serving_uint8)", "LiteRT float32", "ONNX (ONNX Runtime)"]
     assert rows["SavedModel (serving_uint8)"]["max_abs_logit_diff"] < 1e-5
     assert rows["LiteRT float32"]["max_abs_logit_diff"] < 1e-4 and rows["LiteRT float32"]["top1_agreement"] == 1
+    if with_onnx:  # the ONNX file at the size in keras_vit.json, dynamic batch
+        assert rows["ONNX (ONNX Runtime)"]["max_abs_logit_diff"] < 1e-5
+        assert rows["ONNX (ONNX Runtime)"]["top1_agreement"] == 1
     tflite = litert.LiteRTModel(tmp_path / "export" / "tflite" / "vit_float32.tflite")
     assert tflite.image_size == (size, size)
     assert not [op for op in tflite.op_names() if op.startswith("Flex") or op == "CUSTOM"]

@@ -126,7 +126,12 @@ def _run_train(args):
             file=sys.stderr,
         )
         return 130
-    print(json.dumps(results, indent=2))
+    from keras_vit.training.reports import per_class_text
+
+    tables = ("per_class", "confusion_matrix")  # printed as tables below; all of it in results.json
+    print(json.dumps({k: v for k, v in results.items() if k not in tables}, indent=2))
+    if "per_class" in results:  # not on a worker of a multi-machine run
+        print(per_class_text(results["per_class"], results["confusion_matrix"]))
     print(
         f"Wrote {config.output}/: model.keras, keras_vit.json, results.json, history.csv, curves.png, "
         "confusion_matrix.png, checkpoints/best.keras, logs/ (TensorBoard)"

@@ -18,7 +18,7 @@ import numpy as np
 from safetensors.numpy import save as safetensors_save
 
 from keras_vit import files
-from keras_vit.checkpoints import formats, hub, torch_layouts
+from keras_vit.checkpoints import formats, hub, registry, torch_layouts
 from keras_vit.checkpoints.adapt import adapt, adapt_prefix_slots
 from keras_vit.checkpoints.formats import CheckpointError
 from keras_vit.checkpoints.keys import model_variables
@@ -110,7 +110,7 @@ def read_source(path, num_heads=None):
     """`read_checkpoint`, with what a folder's `config.json` says (a `Source`)."""
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"No checkpoint at {path}.")
+        raise registry.not_found(path)
     weights, config = hub.find_files(path)
     hub_config = hub.read_hub_config(config, path)
     kind = formats.sniff_format(weights[0])

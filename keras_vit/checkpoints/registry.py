@@ -204,6 +204,14 @@ def find_checkpoint(name, variant=None):
     return CHECKPOINTS.get(str(name).strip())
 
 
+def not_found(name, given_as=""):
+    """The error for a name that is neither a file nor a registry row: it lists the variant's rows."""
+    variant = str(name).split(":")[0].strip()
+    names = [row for row in CHECKPOINTS if row.split(":")[0] == variant]
+    known = f"{variant} has: {', '.join(names)}" if names else f"known names: {', '.join(sorted(CHECKPOINTS)[:8])}, ..."
+    return FileNotFoundError(f"{given_as}{name} is neither a checkpoint file nor a known checkpoint name; {known}.")
+
+
 def fetch_checkpoint(checkpoint, cache_dir=None):
     """Downloads (once) and returns the local path of a registry row's file.
 

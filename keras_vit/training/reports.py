@@ -90,3 +90,34 @@ def plot_confusion_matrix(true, predicted, labels, path, max_annotated=20):
     figure.tight_layout()
     figure.savefig(path)
     return matrix
+
+
+def per_class_text(per_class, matrix, max_classes=20):
+    """The per-class table and the confusion matrix as text, for the terminal.
+
+    With more than `max_classes` classes the table keeps the `max_classes` lowest F1 (the classes
+    to look at) and the matrix is left to `confusion_matrix.png` and `results.json`.
+    """
+    rows = (
+        sorted(per_class.items(), key=lambda item: item[1]["f1"]) if len(per_class) > max_classes else per_class.items()
+    )
+    rows = list(rows)[:max_classes]
+    width = max(5, *(len(label) for label, _ in rows))
+    title = "per class on the test split" + (
+        f" ({max_classes} lowest F1 of {len(per_class)})" if len(per_class) > max_classes else ""
+    )
+    lines = [f"{title}:", f"  {'class':<{width}}  precision  recall     f1  images"]
+    lines += [
+        f"  {label:<{width}}  {m['precision']:9.3f}  {m['recall']:6.3f}  {m['f1']:5.3f}  {m['support']:6d}"
+        for label, m in rows
+    ]
+    if len(per_class) <= max_classes:
+        labels = list(per_class)
+        matrix = np.asarray(matrix)
+        cell = max(3, len(str(matrix.max())), *(len(label) for label in labels))
+        lines += ["confusion matrix (rows: true class, columns: predicted):"]
+        lines += ["  " + " " * width + "".join(f" {label:>{cell}}" for label in labels)]
+        lines += [
+            f"  {label:<{width}}" + "".join(f" {n:>{cell}}" for n in row) for label, row in zip(labels, matrix.tolist())
+        ]
+    return "\n".join(lines)

@@ -17,7 +17,8 @@ import tensorflow as tf
 
 from keras_vit import files, run_folder
 from keras_vit.adaptive import halting_model, halting_statistics
-from keras_vit.checkpoints import CHECKPOINTS, build_from_checkpoint, build_vit, find_checkpoint
+from keras_vit.checkpoints import build_from_checkpoint, build_vit, find_checkpoint
+from keras_vit.checkpoints.registry import not_found
 from keras_vit.config import ViTConfig, parse_variant
 from keras_vit.deploy.export import export_model
 from keras_vit.model import model_config
@@ -352,12 +353,8 @@ def _check(config):
 
 def _check_weights(weights):
     """A `--weights` that is neither a file nor a registry name fails before any image is decoded."""
-    if os.path.exists(os.path.expanduser(weights)) or find_checkpoint(weights) is not None:
-        return
-    variant = weights.split(":")[0].strip()
-    names = [name for name in CHECKPOINTS if name.split(":")[0] == variant]
-    known = f"{variant} has: {', '.join(names)}" if names else f"known names: {', '.join(sorted(CHECKPOINTS)[:8])}, ..."
-    raise FileNotFoundError(f"--weights {weights} is neither a checkpoint file nor a known checkpoint name; {known}.")
+    if not os.path.exists(os.path.expanduser(weights)) and find_checkpoint(weights) is None:
+        raise not_found(weights, given_as="--weights ")
 
 
 # Settings that say where and how to run, not what: never stored, never compared on `--resume`.
@@ -540,6 +537,7 @@ def _finish(model, config, splits, metrics, seconds, test_ds):
     fit_seconds = None if seconds is None else round(seconds, 1)
     results = {**_summary(config, splits, metrics), "epochs": len(history["epoch"]), "fit_seconds": fit_seconds}
     results["per_class"] = per_class_metrics(matrix, splits.labels)
+    results["confusion_matrix"] = matrix.tolist()  # rows: true class, columns: predicted, in `labels` order
     if model_config(model).adaptive_tokens:
         results["halting"] = _halting_results(model, test_ds)
     return results

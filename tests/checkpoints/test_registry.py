@@ -94,3 +94,12 @@ def test_family_rows_say_what_they_output_and_build_from_their_options():
         keras_vit.ViTConfig.from_variant(row.variant, image_size=row.image_size, **dict(row.options))  # valid values
     openai = checkpoints.find_checkpoint("B/16:clip_openai")
     assert dict(openai.options) == {"activation": "quick_gelu"} and openai.scaling == "clip"
+
+
+def test_an_unknown_name_lists_the_variants_known_checkpoints():
+    with pytest.raises(
+        FileNotFoundError, match=r"^B/16:bad_tag is neither a checkpoint file nor a known .*; B/16 has: B/16:"
+    ):
+        build_from_checkpoint("B/16:bad_tag")
+    with pytest.raises(FileNotFoundError, match=r"no_such\.npz is neither .*; known names: "):
+        keras_vit.load_weights(build_vit("tiny/4", image_size=8), "no_such.npz")

@@ -38,8 +38,11 @@ def _weights(path):
 
 
 def test_mirrored_over_two_devices_trains_to_the_weights_of_one(tmp_path):
-    one = _finish(_run(tmp_path, "one_device", str(tmp_path / "one"), str(tmp_path / "one.npz")))
-    two = _finish(_run(tmp_path, "mirrored", str(tmp_path / "two"), str(tmp_path / "two.npz")))
+    runs = [
+        _run(tmp_path, strategy, str(tmp_path / name), str(tmp_path / f"{name}.npz"))
+        for strategy, name in (("one_device", "one"), ("mirrored", "two"))
+    ]  # side by side: same results
+    one, two = (_finish(run) for run in runs)
     assert one["replicas"] == 1 and two["replicas"] == 2
     # Summation order differs between one device and two replicas; Adam turns those last-bit
     # differences in near-zero gradients into steps of up to the learning rate (2e-3), so after

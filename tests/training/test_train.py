@@ -233,7 +233,10 @@ def test_early_stopping_and_balanced_class_weights(tmp_path, capsys):
     per_class = results["per_class"]  # with the confusion matrix's counts: the test split's 360 digits
     assert list(per_class) == [str(i) for i in range(10)] and sum(c["support"] for c in per_class.values()) == 360
     assert all(0 <= c[k] <= 1 for c in per_class.values() for k in ("precision", "recall", "f1"))
-    assert json.loads((tmp_path / "run" / "results.json").read_text())["per_class"] == per_class
+    written = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert written["per_class"] == per_class and written["confusion_matrix"] == results["confusion_matrix"]
+    matrix = np.array(results["confusion_matrix"])
+    assert matrix.shape == (10, 10) and matrix.sum(axis=1).tolist() == [c["support"] for c in per_class.values()]
 
 
 def test_balanced_class_weights_weigh_rare_classes_up(tmp_path):
@@ -284,6 +287,7 @@ def test_the_main_job_trains_evaluates_and_exports(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| LiteRT float32 |" in result.stdout and f"Wrote {output}/" in result.stdout
+    assert "per class on the test split:" in result.stdout and "confusion matrix (rows: true class" in result.stdout
     report = json.loads((output / "export" / "parity_report.json").read_text())
     rows = {row["artifact"]: row for row in report["artifacts"]}
     assert rows["LiteRT float32"]["max_abs_logit_diff"] < 1e-3

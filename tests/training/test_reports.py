@@ -34,7 +34,7 @@ def test_per_class_text_prints_the_table_and_the_matrix_and_the_worst_classes_pa
     per_class = reports.per_class_metrics(matrix, ["cat", "dog", "horse"])
     lines = reports.per_class_text(per_class, matrix).splitlines()
     assert lines[2].split() == ["cat", "0.980", "0.962", "0.971", "52"]
-    assert lines[5].startswith("confusion matrix") and lines[8].split() == ["horse", "0", "0", "30"]
+    assert lines[5].startswith("confusion matrix") and lines[9].split() == ["horse", "0", "0", "30"]
     short = reports.per_class_text(per_class, matrix, max_classes=2).splitlines()
     assert short[0] == "per class on the test split (2 lowest F1 of 3):" and len(short) == 4
     assert [line.split()[0] for line in short[2:]] == ["dog", "horse"]  # F1 0.930, 0.952: the ones to look at

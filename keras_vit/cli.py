@@ -61,7 +61,9 @@ def build_parser():
         prog="keras-vit",
         description="Vision Transformers for Keras: train, evaluate, export, predict.",
     )
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    parser.add_argument(
+        "--debug", action="store_true", help="show full tracebacks for errors, and the libraries' log lines"
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_train, _add_evaluate, _add_export, _add_predict):
         add(subparsers)
@@ -73,6 +75,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if not args.debug:  # TFDS' and TensorFlow's absl warnings name nothing a user can act on
         logging.getLogger("absl").setLevel(logging.ERROR)
+    else:
+        os.environ["KERAS_VIT_DEBUG"] = "1"  # LiteRT's C++ lines too (deploy/litert.py)
     try:
         return args.run(args) or 0
     except USER_ERRORS as error:

@@ -18,6 +18,7 @@ phone whose runtime does not carry it.
 import contextlib
 import functools
 import os
+import sys
 import tempfile
 import time
 
@@ -100,6 +101,33 @@ def saved_for_conversion(model):
         yield folder
 
 
+@contextlib.contextmanager
+def _native_lines_held():
+    """Holds back what LiteRT's C++ writes to stderr ("Created TensorFlow Lite XNNPACK delegate",
+    the quantizer's "fully_quantize: 0, inference_type: 6 ...") and shows it only if the block fails.
+
+    Those lines bypass Python and every log level, and name nothing a user can act on. Set
+    `KERAS_VIT_DEBUG=1` (as `keras-vit --debug` does) to see them.
+    """
+    if os.environ.get("KERAS_VIT_DEBUG"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def convert(model, path, quantization, calibration_pixels=None):
     """Writes `model` (from `pixels_model`) to `path` as a `.tflite` file.
 
@@ -133,8 +161,10 @@ def convert(model, path, quantization, calibration_pixels=None):
         converter.target_spec.supported_ops.insert(0, tf.lite.OpsSet.TFLITE_BUILTINS_INT8)
         calibration_pixels = np.asarray(calibration_pixels, dtype=np.float32)
         converter.representative_dataset = lambda: ([pixels[None]] for pixels in calibration_pixels)
+    with _native_lines_held():
+        flatbuffer = converter.convert()
     with open(path, "wb") as f:
-        f.write(converter.convert())
+        f.write(flatbuffer)
     return path
 
 
@@ -151,10 +181,11 @@ class LiteRTModel:
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f"No such .tflite file: {self.path}")
         try:
-            self.interpreter = Interpreter(model_path=self.path, num_threads=num_threads)
+            with _native_lines_held():
+                self.interpreter = Interpreter(model_path=self.path, num_threads=num_threads)
+                self.interpreter.allocate_tensors()
         except ValueError as error:  # LiteRT's message does not say which file
             raise ValueError(f"{self.path} is not a valid .tflite model ({error}).") from None
-        self.interpreter.allocate_tensors()
         self._input = self.interpreter.get_input_details()[0]
         self._output = self.interpreter.get_output_details()[0]
         self.image_size = tuple(int(n) for n in self._input["shape"][1:3])

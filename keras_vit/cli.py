@@ -186,7 +186,7 @@ def _add_export(subparsers):
     parser.add_argument(
         "--dataset",
         help="take test and calibration images from this dataset (as `keras-vit train --dataset`: "
-        "a TFDS name, digits or a folder)",
+        "a TFDS name, digits or a folder; default: the run's own, unless .npy images are given)",
     )
     parser.add_argument("--data-dir", help="where TFDS keeps --dataset")
     parser.add_argument("--test-images", help=".npy of uint8 (N, H, W, 3) raw test images for the report")
@@ -211,9 +211,14 @@ def _run_export(args):
 
     arrays = (_load_npy(path) for path in (args.test_images, args.test_labels, args.calibration_images))
     test_images, test_labels, calibration = arrays
-    if args.dataset:
+    dataset, data_dir = args.dataset, args.data_dir
+    metadata = _readable_metadata(args.model_dir)
+    if dataset is None and args.test_images is None and args.calibration_images is None and metadata.get("source"):
+        dataset, data_dir = metadata["source"], data_dir or metadata.get("data_dir")  # the run's own, as `evaluate`
+        print(f"keras-vit export: test and calibration images from the run's dataset {dataset} (--dataset: others)")
+    if dataset:
         metadata = run_folder.read_metadata(args.model_dir)
-        splits = data.load_for_model(args.dataset, metadata, data_dir=args.data_dir)
+        splits = data.load_for_model(dataset, metadata, data_dir=data_dir)
         test_images, test_labels, calibration = data.report_arrays(splits, metadata["image_size"])
     export_model(
         args.model_dir,
@@ -228,6 +233,16 @@ def _run_export(args):
         with_onnx=args.onnx,
     )
     return 0
+
+
+def _readable_metadata(model_dir):
+    """The folder's `keras_vit.json`, or `{}` where there is none (`export_model` says what is missing)."""
+    from keras_vit import run_folder
+
+    try:
+        return run_folder.read_metadata(model_dir)
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return {}
 
 
 def _load_npy(path):

@@ -250,3 +250,15 @@ def test_cli_names_the_npy_file_it_cannot_read(cli_main, model_dir, tmp_path, ca
     assert cli_main(["export", str(model_dir), "--output", str(tmp_path / "o"), "--test-images", str(path)]) == 2
     err = capsys.readouterr().err
     assert re.search(message, err) and err.count("\n") == 1
+
+
+def test_cli_export_of_a_run_takes_the_runs_own_dataset(cli_main, tmp_path, capsys, tiny_vit, write_run_folder):
+    """`keras-vit export RUN --output OUT`: the report measures accuracy and calibrates int8 on the run's dataset."""
+    model = tiny_vit(num_classes=10)
+    run = write_run_folder(tmp_path / "run", model, [str(i) for i in range(10)], source="digits", seed=0)
+    assert cli_main(["export", str(run), "--output", str(tmp_path / "out"), "--no-onnx"]) == 0
+    assert "test and calibration images from the run's dataset digits" in capsys.readouterr().out
+    rows = {
+        row["artifact"]: row for row in json.loads((tmp_path / "out" / "parity_report.json").read_text())["artifacts"]
+    }
+    assert rows["Keras"]["accuracy"] is not None and rows["LiteRT int8"]["status"] != "skipped"

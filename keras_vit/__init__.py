@@ -38,17 +38,20 @@ from keras_vit.checkpoints import (
 from keras_vit.config import VARIANTS, Variant, ViTConfig, parse_variant
 from keras_vit.layers import (
     AddPositionEmbedding,
+    AttentionPooling,
     ClassToken,
     ClassTokenPooling,
     LayerNorm,
     LayerScale,
+    PatchAveragePooling,
     PatchEmbedding,
+    PatchGrid,
     RegisterTokens,
     SelfAttention,
+    TokenSlice,
     TransformerBlock,
 )
 from keras_vit.model import attention_model, build_model, features_model
-from keras_vit.pooling import AttentionPooling, PatchAveragePooling, PatchGrid, TokenSlice
 from keras_vit.tome import TokenMerging, apply_token_merging
 from keras_vit.training import optimizers  # noqa: F401  (registers the optimisers trained models are saved with)
 

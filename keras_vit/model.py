@@ -27,14 +27,17 @@ from keras_vit import halting
 from keras_vit.config import ViTConfig
 from keras_vit.layers import (
     AddPositionEmbedding,
+    AttentionPooling,
     ClassToken,
     ClassTokenPooling,
     LayerNorm,
+    PatchAveragePooling,
     PatchEmbedding,
+    PatchGrid,
     RegisterTokens,
+    TokenSlice,
     TransformerBlock,
 )
-from keras_vit.pooling import AttentionPooling, PatchAveragePooling, PatchGrid, TokenSlice
 
 
 @dataclasses.dataclass

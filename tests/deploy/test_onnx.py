@@ -75,9 +75,9 @@ def test_the_onnx_file_equals_keras_and_the_saved_model(exported, model, raw_ima
 @pytest.fixture
 def erfc_gelu(monkeypatch):
     """The inference GELU as TensorFlow's own (`erfc`): tf2onnx converts it to an op ONNX Runtime lacks."""
-    from keras_vit import layers
+    from keras_vit.layers import functions
 
-    monkeypatch.setattr(layers, "gelu", keras.activations.gelu)
+    monkeypatch.setattr(functions, "gelu", keras.activations.gelu)
 
 
 def _onnx_row(model, root, with_onnx):

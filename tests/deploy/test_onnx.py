@@ -1,4 +1,4 @@
-"""ONNX: `model.export(format="onnx")` on every model kind, the export's `onnx/vit.onnx`, failures and skips."""
+"""ONNX: `model.export(format="onnx")` on every model kind and family, the export's `onnx/vit.onnx`, failures and skips."""
 
 import json
 import os
@@ -20,6 +20,19 @@ KINDS = {
     "gap": {"pooling": "gap"},
     "non-square": {"image_size": (16, 24), "patch_size": (4, 8)},
     "token merging": {"merge": 2},
+    # The families' options (tests/test_families.py), between them every one:
+    "DeiT III, distilled, CLIP, registers": {
+        "layer_scale_init": 1e-6,
+        "embed_prefix_tokens": False,
+        "distillation": True,
+        "pre_norm": True,
+        "patch_bias": False,
+        "activation": "quick_gelu",
+        "num_register_tokens": 2,
+    },
+    "SigLIP MAP head": {"pooling": "map", "activation": "gelu_tanh"},
+    "avg + fc_norm": {"pooling": "gap", "pooled_norm": True},
+    "any size (DINOv2)": {"dynamic_image_size": True, "num_register_tokens": 4, "layer_scale_init": 1e-5},
 }
 
 
@@ -31,7 +44,8 @@ def test_model_export_onnx_equals_keras_and_the_saved_model(kind, tiny_vit, rand
     model = randomize(tiny_vit(**{"image_size": 16, **options}))
     if merge:
         model = keras_vit.apply_token_merging(model, merge)
-    images = np.random.default_rng(0).normal(size=(3, *model.input_shape[1:])).astype("float32")
+    size = model.input_shape[1:3] if model.input_shape[1] else (16, 16)
+    images = np.random.default_rng(0).normal(size=(3, *size, 3)).astype("float32")
     expected = model.predict(images, verbose=0)
     model.export(str(tmp_path / "m.onnx"), format="onnx", verbose=False)
     model.export(str(tmp_path / "saved"), format="tf_saved_model", verbose=False)
@@ -41,6 +55,10 @@ def test_model_export_onnx_equals_keras_and_the_saved_model(kind, tiny_vit, rand
     saved = tf.saved_model.load(str(tmp_path / "saved"))  # kept: its functions need its variables alive
     served = saved.serve(images).numpy()
     np.testing.assert_allclose(logits, served, rtol=1e-5, atol=1e-5)
+    if not model.input_shape[1]:  # any size: the ONNX graph resamples the position embedding at run time too
+        other = np.random.default_rng(1).normal(size=(2, 24, 32, 3)).astype("float32")
+        (logits,) = session.run(None, {session.get_inputs()[0].name: other})
+        np.testing.assert_allclose(logits, model.predict(other, verbose=0), rtol=1e-5, atol=1e-5)
 
 
 def test_export_writes_onnx_with_named_io_dynamic_batch_and_labels(exported, labels):

@@ -4,9 +4,9 @@ Every notebook is executed from a temporary copy with nbclient (kernel `python3`
 starts with this interpreter),
 TFDS and Keras pointed at empty temporary folders and HTTP(S) sent to a closed port: a notebook
 that needs a download fails here. The built-in digits are built locally from scikit-learn's copy.
-On the project's 2-core machine the seven take about six minutes together: the four that train or
-export for a minute or more are marked `slow` (`.ci/run` runs them after the default suite), so
-`pytest` alone runs the other three.
+On the project's 2-core machine the seven take about six minutes together: the five that train or
+export for half a minute or more are marked `slow` (`.ci/run` runs them after the default suite), so
+`pytest` alone runs the other two.
 """
 
 import os
@@ -21,6 +21,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(p.name for p in (REPO / "notebooks").glob("*.ipynb"))
 TIMEOUT_PER_CELL = 300  # seconds; the slowest cell takes about 20 here
 SLOW = {  # seconds each took top to bottom here (2026-12-03, quiet machine)
+    "02_training.ipynb": 39,
     "03_fine_tuning.ipynb": 56,
     "04_export.ipynb": 70,
     "05_attention.ipynb": 58,

@@ -29,6 +29,18 @@ class NetworkBlocked(OSError):
     """A test tried to reach another machine."""
 
 
+class LookupBlocked(socket.gaierror):
+    """A test tried to look up another machine's name (a DNS query): what an offline machine answers."""
+
+
+def _is_ip(host):
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
 def _local(address):
     host = address[0] if isinstance(address, tuple) else address
     if host == "localhost":
@@ -52,12 +64,19 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True, scope="session")
 def _no_network():
-    """No test reaches the network: an IP connection to anything but this machine fails at once.
+    """No test reaches the network: an IP connection to anything but this machine fails at once,
+    and so does a name lookup (which would send a DNS query before any connection is tried).
 
     Guards Python's sockets (urllib, requests, TFDS and Keras downloads); the two-worker test's
     gRPC runs in subprocesses on localhost. Checked by `training/test_data.py::test_the_suite_is_offline`.
     """
-    connect, connect_ex = socket.socket.connect, socket.socket.connect_ex
+    connect, connect_ex, getaddrinfo = socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo
+
+    def lookup(host, *args, **kwargs):
+        name = host.decode() if isinstance(host, bytes) else host
+        if name is not None and name != "localhost" and not _is_ip(name):  # a name needs a DNS query
+            raise LookupBlocked(socket.EAI_NONAME, f"a test tried to look up {host!r}; tests must run offline")
+        return getaddrinfo(host, *args, **kwargs)
 
     def guard(method):
         def guarded(self, address):
@@ -67,9 +86,9 @@ def _no_network():
 
         return guarded
 
-    socket.socket.connect, socket.socket.connect_ex = guard(connect), guard(connect_ex)
+    socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = guard(connect), guard(connect_ex), lookup
     yield
-    socket.socket.connect, socket.socket.connect_ex = connect, connect_ex
+    socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = connect, connect_ex, getaddrinfo
 
 
 @pytest.fixture(autouse=True)

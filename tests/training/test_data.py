@@ -290,6 +290,8 @@ def test_the_suite_is_offline():
         urllib.request.urlopen("http://93.184.215.14/", timeout=5)  # an IP: no name lookup first
     # tests/conftest.py's NetworkBlocked, by name: no test imports a conftest or another test module
     assert type(failure.value.reason).__name__ == "NetworkBlocked" and "offline" in str(failure.value.reason)
+    with pytest.raises(socket.gaierror, match="tests must run offline"):  # no DNS query leaves either
+        socket.getaddrinfo("www.cs.toronto.edu", 80)
     with socket.socket() as local:  # this machine stays reachable (the two-worker test needs it)
         local.bind(("127.0.0.1", 0))
         local.listen()

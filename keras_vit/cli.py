@@ -217,7 +217,7 @@ def _run_export(args):
         dataset, data_dir = metadata["source"], data_dir or metadata.get("data_dir")  # the run's own, as `evaluate`
         print(f"keras-vit export: test and calibration images from the run's dataset {dataset} (--dataset: others)")
     if dataset:
-        metadata = run_folder.read_metadata(args.model_dir)
+        metadata = metadata or run_folder.read_metadata(args.model_dir)  # none: its one-line error
         splits = data.load_for_model(dataset, metadata, data_dir=data_dir)
         test_images, test_labels, calibration = data.report_arrays(splits, metadata["image_size"])
     export_model(

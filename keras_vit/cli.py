@@ -47,6 +47,10 @@ def quiet_tensorflow():
     """Imports TensorFlow with its harmless start-up warnings hidden (no GPU here is not news)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with _stderr_silenced():
+        # Keras (and with it the backend) first: on the torch backend Keras loads triton, whose
+        # native library segfaults when it loads after TensorFlow's (`import tensorflow; import
+        # triton.knobs` dies with SIGSEGV), so `keras-vit` on torch died before printing anything.
+        import keras  # noqa: F401
         import tensorflow as tf
 
         # Probing devices prints its own lines. Physical devices only: creating the runtime here

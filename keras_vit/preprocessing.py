@@ -46,10 +46,14 @@ def preprocessing_model(image_size, scaling="vit", num_channels=3):
     mean, std = SCALINGS[check_scaling(scaling)]
     if num_channels != 3:  # grayscale models: the channel mean of the same statistics
         mean, std = (sum(mean) / 3,) * num_channels, (sum(std) / 3,) * num_channels
-    return keras.Sequential(
+    model = keras.Sequential(
         [
             keras.layers.Resizing(height, width, interpolation="bilinear", antialias=True, dtype="float32"),
             keras.layers.Normalization(mean=mean, variance=[s * s for s in std], dtype="float32"),
         ],
         name="preprocessing",
     )
+    # Built here, not at the first call: inside tf.data on the JAX or torch backend Keras runs the
+    # layers with TensorFlow ops and does not build them, so an unbuilt Normalization fails there.
+    model.build((None, None, None, num_channels))
+    return model

@@ -15,11 +15,16 @@ writing and measuring it.
 """
 
 import functools
+import json
 import numbers
 import os
 import re
+import subprocess
+import sys
+import tempfile
 import time
 
+import keras
 import numpy as np
 
 from keras_vit import files
@@ -79,6 +84,21 @@ def export_model(
         Markdown to `parity_report.md` and stdout).
     """
     _check_serving_path(name, version)
+    if keras.backend.backend() != "tensorflow":
+        return _export_on_tensorflow(
+            model_dir,
+            output_dir,
+            test_images=test_images,
+            test_labels=test_labels,
+            calibration_images=calibration_images,
+            int8_tolerance=int8_tolerance,
+            overwrite=overwrite,
+            name=name,
+            version=version,
+            top_k=top_k,
+            with_onnx=with_onnx,
+            quantizations=quantizations,
+        )
     quantizations = tuple(quantizations)
     if quantizations[:1] != ("float32",) or quantizations != tuple(
         q for q in litert.QUANTIZATIONS if q in quantizations
@@ -273,3 +293,41 @@ def _check_target(output_dir, overwrite):
                 "replace it. Choose another output."
             )
     return output_dir
+
+
+def _export_on_tensorflow(model_dir, output_dir, *, test_images, test_labels, calibration_images, **options):
+    """`export_model` on the JAX or torch backend: `keras-vit export` in a TensorFlow-backend process.
+
+    SavedModel, LiteRT and ONNX (through tf2onnx) are written from TensorFlow graphs; Keras' JAX
+    route (jax2tf) and torch's have no path for our serving signatures. The `.keras` file is the
+    same on every backend, so a child process on the TensorFlow backend exports it; the arrays go
+    to it as `.npy` files. Its output streams through; a failure is its one-line error.
+    """
+    if options.pop("top_k") != 5 or tuple(options.pop("quantizations")) != litert.QUANTIZATIONS:
+        raise ValueError(
+            f"On the {keras.backend.backend()} backend, export_model runs `keras-vit export` on TensorFlow, which "
+            "takes the default top_k and quantizations; pass others with KERAS_BACKEND=tensorflow."
+        )
+    command = [sys.executable, "-m", "keras_vit.cli", "export", str(model_dir), "--output", str(output_dir)]
+    command += ["--int8-tolerance", str(options["int8_tolerance"]), "--name", options["name"]]
+    command += ["--version", str(options["version"])] + (["--overwrite"] if options["overwrite"] else [])
+    if options["with_onnx"] is not None:
+        command.append("--onnx" if options["with_onnx"] else "--no-onnx")
+    with tempfile.TemporaryDirectory(prefix="keras_vit_export_") as arrays:
+        for flag, array in (
+            ("--test-images", test_images),
+            ("--test-labels", test_labels),
+            ("--calibration-images", calibration_images),
+        ):
+            if array is not None:
+                path = os.path.join(arrays, flag.strip("-") + ".npy")
+                np.save(path, np.asarray(array))
+                command += [flag, path]
+        print(f"Exporting on the TensorFlow backend, in a child process: {' '.join(command[1:4])} ...", flush=True)
+        env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+        result = subprocess.run(command, env=env, stderr=subprocess.PIPE, text=True)
+    if result.returncode != 0:
+        error = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit {result.returncode}"
+        raise ValueError(f"the export on the TensorFlow backend failed: {error.removeprefix('keras-vit export: ')}")
+    with open(os.path.join(output_dir, "parity_report.json")) as f:
+        return json.load(f)

@@ -11,6 +11,7 @@ import os
 import sys
 import warnings
 
+import keras
 import numpy as np
 from PIL import Image
 
@@ -296,8 +297,10 @@ class Explainer:
 
     def __call__(self, image):
         """`(label, rollout (R, C), last block's heads (h, R, C))` for one uint8 `(H, W, 3)` image."""
-        outputs = self.model(self.preprocess(np.asarray(image)[None]), training=False)
-        attention = [np.asarray(a) for a in outputs["attention"]]
+        outputs = keras.tree.map_structure(
+            keras.ops.convert_to_numpy, self.model(self.preprocess(np.asarray(image)[None]), training=False)
+        )
+        attention = outputs["attention"]
         label = self.metadata["labels"][int(np.argmax(outputs["logits"][0]))]
         return (
             label,
@@ -308,7 +311,7 @@ class Explainer:
     def halting_depth(self, image):
         """`(R, C)` blocks each patch ran through (A-ViT models), from 1 to the model's depth."""
         depth = self.halting(self.preprocess(np.asarray(image)[None]), training=False)["depth"]
-        return depth_map(np.asarray(depth), self.grid)[0]
+        return depth_map(keras.ops.convert_to_numpy(depth), self.grid)[0]
 
     def write(self, image, name, folder):
         """Writes `<name>_rollout.png` (overlay) and `<name>_attention.png` (all panels), and for an

@@ -456,7 +456,9 @@ def raw_arrays(ds, image_size, limit):
     images, labels = zip(*((image.numpy(), int(label)) for image, label in ds.take(limit)))
     if len({image.shape for image in images}) > 1:
         resize = preprocessing_model(image_size).layers[0]  # the training resize, no normalisation
-        images = [np.clip(np.round(resize(image).numpy()), 0, 255).astype(np.uint8) for image in images]
+        images = [
+            np.clip(np.round(keras.ops.convert_to_numpy(resize(image))), 0, 255).astype(np.uint8) for image in images
+        ]
     return np.stack(images), np.array(labels)
 
 

@@ -2,6 +2,7 @@
 
 import csv
 
+import keras
 import numpy as np
 from matplotlib.figure import Figure  # no pyplot: files only, and no global backend switched under a notebook
 
@@ -43,7 +44,7 @@ def predicted_classes(model, ds):
     true, predicted = [], []
     for images, labels in ds:
         true.append(np.argmax(labels, axis=-1))
-        predicted.append(np.argmax(model(images, training=False), axis=-1))
+        predicted.append(np.argmax(keras.ops.convert_to_numpy(model(images, training=False)), axis=-1))
     return np.concatenate(true), np.concatenate(predicted)
 
 

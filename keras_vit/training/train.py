@@ -546,7 +546,7 @@ def _finish(model, config, splits, metrics, seconds, test_ds):
 def _halting_results(model, test_ds):
     """A-ViT on the test split: mean blocks per token, and the share of tokens each block still updates."""
     view = halting_model(model)
-    depth = np.concatenate([np.asarray(view(images, training=False)["depth"]) for images, _ in test_ds])
+    depth = np.concatenate([keras.ops.convert_to_numpy(view(images, training=False)["depth"]) for images, _ in test_ds])
     return halting_statistics(depth, num_layers=model_config(model).num_layers)
 
 

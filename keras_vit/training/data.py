@@ -492,13 +492,15 @@ def pipeline(
     shuffle=True,
     shuffle_buffer=10_000,
     seed=0,
+    drop_remainder=None,
 ):
     """Batches one raw split for the model: `(float images, one-hot labels)`.
 
     Training adds, in order: shuffling (unless `shuffle=False`), an Inception crop (random area 8-100%,
     aspect 3/4-4/3, as the original ViT code) and a horizontal flip
     (`augment`), Keras' `RandAugment`, then Keras' `MixUp` or `CutMix` on the
-    batch. Evaluation only resizes and normalises.
+    batch. Evaluation only resizes and normalises, and keeps the last partial batch unless
+    `drop_remainder=True` (default: dropped in training only).
     """
     if augment not in AUGMENTATIONS:
         raise ValueError(f"Unknown augment={augment!r}; expected one of {AUGMENTATIONS}.")
@@ -518,7 +520,8 @@ def pipeline(
     # Training drops the last partial batch: a tiny batch is a noisy step, and replicas of a
     # distributed step would weigh its examples unequally.
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(batch_size, drop_remainder=training, num_parallel_calls=tf.data.AUTOTUNE)
+    drop_remainder = training if drop_remainder is None else drop_remainder
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE)
     if training and randaugment:
         rand_augment = keras.layers.RandAugment(value_range=(0, 255), seed=seed)
         ds = ds.map(lambda x, y: (rand_augment(x), y), num_parallel_calls=tf.data.AUTOTUNE)

@@ -23,7 +23,7 @@ from keras_vit.config import ViTConfig, parse_variant
 from keras_vit.deploy.export import export_model
 from keras_vit.model import model_config
 from keras_vit.preprocessing import SCALINGS
-from keras_vit.training import data, distribute, optimizers
+from keras_vit.training import data, distribute, optimizers, parallel
 from keras_vit.training.reports import (
     per_class_metrics,
     plot_confusion_matrix,
@@ -72,7 +72,14 @@ class TrainConfig:
     drop_path_rate: float = _field(0.0, "stochastic depth of the last block")
     precision: str = _field("float32", "mixed_float16 on GPU, mixed_bfloat16 on TPU", PRECISIONS)
     jit_compile: bool = _field(False, "compile with XLA")
-    strategy: str = _field("auto", "tf.distribute strategy", distribute.STRATEGIES)
+    strategy: str = _field("auto", "tf.distribute strategy (TensorFlow backend)", distribute.STRATEGIES)
+    data_parallel: bool = _field(
+        None, "JAX: split each batch over every device, keras.distribution.DataParallel (default: when several)"
+    )
+    model_parallel: int = _field(1, "JAX: shard the weights over this many devices (keras_vit.get_layout_map)")
+    coordinator_address: str = _field(None, "JAX, several machines: host:port of process 0")
+    num_processes: int = _field(None, "JAX, several machines: how many processes join")
+    process_id: int = _field(None, "JAX, several machines: this process's index, 0 for the coordinator")
     seed: int = _field(0, "seed of initialisation, shuffling and hold-out")
     val_fraction: float = _field(0.1, "share of each class held out of train for validation (and test) where missing")
     bad_files: str = _field("skip", "unreadable files in an image folder", ("skip", "refuse"))
@@ -120,6 +127,7 @@ def train(config, return_model=False):
         return _train(config, return_model)
     finally:
         run_folder.unlock(config.output)
+        keras.distribution.set_distribution(None)
 
 
 def output_folder(config):
@@ -128,8 +136,12 @@ def output_folder(config):
 
 
 def _train(config, return_model):
+    parallel.check_flags(config)
     strategy = distribute.make_strategy(config.strategy)  # first: multi-worker set-up precedes any TF op
     chief, worker = distribute.worker_role(strategy)
+    process, processes = parallel.initialize_processes(config)  # JAX's multi-machine set-up, likewise
+    if processes > 1:
+        chief, worker = process == 0, process
     if config.resume:
         config = _resumed_config(config)
     requested = config  # what the run folder stores, for --resume
@@ -154,8 +166,11 @@ def _train(config, return_model):
             f"--batch-size {config.batch_size} is larger than the {splits.sizes['train']} training "
             "images; use a smaller batch size."
         )
+    distribution = parallel.make_distribution(config, None if config.weights else _architecture(config, splits))
+    keras.distribution.set_distribution(distribution)  # fit, evaluate and predict run under it; None: off
     with strategy.scope():
         model, scaling, architecture = _build_model(config, splits)
+        parallel.check_sharded(model, distribution)
         if config.freeze_backbone:
             freeze_backbone(model)
             trained = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
@@ -167,7 +182,7 @@ def _train(config, return_model):
     config = dataclasses.replace(
         config, image_size=list(architecture.image_size), scaling=scaling, variant=architecture.variant
     )
-    train_ds, val_ds, test_ds = _pipelines(config, splits)
+    train_ds, val_ds, test_ds = _pipelines(config, splits, whole_batches=processes > 1)
     distribute.patch_multi_worker_fit(model, strategy, train_ds)
     if chief and not config.resume:  # only once every input checked out
         run_folder.start(config.output, _stored(requested), overwrite=config.overwrite)
@@ -187,7 +202,9 @@ def _train(config, return_model):
             train_ds,
             validation_data=val_ds,
             epochs=config.epochs,
-            callbacks=_callbacks(config.output, chief, worker if distribute.several_workers(strategy) else None)
+            callbacks=_callbacks(
+                config.output, chief, worker if distribute.several_workers(strategy) or processes > 1 else None
+            )
             + _early_stopping(config.early_stopping)
             + ([_TimeLeft()] if chief and _verbosity(config.verbose) else []),
             class_weight=_class_weights(config.class_weights, splits),
@@ -199,6 +216,7 @@ def _train(config, return_model):
         freeze_backbone(model, frozen=False)
     seconds = None if start is None else time.perf_counter() - start
     metrics = model.evaluate(test_ds, return_dict=True, verbose=0)
+    parallel.local_copy(model, processes)
     results = _finish(model, config, splits, metrics, seconds, test_ds) if chief else _summary(config, splits, metrics)
     if chief and config.export:
         results["export"] = _export(config, splits)
@@ -225,14 +243,7 @@ def _verbosity(verbose):
 def _build_model(config, splits):
     """`(model, scaling, ViTConfig)`: from scratch, or from `config.weights` with a new head at the asked size."""
     if not config.weights:
-        architecture = ViTConfig.from_variant(
-            config.variant,
-            image_size=config.image_size,
-            num_classes=splits.num_classes,
-            dropout_rate=config.dropout_rate,
-            drop_path_rate=config.drop_path_rate,
-            **_halting_options(config),
-        )
+        architecture = _architecture(config, splits)
         return build_vit(architecture), config.scaling or "vit", architecture
     model, report = build_from_checkpoint(
         config.weights,
@@ -246,6 +257,18 @@ def _build_model(config, splits):
     for line in report.adapted:
         print(f"keras-vit train: {line}")
     return model, config.scaling or _checkpoint_scaling(config.weights, report), report.config
+
+
+def _architecture(config, splits):
+    """The `ViTConfig` of a model trained from scratch."""
+    return ViTConfig.from_variant(
+        config.variant,
+        image_size=config.image_size,
+        num_classes=splits.num_classes,
+        dropout_rate=config.dropout_rate,
+        drop_path_rate=config.drop_path_rate,
+        **_halting_options(config),
+    )
 
 
 # The layers a linear probe trains: the classifier heads (DeiT's distillation head too).
@@ -358,7 +381,7 @@ def _check_weights(weights):
 
 
 # Settings that say where and how to run, not what: never stored, never compared on `--resume`.
-_NOT_STORED = ("output", "overwrite", "resume", "verbose", "export", "cache", "data_dir")
+_NOT_STORED = ("output", "overwrite", "resume", "verbose", "export", "cache", "data_dir") + parallel.WHERE_FLAGS
 
 
 def _stored(config):
@@ -399,7 +422,11 @@ def _check_not_diverged(losses, output):
         )
 
 
-def _pipelines(config, splits):
+def _pipelines(config, splits, whole_batches=False):
+    """Train, validation and test pipelines; `whole_batches`: evaluation drops its last partial batch too.
+
+    Keras splits each batch over several JAX processes only when its size is known in the graph.
+    """
     common = dict(
         image_size=config.image_size, num_classes=splits.num_classes, scaling=config.scaling, cache=config.cache
     )
@@ -416,7 +443,8 @@ def _pipelines(config, splits):
         **common,
     )
     val_ds, test_ds = (
-        data.pipeline(s, batch_size=config.batch_size, **common) for s in (splits.validation, splits.test)
+        data.pipeline(s, batch_size=config.batch_size, drop_remainder=whole_batches or None, **common)
+        for s in (splits.validation, splits.test)
     )
     return train_ds, val_ds, test_ds
 

@@ -36,6 +36,7 @@ from keras_vit.checkpoints import (
     vit_ti16,
 )
 from keras_vit.config import VARIANTS, Variant, ViTConfig, parse_variant
+from keras_vit.distribution import check_layout, get_layout_map
 from keras_vit.layers import (
     AddPositionEmbedding,
     AttentionPooling,
@@ -70,4 +71,6 @@ __all__ = [
     "CheckpointError",
     # views of a model
     "attention_model", "features_model", "TokenMerging", "apply_token_merging",
+    # model parallelism (keras.distribution, JAX)
+    "get_layout_map", "check_layout",
 ]  # fmt: skip

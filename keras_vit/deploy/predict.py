@@ -16,7 +16,7 @@ from PIL import Image
 
 from keras_vit import run_folder
 from keras_vit.adaptive import depth_map, halting_model
-from keras_vit.deploy import onnx
+from keras_vit.deploy import integrity, onnx
 from keras_vit.deploy.litert import LiteRTModel, resized_pixels
 from keras_vit.deploy.saved_model import load_signature, version_folder
 from keras_vit.model import attention_model, model_config
@@ -110,6 +110,10 @@ def load_predictor(path, top_k=5):
             SavedModel versions (`saved_model/vit`) means its highest version,
             as for TF Serving.
         top_k: how many labels to return per image. Defaults to `5`.
+
+    Raises:
+        keras_vit.deploy.integrity.IntegrityError: an exported file differs
+            from the SHA-256 its export recorded in `SHA256SUMS`.
     """
     path = str(path)
     saved_model = version_folder(path)  # a version folder, or TF Serving's base path holding them
@@ -152,6 +156,7 @@ def _keras_predictor(path, top_k):
 
 
 def _saved_model_predictor(path, top_k):
+    integrity.verify(path)
     signature = load_signature(path, "serving_uint8")
     exported_k = signature.outputs["top_k_labels"].shape[-1]
     num_classes = signature.outputs["probabilities"].shape[-1]
@@ -170,6 +175,7 @@ def _saved_model_predictor(path, top_k):
 
 
 def _tflite_predictor(path, top_k):
+    integrity.verify(path)
     model = LiteRTModel(path)
     labels = _read_labels(path)
     if len(labels) != model.num_classes:
@@ -183,6 +189,7 @@ def _tflite_predictor(path, top_k):
 def _onnx_predictor(path, top_k):
     if onnx.missing_packages():
         raise ValueError(f"--model {path} needs ONNX Runtime: {onnx.INSTALL}.")
+    integrity.verify(path)
     model = onnx.ONNXModel(path)
     labels = model.labels or _read_labels(path)
     return lambda image: _top_k(model(resized_pixels(image[None], model.image_size))[0], labels, top_k)
@@ -192,6 +199,7 @@ def _read_labels(model_path):
     folder = os.path.dirname(os.path.abspath(model_path))
     for candidate in (os.path.join(folder, "labels.txt"), os.path.join(os.path.dirname(folder), "labels.txt")):
         if os.path.isfile(candidate):
+            integrity.verify(candidate)
             with open(candidate) as f:
                 return f.read().splitlines()
     raise FileNotFoundError(f"No labels.txt beside {model_path} or one folder up; `keras-vit export` writes one.")
@@ -243,7 +251,7 @@ def predict_files(paths, model, *, top_k=5, explain=None, as_json=False):
     files = image_files(paths)
     predict = load_predictor(model, top_k)
     explainer = Explainer(model) if explain else None
-    failures = 0
+    failures, unwritable = 0, None
     for path, name in zip(files, explain_names(files)):
         try:
             image = read_image(path)
@@ -254,7 +262,12 @@ def predict_files(paths, model, *, top_k=5, explain=None, as_json=False):
             failures += 1
             continue
         top = predict(image)
-        written = explainer.write(image, name, explain) if explainer else []
+        written = []
+        if explainer and unwritable is None:
+            try:
+                written = explainer.write(image, name, explain)
+            except OSError as error:  # a read-only or full --explain folder: the predictions still print
+                unwritable = error
         if as_json:
             top = [{"label": label, "probability": probability} for label, probability in top]
             print(json.dumps({"path": path, "top_k": top, **({"explained": written} if explainer else {})}))
@@ -264,6 +277,8 @@ def predict_files(paths, model, *, top_k=5, explain=None, as_json=False):
             print(f"  {probability:.4f}  {label}")
         for file in written:
             print(f"  wrote {file}")
+    if unwritable is not None:
+        raise unwritable  # once every prediction is out: `keras-vit predict` says it in one line
     return failures
 
 

@@ -22,12 +22,13 @@ import re
 import keras
 from keras import ops
 
+from keras_vit.training.settings import RECIPES  # declared with the flag
+
 if keras.backend.backend() == "tensorflow":
     import tensorflow as tf
 else:  # no tf.distribute replicas on the other backends
     tf = None
 
-RECIPES = ("adamw", "sgd")
 # Variable names (regex) exempt from weight decay: biases, LayerNorm gamma/beta,
 # the position embedding ("embedding") and the class token ("token").
 NO_WEIGHT_DECAY = ["bias", "gamma", "beta", "embedding", "token"]

@@ -398,3 +398,29 @@ def test_onnx_kit_predictor_refuses_what_is_no_keras_vit_onnx_model(repo, export
     onnx_model = str(exported[0] / "onnx" / "vit.onnx")
     assert main(["--model", onnx_model, "--labels", str(tmp_path / "labels.txt"), str(tmp_path / "img.png")]) == 2
     assert "labels.txt has 2 labels but" in capsys.readouterr().err
+
+
+def test_predict_explain_into_a_read_only_folder_still_prints_the_predictions(
+    cli_main, model_dir, images, read_only_folder, capsys
+):
+    folder, _ = images
+    good = [str(folder / n) for n in ("rgb.png", "photo.jpg")]
+    maps = read_only_folder / "maps"
+    assert cli_main(["predict", *good, "--model", str(model_dir), "--explain", str(maps), "--top-k", "2"]) == 2
+    captured = capsys.readouterr()
+    assert list(_parse(captured.out)) == good  # every prediction printed
+    assert captured.err.count("\n") == 1
+    assert captured.err.startswith(f"keras-vit predict: error: {maps}: ")  # makedirs names the folder it could not make
+
+
+def test_predict_takes_a_runs_best_checkpoint(cli_main, model_dir, tmp_path, images, capsys):
+    """`keras-vit train` lists checkpoints/best.keras: its keras_vit.json is the run's, one folder up."""
+    run = tmp_path / "run"
+    shutil.copytree(model_dir, run)
+    (run / "checkpoints").mkdir()
+    shutil.copy(run / "model.keras", run / "checkpoints" / "best.keras")
+    image = str(images[0] / "rgb.png")
+    assert cli_main(["predict", image, "--model", str(run), "--top-k", "1"]) == 0
+    expected = capsys.readouterr().out
+    assert cli_main(["predict", image, "--model", str(run / "checkpoints" / "best.keras"), "--top-k", "1"]) == 0
+    assert capsys.readouterr().out == expected

@@ -71,7 +71,9 @@ def test_the_export_records_the_sha256_of_every_file(exported):
 )
 def test_predict_refuses_a_corrupted_artifact_in_one_line(cli_main, copied_export, image, capsys, artifact, model):
     if artifact.endswith(".onnx"):
-        pytest.importorskip("onnxruntime", reason='the onnx extra is not installed: pip install "keras_vit[onnx]"')
+        pytest.importorskip(
+            "onnxruntime", reason='the onnx extra is not installed: pip install "keras-vision-transformer[onnx]"'
+        )
     damaged = copied_export / artifact
     if artifact == "labels.txt":
         damaged.write_text(damaged.read_text().replace("cat", "dog"))
@@ -91,7 +93,9 @@ def test_the_kit_refuses_a_corrupted_model_in_one_line(
     repo, copied_export, image, monkeypatch, capsys, script, artifact
 ):
     if script == "predict_onnx.py":
-        pytest.importorskip("onnxruntime", reason='the onnx extra is not installed: pip install "keras_vit[onnx]"')
+        pytest.importorskip(
+            "onnxruntime", reason='the onnx extra is not installed: pip install "keras-vision-transformer[onnx]"'
+        )
     monkeypatch.syspath_prepend(str(repo / "deployment_kit"))  # predict_onnx.py imports predict_litert.py
     kit = runpy.run_path(str(repo / "deployment_kit" / script))
     main = (

@@ -137,7 +137,9 @@ def _parse(printed):
 )
 def test_predict_agrees_across_model_formats(cli_main, model_dir, exported, images, capsys, model_path, labels):
     if model_path.endswith(".onnx"):
-        pytest.importorskip("onnxruntime", reason='the onnx extra is not installed: pip install "keras_vit[onnx]"')
+        pytest.importorskip(
+            "onnxruntime", reason='the onnx extra is not installed: pip install "keras-vision-transformer[onnx]"'
+        )
     folder, _ = images
     good = [str(folder / n) for n in ("rgb.png", "gray.png", "photo.jpg")]
     assert cli_main(["predict", *good, "--model", str(model_dir), "--top-k", "3"]) == 0
@@ -188,7 +190,9 @@ def test_predict_usage_errors_are_one_line(cli_main, images, capsys, args, messa
 )
 def test_export_kit_predictor_runs_without_tensorflow(exported, images, cli_main, capsys, repo, script, model):
     if script == "predict_onnx.py":
-        pytest.importorskip("onnxruntime", reason='the onnx extra is not installed: pip install "keras_vit[onnx]"')
+        pytest.importorskip(
+            "onnxruntime", reason='the onnx extra is not installed: pip install "keras-vision-transformer[onnx]"'
+        )
     folder, _ = images
     model = exported[0] / model
     kit = repo / "deployment_kit"
@@ -385,7 +389,9 @@ def test_predict_explain_draws_the_halting_depth_of_an_adaptive_model(
 
 
 def test_onnx_kit_predictor_refuses_what_is_no_keras_vit_onnx_model(repo, exported, tmp_path, monkeypatch, capsys):
-    pytest.importorskip("onnxruntime", reason='the onnx extra is not installed: pip install "keras_vit[onnx]"')
+    pytest.importorskip(
+        "onnxruntime", reason='the onnx extra is not installed: pip install "keras-vision-transformer[onnx]"'
+    )
     monkeypatch.syspath_prepend(str(repo / "deployment_kit"))  # predict_onnx.py imports predict_litert.py
     kit = runpy.run_path(str(repo / "deployment_kit" / "predict_onnx.py"))
     (tmp_path / "m.onnx").write_text("not a model")

@@ -178,12 +178,33 @@ def _run_train(args):
     print(json.dumps({k: v for k, v in results.items() if k not in tables}, indent=2))
     if "per_class" in results:  # not on a worker of a multi-machine run
         print(per_class_text(results["per_class"], results["confusion_matrix"]))
-    print(
-        f"Wrote {config.output}/: model.keras, keras_vit.json, results.json, history.csv, curves.png, "
-        "confusion_matrix.png, checkpoints/best.keras, logs/ (TensorBoard)"
-        + (", export/ (SavedModel, LiteRT, ONNX with the onnx extra, parity report)" if config.export else "")
-    )
+    print(f"Wrote {config.output}/: {written(config.output)}")
     return 0
+
+
+def written(output):
+    """What a run folder holds, for the closing line: read from the folder, so it never lists what a
+    run did not write (`--no-export`) or forgets what it did."""
+    from keras_vit import run_folder
+
+    order = [run_folder.MODEL, run_folder.METADATA, run_folder.RESULTS, run_folder.HISTORY_CSV]
+    order += [run_folder.HISTORY_JSON, run_folder.CURVES, run_folder.CONFUSION_MATRIX, run_folder.SETTINGS]
+    visible = [n for n in os.listdir(output) if not n.startswith(".")] if os.path.isdir(output) else []
+    names = sorted(visible, key=lambda n: (order.index(n) if n in order else len(order), n))
+    notes = {run_folder.LOGS: " (TensorBoard)"}
+    shown = []
+    for name in names:
+        path = os.path.join(output, name)
+        if not os.path.isdir(path):
+            shown.append(name)
+        elif name == os.path.dirname(run_folder.BEST):
+            shown += [f"{name}/{inner}" for inner in sorted(os.listdir(path)) if not inner.startswith(".")]
+        elif name == run_folder.EXPORT:
+            inside = sorted(n + ("/" if os.path.isdir(os.path.join(path, n)) else "") for n in os.listdir(path))
+            shown.append(f"{name}/ ({', '.join(inside)})")
+        else:
+            shown.append(f"{name}/{notes.get(name, '')}")
+    return ", ".join(shown)
 
 
 def _add_evaluate(subparsers, parents):

@@ -291,7 +291,13 @@ def test_the_main_job_trains_evaluates_and_exports(tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "| LiteRT float32 |" in result.stdout and f"Wrote {output}/" in result.stdout
+    assert "| LiteRT float32 |" in result.stdout
+    # The closing line names what the folder holds, and nothing it does not.
+    wrote = next(line for line in result.stdout.splitlines() if line.startswith(f"Wrote {output}/: "))
+    listed = re.sub(r" \([^)]*\)", "", wrote.split(": ", 1)[1]).split(", ")
+    assert listed[0] == "model.keras" and "checkpoints/best.keras" in listed and "export/" in listed
+    assert "SHA256SUMS" in wrote  # inside export/
+    assert all((output / name).exists() for name in listed), listed
     assert "per class on the test split:" in result.stdout and "confusion matrix (rows: true class" in result.stdout
     for noise in ("XNNPACK", "fully_quantize", "Downloading and preparing"):  # LiteRT's C++ lines, TFDS' build
         assert noise not in result.stderr, result.stderr[-2000:]

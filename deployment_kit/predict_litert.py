@@ -194,6 +194,9 @@ def main(argv=None, model_kind=".tflite", load=None):
     except UsageError as error:  # before any output, so nothing is printed half-way
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a model or labels file this user may not read
+        print(f"{parser.prog}: error: {error.filename or args.model}: {error.strerror or error}", file=sys.stderr)
+        return 2
     return predict_files(files, classifier, labels, args.top_k)
 
 

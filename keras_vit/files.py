@@ -115,7 +115,7 @@ def os_error_line(error, writes=None, after_space=None):
     """
     if isinstance(error, OSError):
         number, path = error.errno, error.filename
-    elif type(error).__name__ == "ResourceExhaustedError" and "space" in str(error).lower():
+    elif type(error).__name__ == "ResourceExhaustedError" and "no space left" in str(error).lower():
         number, path = errno.ENOSPC, None  # tf.errors: a SavedModel's variables on a full disk
     else:
         return None

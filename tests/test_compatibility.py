@@ -58,6 +58,10 @@ def test_a_0_1_0_run_folder_keeps_its_metadata():
         ),
         pytest.param("keras_vit.export", "keras_vit.deploy.export", "export_model", marks=pytest.mark.tensorflow),
         pytest.param("keras_vit.tflite", "keras_vit.deploy.litert", "LiteRTModel", marks=pytest.mark.tensorflow),
+        # 0.2.0's modules: the views over a model in keras_vit.views, the A-ViT layers in keras_vit.layers
+        ("keras_vit.tome", "keras_vit.views.tome", "apply_token_merging"),
+        ("keras_vit.adaptive", "keras_vit.views.adaptive", "gathered_forward"),
+        ("keras_vit.halting", "keras_vit.layers.halting", "Halting"),
     ],
 )
 def test_a_0_1_0_module_path_still_imports_and_says_where_it_moved(old, new, name):
@@ -68,6 +72,18 @@ def test_a_0_1_0_module_path_still_imports_and_says_where_it_moved(old, new, nam
     with pytest.warns(DeprecationWarning, match=f"{old} moved to {new}"):
         module = importlib.import_module(old)
     assert getattr(module, name) is getattr(importlib.import_module(new), name)
+
+
+@pytest.mark.parametrize("name", ["attention_model", "features_model", "fixed_size_model", "BlockWithAttention"])
+def test_a_0_2_0_name_that_left_keras_vit_model_still_imports_and_says_where_it_moved(name):
+    import keras_vit.model
+    import keras_vit.views
+
+    with pytest.warns(DeprecationWarning, match=f"keras_vit.model.{name} moved to keras_vit.views"):
+        value = getattr(keras_vit.model, name)
+    assert value is getattr(keras_vit.views, name)
+    with pytest.raises(AttributeError):
+        keras_vit.model.no_such_name  # noqa: B018
 
 
 def test_the_0_1_0_top_level_names_are_all_still_there():

@@ -16,6 +16,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.fast  # the edit loop's tier: `pytest -m fast`
+
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "keras_vit"
 RANKS = {"checkpoints": 1, "deploy": 2, "training": 3, "cli": 4}  # everything else in the package: the core, 0
 

@@ -13,6 +13,8 @@ import pytest
 
 import keras_vit  # noqa: F401  (registers every keras_vit layer: safe mode then loads them without code)
 
+pytestmark = pytest.mark.fast  # the edit loop's tier: `pytest -m fast`
+
 FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "v0_1_0")
 
 

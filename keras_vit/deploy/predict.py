@@ -9,6 +9,7 @@ import os
 import sys
 
 import numpy as np
+from PIL import Image
 
 from keras_vit import run_folder
 from keras_vit.deploy import onnx

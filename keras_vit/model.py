@@ -23,6 +23,7 @@ Legend: `B` batch, `N` patches, `T` tokens, `D` hidden_dim, `h` heads.
 """
 
 import dataclasses
+import re
 
 import keras
 
@@ -39,6 +40,30 @@ from keras_vit.layers import (
     TransformerBlock,
 )
 from keras_vit.layers.halting import Halting, HaltingLoss
+
+
+# Every layer of the graph by its role, named once. `ViTLayers` holds them; layer-wise decay
+# (`training.optimizers`), freezing the backbone, the checkpoints' key mapping and the layout
+# map of model parallelism read which layer is which from here, so a layer renamed in one place
+# cannot silently fall out of the others.
+ROLES = {
+    # before the first block (layer-wise decay's depth 0)
+    "embedding": ("patch_embedding", "class_token", "distillation_token", "register_tokens", "position_embedding",
+                  "embedding_dropout", "pre_norm"),
+    # after the last block, before the heads
+    "readout": ("encoder_norm", "pooled_norm", "token_pooling", "gap_pooling", "map_pooling", "distillation_pooling",
+                "pre_logits"),
+    # what a new task replaces and a linear probe trains
+    "head": ("head", "head_dist", "head_average"),
+}  # fmt: skip
+BLOCK_NAME = re.compile(r"block_(\d+)")  # "block", at depth i + 1
+
+
+def layer_role(name):
+    """`"embedding"`, `"block"`, `"readout"` or `"head"` for a layer's name; `None` for others (A-ViT's weightless halting layers)."""
+    if BLOCK_NAME.fullmatch(name):
+        return "block"
+    return next((role for role, names in ROLES.items() if name in names), None)
 
 
 @dataclasses.dataclass

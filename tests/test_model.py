@@ -220,3 +220,26 @@ def test_every_block_hook_gets_a_token_state_and_the_plain_hook_is_the_model(to_
     images = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(to_numpy(forward(ViTLayers.of(model), images, hook)), to_numpy(model(images)), atol=1e-6)
     assert seen == [("block_0", (2, 67, 64), 3, None), ("block_1", (2, 67, 64), 3, None)]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        dict(distillation=True, pre_norm=True),
+        dict(representation_size=16),
+        dict(num_register_tokens=2, pooling="map"),
+        dict(pooling="gap", pooled_norm=True),
+        dict(adaptive_tokens=True),
+    ],
+)
+def test_every_layer_with_weights_has_one_role(options):
+    """Layer-wise decay, freezing and the layout map find every layer through `layer_role`."""
+    from keras_vit.model import ROLES, layer_role
+
+    model = keras_vit.build_vit("tiny/4", image_size=32, num_classes=10, **options)
+    roles = {layer.name: layer_role(layer.name) for layer in model.layers if layer.weights}
+    assert None not in roles.values(), roles
+    assert {role for role in roles.values()} >= {"embedding", "block", "readout", "head"}
+    names = [name for group in ROLES.values() for name in group]
+    assert len(names) == len(set(names))  # one role per name

@@ -41,7 +41,6 @@ from keras_vit.layers import (
 )
 from keras_vit.layers.halting import Halting, HaltingLoss
 
-
 # Every layer of the graph by its role, named once. `ViTLayers` holds them; layer-wise decay
 # (`training.optimizers`), freezing the backbone, the checkpoints' key mapping and the layout
 # map of model parallelism read which layer is which from here, so a layer renamed in one place

@@ -28,10 +28,10 @@ class SelfAttention(keras.layers.Layer):
     into the queries (`T x d` multiplies instead of `T x T`).
 
     Written out rather than calling `ops.dot_product_attention`, which wants
-    `(B, T, heads, d)` and so two more transposes per product: for B/16 at
-    batch 16 its attention core took 26 ms against 15 ms here, same process
-    (about 10% of the whole forward). The test suite checks this layer against
-    Keras' `MultiHeadAttention` holding the same weights.
+    `(B, T, heads, d)` and so two more transposes per product; the attention
+    core is measured both ways in `benchmarks/README.md` (the `keras_mha`
+    rung of the ladder). The test suite checks this layer against Keras'
+    `MultiHeadAttention` holding the same weights.
 
     Args:
         num_heads: attention heads; must divide `D`.

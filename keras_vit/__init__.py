@@ -1,6 +1,6 @@
 """keras_vit: the Vision Transformer (Dosovitskiy et al. 2020) for Keras 3.
 
-The core (`config`, `layers`, `model`, `tome`, `visualize`, `preprocessing`)
+The core (`config`, `layers`, `model`, `views`, `visualize`, `preprocessing`)
 and `checkpoints` use Keras alone and run on every backend; importing this
 package imports no TensorFlow. `training` and `deploy` bring TensorFlow where
 it is the point (tf.data, tf.distribute, SavedModel, LiteRT).
@@ -9,7 +9,8 @@ it is the point (tf.data, tf.distribute, SavedModel, LiteRT).
 import os as _os
 import sys as _sys
 
-from keras_vit import _compat  # noqa: F401  (0.1.0's module paths; imports nothing heavy)
+# Modules users reach as attributes (`keras_vit.visualize`); `adaptive` is `keras_vit.views.adaptive`.
+_MODULES = ("adaptive", "preprocessing", "views", "visualize")
 
 
 def _is_command_line():
@@ -40,18 +41,14 @@ def import_public_names():
     """Imports every public name (and with them Keras, and the layers and optimisers registered)."""
     from keras_vit import _public
 
-    globals().update({name: getattr(_public, name) for name in __all__})
+    globals().update({name: getattr(_public, name) for name in (*__all__, *_MODULES)})
 
 
 def __getattr__(name):
     # Only reached for a name not imported yet: in the `keras-vit` command before its arguments are parsed.
-    if name in __all__:
+    if name in __all__ or name in _MODULES:
         import_public_names()
         return globals()[name]
-    if name in ("adaptive", "preprocessing", "visualize"):
-        import importlib
-
-        return importlib.import_module(f"keras_vit.{name}")
     raise AttributeError(f"module 'keras_vit' has no attribute {name!r}")
 
 

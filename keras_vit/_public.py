@@ -6,7 +6,7 @@ names are registered); the `keras-vit` command imports it only once its argument
 (`--help` answers without Keras), through `keras_vit.__getattr__` or `cli.main`.
 """
 
-from keras_vit import adaptive, preprocessing, visualize  # noqa: F401  (module names users reach as attributes)
+from keras_vit import _compat, preprocessing, views, visualize  # module names users reach as attributes
 from keras_vit.checkpoints import (
     CheckpointError,
     build_from_checkpoint,
@@ -40,6 +40,15 @@ from keras_vit.layers import (
     TokenSlice,
     TransformerBlock,
 )
-from keras_vit.model import attention_model, build_model, features_model
-from keras_vit.tome import TokenMerging, apply_token_merging
+from keras_vit.model import build_model
 from keras_vit.training import optimizers  # noqa: F401  (registers the optimisers trained models are saved with)
+from keras_vit.views import (
+    TokenMerging,
+    adaptive,  # noqa: F401  (keras_vit.adaptive, as in 0.2.0)
+    apply_token_merging,
+    attention_model,
+    features_model,
+)
+
+# 0.1.0's and 0.2.0's module paths and moved names, with a DeprecationWarning (it imports keras_vit.model)
+_compat.install()

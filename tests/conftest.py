@@ -104,7 +104,7 @@ def _float32_policy_and_seed():
 
 @pytest.fixture(scope="session")
 def repo():
-    """The repository root (`pathlib.Path`), where `deployment_kit/`, `benchmarks/` and `notebooks/` live."""
+    """The repository root (`pathlib.Path`), where `export/`, `benchmarks/` and `notebooks/` live."""
     return REPO
 
 

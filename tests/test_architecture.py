@@ -1,6 +1,6 @@
 """The package's shape, as `docs/architecture.md` draws it: imports flow one way, with no cycles.
 
-    core (config, layers, halting, model, tome, adaptive, visualize, preprocessing, files, run_folder)
+    core (config, layers, model, views, visualize, preprocessing, images, files, run_folder)
       -> checkpoints/ -> deploy/ -> training/ -> cli
 
 Read from the source with `ast`, function-level imports included, so a cycle
@@ -16,6 +16,8 @@ import subprocess
 import sys
 
 import pytest
+
+pytestmark = pytest.mark.fast  # the edit loop's tier: `pytest -m fast`
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "keras_vit"
 RANKS = {"checkpoints": 1, "deploy": 2, "training": 3, "cli": 4}  # everything else in the package: the core, 0

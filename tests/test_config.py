@@ -9,6 +9,8 @@ import pytest
 import keras_vit
 from keras_vit import VARIANTS, ViTConfig, build_model, build_vit, read_config, run_folder, save_npz
 
+pytestmark = pytest.mark.fast  # the edit loop's tier: `pytest -m fast`
+
 
 def test_from_variant_is_the_row_with_the_patch_and_the_overrides():
     config = ViTConfig.from_variant("B/32", image_size=(64, 96), num_classes=7, dropout_rate=None)

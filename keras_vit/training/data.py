@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from keras_vit.deploy.predict import IMAGE_EXTENSIONS, read_image
+from keras_vit.images import IMAGE_EXTENSIONS, read_image
 from keras_vit.preprocessing import preprocessing_model
 from keras_vit.training import digits as _digits  # noqa: F401  (registers the "digits" TFDS builder)
 from keras_vit.training.settings import AUGMENTATIONS  # declared with the flag

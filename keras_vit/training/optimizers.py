@@ -22,6 +22,7 @@ import re
 import keras
 from keras import ops
 
+from keras_vit.model import ROLES
 from keras_vit.training.settings import RECIPES  # declared with the flag
 
 if keras.backend.backend() == "tensorflow":
@@ -66,8 +67,7 @@ class _ClipAfterAllReduce:
 
 
 # The layers a ViT's tokens pass before its first block: depth 0 for layer-wise decay.
-EMBEDDING_LAYERS = ("patch_embedding", "class_token", "distillation_token", "register_tokens",
-                    "position_embedding", "pre_norm")  # fmt: skip
+EMBEDDING_LAYERS = ROLES["embedding"]
 _BLOCK = re.compile(r"(?:^|/)block_(\d+)/")
 
 

@@ -17,7 +17,6 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vit import files, run_folder
-from keras_vit.adaptive import halting_model, halting_statistics
 from keras_vit.checkpoints import build_from_checkpoint, build_vit, find_checkpoint
 from keras_vit.checkpoints.registry import not_found
 from keras_vit.config import ViTConfig, parse_variant
@@ -32,6 +31,7 @@ from keras_vit.training.reports import (
     read_history,
 )
 from keras_vit.training.settings import PRECISIONS, TrainConfig
+from keras_vit.views.adaptive import halting_model, halting_statistics
 
 
 def resolve(config):

@@ -96,8 +96,8 @@ def test_the_kit_refuses_a_corrupted_model_in_one_line(
         pytest.importorskip(
             "onnxruntime", reason='the onnx extra is not installed: pip install "keras-vision-transformer[onnx]"'
         )
-    monkeypatch.syspath_prepend(str(repo / "deployment_kit"))  # predict_onnx.py imports predict_litert.py
-    kit = runpy.run_path(str(repo / "deployment_kit" / script))
+    monkeypatch.syspath_prepend(str(repo / "export"))  # predict_onnx.py imports predict_litert.py
+    kit = runpy.run_path(str(repo / "export" / script))
     main = (
         functools.partial(kit["main"], model_kind=".onnx", load=kit["load_classifier"])
         if "onnx" in script

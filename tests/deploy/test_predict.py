@@ -1,4 +1,4 @@
-"""Reading image files, `keras-vit predict` (and `--explain`), and the TensorFlow-free predictor in `deployment_kit/`."""
+"""Reading image files, `keras-vit predict` (and `--explain`), and the TensorFlow-free predictor in `export/`."""
 
 import functools
 import json
@@ -18,8 +18,8 @@ from keras_vit.deploy import predict
 
 @pytest.fixture(scope="module")
 def kit_predictor(repo):
-    """The path of `deployment_kit/predict_litert.py`."""
-    return str(repo / "deployment_kit" / "predict_litert.py")
+    """The path of `export/predict_litert.py`."""
+    return str(repo / "export" / "predict_litert.py")
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +195,7 @@ def test_export_kit_predictor_runs_without_tensorflow(exported, images, cli_main
         )
     folder, _ = images
     model = exported[0] / model
-    kit = repo / "deployment_kit"
+    kit = repo / "export"
     good = [str(folder / n) for n in ("rgb.png", "photo.jpg")]
     # TensorFlow and keras are made unimportable, and checked absent afterwards. The kit's folder is
     # on the path as when the script is run (predict_onnx.py imports predict_litert.py beside it).
@@ -364,10 +364,10 @@ def test_serving_clients_refuse_files_that_are_no_image(tmp_path, monkeypatch, n
     Image.fromarray(raw_images(1)[0]).save(tmp_path / "good.png")
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "notes.txt").write_text("hello")
-    result = _run_script(str(repo / "deployment_kit" / "serving" / "rest_request.py"), *names, cwd=tmp_path)
+    result = _run_script(str(repo / "export" / "serving" / "rest_request.py"), *names, cwd=tmp_path)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr == f"rest_request.py: error: {message}\n"
-    grpc_client = runpy.run_path(str(repo / "deployment_kit" / "serving" / "grpc_predict.py"))
+    grpc_client = runpy.run_path(str(repo / "export" / "serving" / "grpc_predict.py"))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=re.escape(message)):
         grpc_client["read_image_file"](names[-1])
@@ -392,8 +392,8 @@ def test_onnx_kit_predictor_refuses_what_is_no_keras_vit_onnx_model(repo, export
     pytest.importorskip(
         "onnxruntime", reason='the onnx extra is not installed: pip install "keras-vision-transformer[onnx]"'
     )
-    monkeypatch.syspath_prepend(str(repo / "deployment_kit"))  # predict_onnx.py imports predict_litert.py
-    kit = runpy.run_path(str(repo / "deployment_kit" / "predict_onnx.py"))
+    monkeypatch.syspath_prepend(str(repo / "export"))  # predict_onnx.py imports predict_litert.py
+    kit = runpy.run_path(str(repo / "export" / "predict_onnx.py"))
     (tmp_path / "m.onnx").write_text("not a model")
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img.png")
     main = functools.partial(kit["main"], model_kind=".onnx", load=kit["load_classifier"])

@@ -27,7 +27,7 @@ import re
 
 import keras
 
-from keras_vit.config import ViTConfig
+from keras_vit.config import AdaptiveTokens, ViTConfig
 from keras_vit.layers import (
     AddPositionEmbedding,
     AttentionPooling,
@@ -249,12 +249,13 @@ def _halting_fields(model):
         return {}
     gate, loss = layers["halting_0"], layers["halting_loss"]
     return dict(
-        adaptive_tokens=True,
-        halting_gate_scale=gate.gate_scale,
-        halting_gate_center=gate.gate_center,
-        ponder_loss_weight=loss.ponder_loss_weight,
-        distribution_prior_weight=loss.distribution_prior_weight,
-        halting_target_depth=loss.target_depth,
+        adaptive_tokens=AdaptiveTokens(
+            gate_scale=gate.gate_scale,
+            gate_center=gate.gate_center,
+            ponder_loss_weight=loss.ponder_loss_weight,
+            distribution_prior_weight=loss.distribution_prior_weight,
+            target_depth=loss.target_depth,
+        )
     )
 
 
@@ -374,23 +375,17 @@ class HaltingHook:
         self.mean_scores = []
 
     def __call__(self, block, state):
-        c, index = self.config, len(self.mean_scores)
+        c, index = self.config.adaptive_tokens, len(self.mean_scores)
         tokens = block(state.tokens, **state.block_arguments())
-        last = index == c.num_layers - 1
+        last = index == self.config.num_layers - 1
         # float32 under a mixed policy too: Keras would otherwise cast the sums carried between blocks to half.
-        halting = Halting(
-            c.halting_gate_scale, c.halting_gate_center, last=last, dtype="float32", name=f"halting_{index}"
-        )
+        halting = Halting(c.gate_scale, c.gate_center, last=last, dtype="float32", name=f"halting_{index}")
         tokens, bias, self.output, self.sums, mean_score = halting(tokens, self.output, self.sums)
         self.mean_scores.append(mean_score)
         if not last:
             return state.replace(tokens=tokens, attention_bias=bias)
         loss = HaltingLoss(
-            c.ponder_loss_weight,
-            c.distribution_prior_weight,
-            c.halting_target_depth,
-            dtype="float32",
-            name="halting_loss",
+            c.ponder_loss_weight, c.distribution_prior_weight, c.target_depth, dtype="float32", name="halting_loss"
         )
         output, self.depth = loss(self.output, self.sums, self.mean_scores)
         return state.replace(tokens=output, attention_bias=None)

@@ -38,7 +38,7 @@ def _adaptive_config(model, fields):
     config = model_config(model)
     if config.pooling != "token":
         raise ValueError(f"{model.name!r} pools with {config.pooling!r}; adaptive tokens need a class token.")
-    return dataclasses.replace(config, adaptive_tokens=True, **fields)
+    return dataclasses.replace(config, adaptive_tokens=config.adaptive_tokens or True, **fields)
 
 
 def halting_model(model, **fields):
@@ -119,7 +119,13 @@ class GatheredHook:
         x = ops.cast(tokens[0], "float32")  # (Ta, D)
         positions = state.positions[0]  # (Ta,)
         _, going, weight, self.score_sum, self.remainder = halting_step(
-            x[:, 0], self.score_sum, self.remainder, 1.0, c.halting_gate_scale, c.halting_gate_center, last
+            x[:, 0],
+            self.score_sum,
+            self.remainder,
+            1.0,
+            c.adaptive_tokens.gate_scale,
+            c.adaptive_tokens.gate_center,
+            last,
         )
         is_class = ops.cast(positions == 0, "float32")
         self.class_output = self.class_output + ops.sum(x * (weight * is_class)[:, None], axis=0)[None, None]

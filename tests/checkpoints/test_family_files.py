@@ -15,7 +15,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from keras_vit import CheckpointError, build_from_checkpoint, build_vit, load_weights, read_config, save_timm
-from keras_vit.checkpoints.keys import model_variables
+from keras_vit.checkpoints.canonical import model_variables
 
 RELATIVE_TOLERANCE = 2e-5  # of the largest output: float32 in two frameworks
 

@@ -111,6 +111,9 @@ def read_config(config):
     options, hub.tensors = hub.family.timm_facts(name)
     args = {**{k: config[k] for k in ("global_pool",) if k in config}, **config.get("model_args", {})}
     pretrained = config.get("pretrained_cfg", {})
+    for key, field in (("reg_tokens", "num_register_tokens"), ("class_token", "class_token")):
+        if args.get(key) is not None:  # what timm builds overrides what the name implies
+            hub.tensors[field] = args[key]
     unknown = sorted(set(args) - _TOLD_BY_TENSORS)
     if unknown:
         hub.problems.append(f"timm model_args {unknown} change the model in ways keras_vit does not build")

@@ -91,17 +91,23 @@ def insert_prefix_slots(arrays, tokens=PREFIX_TOKENS):
 LEAF = r"\.(?P<leaf>weight|bias)"
 N = r"(?P<n>[12])"
 QKV_GROUP = r"(?P<qkv>query|key|value|q|k|v)"
+# Tensors of PyTorch files that are no part of an image model (text towers, the contrastive loss' scale,
+# DINOv2's mask token): dropped on reading, and said so.
+IGNORED = re.compile(
+    r"(?:.*\.)?(?:text_model\..*|text_projection\.weight|logit_scale|logit_bias|position_ids"
+    r"|embeddings\.mask_token)"
+)
 _QKV = {"q": "query", "k": "key", "v": "value", "query": "query", "key": "key", "value": "value"}
 
 
-def from_pytorch(state, table, num_heads, fused=(), ignored=None):
+def from_pytorch(state, table, num_heads, fused=()):
     """A PyTorch state dict -> the canonical layout, by `table`.
 
     `fused` lists `(compiled regex, parts)` of fused projections (timm's `qkv`), split first;
-    `ignored` the tensors that are no part of an image model. Keys without a row are kept under
-    their own names: loading reports them as unexpected.
+    `IGNORED` tensors are dropped. Keys without a row are kept under their own names: loading
+    reports them as unexpected.
     """
-    state = {k: v for k, v in state.items() if not (ignored and ignored.fullmatch(k))}
+    state = {k: v for k, v in state.items() if not IGNORED.fullmatch(k)}
     state = _split_fused(state, fused, _width(state, table))
     out = {}
     for key, value in state.items():

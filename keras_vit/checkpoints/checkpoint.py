@@ -21,6 +21,7 @@ from keras_vit.checkpoints.canonical import (
     DIST,
     EMBEDDING,
     HEAD,
+    IGNORED,
     LAYER_SCALE,
     MLP_IN,
     POSEMB,
@@ -134,9 +135,13 @@ def read_arrays(path, num_heads=None):
         source = timm if layout == formats.TIMM else transformers
         num_heads = num_heads or (hub and hub.num_heads) or _guess_num_heads(state)
         data.facts, data.arrays = source.to_canonical(state, num_heads)
-        ignored = [key for key in state if transformers.IGNORED.fullmatch(key)]
+        ignored = [key for key in state if IGNORED.fullmatch(key)]
         if ignored:
             data.notes.append(f"ignored {len(ignored)} tensors that are no part of the image model ({ignored[0]}, ...)")
+    if hub is None:  # a file alone: the family its tensors show, where they show one
+        arrays = data.arrays
+        name = "SigLIP" if PROBE in arrays else "DeiT" if DIST in arrays else "CLIP" if PRE_NORM in arrays else None
+        data.family = families.family(name) if name else None
     return data
 
 
@@ -215,6 +220,10 @@ def describe(data, image_size=None, given=()):
         kernel, query, mlp = arrays[EMBEDDING], arrays[QUERY], arrays[MLP_IN]
     except KeyError as e:
         raise CheckpointError(f"The checkpoint has no {e.args[0]!r}: it is not a ViT checkpoint.") from None
+    if POSEMB not in arrays:
+        refuse(
+            data, ["no absolute position embedding: a rotary-position ViT (DINOv3, EVA-02, RoPE ViTs), not built yet"]
+        )
     options = {**_family_defaults(data, given), **(hub.options if hub else {}), **data.facts}
     blocks = {key.split("/")[1] for key in arrays if key.startswith("Transformer/encoderblock_")}
     patch_size = tuple(kernel.shape[:2])
@@ -244,6 +253,12 @@ def describe(data, image_size=None, given=()):
         include_top=HEAD[0] in arrays,
         **options,
     )
+    if hub is None and data.family is not None and data.row is None and data.layout != formats.KERAS:
+        # A file alone, its family told by its tensors: they must show all of it (a class token beside a
+        # MAP head and a pre-norm is no family keras_vit builds: Perception Encoder's).
+        problems = families.check_tensors(data.family, data.family.tensors, config, {"pooling": pooling})
+        if problems:
+            refuse(data, problems)
     if hub is not None:
         problems = [
             f"config.json has {key}={stated!r}, its tensors {field}={getattr(config, field)!r}"
@@ -258,7 +273,7 @@ def describe(data, image_size=None, given=()):
 
 def refuse(data, problems):
     """The error for a checkpoint keras_vit does not build: one line for one problem, else a list."""
-    what = f"{data.hub.source} in its config.json" if data.hub else "its tensors"
+    what = f"{data.hub.source} in its config.json" if data.hub else "its tensors, without a config.json"
     head = f"The checkpoint {data.path} ({what}) is not a model keras_vit builds; nothing was built"
     if len(problems) == 1:
         raise CheckpointError(f"{head}: {problems[0]}")
@@ -267,13 +282,8 @@ def refuse(data, problems):
 
 def _family_defaults(data, given):
     """What a file without `config.json` cannot say, by the family its tensors show; an error where that is a guess."""
-    arrays, layout = data.arrays, data.layout
-    if data.hub is not None or layout == formats.KERAS:  # a .keras model says it all (`data.facts`)
-        return {}
-    if data.family is None:  # a registry row names it; else the tensors do
-        name = "SigLIP" if PROBE in arrays else "DeiT" if DIST in arrays else "CLIP" if PRE_NORM in arrays else None
-        data.family = families.family(name) if name else None
-    if data.family is None:
+    layout = data.layout
+    if data.hub is not None or layout == formats.KERAS or data.family is None:  # `.keras`: see `data.facts`
         return {}
     defaults = dict(data.family.options)
     if layout in (formats.HUGGING_FACE, formats.BIG_VISION):  # timm's SigLIP runs exact GELU; these tanh

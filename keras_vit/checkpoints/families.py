@@ -16,6 +16,7 @@ tensors of a new name.
 
 import dataclasses
 import re
+import types
 
 from keras_vit.checkpoints.canonical import CheckpointError
 
@@ -62,6 +63,12 @@ class Family:
     scaling: str = None
     checkpoints: tuple = ()
     not_built: str = None
+
+    def __post_init__(self):
+        # Frozen all the way down: the record's dicts become read-only views.
+        for field in ("tensors", "options", "transformers_options", "transformers_tensors"):
+            object.__setattr__(self, field, types.MappingProxyType(dict(getattr(self, field))))
+        object.__setattr__(self, "checkpoints", tuple(types.MappingProxyType(dict(r)) for r in self.checkpoints))
 
     def timm_facts(self, architecture):
         """`(ViTConfig fields timm's factory for `architecture` sets, what its tensors must show)`."""
@@ -346,14 +353,13 @@ FAMILIES = (
         "DINOv3",
         "Siméoni et al. 2025",
         timm=(r"vit_\w+_dinov3\w*",),
-        transformers=("dinov3_vit", "dinov3_convnext"),
+        transformers=("dinov3_vit",),
         not_built="DINOv3 uses a rotary position embedding (RoPE), not built yet",
     ),
     Family(
         "Perception Encoder",
         "Bolya et al. 2025",
         timm=(r"vit_pe_(core|lang|spatial)_\w+",),
-        transformers=("perception_encoder", "timm_wrapper"),
         not_built="Perception Encoder uses a rotary position embedding, not built yet",
     ),
     Family(

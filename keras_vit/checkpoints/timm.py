@@ -30,6 +30,7 @@ from keras_vit.checkpoints.canonical import (
     MAP_ATTENTION,
     ORIGINAL_BLOCK,
     POSEMB,
+    PROBE,
     QKV_GROUP,
     REGISTERS,
     CheckpointError,
@@ -57,7 +58,7 @@ TIMM_KEYS = [
     (_TIMM_BLOCK + r"mlp\.fc" + N + LEAF, "MlpBlock_3/Dense_{n}/{kind}", "linear"),
     # `fc_norm` is the final norm applied after pooling (`norm` is then an Identity, absent).
     (r"(?:fc_)?norm" + LEAF, "Transformer/encoder_norm/{norm}", "copy"),
-    (r"attn_pool\.latent", "MAPHead_0/probe", "copy"),  # SigLIP's attention pooling
+    (r"attn_pool\.latent", PROBE, "copy"),  # SigLIP's attention pooling
     (r"attn_pool\." + QKV_GROUP + LEAF, MAP_ATTENTION + "{qkv}/{kind}", "heads_in"),
     (r"attn_pool\.proj" + LEAF, MAP_ATTENTION + "out/{kind}", "heads_out"),
     (r"attn_pool\.norm" + LEAF, "MAPHead_0/LayerNorm_0/{norm}", "copy"),
@@ -161,12 +162,12 @@ def scaling_of(mean, std):
 
 # --- writing ---------------------------------------------------------------------------
 
-_TIMM_NAMES = {  # canonical key (without block prefix) -> timm name; `{w}` weight or bias
-    "cls": "cls_token",
-    "dist": "dist_token",
-    "reg": "reg_token",
-    "Transformer/posembed_input/pos_embedding": "pos_embed",
-    "MAPHead_0/probe": "attn_pool.latent",
+_TIMM_NAMES = {
+    CLS: "cls_token",
+    DIST: "dist_token",
+    REGISTERS: "reg_token",
+    POSEMB: "pos_embed",
+    PROBE: "attn_pool.latent",
 }
 
 
@@ -209,7 +210,7 @@ def to_timm(canonical, pooled_norm=False):
                 out[f"{timm}ls{n + 1}.gamma"] = take(f"{prefix}LayerScale_{n}/scale")
             linear(f"{timm}mlp.fc{n + 1}", f"{prefix}MlpBlock_3/Dense_{n}")
     norm("fc_norm" if pooled_norm else "norm", "Transformer/encoder_norm")
-    if "MAPHead_0/probe" in canonical:
+    if PROBE in canonical:
         _attention(take, MAP_ATTENTION, out, "attn_pool.", ("q", "kv"))
         norm("attn_pool.norm", "MAPHead_0/LayerNorm_0")
         for n in (0, 1):

@@ -19,6 +19,7 @@ from keras_vit.checkpoints.canonical import (
     LEAF,
     MAP_ATTENTION,
     POSEMB,
+    PROBE,
     QKV_GROUP,
     REGISTERS,
     CheckpointError,
@@ -63,23 +64,18 @@ KEYS = [
     (r"(?:classifier|cls_classifier)" + LEAF, "head/{kind}", "linear"),
     (r"distillation_classifier" + LEAF, "head_dist/{kind}", "linear"),
     (r"visual_projection\.weight", "head/kernel", "linear"),  # CLIP's projection: a head without bias
-    (_HF + r"head\.probe", "MAPHead_0/probe", "copy"),  # SigLIP's attention pooling
+    (_HF + r"head\.probe", PROBE, "copy"),  # SigLIP's attention pooling
     (_HF + r"head\.attention\." + QKV_GROUP + LEAF, MAP_ATTENTION + "{qkv}/{kind}", "heads_in"),
     (_HF + r"head\.attention\.out_proj" + LEAF, MAP_ATTENTION + "out/{kind}", "heads_out"),
     (_HF + r"head\.layernorm" + LEAF, "MAPHead_0/LayerNorm_0/{norm}", "copy"),
     (_HF + r"head\.mlp\.fc" + N + LEAF, "MAPHead_0/MlpBlock_0/Dense_{n}/{kind}", "linear"),
 ]
-# Tensors of the files that are no part of an image model: dropped on reading, and said so.
-IGNORED = re.compile(
-    r"(?:.*\.)?(?:text_model\..*|text_projection\.weight|logit_scale|logit_bias|position_ids"
-    r"|embeddings\.mask_token)"
-)
 _FUSED = [(re.compile(r"(.*head\.attention\.)in_proj_(weight|bias)"), "qkv")]  # nn.MultiheadAttention (SigLIP's MAP)
 
 
 def to_canonical(state, num_heads):
     """A transformers ViT, DeiT, DINOv2, SigLIP or CLIP image model's state dict -> `(facts, canonical arrays)`."""
-    out = from_pytorch(state, KEYS, num_heads, fused=_FUSED, ignored=IGNORED)
+    out = from_pytorch(state, KEYS, num_heads, fused=_FUSED)
     if REGISTERS in out and CLS in out and POSEMB in out:
         # transformers' DINOv2 with registers adds the position embedding to [class, patches] and then
         # inserts the registers: its class slot folds into the token, leaving the patches' part (the

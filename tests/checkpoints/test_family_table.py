@@ -68,6 +68,20 @@ def test_a_timm_model_keras_vit_does_not_build_is_refused_by_name_in_one_line(fo
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("timm_pe_core", "SigLIP models have class_token=False, the tensors class_token=True"),
+        ("timm_dinov3", "no absolute position embedding: a rotary-position ViT"),
+        ("timm_rope", "no absolute position embedding: a rotary-position ViT"),
+    ],
+)
+def test_their_weights_file_alone_is_refused_too_never_loaded_with_a_guess(folder, name, reason):
+    with pytest.raises(CheckpointError) as error:
+        build_from_checkpoint(folder / name / "model.safetensors")
+    assert reason in str(error.value) and "\n" not in str(error.value)
+
+
 def test_an_unknown_architecture_is_refused_naming_the_known_families(folder, tmp_path):
     shutil.copytree(folder / "timm_deit3", tmp_path / "convnext")
     config = json.loads((tmp_path / "convnext" / "config.json").read_text())
@@ -137,6 +151,8 @@ def test_every_family_record_is_one_frozen_row_named_once():
     assert len(names) == len(set(names))
     with pytest.raises(AttributeError):
         families.FAMILIES[0].name = "other"  # frozen
+    with pytest.raises(TypeError):
+        families.family("CLIP").options["layer_norm_epsilon"] = 1e-6  # all the way down
     built = [family for family in families.FAMILIES if not family.not_built]
     assert [f.name for f in built] == ["ViT", "DeiT", "DeiT III", "DINOv2", "SigLIP", "CLIP"]
     assert all(row["variant"] and row["tag"] for family in built for row in family.checkpoints)

@@ -1,6 +1,6 @@
 """keras_vit: the Vision Transformer (Dosovitskiy et al. 2020) for Keras 3.
 
-The core (`config`, `layers`, `model`, `tome`, `visualize`, `preprocessing`)
+The core (`config`, `layers`, `model`, `views`, `visualize`, `preprocessing`)
 and `checkpoints` use Keras alone and run on every backend; importing this
 package imports no TensorFlow. `training` and `deploy` bring TensorFlow where
 it is the point (tf.data, tf.distribute, SavedModel, LiteRT).
@@ -17,7 +17,7 @@ if _sys.argv and _os.path.basename(_sys.argv[0]) == "keras-vit":
 
     quiet_tensorflow()
 
-from keras_vit import _compat, adaptive, preprocessing, visualize  # noqa: F401  (module names users reach as attributes)
+from keras_vit import _compat, preprocessing, views, visualize  # noqa: F401  (module names users reach as attributes)
 from keras_vit.builders import (
     build_from_checkpoint,
     build_vit,
@@ -53,9 +53,17 @@ from keras_vit.layers import (
     TokenSlice,
     TransformerBlock,
 )
-from keras_vit.model import attention_model, build_model, features_model
-from keras_vit.tome import TokenMerging, apply_token_merging
+from keras_vit.model import build_model
 from keras_vit.training import optimizers  # noqa: F401  (registers the optimisers trained models are saved with)
+from keras_vit.views import (
+    TokenMerging,
+    adaptive,  # noqa: F401  (keras_vit.adaptive, as in 0.2.0)
+    apply_token_merging,
+    attention_model,
+    features_model,
+)
+
+_compat.install()  # 0.1.0's and 0.2.0's module paths and moved names, with a DeprecationWarning
 
 __version__ = "0.2.0"
 

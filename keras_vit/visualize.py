@@ -16,7 +16,8 @@ import numpy as np
 from matplotlib.figure import Figure  # no pyplot: no display needed, no global backend switched
 from PIL import Image
 
-from keras_vit.model import BlockWithAttention, ViTLayers, attention_model  # noqa: F401  (the attention view lives with the graph)
+from keras_vit.model import ViTLayers  # noqa: F401  (0.1.0 reached it here)
+from keras_vit.views.attention import BlockWithAttention, attention_model  # noqa: F401  (keras_vit.visualize.attention_model, as before)
 
 
 def grid_shape(model, image_size=None):

@@ -1,6 +1,6 @@
 """The package's shape, as `docs/architecture.md` draws it: imports flow one way, with no cycles.
 
-    core (config, layers, halting, model, tome, adaptive, visualize, preprocessing, files, run_folder)
+    core (config, layers, model, views, visualize, preprocessing, files, run_folder)
       -> checkpoints/, builders -> deploy/ -> training/ -> cli
 
 Read from the source with `ast`, function-level imports included, so a cycle

@@ -13,11 +13,8 @@ resample.py     position-embedding resizing, the same numbers as PyTorch
 load.py         `assign` (planned in full, then assigned), `load_weights`, `save_npz`, `save_timm`
 
 The builders (`build_vit`, `build_from_checkpoint`, the `vit_*` aliases) are `keras_vit.builders`;
-importing them from here still works, with a `DeprecationWarning`.
+importing them from here still works, with a `DeprecationWarning` (`keras_vit/_compat.py`).
 """
-
-import importlib
-import warnings
 
 from keras_vit.checkpoints.canonical import CheckpointError
 from keras_vit.checkpoints.checkpoint import CheckpointData, read, read_checkpoint, read_config
@@ -25,21 +22,6 @@ from keras_vit.checkpoints.families import FAMILIES, Family
 from keras_vit.checkpoints.load import LoadReport, load_weights, save_npz, save_timm
 from keras_vit.checkpoints.registry import CHECKPOINTS, Checkpoint, fetch_checkpoint, find_checkpoint
 from keras_vit.checkpoints.resample import resample_position_embedding
-
-_MOVED = {"build_vit", "build_from_checkpoint", "vit_ti16", "vit_s16", "vit_b16", "vit_b32", "vit_l16", "vit_l32", "vit_h14"}  # fmt: skip
-
-
-def __getattr__(name):
-    """0.2.0's `keras_vit.checkpoints.build_vit` (and the other builders): now in `keras_vit.builders`."""
-    if name in _MOVED:
-        warnings.warn(
-            f"keras_vit.checkpoints.{name} moved to keras_vit.builders.{name}; import it from there (or keras_vit).",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return getattr(importlib.import_module("keras_vit.builders"), name)
-    raise AttributeError(f"module 'keras_vit.checkpoints' has no attribute {name!r}")
-
 
 __all__ = [
     "read", "read_config", "read_checkpoint", "CheckpointData", "load_weights", "save_npz", "save_timm", "LoadReport",

@@ -15,12 +15,13 @@ import numpy as np
 from PIL import Image
 
 from keras_vit import run_folder
-from keras_vit.adaptive import depth_map, halting_model
 from keras_vit.deploy import onnx
 from keras_vit.deploy.litert import LiteRTModel, resized_pixels
 from keras_vit.deploy.saved_model import load_signature, version_folder
-from keras_vit.model import attention_model, model_config
+from keras_vit.model import model_config
 from keras_vit.preprocessing import preprocessing_model
+from keras_vit.views.adaptive import depth_map, halting_model
+from keras_vit.views.attention import attention_model
 from keras_vit.visualize import (
     display_size,
     grid_shape,

@@ -16,7 +16,6 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vit import files, run_folder
-from keras_vit.adaptive import halting_model, halting_statistics
 from keras_vit.builders import build_from_checkpoint, build_vit
 from keras_vit.checkpoints import find_checkpoint
 from keras_vit.checkpoints.registry import not_found
@@ -32,6 +31,7 @@ from keras_vit.training.reports import (
     predicted_classes,
     read_history,
 )
+from keras_vit.views.adaptive import halting_model, halting_statistics
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 

@@ -202,8 +202,8 @@ _LAYER_KEYS = {
     "head": {leaf: f"head/{leaf}" for leaf in _LEAVES},
     # The descendants' parts, named where the original code has no name for them (big_vision's where it has).
     "pooled_norm": {ours: f"Transformer/encoder_norm/{theirs}" for ours, theirs in _NORM.items()},
-    "distillation_token": {"token": "dist"},
-    "register_tokens": {"tokens": "reg"},
+    "distillation_token": {"token": DIST},
+    "register_tokens": {"tokens": REGISTERS},
     "pre_norm": {ours: f"Transformer/pre_norm/{theirs}" for ours, theirs in _NORM.items()},
     "head_dist": {leaf: f"head_dist/{leaf}" for leaf in _LEAVES},
 }
@@ -219,9 +219,8 @@ _BLOCK_KEYS = {
 # big_vision's MAPHead (SigLIP): our `AttentionPooling` weights -> its keys. The attention projections are
 # per head as in the blocks; keys and values share one fused `(D, 2D)` kernel, as timm's `kv`.
 _MAP = "MAPHead_0/"
-_MAP_ATTENTION = MAP_ATTENTION
 _MAP_KEYS = {
-    "probe": _MAP + "probe",
+    "probe": PROBE,
     **{f"norm/{ours}": f"{_MAP}LayerNorm_0/{theirs}" for ours, theirs in _NORM.items()},
     **{f"mlp_dense_{i + 1}/{leaf}": f"{_MAP}MlpBlock_0/Dense_{i}/{leaf}" for i in range(2) for leaf in _LEAVES},
 }
@@ -284,11 +283,11 @@ def _map_variables(layer):
             dim //= len(parts)
             shape = (variable.shape[0], heads, dim // heads) if kernel else (heads, dim // heads)
             for i, part in enumerate(parts):
-                out[f"{_MAP_ATTENTION}{part}/{inner.rpartition('/')[2]}"] = _View(variable, shape, i, len(parts))
+                out[f"{MAP_ATTENTION}{part}/{inner.rpartition('/')[2]}"] = _View(variable, shape, i, len(parts))
         elif inner == "output/kernel":
-            out[_MAP_ATTENTION + "out/kernel"] = _View(variable, (heads, dim // heads, dim))
+            out[MAP_ATTENTION + "out/kernel"] = _View(variable, (heads, dim // heads, dim))
         elif inner == "output/bias":
-            out[_MAP_ATTENTION + "out/bias"] = variable
+            out[MAP_ATTENTION + "out/bias"] = variable
         else:
             out[_MAP_KEYS.get(inner, f"keras:{variable.path}")] = variable
     return out

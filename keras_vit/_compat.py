@@ -16,9 +16,14 @@ MOVED = {
     "keras_vit.variants": "keras_vit.config",
     "keras_vit.weights": "keras_vit.checkpoints",
     "keras_vit.checkpoint_formats": "keras_vit.checkpoints.formats",
-    "keras_vit.checkpoint_keys": "keras_vit.checkpoints.keys",
+    "keras_vit.checkpoint_keys": "keras_vit.checkpoints.canonical",
     "keras_vit.checkpoint_adapt": "keras_vit.checkpoints.adapt",
     "keras_vit.resample": "keras_vit.checkpoints.resample",
+    # 0.2.0's checkpoint modules, before the family table (issue 19)
+    "keras_vit.checkpoints.keys": "keras_vit.checkpoints.canonical",
+    "keras_vit.checkpoints.pretrained": "keras_vit.builders",
+    "keras_vit.checkpoints.hub": "keras_vit.checkpoints.checkpoint",
+    "keras_vit.checkpoints.torch_layouts": "keras_vit.checkpoints.timm",
     "keras_vit.data": "keras_vit.training.data",
     "keras_vit.digits": "keras_vit.training.digits",
     "keras_vit.recipes": "keras_vit.training.optimizers",  # strategies: keras_vit.training.distribute
@@ -37,6 +42,21 @@ MOVED = {
 
 # 0.2.0's names that moved out of a module that still exists: module -> {name: its new module}.
 MOVED_NAMES = {
+    # 0.2.0's builders, in a module of their own since the family table (issue 19)
+    "keras_vit.checkpoints": {
+        name: "keras_vit.builders"
+        for name in (
+            "build_vit",
+            "build_from_checkpoint",
+            "vit_ti16",
+            "vit_s16",
+            "vit_b16",
+            "vit_b32",
+            "vit_l16",
+            "vit_l32",
+            "vit_h14",
+        )
+    },  # fmt: skip
     "keras_vit.model": {
         "attention_model": "keras_vit.views.attention",
         "BlockWithAttention": "keras_vit.views.attention",

@@ -7,15 +7,9 @@ names are registered); the `keras-vit` command imports it only once its argument
 """
 
 from keras_vit import _compat, preprocessing, views, visualize  # module names users reach as attributes
-from keras_vit.checkpoints import (
-    CheckpointError,
+from keras_vit.builders import (
     build_from_checkpoint,
     build_vit,
-    load_weights,
-    read_config,
-    resample_position_embedding,
-    save_npz,
-    save_timm,
     vit_b16,
     vit_b32,
     vit_h14,
@@ -23,6 +17,14 @@ from keras_vit.checkpoints import (
     vit_l32,
     vit_s16,
     vit_ti16,
+)
+from keras_vit.checkpoints import (
+    CheckpointError,
+    load_weights,
+    read_config,
+    resample_position_embedding,
+    save_npz,
+    save_timm,
 )
 from keras_vit.config import VARIANTS, Variant, ViTConfig, parse_variant
 from keras_vit.layers import (

@@ -1,7 +1,7 @@
 """The package's shape, as `docs/architecture.md` draws it: imports flow one way, with no cycles.
 
     core (config, layers, model, views, visualize, preprocessing, images, files, run_folder)
-      -> checkpoints/ -> deploy/ -> training/ -> cli
+      -> checkpoints/, builders -> deploy/ -> training/ -> cli
 
 Read from the source with `ast`, function-level imports included, so a cycle
 cannot hide inside a function. `keras_vit/__init__.py` is the public facade and
@@ -20,7 +20,13 @@ import pytest
 pytestmark = pytest.mark.fast  # the edit loop's tier: `pytest -m fast`
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "keras_vit"
-RANKS = {"checkpoints": 1, "deploy": 2, "training": 3, "cli": 4}  # everything else in the package: the core, 0
+RANKS = {
+    "checkpoints": 1,
+    "builders": 1,
+    "deploy": 2,
+    "training": 3,
+    "cli": 4,
+}  # everything else in the package: the core, 0
 
 
 def _module_name(path):

@@ -64,6 +64,10 @@ def test_a_0_1_0_run_folder_keeps_its_metadata():
         ("keras_vit.tome", "keras_vit.views.tome", "apply_token_merging"),
         ("keras_vit.adaptive", "keras_vit.views.adaptive", "gathered_forward"),
         ("keras_vit.halting", "keras_vit.layers.halting", "Halting"),
+        # 0.2.0's checkpoint modules, before the family table
+        ("keras_vit.checkpoints.keys", "keras_vit.checkpoints.canonical", "model_variables"),
+        ("keras_vit.checkpoints.pretrained", "keras_vit.builders", "build_from_checkpoint"),
+        ("keras_vit.checkpoints.torch_layouts", "keras_vit.checkpoints.timm", "to_timm"),
     ],
 )
 def test_a_0_1_0_module_path_still_imports_and_says_where_it_moved(old, new, name):
@@ -86,6 +90,16 @@ def test_a_0_2_0_name_that_left_keras_vit_model_still_imports_and_says_where_it_
     assert value is getattr(keras_vit.views, name)
     with pytest.raises(AttributeError):
         keras_vit.model.no_such_name  # noqa: B018
+
+
+@pytest.mark.parametrize("name", ["build_vit", "build_from_checkpoint", "vit_b16"])
+def test_a_0_2_0_builder_imported_from_checkpoints_still_works_and_says_where_it_moved(name):
+    import keras_vit.builders
+    import keras_vit.checkpoints
+
+    with pytest.warns(DeprecationWarning, match=f"keras_vit.checkpoints.{name} moved to keras_vit.builders"):
+        value = getattr(keras_vit.checkpoints, name)
+    assert value is getattr(keras_vit.builders, name)
 
 
 def test_the_0_1_0_top_level_names_are_all_still_there():

@@ -1,7 +1,7 @@
 """The ViT's descendants as options of one model: each against a NumPy forward written from the papers.
 
 `reference_forward` computes a ViT with every option from the checkpoint
-layout (`keras_vit.checkpoints.keys`), so a wrong token order, a norm in the
+layout (`keras_vit.checkpoints.canonical`), so a wrong token order, a norm in the
 wrong place or a misnamed weight shows as a difference. The timm and Hugging
 Face parity tests (tests/checkpoints/) check the same models against the
 PyTorch implementations.
@@ -15,7 +15,7 @@ import pytest
 from scipy.special import erf
 
 import keras_vit
-from keras_vit.checkpoints.keys import model_variables
+from keras_vit.checkpoints.canonical import model_variables
 from keras_vit.checkpoints.resample import resample_position_embedding
 from keras_vit.model import model_config
 

@@ -17,7 +17,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vit import files, run_folder
-from keras_vit.checkpoints import build_from_checkpoint, build_vit, find_checkpoint
+from keras_vit.builders import build_from_checkpoint, build_vit
+from keras_vit.checkpoints import find_checkpoint
 from keras_vit.checkpoints.registry import not_found
 from keras_vit.config import ViTConfig, parse_variant
 from keras_vit.deploy.export import export_model

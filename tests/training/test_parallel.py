@@ -61,5 +61,4 @@ def test_two_local_jax_processes_train_together(tmp_path):
     for i, (worker, (out, err)) in enumerate(zip(workers, outputs)):
         assert worker.returncode == 0, f"process {i}: {out[-2000:]}\n{err[-3000:]}"
         assert f"process {i} of 2" in out and "data parallel over 2 devices" in out, out
-    assert (run / "model.keras").exists() and (run / "results.json").exists()
-    assert (run / "backup").exists() is False  # BackupAndRestore cleans up on both processes
+    assert (run / "model.keras").exists() and (run / "results.json").exists()  # process 0's

@@ -139,7 +139,7 @@ def _run_train(args):
     print(
         f"Wrote {config.output}/: model.keras, keras_vit.json, results.json, history.csv, curves.png, "
         "confusion_matrix.png, checkpoints/best.keras, logs/ (TensorBoard)"
-        + (", export/ (SavedModel, LiteRT, ONNX with the onnx extra, parity report)" if config.export else "")
+        + (", export/ (SavedModel, LiteRT, ONNX with the onnx extra, parity report)" if "export" in results else "")
     )
     return 0
 

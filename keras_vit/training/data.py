@@ -490,6 +490,8 @@ def pipeline(
     shuffle=True,
     shuffle_buffer=10_000,
     seed=0,
+    epochs=None,
+    first_epoch=0,
 ):
     """Batches one raw split for the model: `(float images, one-hot labels)`.
 
@@ -497,26 +499,45 @@ def pipeline(
     aspect 3/4-4/3, as the original ViT code) and a horizontal flip
     (`augment`), Keras' `RandAugment`, then Keras' `MixUp` or `CutMix` on the
     batch. Evaluation only resizes and normalises.
+
+    Training's order, crops and flips are a function of `(seed, epoch)` alone. With `epochs`, the
+    dataset holds epochs `first_epoch` to `epochs - 1` back to back: fit it with
+    `steps_per_epoch=size // batch_size`, and a run resumed at epoch k sees the batches the
+    uninterrupted run saw (`keras-vit train --resume`). Without, each pass over it is a new
+    epoch drawn from `seed`.
     """
     if augment not in AUGMENTATIONS:
         raise ValueError(f"Unknown augment={augment!r}; expected one of {AUGMENTATIONS}.")
     resize, normalize = preprocessing_model(image_size, scaling).layers
     if cache:
         ds = ds.cache()
-    if training and shuffle:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
 
-    def prepare(image, label):
-        if training and augment != "none":
-            image = _inception_crop(image, seed)
+    def prepare(image, label, key=None):
+        if key is not None and augment != "none":
+            crop_key, flip_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
+            image = _inception_crop(image, crop_key)
             if augment == "crop_flip":
-                image = tf.image.random_flip_left_right(image)
+                image = tf.image.stateless_random_flip_left_right(image, flip_key)
         return resize(image), tf.one_hot(label, num_classes)
 
-    # Training drops the last partial batch: a tiny batch is a noisy step, and replicas of a
-    # distributed step would weigh its examples unequally.
-    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(batch_size, drop_remainder=training, num_parallel_calls=tf.data.AUTOTUNE)
+    if training:
+        size = int(ds.cardinality())
+        # A pass without `epochs` draws its epoch from `seed`, anew each pass.
+        keys = tf.data.Dataset.range(first_epoch, epochs) if epochs is not None else _random_epoch(seed)
+        ds = keys.flat_map(
+            lambda epoch: _epoch(
+                ds, tf.stack([tf.constant(seed, tf.int64), epoch]), prepare, batch_size, shuffle and shuffle_buffer
+            )
+        )
+        if size >= 0:  # the batches an epoch has (the last partial one dropped), as Keras' progress bar shows
+            ds = ds.apply(
+                tf.data.experimental.assert_cardinality(
+                    (size // batch_size) * (1 if epochs is None else epochs - first_epoch)
+                )
+            )
+    else:
+        ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.batch(batch_size, num_parallel_calls=tf.data.AUTOTUNE)
     if training and randaugment:
         rand_augment = keras.layers.RandAugment(value_range=(0, 255), seed=seed)
         ds = ds.map(lambda x, y: (rand_augment(x), y), num_parallel_calls=tf.data.AUTOTUNE)
@@ -535,15 +556,55 @@ def pipeline(
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def _inception_crop(image, seed, area_range=(0.08, 1.0)):
-    """A random crop of 8-100% of the area (Szegedy et al. 2015), as big_vision's `inception_crop`."""
-    begin, size, _ = tf.image.sample_distorted_bounding_box(
+def _random_epoch(seed):
+    return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+
+
+def _epoch(ds, key, prepare, batch_size, shuffle_buffer):
+    """One epoch's batches of `ds`, their order and augmentation drawn from `key` alone (`(seed, epoch)`).
+
+    Each example's crop and flip come from stateless ops keyed by its place in the epoch, so a parallel
+    map draws the same numbers whatever order its calls run in. Training drops the last partial batch:
+    a tiny batch is a noisy step, and replicas of a distributed step would weigh its examples unequally.
+    """
+    if shuffle_buffer:
+        ds = _shuffled(ds, key, shuffle_buffer)
+    ds = ds.enumerate().map(
+        lambda i, example: prepare(*example, tf.random.experimental.stateless_fold_in(key, i)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    return ds.batch(batch_size, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _shuffled(ds, key, buffer_size):
+    """`ds.shuffle(buffer_size)` with its seed a tensor drawn from `key`.
+
+    `Dataset.shuffle` takes its seed as a Python int only, so a shuffle inside `flat_map` (once per
+    epoch) could not depend on the epoch; TensorFlow's own shuffle op takes it as a tensor.
+    """
+    seeds = tf.random.stateless_uniform([2], key, minval=None, maxval=None, dtype=tf.int64)
+    specs = tf.nest.flatten(ds.element_spec)
+    variant = tf.raw_ops.ShuffleDataset(
+        input_dataset=tf.data.experimental.to_variant(ds),
+        buffer_size=tf.constant(buffer_size, tf.int64),
+        seed=seeds[0],
+        seed2=seeds[1],
+        output_types=[spec.dtype for spec in specs],
+        output_shapes=[spec.shape for spec in specs],
+        reshuffle_each_iteration=False,
+    )
+    return tf.data.experimental.from_variant(variant, ds.element_spec)
+
+
+def _inception_crop(image, key, area_range=(0.08, 1.0)):
+    """A random crop of 8-100% of the area (Szegedy et al. 2015), as big_vision's `inception_crop`, drawn from `key`."""
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
         tf.shape(image),
         tf.zeros((0, 0, 4), tf.float32),
         area_range=area_range,
         aspect_ratio_range=(3 / 4, 4 / 3),
         min_object_covered=0,
         use_image_if_no_bounding_boxes=True,
-        seed=seed,
+        seed=key,
     )
     return tf.ensure_shape(tf.slice(image, begin, size), (None, None, 3))

@@ -167,7 +167,8 @@ def _train(config, return_model):
     config = dataclasses.replace(
         config, image_size=list(architecture.image_size), scaling=scaling, variant=architecture.variant
     )
-    train_ds, val_ds, test_ds = _pipelines(config, splits)
+    first_epoch = run_folder.epochs_done(config.output) if config.resume else 0  # where BackupAndRestore goes on
+    train_ds, val_ds, test_ds = _pipelines(config, splits, first_epoch)
     distribute.patch_multi_worker_fit(model, strategy, train_ds)
     if chief and not config.resume:  # only once every input checked out
         run_folder.start(config.output, _stored(requested), overwrite=config.overwrite)
@@ -187,7 +188,9 @@ def _train(config, return_model):
             train_ds,
             validation_data=val_ds,
             epochs=config.epochs,
-            callbacks=_callbacks(config.output, chief, worker if distribute.several_workers(strategy) else None)
+            steps_per_epoch=steps,  # train_ds holds every epoch left, back to back
+            callbacks=[EpochSeeds(config.seed)]
+            + _callbacks(config.output, chief, worker if distribute.several_workers(strategy) else None)
             + _early_stopping(config.early_stopping)
             + ([_TimeLeft()] if chief and _verbosity(config.verbose) else []),
             class_weight=_class_weights(config.class_weights, splits),
@@ -358,7 +361,7 @@ def _check_weights(weights):
 
 
 # Settings that say where and how to run, not what: never stored, never compared on `--resume`.
-_NOT_STORED = ("output", "overwrite", "resume", "verbose", "export", "cache", "data_dir")
+_NOT_STORED = ("output", "overwrite", "resume", "verbose", "cache", "data_dir")
 
 
 def _stored(config):
@@ -377,6 +380,9 @@ def _resumed_config(config):
     defaults, taken, conflicts = TrainConfig(), {}, []
     for name, value in stored.items():
         given = getattr(config, name, value)
+        if name == "export":  # a run started with --no-export resumes without; --no-export may be given now too
+            taken[name] = value and given
+            continue
         if given == value or name in _NOT_STORED:
             continue
         if given == getattr(defaults, name):
@@ -399,7 +405,7 @@ def _check_not_diverged(losses, output):
         )
 
 
-def _pipelines(config, splits):
+def _pipelines(config, splits, first_epoch=0):
     common = dict(
         image_size=config.image_size, num_classes=splits.num_classes, scaling=config.scaling, cache=config.cache
     )
@@ -413,6 +419,8 @@ def _pipelines(config, splits):
         cutmix=config.cutmix,
         shuffle=config.shuffle,
         seed=config.seed,
+        epochs=config.epochs,
+        first_epoch=first_epoch,
         **common,
     )
     val_ds, test_ds = (
@@ -458,6 +466,25 @@ def _callbacks(output, chief=True, worker=None):
         keras.callbacks.TensorBoard(os.path.join(output, run_folder.LOGS)),
         keras.callbacks.TerminateOnNaN(),
     ]
+
+
+class EpochSeeds(keras.callbacks.Callback):
+    """Reseeds the model's random layers (dropout, drop path) as each epoch begins, from `(seed, epoch)`.
+
+    Their seed generators' state is not in Keras' `BackupAndRestore` backup, and would otherwise depend
+    on how many steps ran in this process: reseeded, a run resumed at epoch k draws the masks the
+    uninterrupted run drew (the data's randomness is keyed by epoch in `data.pipeline`).
+    """
+
+    def __init__(self, seed):
+        super().__init__()
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        states = [v for v in self.model.variables if v.name == "seed_generator_state"]
+        for i, state in enumerate(states):
+            value = np.random.SeedSequence([self.seed, epoch, i]).generate_state(1)[0] >> 1  # fits any int dtype
+            state.assign(np.array([value, 0], dtype=state.dtype))
 
 
 class _TimeLeft(keras.callbacks.Callback):

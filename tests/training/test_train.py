@@ -424,3 +424,37 @@ def test_adaptive_tokens_fine_tune_a_plain_model_and_report_halting(tmp_path, ti
     assert architecture["adaptive_tokens"] is True and architecture["halting_gate_center"] == 3.0
     model = keras.saving.load_model(tmp_path / "run" / "model.keras", safe_mode=True)
     assert "halting_loss" in [layer.name for layer in model.layers]
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_a_resumed_run_trains_as_the_uninterrupted_one(tmp_path, monkeypatch):
+    """Stopped after epoch 2 of 4 and resumed: the same history, from the same order, crops, flips and dropout."""
+    from keras_vit.training import train as train_module
+
+    settings = dict(
+        epochs=4, augment="crop_flip", dropout_rate=0.1, drop_path_rate=0.1, batch_size=128, learning_rate=3e-3
+    )
+    train(_config(tmp_path, output=str(tmp_path / "whole"), **settings))
+
+    class Kill(keras.callbacks.Callback):  # after BackupAndRestore's save: as a kill between two epochs
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise _Killed
+
+    callbacks = train_module._callbacks
+    monkeypatch.setattr(train_module, "_callbacks", lambda *args: callbacks(*args) + [Kill()])
+    with pytest.raises(_Killed):
+        train(_config(tmp_path, **settings))
+    monkeypatch.setattr(train_module, "_callbacks", callbacks)
+    assert len(_epochs_logged(tmp_path / "run" / "history.csv")) == 2
+    train(_config(tmp_path, resume=True, **settings))
+    whole = _epochs_logged(tmp_path / "whole" / "history.csv")
+    resumed = _epochs_logged(tmp_path / "run" / "history.csv")
+    assert [row["epoch"] for row in resumed] == ["0", "1", "2", "3"]
+    for name in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(
+            [float(row[name]) for row in resumed], [float(row[name]) for row in whole], rtol=1e-5, err_msg=name
+        )

@@ -333,21 +333,52 @@ def _class_folders(root):
 
 
 def _list_images(root, labels):
-    paths, ys, others = [], [], []
+    paths, ys, others, dangling = [], [], [], []
     for index, label in enumerate(labels):
         folder = os.path.join(root, label)
-        names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
-        images = [n for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
-        others += [os.path.join(folder, n) for n in names if n not in images and not n.startswith(".")]
+        images, not_images, broken = _walk_images(folder)
+        others += not_images
+        dangling += broken
         if not images:
             raise ValueError(
                 f"Class folder {folder} has no images ({', '.join(IMAGE_EXTENSIONS)}): add some or remove it."
             )
-        paths += [os.path.join(folder, n) for n in images]
+        paths += images
         ys += [index] * len(images)
+    if dangling:
+        _report(f"skipping {len(dangling)} symlink(s) to nothing (their target is gone)", dangling)
     if others:
         _report(f"ignoring {len(others)} file(s) that are not images", others)
     return paths, ys
+
+
+def _walk_images(folder):
+    """`(images, other files, dangling symlinks)` anywhere under a class folder, in a fixed order.
+
+    As Keras' `image_dataset_from_directory`: images in sub-folders (`cats/batch1/*.png`) belong
+    to the class too. Symlinks are followed (a folder reached twice, as through a loop, is walked
+    once); hidden folders (`.ipynb_checkpoints`) are left out.
+    """
+    images, others, dangling, seen = [], [], [], set()
+
+    def fail(error):
+        raise error
+
+    for path, folders, names in os.walk(folder, onerror=fail, followlinks=True):
+        real = os.path.realpath(path)
+        folders[:] = [] if real in seen else sorted(f for f in folders if not f.startswith("."))
+        if real in seen:
+            continue
+        seen.add(real)
+        for name in sorted(names):
+            file = os.path.join(path, name)
+            if not os.path.exists(file):
+                dangling.append(file)
+            elif name.lower().endswith(IMAGE_EXTENSIONS):
+                images.append(file)
+            elif not name.startswith("."):
+                others.append(file)
+    return images, others, dangling
 
 
 def _hold_out(files, fraction, seed):

@@ -182,8 +182,11 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path):
     before = _epochs_logged(output / "history.csv")
     assert 2 <= len(before) < 8, "the run must be stopped mid-training"
     assert not (output / "model.keras").exists()
-    resumed = subprocess.run([*args, "--resume"], check=True, capture_output=True, text=True, timeout=600)
+    # Resumed without repeating --no-export: the run's own flags hold, so it does not export.
+    without = [arg for arg in args if arg != "--no-export"]
+    resumed = subprocess.run([*without, "--resume"], check=True, capture_output=True, text=True, timeout=600)
     assert f"keras-vit train: resuming {output} at epoch {len(before) + 1} of 8" in resumed.stdout
+    assert not (output / "export").exists() and "export/" not in resumed.stdout
     again = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "has finished; nothing to resume" in again.stderr
     history = json.loads((output / "history.json").read_text())
@@ -430,6 +433,22 @@ class _Killed(Exception):
     pass
 
 
+def test_epoch_seeds_make_dropout_a_function_of_the_epoch(tiny_vit):
+    from keras_vit.training.train import EpochSeeds
+
+    model = tiny_vit(dropout_rate=0.5, drop_path_rate=0.5, include_top=False)  # features: the head starts at zero
+    callback = EpochSeeds(seed=0)
+    callback.set_model(model)
+    images = np.random.default_rng(0).normal(size=(2, *model.input_shape[1:])).astype("float32")
+    outputs = {}
+    for epoch in (3, 1, 3):  # what ran before (epoch 1's steps) does not change epoch 3's masks
+        callback.on_epoch_begin(epoch)
+        outputs.setdefault(epoch, []).append(keras.ops.convert_to_numpy(model(images, training=True)))
+    np.testing.assert_array_equal(outputs[3][0], outputs[3][1])
+    assert not np.array_equal(outputs[1][0], outputs[3][0])
+
+
+@pytest.mark.slow
 def test_a_resumed_run_trains_as_the_uninterrupted_one(tmp_path, monkeypatch):
     """Stopped after epoch 2 of 4 and resumed: the same history, from the same order, crops, flips and dropout."""
     from keras_vit.training import train as train_module

@@ -149,6 +149,7 @@ def _train(config, return_model):
         validation_fraction=config.val_fraction,
         seed=config.seed,
     )
+    _hint_small_from_scratch(config, splits.sizes["train"])
     if config.batch_size > splits.sizes["train"]:
         raise ValueError(
             f"--batch-size {config.batch_size} is larger than the {splits.sizes['train']} training "
@@ -191,7 +192,7 @@ def _train(config, return_model):
             steps_per_epoch=steps,  # train_ds holds every epoch left, back to back
             callbacks=[EpochSeeds(config.seed)]
             + _callbacks(config.output, chief, worker if distribute.several_workers(strategy) else None)
-            + _early_stopping(config.early_stopping)
+            + _early_stopping(config.early_stopping, start_from_epoch=math.ceil(config.warmup_epochs))
             + ([_TimeLeft()] if chief and _verbosity(config.verbose) else []),
             class_weight=_class_weights(config.class_weights, splits),
             shuffle=False,  # tf.data shuffles, with the seed
@@ -216,6 +217,26 @@ def _say_where_it_resumes(config):
     else:
         epoch = run_folder.epochs_done(config.output) + 1
         print(f"keras-vit train: resuming {config.output} at epoch {epoch} of {config.epochs}")
+
+
+# Below this many training images a ViT larger than the tiny row rarely learns from scratch: ViTs
+# lack convolutions' inductive biases and need large datasets or a pretrained start (Dosovitskiy
+# et al. 2020, Steiner et al. 2021). The README's own-photos example at Ti/16 on 200 images ended at chance.
+SMALL_FROM_SCRATCH = 5_000
+
+
+def _hint_small_from_scratch(config, train_images):
+    """A one-line note when a run trains a real-sized ViT from scratch on a small dataset."""
+    if config.weights or train_images >= SMALL_FROM_SCRATCH or parse_variant(config.variant)[0].hidden_dim <= 64:
+        return
+    pretrained = f"{config.variant}:augreg_in21k"
+    pretrained = pretrained if find_checkpoint(pretrained) else "S/16:augreg_in21k"
+    print(
+        f"keras-vit train: note: {config.variant} from scratch on {train_images:,} training images rarely learns "
+        f"(a ViT needs many more, or a pretrained start): fine-tune a checkpoint with --weights (e.g. --weights "
+        f"{pretrained}), or try --variant tiny/4 --image-size 32.",
+        file=sys.stderr,
+    )
 
 
 def _verbosity(verbose):
@@ -275,8 +296,7 @@ def _halting_options(config):
     """The A-ViT `ViTConfig` fields the run sets (`None`: the paper's defaults); none without `--adaptive-tokens`."""
     if not config.adaptive_tokens:
         return {}
-    names = ("halting_gate_scale", "halting_gate_center", "ponder_loss_weight", "distribution_prior_weight")
-    return {"adaptive_tokens": True, **{name: getattr(config, name) for name in names}}
+    return {"adaptive_tokens": True, **{name: getattr(config, name) for name in HALTING_FLAGS}}
 
 
 def _checkpoint_scaling(weights, report):
@@ -309,6 +329,7 @@ def _export(config, splits):
 
 
 def _check(config):
+    _check_finite(config)
     if config.precision not in PRECISIONS:
         raise ValueError(f"Unknown precision={config.precision!r}; expected one of {PRECISIONS}.")
     if config.epochs < 1 or config.batch_size < 1:
@@ -346,12 +367,36 @@ def _check(config):
         raise ValueError(f"--layer-decay {config.layer_decay} is out of range: it must be in (0, 1], e.g. 0.75.")
     if config.freeze_backbone and config.layer_decay is not None:
         raise ValueError("--layer-decay is for full fine-tuning; with --freeze-backbone only the head trains.")
+    if config.layer_decay is not None and not config.weights:
+        raise ValueError(
+            "--layer-decay lowers the pretrained layers' learning rates when fine-tuning: pass --weights, or leave it out."
+        )
+    _check_halting_flags(config)
     if config.jit_compile and config.strategy in ("mirrored", "multi_worker"):
         raise ValueError("--jit-compile does not work with a mirrored strategy (variables on several devices).")
     if config.overwrite and config.resume:
         raise ValueError("Pass either --overwrite (start again) or --resume (continue), not both.")
     if config.weights:  # after the flags: it looks at the disk (and names the checkpoints it knows)
         _check_weights(config.weights)
+
+
+def _check_finite(config):
+    """`inf` and `nan` parse as floats: a flag given one is refused by name, before any range check."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if field.type is float and value is not None and not math.isfinite(value):
+            raise ValueError(f"--{field.name.replace('_', '-')} {value} is not a finite number: give a number.")
+
+
+HALTING_FLAGS = ("halting_gate_scale", "halting_gate_center", "ponder_loss_weight", "distribution_prior_weight")
+
+
+def _check_halting_flags(config):
+    """A-ViT's settings mean nothing without `--adaptive-tokens`: refused, not silently recorded."""
+    given = [name for name in HALTING_FLAGS if getattr(config, name) is not None]
+    if given and not config.adaptive_tokens:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise ValueError(f"{flags} set(s) A-ViT's adaptive tokens: pass --adaptive-tokens too, or leave {flags} out.")
 
 
 def _check_weights(weights):
@@ -491,25 +536,38 @@ class _TimeLeft(keras.callbacks.Callback):
     """Between epochs, one line saying about how long the rest will take (from the epochs so far).
 
     Said as an epoch begins: Keras prints the last epoch's metrics after every other callback's end.
+    The first epoch of a process also traces and compiles the steps, often longer than the
+    epoch itself: the estimate starts from the second.
     """
 
     def on_train_begin(self, logs=None):
-        self.start, self.first = time.perf_counter(), None
+        self.first, self.timed = None, None  # (epoch, time) from which the estimate counts
 
     def on_epoch_begin(self, epoch, logs=None):
+        now, total = time.perf_counter(), self.params["epochs"]
         if self.first is None:  # a resumed run starts later than 0
             self.first = epoch
-            return
-        total = self.params["epochs"]
-        seconds = round((time.perf_counter() - self.start) / (epoch - self.first) * (total - epoch))
-        print(f"keras-vit train: {epoch} of {total} epochs done, about {seconds // 60}m {seconds % 60:02d}s left")
+        elif self.timed is None:
+            self.timed = (epoch, now)
+            print(f"keras-vit train: {epoch} of {total} epochs done, estimating the time left")
+        else:
+            seconds = round((now - self.timed[1]) / (epoch - self.timed[0]) * (total - epoch))
+            print(f"keras-vit train: {epoch} of {total} epochs done, about {seconds // 60}m {seconds % 60:02d}s left")
 
 
-def _early_stopping(patience):
+def _early_stopping(patience, start_from_epoch=0):
+    """Keras' `EarlyStopping` on validation accuracy, counting from `start_from_epoch` (the warm-up's end).
+
+    During the warm-up the learning rate is still rising: a run at chance there has not started yet.
+    """
     if not patience:
         return []
     # Its state (best epoch so far) is not in BackupAndRestore's: a resumed run counts patience anew.
-    return [keras.callbacks.EarlyStopping("val_accuracy", patience=patience, restore_best_weights=True, verbose=1)]
+    return [
+        keras.callbacks.EarlyStopping(
+            "val_accuracy", patience=patience, restore_best_weights=True, start_from_epoch=start_from_epoch, verbose=1
+        )
+    ]
 
 
 def _class_weights(rule, splits):

@@ -109,12 +109,40 @@ def test_an_existing_output_is_refused_unless_asked(tmp_path):
         (dict(freeze_backbone=True), ValueError, "--freeze-backbone trains the head alone .* pass --weights"),
         (dict(layer_decay=1.5), ValueError, r"--layer-decay 1.5 is out of range: it must be in \(0, 1\]"),
         (dict(weights="x.npz", freeze_backbone=True, layer_decay=0.75), ValueError, "--layer-decay is for full"),
+        (dict(layer_decay=0.75), ValueError, "--layer-decay lowers the pretrained layers' .* pass --weights"),
+        (
+            dict(halting_gate_center=3.0, ponder_loss_weight=1e-3),
+            ValueError,
+            "--halting-gate-center, --ponder-loss-weight set.* pass --adaptive-tokens too",
+        ),
+        (
+            dict(adaptive_tokens=True, distribution_prior_weight=float("inf")),
+            ValueError,
+            "--distribution-prior-weight inf is not a finite number",
+        ),
+        (dict(learning_rate=float("nan")), ValueError, "--learning-rate nan is not a finite number"),
+        (dict(mixup=float("-inf")), ValueError, "--mixup -inf is not a finite number"),
     ],
 )
 def test_bad_input_fails_before_anything_is_written(tmp_path, kwargs, error, match):
     with pytest.raises(error, match=match):
         train(_config(tmp_path, **kwargs))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_small_dataset_from_scratch_gets_a_hint(tmp_path, capsys):
+    """The README's own-photos mistake: Ti/16 from scratch on a few hundred images ends at chance."""
+    with pytest.raises(ValueError, match="larger than the 1257 training images"):  # stopped once the hint is out
+        train(_config(tmp_path, variant="Ti/16", image_size=32, batch_size=5000))
+    err = capsys.readouterr().err
+    assert (
+        "keras-vit train: note: Ti/16 from scratch on 1,257 training images rarely learns (a ViT needs many more, "
+        "or a pretrained start): fine-tune a checkpoint with --weights (e.g. --weights Ti/16:augreg_in21k), "
+        "or try --variant tiny/4 --image-size 32."
+    ) in err
+    with pytest.raises(ValueError, match="larger than"):
+        train(_config(tmp_path, batch_size=5000))  # the tiny row learns the digits from scratch: no note
+    assert "note" not in capsys.readouterr().err
 
 
 def test_cli_prints_one_line_errors(tmp_path):
@@ -227,12 +255,24 @@ def test_a_run_killed_after_fit_finishes_on_resume_without_training_again(tmp_pa
     assert not [w for w in caught if "Skipping variable loading" in str(w.message)]
 
 
-def test_early_stopping_and_balanced_class_weights(tmp_path, capsys):
-    [stopper] = _early_stopping(3)
+def test_early_stopping_and_balanced_class_weights(tmp_path, capsys, monkeypatch):
+    from keras_vit.training import train as train_module
+
+    [stopper] = _early_stopping(3, start_from_epoch=2)
     assert (stopper.monitor, stopper.patience, stopper.restore_best_weights) == ("val_accuracy", 3, True)
+    assert stopper.start_from_epoch == 2  # patience counts after the warm-up, not during it
     assert _early_stopping(0) == []
-    results = train(_config(tmp_path, epochs=2, early_stopping=1, class_weights="balanced", verbose="2"))
-    assert re.search(r"keras-vit train: 1 of 2 epochs done, about \dm \d\ds left", capsys.readouterr().out)
+    asked = []
+    monkeypatch.setattr(
+        train_module, "_early_stopping", lambda *a, **k: asked.append((a, k)) or _early_stopping(*a, **k)
+    )
+    config = _config(tmp_path, epochs=3, early_stopping=1, warmup_epochs=1.5, class_weights="balanced", verbose="2")
+    results = train(config)
+    assert asked == [((1,), {"start_from_epoch": 2})]  # 1.5 warm-up epochs: counted from the third epoch
+    out = capsys.readouterr().out
+    # The first epoch also traces the steps: no estimate from it.
+    assert "keras-vit train: 1 of 3 epochs done, estimating the time left" in out
+    assert re.search(r"keras-vit train: 2 of 3 epochs done, about \dm \d\ds left", out)
     per_class = results["per_class"]  # with the confusion matrix's counts: the test split's 360 digits
     assert list(per_class) == [str(i) for i in range(10)] and sum(c["support"] for c in per_class.values()) == 360
     assert all(0 <= c[k] <= 1 for c in per_class.values() for k in ("precision", "recall", "f1"))

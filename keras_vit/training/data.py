@@ -531,7 +531,7 @@ def pipeline(
     (`augment`), Keras' `RandAugment`, then Keras' `MixUp` or `CutMix` on the
     batch. Evaluation only resizes and normalises.
 
-    Training's order, crops and flips are a function of `(seed, epoch)` alone. With `epochs`, the
+    Training's order and augmentation are a function of `(seed, epoch)` alone. With `epochs`, the
     dataset holds epochs `first_epoch` to `epochs - 1` back to back: fit it with
     `steps_per_epoch=size // batch_size`, and a run resumed at epoch k sees the batches the
     uninterrupted run saw (`keras-vit train --resume`). Without, each pass over it is a new
@@ -551,13 +551,35 @@ def pipeline(
                 image = tf.image.stateless_random_flip_left_right(image, flip_key)
         return resize(image), tf.one_hot(label, num_classes)
 
+    rand_augment = _keyed(keras.layers.RandAugment(value_range=(0, 255), seed=seed)) if randaugment else None
+    mix = None
+    if mixup or cutmix:
+        mix = _keyed(
+            keras.layers.MixUp(alpha=mixup, seed=seed) if mixup else keras.layers.CutMix(factor=cutmix, seed=seed)
+        )
+
+    def prepare_batch(images, labels, key):
+        rand_key, mix_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
+        if rand_augment:
+            images = rand_augment(images, rand_key)
+        images = normalize(images)
+        if mix:
+            mixed = mix({"images": images, "labels": labels}, mix_key)
+            images, labels = mixed["images"], mixed["labels"]
+        return images, labels
+
     if training:
         size = int(ds.cardinality())
         # A pass without `epochs` draws its epoch from `seed`, anew each pass.
         keys = tf.data.Dataset.range(first_epoch, epochs) if epochs is not None else _random_epoch(seed)
         ds = keys.flat_map(
             lambda epoch: _epoch(
-                ds, tf.stack([tf.constant(seed, tf.int64), epoch]), prepare, batch_size, shuffle and shuffle_buffer
+                ds,
+                tf.stack([tf.constant(seed, tf.int64), epoch]),
+                prepare,
+                prepare_batch,
+                batch_size,
+                shuffle and shuffle_buffer,
             )
         )
         if size >= 0:  # the batches an epoch has (the last partial one dropped), as Keras' progress bar shows
@@ -569,18 +591,7 @@ def pipeline(
     else:
         ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.batch(batch_size, num_parallel_calls=tf.data.AUTOTUNE)
-    if training and randaugment:
-        rand_augment = keras.layers.RandAugment(value_range=(0, 255), seed=seed)
-        ds = ds.map(lambda x, y: (rand_augment(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.map(lambda x, y: (normalize(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-    if training and (mixup or cutmix):
-        mix = keras.layers.MixUp(alpha=mixup, seed=seed) if mixup else keras.layers.CutMix(factor=cutmix, seed=seed)
-
-        def mixed(x, y):
-            out = mix({"images": x, "labels": y})
-            return out["images"], out["labels"]
-
-        ds = ds.map(mixed, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda x, y: (normalize(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     # Several workers shard by element: TFDS and folders may have fewer files than workers.
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
@@ -591,20 +602,56 @@ def _random_epoch(seed):
     return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
 
 
-def _epoch(ds, key, prepare, batch_size, shuffle_buffer):
+def _epoch(ds, key, prepare, prepare_batch, batch_size, shuffle_buffer):
     """One epoch's batches of `ds`, their order and augmentation drawn from `key` alone (`(seed, epoch)`).
 
-    Each example's crop and flip come from stateless ops keyed by its place in the epoch, so a parallel
-    map draws the same numbers whatever order its calls run in. Training drops the last partial batch:
-    a tiny batch is a noisy step, and replicas of a distributed step would weigh its examples unequally.
+    Each example's crop and flip, and each batch's RandAugment and MixUp/CutMix, come from stateless
+    ops keyed by its place in the epoch, so a parallel map draws the same numbers whatever order its
+    calls run in. Training drops the last partial batch: a tiny batch is a noisy step, and replicas
+    of a distributed step would weigh its examples unequally.
     """
+    shuffle_key, example_key, batch_key = tf.unstack(tf.random.experimental.stateless_split(key, 3))
     if shuffle_buffer:
-        ds = _shuffled(ds, key, shuffle_buffer)
+        ds = _shuffled(ds, shuffle_key, shuffle_buffer)
     ds = ds.enumerate().map(
-        lambda i, example: prepare(*example, tf.random.experimental.stateless_fold_in(key, i)),
+        lambda i, example: prepare(*example, tf.random.experimental.stateless_fold_in(example_key, i)),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
-    return ds.batch(batch_size, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.enumerate().map(
+        lambda j, batch: prepare_batch(*batch, tf.random.experimental.stateless_fold_in(batch_key, j)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+
+
+class _KeyedSeeds(keras.random.SeedGenerator):
+    """A Keras augmentation layer's seeds, drawn from a key given with each call rather than a variable.
+
+    Keras' `RandAugment`, `MixUp` and `CutMix` draw from a `SeedGenerator` variable: in a parallel
+    tf.data map its draws depend on the order the calls run in, and its state on how many batches
+    this process ran, which `--resume` cannot restore. Keyed by the batch's `(seed, epoch, place)`,
+    they draw the same numbers in a resumed run as in the uninterrupted one.
+    """
+
+    def __init__(self):
+        super().__init__(seed=0)
+        self.key, self.draws = None, 0
+
+    def next(self, ordered=True):
+        self.draws += 1  # each draw of one call (traced once) gets a key of its own
+        return tf.random.experimental.stateless_fold_in(self.key, self.draws)
+
+
+def _keyed(layer):
+    """`call(inputs, key)`: `layer(inputs, training=True)` with its random draws keyed by `key`."""
+    seeds = _KeyedSeeds()
+    layer.generator = seeds  # what Keras' augmentation layers draw from on their own backend
+
+    def call(inputs, key):
+        seeds.key, seeds.draws = key, 0
+        return layer(inputs, training=True)
+
+    return call
 
 
 def _shuffled(ds, key, buffer_size):

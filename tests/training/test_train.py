@@ -494,7 +494,13 @@ def test_a_resumed_run_trains_as_the_uninterrupted_one(tmp_path, monkeypatch):
     from keras_vit.training import train as train_module
 
     settings = dict(
-        epochs=4, augment="crop_flip", dropout_rate=0.1, drop_path_rate=0.1, batch_size=128, learning_rate=3e-3
+        epochs=4,
+        augment="crop_flip",
+        mixup=0.2,
+        dropout_rate=0.1,
+        drop_path_rate=0.1,
+        batch_size=128,
+        learning_rate=3e-3,
     )
     train(_config(tmp_path, output=str(tmp_path / "whole"), **settings))
 

@@ -284,16 +284,16 @@ def test_training_epochs_are_a_function_of_seed_and_epoch_alone():
     """Epoch e's batches (order, crops, flips) are the same whether a run starts at epoch 0 or resumes at e."""
     images = np.random.default_rng(0).integers(0, 256, size=(24, 40, 30, 3), dtype=np.uint8)
     raw = tf.data.Dataset.from_tensor_slices((images, np.arange(24) % 4))
-    common = dict(
-        image_size=16, num_classes=4, batch_size=5, training=True, seed=3, epochs=3, randaugment=True, mixup=0.8
-    )
-    whole = [x.numpy() for x, _ in data.pipeline(raw, **common)]
-    resumed = [x.numpy() for x, _ in data.pipeline(raw, first_epoch=1, **common)]  # a new pipeline, as a new process
+    common = dict(image_size=16, num_classes=4, batch_size=5, training=True, seed=3, epochs=3, mixup=0.8)
+    keras_layers = dict(randaugment=True)  # RandAugment and MixUp: Keras' layers, their seeds keyed too
+    whole = [x.numpy() for x, _ in data.pipeline(raw, **common, **keras_layers)]
+    resumed = [x.numpy() for x, _ in data.pipeline(raw, first_epoch=1, **common, **keras_layers)]  # as a new process
     assert len(whole) == 3 * 4 and len(resumed) == 2 * 4  # 4 full batches an epoch, the partial one dropped
     np.testing.assert_array_equal(np.stack(resumed), np.stack(whole[4:]))
     assert not np.array_equal(whole[0], whole[4])  # epochs differ in order and augmentation
+    plain = [x.numpy() for x, _ in data.pipeline(raw, **common)]
     cached = [x.numpy() for x, _ in data.pipeline(raw, cache=True, **common)]  # one cache, read back each epoch
-    np.testing.assert_array_equal(np.stack(cached), np.stack(whole))
+    np.testing.assert_array_equal(np.stack(cached), np.stack(plain))
     # Without `epochs` (a pipeline for a user's own `fit`): one epoch a pass, drawn anew each pass.
     once = data.pipeline(raw, **{**common, "epochs": None})
     assert once.cardinality() == 4

@@ -475,7 +475,7 @@ def test_adaptive_tokens_fine_tune_a_plain_model_and_report_halting(tmp_path, ti
     assert halting == results["halting"] and 1.0 <= halting["mean_depth"] <= 2.0
     assert halting["active_fraction"][0] == 1.0 and 0.0 <= halting["active_fraction"][1] <= 1.0
     architecture = json.loads((tmp_path / "run" / "keras_vit.json").read_text())["architecture"]
-    assert architecture["adaptive_tokens"] is True and architecture["halting_gate_center"] == 3.0
+    assert architecture["adaptive_tokens"]["gate_center"] == 3.0  # ViTConfig.adaptive_tokens, one record
     model = keras.saving.load_model(tmp_path / "run" / "model.keras", safe_mode=True)
     assert "halting_loss" in [layer.name for layer in model.layers]
 

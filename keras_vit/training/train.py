@@ -339,7 +339,10 @@ def _check_halting_flags(config):
     given = [name for name in HALTING_FLAGS if getattr(config, name) is not None]
     if given and not config.adaptive_tokens:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
-        raise ValueError(f"{flags} set(s) A-ViT's adaptive tokens: pass --adaptive-tokens too, or leave {flags} out.")
+        what = "is an A-ViT setting" if len(given) == 1 else "are A-ViT settings"
+        raise ValueError(
+            f"{flags} {what}: pass --adaptive-tokens too, or leave {'it' if len(given) == 1 else 'them'} out."
+        )
 
 
 def _check_weights(weights):

@@ -118,7 +118,7 @@ def test_an_existing_output_is_refused_unless_asked(tmp_path):
         (
             dict(halting_gate_center=3.0, ponder_loss_weight=1e-3),
             ValueError,
-            "--halting-gate-center, --ponder-loss-weight set.* pass --adaptive-tokens too",
+            "--halting-gate-center, --ponder-loss-weight are A-ViT settings: pass --adaptive-tokens too, or leave them",
         ),
         (
             dict(adaptive_tokens=True, distribution_prior_weight=float("inf")),

@@ -109,7 +109,10 @@ def export_model(
         size = metadata["image_size"]
         pixels = litert.resized_pixels(test_images, size)
         calibration = None if calibration_images is None else litert.resized_pixels(calibration_images, size)
-        tflite_rows = _tflite_rows(model, metadata, staging, pixels, calibration, measure, quantizations)
+        if keras_quantization(model):
+            tflite_rows = [_not_converted(model, q) for q in quantizations]
+        else:
+            tflite_rows = _tflite_rows(model, metadata, staging, pixels, calibration, measure, quantizations)
         if quantizations[-1] == "int8":
             judge_int8(tflite_rows, int8_tolerance, staging)
         onnx_row = _onnx_row(model, metadata, staging, pixels, measure, with_onnx)
@@ -141,6 +144,20 @@ def _measured(name, path, predict, inputs, *, root, reference, labels, started):
         flush=True,
     )
     return row
+
+
+def keras_quantization(model):
+    """The modes of Keras' `model.quantize` in `model` (`"int8"`, ...), joined; `""` for a model not quantized."""
+    return ", ".join(sorted({layer.quantization_mode for layer in model._flatten_layers() if layer.quantization_mode}))
+
+
+def _not_converted(model, quantization):
+    """LiteRT has no kernels for Keras' quantized layers (int8 inputs to its fully-connected op, float8)."""
+    reason = (
+        f"a model quantized by Keras ({keras_quantization(model)}) does not convert to LiteRT; run keras-vit export "
+        "on its float32 run instead, whose LiteRT int8 file is the int8 for devices"
+    )
+    return _not_written(f"LiteRT {quantization}", "skipped", reason)
 
 
 def _not_written(name, status, reason):

@@ -1,0 +1,106 @@
+"""`keras-vit quantize`: a run's model through Keras' own `model.quantize`, written as a new run folder.
+
+    output_dir/
+      model.keras          the quantized model (loads in safe mode: `keras_vit/layers/policies.py`)
+      keras_vit.json       the run's, plus `"quantization": mode` and where it came from
+      parity_report.json, .md   the float32 model and the quantized one, measured in the same process
+
+A sub-command rather than a flag of `keras-vit export`: what it writes is a Keras model, which
+`keras-vit evaluate`, `predict` and `export` then take like any run, and Keras' modes (weights in
+int8, int4 or float8, activations quantized on the fly) are a different thing from LiteRT's int8
+files, which `export` already writes and checks.
+
+Keras' int8 is for memory (weights 4x smaller) and for accelerators with int8 matmuls; on a CPU
+under TensorFlow it is slower than float32 (each Dense quantizes its inputs, then dequantizes),
+which the report's latency column shows side by side. On-device speed comes from LiteRT's int8
+files (`keras-vit export`).
+"""
+
+import os
+import time
+
+import numpy as np
+
+from keras_vit import files, run_folder
+from keras_vit.deploy import litert, parity
+from keras_vit.deploy.export import _test_set, keras_quantization
+from keras_vit.preprocessing import preprocessing_model
+
+MODES = ("int8", "int4", "float8")
+
+
+def quantize_run(model_dir, output_dir, mode="int8", *, test_images=None, test_labels=None, overwrite=False):
+    """Quantizes a run's model with `model.quantize(mode)` into a new run folder, with a parity report.
+
+    Args:
+        model_dir: a run folder (or its `model.keras`), float32.
+        output_dir: the run folder to create.
+        mode: Keras' quantization mode, one of `MODES`. Defaults to `"int8"`.
+        test_images: uint8 `(N, H, W, 3)` raw pixels for the report. Defaults
+            to a few random images (no accuracy).
+        test_labels: int `(N,)` class indices of `test_images`.
+        overwrite: replace an existing `output_dir` that is a quantized run.
+
+    Returns:
+        The report as a dict (also `parity_report.json` and `.md`, printed).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} is not one of Keras' quantization modes {MODES}.")
+    output_dir = _check_target(output_dir, overwrite)
+    model, metadata, model_path = run_folder.load_model(model_dir)
+    if keras_quantization(model):
+        raise ValueError(
+            f"{model_path} is already quantized ({keras_quantization(model)}); quantize its float32 run instead."
+        )
+    images, labels, source = _test_set(test_images, test_labels, metadata)
+    inputs = np.asarray(preprocessing_model(metadata["image_size"], metadata["scaling"])(images))
+    print(f"Quantizing {model_path} ({mode}) into {output_dir} ({len(inputs)} {source} images for the report):")
+    reference_row, reference = _keras_row("Keras float32", model, model_path, inputs, None, labels)
+    model.quantize(mode)  # the float32 numbers were taken: the model is changed in place
+    with files.atomic_directory(output_dir) as staging:
+        run_folder.write_metadata(staging, **{**metadata, "quantization": mode, "quantized_from": model_path})
+        run_folder.save_model(model, staging)
+        path = os.path.join(staging, run_folder.MODEL)
+        row, _ = _keras_row(f"Keras {mode}", model, path, inputs, reference, labels, root=staging)
+        ratio = row["latency_ms"] / reference_row["latency_ms"]
+        row["reason"] = (
+            f"{ratio:.2f}x the float32 latency on this machine ({'slower' if ratio > 1 else 'faster'}); "
+            "for on-device speed use LiteRT's int8 files (keras-vit export)"
+        )
+        report = {
+            "model": model_path,
+            "test_images": source,
+            "num_test_images": len(inputs),
+            "quantization": mode,
+            "latency_threads": os.cpu_count(),
+            "artifacts": [reference_row, row],
+        }
+        parity.write_report(report, staging)
+    print(parity.markdown(report), end="")
+    return report
+
+
+def _keras_row(name, model, path, inputs, reference, labels, root=None):
+    """The parity row of a Keras model; its logits are the reference when `reference` is None."""
+    started = time.perf_counter()
+    logits = model.predict(inputs, verbose=0)
+    latency = litert.latency_ms(model.predict_on_batch, inputs[:1])
+    print(f"  measured {name} in {time.perf_counter() - started:.1f} s", flush=True)
+    reference = logits if reference is None else reference
+    return parity.artifact_row(name, path, logits, reference, labels, latency, root=root), logits
+
+
+def _check_target(output_dir, overwrite):
+    """Refuses an existing target unless asked; even then only ever replaces an earlier quantized run."""
+    output_dir = os.path.abspath(output_dir)
+    if not os.path.exists(output_dir):
+        return output_dir
+    if not overwrite:
+        raise FileExistsError(f"{output_dir} already exists; pass --overwrite (overwrite=True) to replace it.")
+    try:
+        quantized = "quantization" in run_folder.read_metadata(output_dir)
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        quantized = False
+    if not quantized:
+        raise FileExistsError(f"{output_dir} is not an earlier quantized run; refusing to replace it.")
+    return output_dir

@@ -51,6 +51,7 @@ from keras_vit.layers import (
     TokenSlice,
     TransformerBlock,
 )
+from keras_vit.lora import enable_lora, load_adapters, save_adapters
 from keras_vit.model import attention_model, build_model, features_model
 from keras_vit.tome import TokenMerging, apply_token_merging
 from keras_vit.training import optimizers  # noqa: F401  (registers the optimisers trained models are saved with)
@@ -70,4 +71,6 @@ __all__ = [
     "CheckpointError",
     # views of a model
     "attention_model", "features_model", "TokenMerging", "apply_token_merging",
+    # fine-tuning
+    "enable_lora", "save_adapters", "load_adapters",
 ]  # fmt: skip

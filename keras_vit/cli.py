@@ -139,6 +139,7 @@ def _run_train(args):
     print(
         f"Wrote {config.output}/: model.keras, keras_vit.json, results.json, history.csv, curves.png, "
         "confusion_matrix.png, checkpoints/best.keras, logs/ (TensorBoard)"
+        + (f", {run_folder.ADAPTERS} (the LoRA adapters and head alone)" if config.lora else "")
         + (", export/ (SavedModel, LiteRT, ONNX with the onnx extra, parity report)" if config.export else "")
     )
     return 0

@@ -202,6 +202,11 @@ def _add_export(subparsers):
         help="write onnx/vit.onnx for ONNX Runtime (default: when tf2onnx, onnx and onnxruntime are installed; "
         "--onnx requires them and a working conversion, --no-onnx leaves it out)",
     )
+    parser.add_argument(
+        "--bfloat16",
+        action="store_true",
+        help="also write saved_model_bfloat16/, computing in bfloat16: faster on CPUs with AVX-512 BF16 or AMX",
+    )
     parser.set_defaults(run=_run_export)
 
 
@@ -220,6 +225,7 @@ def _run_export(args):
         name=args.name,
         version=args.version,
         with_onnx=args.onnx,
+        bfloat16=args.bfloat16,
     )
     return 0
 
@@ -329,13 +335,21 @@ def _add_predict(subparsers):
         "for --adaptive-tokens models; .keras models only)",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per image and line, for scripts")
+    parser.add_argument(
+        "--precision",
+        default="float32",
+        choices=("float32", "bfloat16"),
+        help="compute a .keras model in bfloat16: faster on CPUs with AVX-512 BF16 or AMX (default: float32)",
+    )
     parser.set_defaults(run=_run_predict)
 
 
 def _run_predict(args):
     from keras_vit.deploy.predict import predict_files
 
-    failures = predict_files(args.images, args.model, top_k=args.top_k, explain=args.explain, as_json=args.json)
+    failures = predict_files(
+        args.images, args.model, top_k=args.top_k, explain=args.explain, as_json=args.json, precision=args.precision
+    )
     return 1 if failures else 0
 
 

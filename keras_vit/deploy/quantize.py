@@ -10,14 +10,15 @@ A sub-command rather than a flag of `keras-vit export`: what it writes is a Kera
 int8, int4 or float8, activations quantized on the fly) are a different thing from LiteRT's int8
 files, which `export` already writes and checks.
 
-Keras' int8 is for memory (weights 4x smaller) and for accelerators with int8 matmuls; on a CPU
-under TensorFlow it is slower than float32 (each Dense quantizes its inputs, then dequantizes),
-which the report's latency column shows side by side. On-device speed comes from LiteRT's int8
-files (`keras-vit export`).
+Keras' int8 is for memory (weights 4x smaller) and for hardware with int8 matmuls; whether it is
+faster than float32 on a CPU depends on the CPU and the batch (each Dense quantizes its inputs on
+the fly): `benchmarks/quantize.py` measures it, and the report's latency column shows the two side
+by side. On-device speed comes from LiteRT's int8 files (`keras-vit export`).
 """
 
 import os
 import time
+import warnings
 
 import numpy as np
 
@@ -56,7 +57,9 @@ def quantize_run(model_dir, output_dir, mode="int8", *, test_images=None, test_l
     inputs = np.asarray(preprocessing_model(metadata["image_size"], metadata["scaling"])(images))
     print(f"Quantizing {model_path} ({mode}) into {output_dir} ({len(inputs)} {source} images for the report):")
     reference_row, reference = _keras_row("Keras float32", model, model_path, inputs, None, labels)
-    model.quantize(mode)  # the float32 numbers were taken: the model is changed in place
+    with warnings.catch_warnings():  # "Layer LayerNorm does not have a `quantize` method": by design, not news
+        warnings.filterwarnings("ignore", message=".*does not have a `quantize` method")
+        model.quantize(mode)  # the float32 numbers were taken: the model is changed in place
     with files.atomic_directory(output_dir) as staging:
         run_folder.write_metadata(staging, **{**metadata, "quantization": mode, "quantized_from": model_path})
         run_folder.save_model(model, staging)

@@ -1,9 +1,10 @@
 """`keras-vit quantize`: a run's model through Keras' own `model.quantize`, written as a new run folder.
 
     output_dir/
-      model.keras          the quantized model (loads in safe mode: `keras_vit/layers/policies.py`)
+      model.keras          the quantized model, without optimizer (loads in safe mode: `keras_vit/layers/policies.py`)
       keras_vit.json       the run's, plus `"quantization": mode` and where it came from
       parity_report.json, .md   the float32 model and the quantized one, measured in the same process
+                           (size: the weights' megabytes, as stored)
 
 A sub-command rather than a flag of `keras-vit export`: what it writes is a Keras model, which
 `keras-vit evaluate`, `predict` and `export` then take like any run, and Keras' modes (weights in
@@ -20,6 +21,7 @@ import os
 import time
 import warnings
 
+import keras
 import numpy as np
 
 from keras_vit import files, run_folder
@@ -56,7 +58,8 @@ def quantize_run(model_dir, output_dir, mode="int8", *, test_images=None, test_l
     images, labels, source = _test_set(test_images, test_labels, metadata)
     inputs = np.asarray(preprocessing_model(metadata["image_size"], metadata["scaling"])(images))
     print(f"Quantizing {model_path} ({mode}) into {output_dir} ({len(inputs)} {source} images for the report):")
-    quantized = run_folder.load_model(model_path)[0]  # a second copy: both are timed in the same rounds
+    # A second copy (both are timed in the same rounds), without the optimizer: inference only.
+    quantized = keras.saving.load_model(model_path, safe_mode=True, compile=False)
     with warnings.catch_warnings():  # "Layer LayerNorm does not have a `quantize` method": by design, not news
         warnings.filterwarnings("ignore", message=".*does not have a `quantize` method")
         quantized.quantize(mode)
@@ -73,6 +76,8 @@ def quantize_run(model_dir, output_dir, mode="int8", *, test_images=None, test_l
             parity.artifact_row("Keras float32", model_path, reference, reference, labels, latencies[0]),
             parity.artifact_row(f"Keras {mode}", path, logits, reference, labels, latencies[1], root=staging),
         ]
+        for row, weights in zip(rows, (model, quantized)):  # the files differ by the run's optimizer state too
+            row["size_mb"] = _weights_mb(weights)
         ratio = latencies[1] / latencies[0]
         rows[1]["reason"] = (
             f"{ratio:.2f}x the float32 latency in the same rounds on this machine "
@@ -89,6 +94,11 @@ def quantize_run(model_dir, output_dir, mode="int8", *, test_images=None, test_l
         parity.write_report(report, staging)
     print(parity.markdown(report), end="")
     return report
+
+
+def _weights_mb(model):
+    """Megabytes of a model's weights as stored (int8 kernels one byte each, their scales float32)."""
+    return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.weights) / 1e6
 
 
 def _interleaved_latency_ms(models, image, rounds=3):

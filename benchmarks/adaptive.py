@@ -32,9 +32,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_vit  # noqa: E402
-from keras_vit.adaptive import gathered_forward, halting_model, halting_statistics, plain_model  # noqa: E402
 from keras_vit.model import model_config  # noqa: E402
 from keras_vit.training import data  # noqa: E402
+from keras_vit.views.adaptive import gathered_forward, halting_model, halting_statistics, plain_model  # noqa: E402
 
 
 def arrays(split, num_classes=10):

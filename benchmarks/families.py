@@ -176,7 +176,9 @@ def run(args):
     size, batch = ("quick", 2) if args.quick else (args.size, args.batch)
     rounds = 1 if args.quick else args.rounds
     child = None if args.skip_timm else TimmChild()
-    notes = [f"timm skipped: {child.note} (pip install keras_vit[bench])"] if child and child.note else []
+    notes = (
+        [f"timm skipped: {child.note} (pip install keras-vision-transformer[bench])"] if child and child.note else []
+    )
     print(*notes, sep="\n") if notes else None
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start; size {size}, batch {batch}")
     print("| family | image | params (keras_vit / timm) | keras_vit img/s | timm img/s | keras_vit / timm |")

@@ -10,7 +10,7 @@ timm (PyTorch, in a child process, `peers_torch.py` beside this file) each run o
 on the same shapes, so a machine shared with other work slows all of them
 alike; medians are reported. FLOPs are 2 x multiply-adds of the forward pass
 (3 x that for a training step), counted from the architecture. Peers that are
-not installed (`pip install keras_vit[bench]`) are skipped with a note.
+not installed (`pip install keras-vision-transformer[bench]`) are skipped with a note.
 
 The roofline is one large square matmul; a ViT's matmuls are smaller and
 thinner (Ti/16: 192 wide; attention: 197 x 64 per head), so TensorFlow's own
@@ -260,7 +260,7 @@ def _peers(skip):
 
             peers["keras_hub"] = keras_hub_model
         except ImportError as e:
-            notes.append(f"keras-hub skipped: {e} (pip install keras_vit[bench])")
+            notes.append(f"keras-hub skipped: {e} (pip install keras-vision-transformer[bench])")
     return peers, notes
 
 
@@ -281,7 +281,7 @@ def run(args):
     peers, notes = _peers(args.skip)
     torch_peer = None if "timm" in args.skip else TorchPeer()
     if torch_peer is not None and torch_peer.note:
-        notes.append(f"timm skipped: {torch_peer.note} (pip install keras_vit[bench])")
+        notes.append(f"timm skipped: {torch_peer.note} (pip install keras-vision-transformer[bench])")
     for note in notes:
         print(note)
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start; {args.rounds} rounds")

@@ -13,9 +13,12 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import sys
 
 import numpy as np
+
+from keras_vit import files
 
 # The mistakes a user can make on the command line; anything else is a bug and keeps its traceback.
 USER_ERRORS = (
@@ -56,23 +59,56 @@ def quiet_tensorflow():
     return tf
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a mistake answered in one line and negative numbers in scientific notation taken."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # argparse takes `-1.5` as a value but `-1e30` or `-inf` as an unknown flag (it matches only
+        # `-\d+` and `-\d*\.\d+`); no keras-vit flag looks like a number, so every number is a value.
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-inf(inity)?$", re.I)
+
+    def error(self, message):
+        """One line with the mistake and where the flags are, instead of the whole usage first."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="keras-vit",
-        description="Vision Transformers for Keras: train, evaluate, export, quantize, predict.",
+    parser = _Parser(
+        prog="keras-vit", description="Vision Transformers for Keras: train, evaluate, export, quantize, predict."
     )
-    parser.add_argument(
-        "--debug", action="store_true", help="show full tracebacks for errors, and the libraries' log lines"
-    )
+    _add_debug(parser, default=False)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_train, _add_evaluate, _add_export, _add_quantize, _add_predict):
-        add(subparsers)
+        add(subparsers, [_debug_flag()])
     return parser
 
 
+def _add_debug(parser, default):
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=default,
+        help="show full tracebacks for errors, and the libraries' log lines",
+    )
+
+
+def _debug_flag():
+    """`--debug` for after the sub-command too: left unset when not given (SUPPRESS), so that
+    `keras-vit --debug train` keeps the value the main parser read."""
+    parent = argparse.ArgumentParser(add_help=False)
+    _add_debug(parent, default=argparse.SUPPRESS)
+    return parent
+
+
 def main(argv=None):
-    quiet_tensorflow()
+    # The arguments first: `--help` and a mistyped flag are answered before Keras and TensorFlow
+    # are imported, which takes seconds (the package defers its imports in this command).
     args = build_parser().parse_args(argv)
+    quiet_tensorflow()
+    import keras_vit
+
+    keras_vit.import_public_names()  # registers the layers and optimisers that .keras files name
     if not args.debug:  # TFDS' and TensorFlow's absl warnings name nothing a user can act on
         logging.getLogger("absl").setLevel(logging.ERROR)
     else:
@@ -87,6 +123,12 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"keras-vit {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # the file system saying no (permissions, a read-only or full disk)
+        line = files.os_error_line(error, getattr(args, "writes", None), getattr(args, "after_space", None))
+        if line is None or args.debug:
+            raise
+        print(f"keras-vit {args.command}: error: {line}", file=sys.stderr)
+        return 2
 
 
 # --- train, evaluate --------------------------------------------------------------------
@@ -96,10 +138,10 @@ def main(argv=None):
 # TensorFlow before anything imports it (its C++ start-up lines bypass every log level).
 
 
-def _add_train(subparsers):
-    from keras_vit.training.train import TrainConfig
+def _add_train(subparsers, parents):
+    from keras_vit.training.settings import TrainConfig  # no Keras: --help answers at once
 
-    parser = subparsers.add_parser("train", help="train or fine-tune a ViT with model.fit")
+    parser = subparsers.add_parser("train", help="train or fine-tune a ViT with model.fit", parents=parents)
     defaults = TrainConfig()
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
@@ -119,6 +161,8 @@ def _run_train(args):
 
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     config = dataclasses.replace(config, output=output_folder(config))
+    args.writes = config.output  # named when the file system refuses without naming a file
+    args.after_space = f"`keras-vit train --output {config.output} --resume` continues from the last finished epoch"
     try:
         results = train(config)
     except KeyboardInterrupt:
@@ -136,17 +180,37 @@ def _run_train(args):
     print(json.dumps({k: v for k, v in results.items() if k not in tables}, indent=2))
     if "per_class" in results:  # not on a worker of a multi-machine run
         print(per_class_text(results["per_class"], results["confusion_matrix"]))
-    print(
-        f"Wrote {config.output}/: model.keras, keras_vit.json, results.json, history.csv, curves.png, "
-        "confusion_matrix.png, checkpoints/best.keras, logs/ (TensorBoard)"
-        + (f", {run_folder.ADAPTERS} (the LoRA adapters and head alone)" if config.lora else "")
-        + (", export/ (SavedModel, LiteRT, ONNX with the onnx extra, parity report)" if config.export else "")
-    )
+    print(f"Wrote {config.output}/: {written(config.output)}")
     return 0
 
 
-def _add_evaluate(subparsers):
-    parser = subparsers.add_parser("evaluate", help="print a trained model's metrics on a dataset")
+def written(output):
+    """What a run folder holds, for the closing line: read from the folder, so it never lists what a
+    run did not write (`--no-export`) or forgets what it did."""
+    from keras_vit import run_folder
+
+    order = [run_folder.MODEL, run_folder.METADATA, run_folder.RESULTS, run_folder.HISTORY_CSV]
+    order += [run_folder.HISTORY_JSON, run_folder.CURVES, run_folder.CONFUSION_MATRIX, run_folder.SETTINGS]
+    visible = [n for n in os.listdir(output) if not n.startswith(".")] if os.path.isdir(output) else []
+    names = sorted(visible, key=lambda n: (order.index(n) if n in order else len(order), n))
+    notes = {run_folder.LOGS: " (TensorBoard)"}
+    shown = []
+    for name in names:
+        path = os.path.join(output, name)
+        if not os.path.isdir(path):
+            shown.append(name)
+        elif name == os.path.dirname(run_folder.BEST):
+            shown += [f"{name}/{inner}" for inner in sorted(os.listdir(path)) if not inner.startswith(".")]
+        elif name == run_folder.EXPORT:
+            inside = sorted(n + ("/" if os.path.isdir(os.path.join(path, n)) else "") for n in os.listdir(path))
+            shown.append(f"{name}/ ({', '.join(inside)})")
+        else:
+            shown.append(f"{name}/{notes.get(name, '')}")
+    return ", ".join(shown)
+
+
+def _add_evaluate(subparsers, parents):
+    parser = subparsers.add_parser("evaluate", help="print a trained model's metrics on a dataset", parents=parents)
     parser.add_argument("model", help="a run folder (or its model.keras)")
     parser.add_argument("--dataset", help="as `keras-vit train --dataset` (default: the run's own)")
     parser.add_argument("--data-dir", help="where TFDS keeps --dataset (default: the run's)")
@@ -169,11 +233,12 @@ def _run_evaluate(args):
 # --- export ------------------------------------------------------------------------------
 
 
-def _add_export(subparsers):
+def _add_export(subparsers, parents):
     parser = subparsers.add_parser(
         "export",
         help="export a trained model to SavedModel (TF Serving), LiteRT and ONNX, with a parity report",
         description="Exports a trained model folder to SavedModel, LiteRT and ONNX, and reports their parity.",
+        parents=parents,
     )
     parser.add_argument("model_dir", help="folder with model.keras and keras_vit.json")
     parser.add_argument("--output", required=True, help="folder to create")
@@ -213,6 +278,7 @@ def _add_export(subparsers):
 def _run_export(args):
     from keras_vit.deploy.export import export_model
 
+    args.writes = args.output
     test_images, test_labels, calibration = _report_images(args, "export", args.calibration_images)
     export_model(
         args.model_dir,
@@ -275,19 +341,23 @@ def _load_npy(path):
 
 # --- quantize ----------------------------------------------------------------------------
 
+# `keras_vit.deploy.quantize.MODES`, written out: the parser is built before Keras is imported.
+QUANTIZE_MODES = ("int8", "int4", "float8")
 
-def _add_quantize(subparsers):
-    from keras_vit.deploy.quantize import MODES
 
+def _add_quantize(subparsers, parents):
     parser = subparsers.add_parser(
         "quantize",
         help="quantize a trained model with Keras' model.quantize into a new run folder, with a parity report",
         description="Writes a run folder whose model.keras is quantized by Keras (weights in int8, int4 or float8), "
         "and a parity report against the float32 model. For on-device speed use LiteRT's int8 (keras-vit export): "
         "Keras' int8 is slower than float32 on CPUs.",
+        parents=parents,
     )
     parser.add_argument("model_dir", help="a float32 run folder (model.keras and keras_vit.json)")
-    parser.add_argument("--mode", default="int8", choices=MODES, help="Keras' quantization mode (default: int8)")
+    parser.add_argument(
+        "--mode", default="int8", choices=QUANTIZE_MODES, help="Keras' quantization mode (default: int8)"
+    )
     parser.add_argument("--output", help="the run folder to create (default: <model_dir>-<mode>)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing quantized --output")
     parser.add_argument("--dataset", help="take test images from this dataset (default: the run's own)")
@@ -303,6 +373,7 @@ def _run_quantize(args):
     run = os.path.normpath(args.model_dir)
     run = os.path.dirname(run) or "." if run.endswith(".keras") else run
     output = args.output or f"{run}-{args.mode}"
+    args.writes = output
     test_images, test_labels, _ = _report_images(args, "quantize")
     quantize_run(
         args.model_dir, output, args.mode, test_images=test_images, test_labels=test_labels, overwrite=args.overwrite
@@ -314,11 +385,12 @@ def _run_quantize(args):
 # --- predict -----------------------------------------------------------------------------
 
 
-def _add_predict(subparsers):
+def _add_predict(subparsers, parents):
     parser = subparsers.add_parser(
         "predict",
         help="print the top-k labels of image files",
         description="Top-k labels with probabilities for image files (or folders of them).",
+        parents=parents,
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
     parser.add_argument(
@@ -347,6 +419,7 @@ def _add_predict(subparsers):
 def _run_predict(args):
     from keras_vit.deploy.predict import predict_files
 
+    args.writes = args.explain
     failures = predict_files(
         args.images, args.model, top_k=args.top_k, explain=args.explain, as_json=args.json, precision=args.precision
     )

@@ -23,6 +23,54 @@ ACTIVATIONS = ("gelu", "gelu_tanh", "quick_gelu")
 
 
 @dataclasses.dataclass(frozen=True)
+class AdaptiveTokens:
+    """A-ViT's settings (Yin et al. 2022): `ViTConfig.adaptive_tokens`, `None` when off.
+
+    After each block a token's halting score is `sigmoid(gate_scale * x[0] -
+    gate_center)` of its first channel; it stops once its scores sum to 1.
+
+    Args:
+        gate_scale, gate_center: the gate. Default to `10.0` and `30.0`, the
+            authors' A-ViT-T run.
+        ponder_loss_weight: `alpha_p` of the ponder loss. Defaults to `5e-4`.
+        distribution_prior_weight: `alpha_d` of the KL to the target halting
+            distribution. Defaults to `1e-3`.
+        target_depth: the block the target distribution centres on, or
+            `None` for 2/3 of the depth (the authors' 8 of 12). Defaults to `None`.
+    """
+
+    gate_scale: float = 10.0
+    gate_center: float = 30.0
+    ponder_loss_weight: float = 5e-4
+    distribution_prior_weight: float = 1e-3
+    target_depth: int = None
+
+    def __post_init__(self):
+        for key in ("gate_scale", "gate_center", "ponder_loss_weight", "distribution_prior_weight"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                raise ValueError(f"{_FLAT_NAME[key]}={value!r} must be a number.")
+            object.__setattr__(self, key, float(value))
+        for key in ("ponder_loss_weight", "distribution_prior_weight"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{_FLAT_NAME[key]}={getattr(self, key)!r} must be >= 0 (0: no such loss).")
+        depth = self.target_depth
+        if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
+            raise ValueError(f"halting_target_depth={depth!r} must be None or a positive block count.")
+
+
+# 0.2.0's flat `ViTConfig` names of the A-ViT settings -> the record's; still accepted and readable.
+FLAT_ADAPTIVE = {
+    "halting_gate_scale": "gate_scale",
+    "halting_gate_center": "gate_center",
+    "ponder_loss_weight": "ponder_loss_weight",
+    "distribution_prior_weight": "distribution_prior_weight",
+    "halting_target_depth": "target_depth",
+}
+_FLAT_NAME = {field: name for name, field in FLAT_ADAPTIVE.items()}  # errors say the names the flags use
+
+
+@dataclasses.dataclass(frozen=True)
 class Variant:
     """One row of the table: a model size (everything but patch and image size)."""
 
@@ -106,17 +154,15 @@ class ViTConfig:
             linearly less (Huang et al. 2016). Defaults to `0.0`.
         layer_norm_epsilon: of every LayerNorm. Defaults to `1e-6`, as the
             original code.
-        adaptive_tokens: A-ViT halting (Yin et al. 2022, `keras_vit.adaptive`):
+        adaptive_tokens: A-ViT halting (Yin et al. 2022, `keras_vit.views.adaptive`):
             each token stops after a learned number of blocks; needs
-            `pooling="token"`. Defaults to `False`.
-        halting_gate_scale, halting_gate_center: a token's halting score
-            after each block is `sigmoid(scale * x[0] - center)` of its first
-            channel. Default to `10.0` and `30.0`, the authors' A-ViT-T run.
-        ponder_loss_weight: `alpha_p` of the ponder loss. Defaults to `5e-4`.
-        distribution_prior_weight: `alpha_d` of the KL to the target halting
-            distribution. Defaults to `1e-3`.
-        halting_target_depth: the block the target distribution centres on,
-            or `None` for 2/3 of the depth (the authors' 8 of 12). Defaults to `None`.
+            `pooling="token"`. An `AdaptiveTokens` record of its settings,
+            `True` for the authors' settings, or `None` (or `False`) for off.
+            Defaults to `None`.
+        halting_gate_scale, halting_gate_center, ponder_loss_weight,
+            distribution_prior_weight, halting_target_depth: 0.2.0's flat
+            names of `AdaptiveTokens`' fields, still accepted as arguments
+            (they turn adaptive tokens on) and readable as attributes.
 
     The options of the ViT's descendants (all off by default: the plain ViT):
 
@@ -183,14 +229,15 @@ class ViTConfig:
     activation: str = "gelu"
     pooled_norm: bool = False
     dynamic_image_size: bool = False
-    adaptive_tokens: bool = False
-    halting_gate_scale: float = 10.0
-    halting_gate_center: float = 30.0
-    ponder_loss_weight: float = 5e-4
-    distribution_prior_weight: float = 1e-3
-    halting_target_depth: int = None
+    adaptive_tokens: AdaptiveTokens = None
+    # 0.2.0's flat A-ViT arguments (`FLAT_ADAPTIVE`): folded into `adaptive_tokens`, not stored.
+    halting_gate_scale: dataclasses.InitVar[float] = None
+    halting_gate_center: dataclasses.InitVar[float] = None
+    ponder_loss_weight: dataclasses.InitVar[float] = None
+    distribution_prior_weight: dataclasses.InitVar[float] = None
+    halting_target_depth: dataclasses.InitVar[int] = None
 
-    def __post_init__(self):
+    def __post_init__(self, *flat_adaptive):
         set_field = object.__setattr__.__get__(self)  # frozen: normalise through the back door, once
         set_field("patch_size", to_pair(self.patch_size, "patch_size"))
         set_field("image_size", to_pair(self.image_size, "image_size"))
@@ -222,7 +269,7 @@ class ViTConfig:
         ):
             raise ValueError(f"layer_norm_epsilon={self.layer_norm_epsilon!r} must be a positive number.")
         self._check_family_options(set_field)
-        check_adaptive_fields(self)
+        set_field("adaptive_tokens", adaptive_record(self, dict(zip(FLAT_ADAPTIVE, flat_adaptive))))
 
     def _check_family_options(self, set_field):
         if self.class_token is None:
@@ -259,7 +306,7 @@ class ViTConfig:
         fields.update({key: value for key, value in overrides.items() if value is not None})
         if fields["patch_size"] is None:
             raise ValueError(f"variant={variant!r} names no patch size; write e.g. '{variant}/16' or pass patch_size.")
-        unknown = sorted(set(fields) - {field.name for field in dataclasses.fields(cls)})
+        unknown = sorted(set(fields) - {field.name for field in dataclasses.fields(cls)} - set(FLAT_ADAPTIVE))
         if unknown:
             raise TypeError(f"Unknown ViT option(s) {unknown}; the options are the fields of ViTConfig.")
         return cls(**fields)
@@ -276,11 +323,16 @@ class ViTConfig:
 
     @classmethod
     def from_dict(cls, fields):
-        """The inverse of `to_dict`; a key that is no field is an error naming it."""
+        """The inverse of `to_dict` (0.2.0's flat A-ViT keys too); a key that is no field is an error naming it."""
         names = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(fields) - names)
+        unknown = sorted(set(fields) - names - set(FLAT_ADAPTIVE))
         if unknown:
             raise ValueError(f"Unknown ViTConfig field(s) {unknown}; known: {sorted(names)}.")
+        fields = dict(fields)
+        if isinstance(fields.get("adaptive_tokens"), dict):
+            fields["adaptive_tokens"] = AdaptiveTokens(**fields["adaptive_tokens"])
+        elif not fields.get("adaptive_tokens"):  # 0.2.0 stored its flat defaults with `false`
+            fields = {key: value for key, value in fields.items() if key not in FLAT_ADAPTIVE}
         return cls(**fields)
 
     @property
@@ -312,26 +364,46 @@ class ViTConfig:
 # --- argument checks, shared by the config and the layers ------------------------------
 
 
-def check_adaptive_fields(config):
-    """The A-ViT fields (`keras_vit.adaptive`): numbers where numbers belong, a class token to read."""
-    object.__setattr__(config, "adaptive_tokens", bool(config.adaptive_tokens))
-    for key in ("halting_gate_scale", "halting_gate_center", "ponder_loss_weight", "distribution_prior_weight"):
-        value = getattr(config, key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-            raise ValueError(f"{key}={value!r} must be a number.")
-        object.__setattr__(config, key, float(value))
-    for key in ("ponder_loss_weight", "distribution_prior_weight"):
-        if getattr(config, key) < 0:
-            raise ValueError(f"{key}={getattr(config, key)!r} must be >= 0 (0: no such loss).")
-    depth = config.halting_target_depth
-    if depth is not None and (
-        isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= config.num_layers
-    ):
-        raise ValueError(f"halting_target_depth={depth!r} must be None or a block count in [1, {config.num_layers}].")
-    if config.adaptive_tokens and config.pooling != "token":
+def adaptive_record(config, flat):
+    """`config.adaptive_tokens` as an `AdaptiveTokens` or `None`, 0.2.0's flat settings (`flat`) folded in."""
+    record = config.adaptive_tokens
+    flat = {FLAT_ADAPTIVE[key]: value for key, value in flat.items() if value is not None}
+    if record is None or record is False:
+        record = AdaptiveTokens() if flat else None  # a setting given asks for the mechanism
+    elif record is True:
+        record = AdaptiveTokens()
+    elif not isinstance(record, AdaptiveTokens):
+        raise ValueError(
+            f"adaptive_tokens={record!r} must be True, False, None or a keras_vit.config.AdaptiveTokens record."
+        )
+    if record is None:
+        return None
+    record = dataclasses.replace(record, **flat)
+    if record.target_depth is not None and record.target_depth > config.num_layers:
+        raise ValueError(
+            f"halting_target_depth={record.target_depth!r} must be None or a block count in [1, {config.num_layers}]."
+        )
+    if config.pooling != "token":
         raise ValueError(
             f"adaptive_tokens=True reads the class token's output, but pooling={config.pooling!r}; use pooling='token'."
         )
+    return record
+
+
+def _flat_adaptive(field):
+    """0.2.0's `config.halting_gate_scale` & co., read from the record (`None` when adaptive tokens are off)."""
+
+    def read(config):
+        return None if config.adaptive_tokens is None else getattr(config.adaptive_tokens, field)
+
+    return property(read, doc=f"0.2.0's name of `adaptive_tokens.{field}`.")
+
+
+# After the dataclass is made: its `__init__` keeps `None` as these arguments' default, and
+# `dataclasses.replace` reads them back through these properties (the record's values, folded in
+# again; `None` when off, so a copy of a config without adaptive tokens stays without).
+for _name, _field in FLAT_ADAPTIVE.items():
+    setattr(ViTConfig, _name, _flat_adaptive(_field))
 
 
 def positive_int(value, name):

@@ -11,20 +11,23 @@ pooling with `pooled_norm`; a distilled model averages its two heads.
 
 `ViTLayers` holds the layers of that graph by role, either new ones for a
 `ViTConfig` or those of an existing model; `forward` wires them, calling each
-block through a hook. The model itself, its attention view
-(`attention_model`), token merging (`keras_vit.tome`) and, later, adaptive
-tokens and intermediate features are `forward` with another hook over the same
-layer objects: the same weights, never a second copy of the graph.
+block through a hook that takes and returns a `TokenState`: the tokens and
+what each one carries (its position in the embedded sequence, the attention
+bias, how many patches it stands for). The model itself, A-ViT's masked
+halting (`HaltingHook`) and the views in `keras_vit.views` (attention maps,
+intermediate features, token merging, the adaptive-token paths) are `forward`
+with another hook over the same layer objects: the same weights, never a
+second copy of the graph.
 
 Legend: `B` batch, `N` patches, `T` tokens, `D` hidden_dim, `h` heads.
 """
 
 import dataclasses
+import re
 
 import keras
 
-from keras_vit import halting
-from keras_vit.config import ViTConfig
+from keras_vit.config import AdaptiveTokens, ViTConfig
 from keras_vit.layers import (
     AddPositionEmbedding,
     AttentionPooling,
@@ -33,11 +36,33 @@ from keras_vit.layers import (
     LayerNorm,
     PatchAveragePooling,
     PatchEmbedding,
-    PatchGrid,
     RegisterTokens,
-    TokenSlice,
     TransformerBlock,
 )
+from keras_vit.layers.halting import Halting, HaltingLoss
+
+# Every layer of the graph by its role, named once. `ViTLayers` holds them; layer-wise decay
+# (`training.optimizers`), freezing the backbone, the checkpoints' key mapping and the layout
+# map of model parallelism read which layer is which from here, so a layer renamed in one place
+# cannot silently fall out of the others.
+ROLES = {
+    # before the first block (layer-wise decay's depth 0)
+    "embedding": ("patch_embedding", "class_token", "distillation_token", "register_tokens", "position_embedding",
+                  "embedding_dropout", "pre_norm"),
+    # after the last block, before the heads
+    "readout": ("encoder_norm", "pooled_norm", "token_pooling", "gap_pooling", "map_pooling", "distillation_pooling",
+                "pre_logits"),
+    # what a new task replaces and a linear probe trains
+    "head": ("head", "head_dist", "head_average"),
+}  # fmt: skip
+BLOCK_NAME = re.compile(r"block_(\d+)")  # "block", at depth i + 1
+
+
+def layer_role(name):
+    """`"embedding"`, `"block"`, `"readout"` or `"head"` for a layer's name; `None` for others (A-ViT's weightless halting layers)."""
+    if BLOCK_NAME.fullmatch(name):
+        return "block"
+    return next((role for role, names in ROLES.items() if name in names), None)
 
 
 @dataclasses.dataclass
@@ -213,13 +238,68 @@ def model_config(model):
         activation=getattr(first, "activation", "gelu"),
         pooled_norm=layers.pooled_norm,
         dynamic_image_size=dynamic,
-        **halting.config_fields(model),
+        **_halting_fields(model),
     )
 
 
-def call_block(block, tokens):
+def _halting_fields(model):
+    """The `ViTConfig` fields of adaptive tokens as `model`'s layers hold them (`{}` without them)."""
+    layers = {layer.name: layer for layer in model.layers}
+    if "halting_loss" not in layers:
+        return {}
+    gate, loss = layers["halting_0"], layers["halting_loss"]
+    return dict(
+        adaptive_tokens=AdaptiveTokens(
+            gate_scale=gate.gate_scale,
+            gate_center=gate.gate_center,
+            ponder_loss_weight=loss.ponder_loss_weight,
+            distribution_prior_weight=loss.distribution_prior_weight,
+            target_depth=loss.target_depth,
+        )
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenState:
+    """What flows from block to block: the tokens, and what each one carries.
+
+    `embed` makes it, every block hook takes one and returns one
+    (`state.replace(tokens=...)`), `readout` reads its tokens. A hook that
+    drops, merges or reorders tokens keeps the other fields in step, so a
+    layer that needs them downstream (a rotary embedding reading positions,
+    attention reading the bias) sees the right ones whatever ran before.
+
+    Attributes:
+        tokens: `(B, T, D)`.
+        positions: `(B, T)` int32, each token's index in the sequence `embed`
+            made (`[prefix..., patches]`: patch `(r, c)` of an `R x C` grid is
+            `num_prefix_tokens + r * C + c`), or `None` while no hook has
+            moved a token (the index then is the token's place).
+        attention_bias: a logits bias broadcastable to `(B, h, T, T)`, or
+            `None`: A-ViT's mask of halted keys, token merging's `log(size)`.
+        sizes: `(B, T, 1)`, the patches each token stands for (token
+            merging), or `None` for ones.
+        num_prefix_tokens: class, distillation and register tokens at the front.
+    """
+
+    tokens: object
+    positions: object = None
+    attention_bias: object = None
+    sizes: object = None
+    num_prefix_tokens: int = 0
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def block_arguments(self):
+        """What a `TransformerBlock` call takes from the state besides the tokens (what is not `None`)."""
+        fields = {"attention_bias": self.attention_bias, "positions": self.positions}
+        return {name: value for name, value in fields.items() if value is not None}
+
+
+def call_block(block, state):
     """The default hook: the block as it is."""
-    return block(tokens)
+    return state.replace(tokens=block(state.tokens, **state.block_arguments()))
 
 
 def forward(layers, images, block_hook=call_block):
@@ -228,18 +308,18 @@ def forward(layers, images, block_hook=call_block):
     Args:
         layers: a `ViTLayers`.
         images: the input tensor.
-        block_hook: `hook(block, tokens) -> tokens`, how each block is
-            called: `keras_vit.tome` merges tokens there, `attention_model`
-            records attention weights. Defaults to calling the block.
+        block_hook: `hook(block, state) -> state` (a `TokenState`), how each
+            block is called: token merging merges tokens there, attention maps
+            record the weights, A-ViT halts tokens. Defaults to calling the block.
     """
-    x = embed(layers, images)  # (B, T, D)
+    state = embed(layers, images)  # tokens (B, T, D)
     for block in layers.blocks:
-        x = block_hook(block, x)
-    return readout(layers, x)
+        state = block_hook(block, state)
+    return readout(layers, state.tokens)
 
 
 def embed(layers, images):
-    """Images `(B, H, W, C)` -> the tokens the first block sees, `(B, T, D)`."""
+    """Images `(B, H, W, C)` -> the `TokenState` the first block sees, its tokens `(B, T, D)`."""
     position = layers.position_embedding
     dynamic = getattr(position, "patch_size", None) is not None
 
@@ -255,7 +335,8 @@ def embed(layers, images):
     if embed_prefix:
         x = add_position(x)
     x = layers.embedding_dropout(x)
-    return layers.pre_norm(x) if layers.pre_norm is not None else x
+    x = layers.pre_norm(x) if layers.pre_norm is not None else x
+    return TokenState(x, num_prefix_tokens=layers.num_prefix_tokens)
 
 
 def readout(layers, tokens):
@@ -276,6 +357,40 @@ def readout(layers, tokens):
     return x
 
 
+class HaltingHook:
+    """`forward`'s block hook for adaptive tokens (A-ViT): each block, then its `Halting` layer.
+
+    The masked graph the model trains with: halted tokens stay in the
+    sequence, zeroed and masked out of attention through the state's
+    attention bias. The hook carries the halting sums from block to block and
+    returns, after the last block, the halting-weighted output that the
+    encoder norm and the head read. Afterwards `depth` holds the `(B, T)`
+    blocks each token ran. `Halting` layers carry no weights, so a hook over a
+    trained model's blocks (`keras_vit.views.adaptive`) computes what the model does.
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self.output = self.sums = self.depth = None
+        self.mean_scores = []
+
+    def __call__(self, block, state):
+        c, index = self.config.adaptive_tokens, len(self.mean_scores)
+        tokens = block(state.tokens, **state.block_arguments())
+        last = index == self.config.num_layers - 1
+        # float32 under a mixed policy too: Keras would otherwise cast the sums carried between blocks to half.
+        halting = Halting(c.gate_scale, c.gate_center, last=last, dtype="float32", name=f"halting_{index}")
+        tokens, bias, self.output, self.sums, mean_score = halting(tokens, self.output, self.sums)
+        self.mean_scores.append(mean_score)
+        if not last:
+            return state.replace(tokens=tokens, attention_bias=bias)
+        loss = HaltingLoss(
+            c.ponder_loss_weight, c.distribution_prior_weight, c.target_depth, dtype="float32", name="halting_loss"
+        )
+        output, self.depth = loss(self.output, self.sums, self.mean_scores)
+        return state.replace(tokens=output, attention_bias=None)
+
+
 def build_model(config, name=None):
     """The functional `keras.Model` of a `ViTConfig`, with new (randomly initialised) weights.
 
@@ -288,7 +403,7 @@ def build_model(config, name=None):
         raise TypeError(f"config={config!r} must be a keras_vit.ViTConfig.")
     size = (None, None) if config.dynamic_image_size else config.image_size
     images = keras.Input(shape=(*size, config.num_channels), name="images")
-    hook = halting.HaltingHook(config) if config.adaptive_tokens else call_block
+    hook = HaltingHook(config) if config.adaptive_tokens else call_block
     return keras.Model(images, forward(ViTLayers.create(config), images, hook), name=name or default_name(config))
 
 
@@ -299,129 +414,3 @@ def default_name(config):
         return "vit_custom"
     rows, cols = config.patch_size
     return f"vit_{variant.split('/')[0].lower()}{rows if rows == cols else f'{rows}x{cols}'}"
-
-
-def attention_model(model):
-    """A functional model over `model`'s own layers that also returns every block's attention.
-
-    `forward` over `ViTLayers.of(model)`, each block called through
-    `BlockWithAttention`: the same layer objects and weights, nothing rebuilt
-    or copied. Works for class-token and `gap` models, any image size, with or
-    without `pre_logits` and `head`; saved as `.keras`, it loads with
-    `safe_mode=True`.
-
-    Args:
-        model: a model made by `keras_vit.build_vit` (or loaded from its `.keras` file).
-
-    Returns:
-        A `keras.Model` mapping `images` to `{"logits": (B, C), "attention":
-        [(B, h, T, T)] * L}` (`"logits"` holds the pooled features for a model
-        built with `include_top=False`).
-    """
-    attention = []
-
-    def record(block, tokens):
-        tokens, scores = BlockWithAttention(block, name=f"{block.name}_attention")(tokens)  # (B, T, D), (B, h, T, T)
-        attention.append(scores)
-        return tokens
-
-    images = keras.Input(shape=model.input_shape[1:], name="images")
-    logits = forward(ViTLayers.of(model), images, record)
-    return keras.Model(images, {"logits": logits, "attention": attention}, name=f"{model.name}_attention")
-
-
-def features_model(model, blocks=None, *, norm=False, prefix_tokens=False):
-    """A functional model over `model`'s own layers that returns chosen blocks' tokens, as patch grids.
-
-    Dense tasks (segmentation, depth, retrieval by patch) read a backbone's
-    intermediate tokens, as DINOv2's heads do; timm's
-    `forward_intermediates` is the reference (its `output_fmt="NHWC"`).
-    Blocks after the last one asked for are not run. Works at any input size
-    on a model built with `dynamic_image_size=True`.
-
-    Args:
-        model: a model made by `keras_vit.build_vit` (or loaded from its `.keras` file).
-        blocks: indices of the blocks whose outputs to return (negative ones
-            count from the end, `-1` the last). Defaults to every block.
-        norm: apply the model's final LayerNorm to each. Defaults to `False`.
-        prefix_tokens: also return each block's prefix tokens (class,
-            distillation, registers), `(B, P, D)`. Defaults to `False`.
-
-    Returns:
-        A `keras.Model` mapping `images` to `{"block_<i>": (B, H/p, W/p, D)}`,
-        and `"block_<i>_prefix"` when asked.
-
-    Example:
-
-    >>> model = build_model(ViTConfig.from_variant("tiny/8", image_size=(32, 48), num_register_tokens=2))
-    >>> features = features_model(model, blocks=[-1], norm=True, prefix_tokens=True)
-    >>> {name: tuple(out.shape) for name, out in features(keras.ops.zeros((1, 32, 48, 3))).items()}
-    {'block_1': (1, 4, 6, 64), 'block_1_prefix': (1, 3, 64)}
-    """
-    layers = ViTLayers.of(model)
-    count = len(layers.blocks)
-    chosen = list(range(count)) if blocks is None else list(blocks)
-    bad = [i for i in chosen if isinstance(i, bool) or not isinstance(i, int) or not -count <= i < count]
-    if bad or not chosen:
-        raise ValueError(
-            f"blocks={blocks!r} must list indices of the model's {count} blocks "
-            f"(0..{count - 1}, or negative from the end), or be None for all."
-        )
-    indices = sorted({i % count for i in chosen})
-    images = keras.Input(shape=model.input_shape[1:], name="images")
-    grid = PatchGrid(layers.num_prefix_tokens, layers.patch_embedding.patch_size, name="patch_grid")
-    x = embed(layers, images)
-    outputs = {}
-    for i, block in enumerate(layers.blocks[: indices[-1] + 1]):
-        x = block(x)
-        if i in indices:
-            y = layers.encoder_norm(x) if norm else x
-            outputs[f"block_{i}"] = grid(y, images)
-            if prefix_tokens:
-                outputs[f"block_{i}_prefix"] = TokenSlice(0, layers.num_prefix_tokens, name=f"block_{i}_prefix")(y)
-    return keras.Model(images, outputs, name=f"{model.name}_features")
-
-
-def fixed_size_model(model, image_size):
-    """A model taking any image size (`dynamic_image_size=True`) as a view at one size: same layers, same weights.
-
-    With the size known, the position embedding's resampling is constant matrices (none at
-    the learned grid), so the graph converts to LiteRT with built-in ops. The same as
-    `build_vit(config.replace(dynamic_image_size=False, image_size=...))` with the weights
-    copied (and the embedding resampled), without the copy.
-    """
-    images = keras.Input((*image_size, model.input_shape[-1]), name="images")
-    return keras.Model(images, forward(ViTLayers.of(model), images), name=f"{model.name}_fixed")
-
-
-@keras.saving.register_keras_serializable(package="keras_vit")
-class BlockWithAttention(keras.layers.Layer):
-    """Calls a model's `TransformerBlock` with `return_attention_scores=True`, as one graph node.
-
-    Not the block itself in the new graph: Keras' functional graph takes a
-    shared layer's number of outputs from its first call, which in the
-    trained model returned the tokens alone, so a second call returning two
-    outputs fails the connectivity check. This layer's one call returns both;
-    the block inside is the model's own, weights and all.
-
-    Args:
-        block: the `TransformerBlock` to call.
-    """
-
-    def __init__(self, block, **kwargs):
-        super().__init__(**kwargs)
-        self.block = block
-
-    def build(self, input_shape):
-        if not self.block.built:  # a block deserialised from a saved attention model
-            self.block.build(input_shape)
-
-    def call(self, tokens, training=None):
-        return self.block(tokens, training=training, return_attention_scores=True)
-
-    def get_config(self):
-        return {**super().get_config(), "block": keras.saving.serialize_keras_object(self.block)}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**{**config, "block": keras.saving.deserialize_keras_object(config["block"])})

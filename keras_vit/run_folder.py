@@ -51,21 +51,41 @@ def write_metadata(directory, *, image_size, scaling, labels, **extra):
 
 
 def read_metadata(path):
-    """Reads `keras_vit.json` from a model's folder (or next to a model file)."""
-    directory = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
-    file = os.path.join(directory, METADATA)
+    """Reads `keras_vit.json` from a model's folder (or next to a model file, or its run's for
+    `RUN/checkpoints/best.keras`)."""
+    file = _metadata_file(path)
     if not os.path.exists(file):
         raise FileNotFoundError(
             f"No {METADATA} next to {path}: it holds the image size, scaling and labels "
             "the model expects. Models written by `keras-vit train` have one."
         )
-    with open(file) as f:
-        return json.load(f)
+    return read_json(file)
+
+
+def _metadata_file(path):
+    directory = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    file = os.path.join(directory, METADATA)
+    run = os.path.dirname(directory)
+    if not os.path.exists(file) and os.path.basename(directory) == os.path.dirname(BEST):  # a run's checkpoint
+        return os.path.join(run, METADATA) if os.path.exists(os.path.join(run, METADATA)) else file
+    return file
+
+
+def read_json(file):
+    """A JSON file keras-vit wrote; a damaged one is a `ValueError` naming it, not the parser's position alone."""
+    try:
+        with open(file, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"{file} is not valid JSON ({error}): it was damaged or edited by hand; restore it from a copy, "
+            "or write the run again."
+        ) from None
 
 
 def has_metadata(model_path):
     """Whether a `.keras` file has its `keras_vit.json` beside it (a run's model, not a bare file)."""
-    return os.path.exists(os.path.join(os.path.dirname(os.path.abspath(model_path)), METADATA))
+    return os.path.exists(_metadata_file(model_path))
 
 
 def model_path(path):
@@ -205,12 +225,14 @@ def check_output(output, overwrite, resume):
 
 
 def _check_parent(output):
-    """A path through a file is no folder to make: say which part is the file, not an errno."""
+    """A path through a file is no folder to make, nor one under a folder this process cannot write:
+    said before any image is decoded (the command line names the folder in one line)."""
     parent = os.path.dirname(os.path.abspath(output))
     while parent and not os.path.exists(parent):
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
         raise NotADirectoryError(f"--output {output}: {parent} is a file, not a folder; choose another --output.")
+    files.check_writable(parent)
 
 
 def start(output, settings, *, overwrite=False):
@@ -285,8 +307,7 @@ def read_settings(output):
     path = os.path.join(output, SETTINGS)
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    return read_json(path)
 
 
 def fit_finished(output):

@@ -11,12 +11,11 @@ image's height and width.
 """
 
 import keras
-import matplotlib
 import numpy as np
-from matplotlib.figure import Figure  # no pyplot: no display needed, no global backend switched
 from PIL import Image
 
-from keras_vit.model import BlockWithAttention, ViTLayers, attention_model  # noqa: F401  (the attention view lives with the graph)
+from keras_vit.model import ViTLayers  # noqa: F401  (0.1.0 reached it here)
+from keras_vit.views.attention import BlockWithAttention, attention_model  # noqa: F401  (keras_vit.visualize.attention_model, as before)
 
 
 def grid_shape(model, image_size=None):
@@ -117,6 +116,8 @@ def overlay(image, heat, alpha=0.5, cmap="jet", limits=None):
     image = np.asarray(image)
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=-1)
+    import matplotlib  # here, not at the top: `import keras_vit` (and the CLI's start) stays without it
+
     colours = matplotlib.colormaps[cmap](np.clip(upsample(heat, image.shape[:2], limits), 0, 1))[..., :3] * 255
     blended = (1 - alpha) * image.astype(np.float32) + alpha * colours
     return np.clip(np.round(blended), 0, 255).astype(np.uint8)
@@ -144,6 +145,8 @@ def attention_figure(image, rollout, heads, title=None, panel_inches=2.5, dpi=10
         A `matplotlib.figure.Figure` (`display(figure)` in a notebook, `figure.savefig(path)`).
     """
     panels = [("image", None), ("rollout", rollout)] + [(f"last block, head {i}", h) for i, h in enumerate(heads)]
+    from matplotlib.figure import Figure  # no pyplot: no display needed, no global backend switched
+
     figure = Figure(figsize=(panel_inches * len(panels), panel_inches + 0.4), dpi=dpi)
     for axis, (name, heat) in zip(np.atleast_1d(figure.subplots(1, len(panels))), panels):
         axis.imshow(image if heat is None else overlay(image, heat), cmap="gray")

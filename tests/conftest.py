@@ -14,7 +14,9 @@ itself (SavedModel, LiteRT, tf.data, `keras_vit.deploy`, `keras_vit.training`) c
 import ipaddress
 import os
 import pathlib
+import shutil
 import socket
+import subprocess
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -102,7 +104,7 @@ def _float32_policy_and_seed():
 
 @pytest.fixture(scope="session")
 def repo():
-    """The repository root (`pathlib.Path`), where `deployment_kit/`, `benchmarks/` and `notebooks/` live."""
+    """The repository root (`pathlib.Path`), where `export/`, `benchmarks/` and `notebooks/` live."""
     return REPO
 
 
@@ -230,3 +232,28 @@ def values_and_gradients():
     else:
         pytest.skip(f"no gradient helper for the {backend} backend")
     return values_and_gradients
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder this process cannot write into, root included.
+
+    Root ignores permission bits, so as root the folder is made immutable (`chattr +i`, which
+    stops root too); as anyone else it is `chmod 555`.
+    """
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    if os.geteuid() == 0:
+        if not shutil.which("chattr") or subprocess.run(["chattr", "+i", str(folder)]).returncode:
+            pytest.skip("running as root where chattr +i does not work: no folder is read-only for root")
+        undo = ["chattr", "-i", str(folder)]
+    else:
+        folder.chmod(0o555)
+        undo = None
+    try:
+        yield folder
+    finally:
+        if undo:
+            subprocess.run(undo)
+        else:
+            folder.chmod(0o755)

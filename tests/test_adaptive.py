@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import keras_vit
-from keras_vit.adaptive import gathered_forward, halting_model, halting_statistics, plain_model
-from keras_vit.halting import DEPTH, MASK_BIAS, PONDER, Halting, halting_losses, target_distribution
+from keras_vit.layers.halting import DEPTH, MASK_BIAS, PONDER, Halting, halting_losses, target_distribution
 from keras_vit.model import model_config
+from keras_vit.views.adaptive import gathered_forward, halting_model, halting_statistics, plain_model
 
 # A gate that fires on random weights: scores spread over (0, 1), so tokens halt after different blocks.
 GATE = dict(halting_gate_scale=5.0, halting_gate_center=0.0)

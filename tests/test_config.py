@@ -9,6 +9,8 @@ import pytest
 import keras_vit
 from keras_vit import VARIANTS, ViTConfig, build_model, build_vit, read_config, run_folder, save_npz
 
+pytestmark = pytest.mark.fast  # the edit loop's tier: `pytest -m fast`
+
 
 def test_from_variant_is_the_row_with_the_patch_and_the_overrides():
     config = ViTConfig.from_variant("B/32", image_size=(64, 96), num_classes=7, dropout_rate=None)
@@ -126,3 +128,26 @@ def test_run_folder_save_makes_a_folder_export_and_predict_take(tmp_path):
     with pytest.raises(ValueError, match="2 outputs but keras_vit.json beside it lists 3 labels"):
         run_folder.save(model, str(tmp_path / "bad"), labels=["a", "b", "c"])
     assert not (tmp_path / "bad").exists()  # nothing written for a mistake
+
+
+def test_adaptive_tokens_is_one_optional_record_and_0_2_0_flat_settings_fold_into_it():
+    from keras_vit.config import AdaptiveTokens
+
+    off = ViTConfig.from_variant("tiny/4", image_size=32)
+    assert off.adaptive_tokens is None and off.replace(num_classes=3).adaptive_tokens is None
+    on = ViTConfig.from_variant("tiny/4", image_size=32, adaptive_tokens=True, halting_gate_center=3.0)
+    assert on.adaptive_tokens == AdaptiveTokens(gate_center=3.0)
+    assert on.halting_gate_center == 3.0  # 0.2.0's name still reads
+    assert on.to_dict()["adaptive_tokens"]["gate_center"] == 3.0 and "halting_gate_center" not in on.to_dict()
+    assert ViTConfig.from_dict(on.to_dict()) == on
+    assert on.replace(halting_gate_scale=2.0).adaptive_tokens == AdaptiveTokens(gate_scale=2.0, gate_center=3.0)
+    # keras_vit.json of 0.2.0: flat keys, `false` with the defaults stored, or `true` with settings
+    flat = {**off.to_dict(), "adaptive_tokens": False, "halting_gate_scale": 10.0, "halting_target_depth": None}
+    assert ViTConfig.from_dict(flat) == off
+    assert ViTConfig.from_dict({**flat, "adaptive_tokens": True, "halting_gate_scale": 5.0}).adaptive_tokens == (
+        AdaptiveTokens(gate_scale=5.0)
+    )
+    with pytest.raises(ValueError, match="halting_gate_scale='x' must be a number"):
+        ViTConfig.from_variant("tiny/4", image_size=32, halting_gate_scale="x")
+    with pytest.raises(ValueError, match="halting_target_depth=9 must be None or a block count in \\[1, 2\\]"):
+        ViTConfig.from_variant("tiny/4", image_size=32, adaptive_tokens=AdaptiveTokens(target_depth=9))

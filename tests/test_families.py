@@ -1,11 +1,13 @@
 """The ViT's descendants as options of one model: each against a NumPy forward written from the papers.
 
 `reference_forward` computes a ViT with every option from the checkpoint
-layout (`keras_vit.checkpoints.keys`), so a wrong token order, a norm in the
+layout (`keras_vit.checkpoints.canonical`), so a wrong token order, a norm in the
 wrong place or a misnamed weight shows as a difference. The timm and Hugging
 Face parity tests (tests/checkpoints/) check the same models against the
 PyTorch implementations.
 """
+
+import dataclasses
 
 import keras
 import numpy as np
@@ -13,7 +15,7 @@ import pytest
 from scipy.special import erf
 
 import keras_vit
-from keras_vit.checkpoints.keys import model_variables
+from keras_vit.checkpoints.canonical import model_variables
 from keras_vit.checkpoints.resample import resample_position_embedding
 from keras_vit.model import model_config
 
@@ -29,11 +31,41 @@ FAMILIES = {
     "clip": dict(pre_norm=True, patch_bias=False, activation="quick_gelu", layer_norm_epsilon=1e-5),
     "gap_fc_norm": dict(pooling="gap", class_token=True, pooled_norm=True, num_register_tokens=1),
     "dynamic": dict(num_register_tokens=2, embed_prefix_tokens=False, dynamic_image_size=True),
+    # The original code's options (pre-logits, dropout: idle at inference) on one grey channel.
+    "vit_original": dict(
+        representation_size=24, num_channels=1, dropout_rate=0.1, attention_dropout_rate=0.1, drop_path_rate=0.1
+    ),
+    # A-ViT: its own forward (halting) is checked in tests/test_adaptive.py, not by the reference here.
+    "adaptive": dict(
+        adaptive_tokens=True,
+        halting_gate_scale=5.0,
+        halting_gate_center=2.0,
+        ponder_loss_weight=1e-3,
+        distribution_prior_weight=2e-3,
+        halting_target_depth=1,
+    ),
 }
+WITHOUT_REFERENCE = {"adaptive"}
 
 
 def _config(family):
     return keras_vit.ViTConfig(**TINY, **FAMILIES[family])
+
+
+def _images(config, batch, seed):
+    height, width = config.image_size
+    return np.random.default_rng(seed).normal(size=(batch, height, width, config.num_channels)).astype("float32")
+
+
+def test_every_config_field_is_set_off_its_default_by_some_family_case():
+    """So the round trips below (model_config, .keras, save_npz) cover every field, new ones included."""
+    cases = [{**TINY, **options} for options in FAMILIES.values()]
+    fields = dataclasses.fields(keras_vit.ViTConfig)
+    defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
+    uncovered = [
+        name for name, default in defaults.items() if all(case.get(name, default) == default for case in cases)
+    ]
+    assert uncovered == [], f"no family case in FAMILIES sets {uncovered}: add one"
 
 
 def _perturbed(config, seed=0):
@@ -117,6 +149,8 @@ def reference_forward(c, w, images):
         pooled = (y + _mlp(_norm(y, w, "MAPHead_0/LayerNorm_0", eps), w, "MAPHead_0/MlpBlock_0", c.activation))[:, 0]
     if c.pooled_norm:
         pooled = _norm(pooled, w, "Transformer/encoder_norm", eps)
+    if c.representation_size is not None:
+        pooled = np.tanh(pooled @ w["pre_logits/kernel"] + w["pre_logits/bias"])
     out = pooled @ w["head/kernel"] + w["head/bias"] if c.include_top else pooled
     if c.distillation:
         distilled = x[:, 1] @ w["head_dist/kernel"] + w["head_dist/bias"] if c.include_top else x[:, 1]
@@ -127,11 +161,11 @@ def reference_forward(c, w, images):
 # --- each family -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", sorted(set(FAMILIES) - WITHOUT_REFERENCE))
 def test_family_equals_the_reference_forward(family, to_numpy):
     config = _config(family)
     model = _perturbed(config)
-    images = np.random.default_rng(1).normal(size=(2, 8, 12, 3))
+    images = _images(config, 2, seed=1).astype("float64")
     expected = reference_forward(config, _canonical(model), images)
     got = to_numpy(model(images.astype("float32")))
     np.testing.assert_allclose(got, expected, rtol=2e-4, atol=2e-4 * np.abs(expected).max())
@@ -146,12 +180,12 @@ def test_family_config_is_read_back_and_saves_in_safe_mode(family, tmp_path, to_
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
-    images = np.random.default_rng(2).normal(size=(1, 8, 12, 3)).astype("float32")
+    images = _images(config, 1, seed=2)
     np.testing.assert_array_equal(to_numpy(loaded(images)), to_numpy(model(images)))
     assert model_config(loaded) == config
 
 
-@pytest.mark.parametrize("family", ["deit3", "siglip", "dinov2_registers"])
+@pytest.mark.parametrize("family", ["deit3", "siglip", "dinov2_registers", "vit_original"])
 def test_family_checkpoint_round_trip(family, tmp_path, to_numpy):
     """save_npz writes every new weight under its canonical key, and load_weights reads it back."""
     config = _config(family)
@@ -159,7 +193,7 @@ def test_family_checkpoint_round_trip(family, tmp_path, to_numpy):
     keras_vit.save_npz(model, tmp_path / "w.npz")
     report = keras_vit.load_weights(fresh, tmp_path / "w.npz")
     assert not report.skipped
-    images = np.random.default_rng(3).normal(size=(1, 8, 12, 3)).astype("float32")
+    images = _images(config, 1, seed=3)
     np.testing.assert_array_equal(to_numpy(fresh(images)), to_numpy(model(images)))
 
 

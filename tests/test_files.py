@@ -8,6 +8,8 @@ import pytest
 
 from keras_vit import files
 
+pytestmark = pytest.mark.fast  # the edit loop's tier: `pytest -m fast`
+
 
 @pytest.fixture
 def umask_022():

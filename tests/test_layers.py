@@ -26,6 +26,8 @@ from keras_vit.layers import (
     gelu_for_training,
 )
 
+pytestmark = pytest.mark.fast  # the edit loop's tier: `pytest -m fast`
+
 _BLOCK_WEIGHTS = {
     "norm_1/gamma": (8,),
     "norm_1/beta": (8,),

@@ -204,3 +204,42 @@ def test_invalid_configuration_names_the_argument(kwargs, match):
     kwargs = {"variant": "B/16", **kwargs}
     with pytest.raises(ValueError, match=match):
         build_vit(kwargs.pop("variant"), **kwargs)
+
+
+def test_every_block_hook_gets_a_token_state_and_the_plain_hook_is_the_model(to_numpy):
+    from keras_vit.model import TokenState, ViTLayers, call_block, forward
+
+    model = keras_vit.build_vit("tiny/4", image_size=32, num_classes=10, num_register_tokens=2)
+    seen = []
+
+    def hook(block, state):
+        assert isinstance(state, TokenState)
+        seen.append((block.name, tuple(state.tokens.shape), state.num_prefix_tokens, state.positions))
+        return call_block(block, state)
+
+    images = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(to_numpy(forward(ViTLayers.of(model), images, hook)), to_numpy(model(images)), atol=1e-6)
+    assert seen == [("block_0", (2, 67, 64), 3, None), ("block_1", (2, 67, 64), 3, None)]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        dict(distillation=True, pre_norm=True),
+        dict(representation_size=16),
+        dict(num_register_tokens=2, pooling="map"),
+        dict(pooling="gap", pooled_norm=True),
+        dict(adaptive_tokens=True),
+    ],
+)
+def test_every_layer_with_weights_has_one_role(options):
+    """Layer-wise decay, freezing and the layout map find every layer through `layer_role`."""
+    from keras_vit.model import ROLES, layer_role
+
+    model = keras_vit.build_vit("tiny/4", image_size=32, num_classes=10, **options)
+    roles = {layer.name: layer_role(layer.name) for layer in model.layers if layer.weights}
+    assert None not in roles.values(), roles
+    assert {role for role in roles.values()} >= {"embedding", "block", "readout", "head"}
+    names = [name for group in ROLES.values() for name in group]
+    assert len(names) == len(set(names))  # one role per name

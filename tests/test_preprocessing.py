@@ -5,6 +5,8 @@ import pytest
 
 from keras_vit.preprocessing import SCALINGS, preprocessing_model
 
+pytestmark = pytest.mark.fast  # the edit loop's tier: `pytest -m fast`
+
 # On 0..1, as the families publish them.
 PUBLISHED = {
     "vit": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # ViT, AugReg, SigLIP: [-1, 1]

@@ -79,3 +79,25 @@ def test_a_run_in_use_is_refused_until_its_process_is_gone(tmp_path):
     assert (tmp_path / "run" / run_folder.LOCK).read_text() == str(os.getpid())
     run_folder.unlock(output)
     assert sorted(os.listdir(tmp_path / "run")) == [run_folder.SETTINGS]
+
+
+@pytest.mark.parametrize("name", [run_folder.METADATA, run_folder.SETTINGS])
+def test_a_damaged_json_file_is_named(tmp_path, tiny_vit, write_run_folder, name):
+    folder = write_run_folder(tmp_path / "run", tiny_vit(), ["a", "b", "c"])
+    (folder / name).write_text('{"image_size": [32, 32], "labels": ')  # cut short, as a full disk leaves it
+    message = rf"{folder / name} is not valid JSON \(Expecting value: line 1 column 36 \(char 35\)\): it was damaged"
+    with pytest.raises(ValueError, match=message):
+        run_folder.load_model(str(folder)) if name == run_folder.METADATA else run_folder.read_settings(str(folder))
+
+
+def test_a_runs_best_checkpoint_reads_the_runs_metadata(tmp_path, tiny_vit, write_run_folder):
+    folder = write_run_folder(tmp_path / "run", tiny_vit(), ["a", "b", "c"])
+    (folder / "checkpoints").mkdir()
+    os.link(folder / run_folder.MODEL, folder / run_folder.BEST)
+    _, metadata, path = run_folder.load_model(str(folder / run_folder.BEST))
+    assert metadata["labels"] == ["a", "b", "c"] and path == str(folder / run_folder.BEST)
+    assert run_folder.has_metadata(folder / run_folder.BEST)
+    with pytest.raises(FileNotFoundError, match="No keras_vit.json next to"):  # a bare checkpoints/ folder elsewhere
+        (tmp_path / "checkpoints").mkdir()
+        os.link(folder / run_folder.MODEL, tmp_path / "checkpoints" / "best.keras")
+        run_folder.load_model(str(tmp_path / "checkpoints" / "best.keras"))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import keras_vit
-from keras_vit.tome import TokenMerging, apply_token_merging, bipartite_soft_matching
+from keras_vit.views.tome import TokenMerging, apply_token_merging, bipartite_soft_matching
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +108,30 @@ def test_models_merging_cannot_serve_get_one_clear_error(options, match):
     model = keras_vit.build_vit("tiny/4", image_size=16, num_classes=3, **options)
     with pytest.raises(ValueError, match=match):
         apply_token_merging(model, r=2)
+
+
+def test_a_merged_token_keeps_the_position_of_the_token_it_merged_into(to_numpy):
+    """`TokenState.positions` follow the tokens through merging (a rotary embedding reads them)."""
+    rng = np.random.default_rng(0)
+    metric = rng.normal(size=(2, 17, 8)).astype("float32")
+    merge = bipartite_soft_matching(metric, r=5)
+    positions = np.tile(np.arange(17, dtype="int32"), (2, 1))
+    merged_positions = to_numpy(merge.positions(positions))  # (2, 12)
+    where = to_numpy(merge(np.eye(17, dtype="float32")[None].repeat(2, axis=0)))  # (2, 12, 17): who is in each
+    assert merged_positions.shape == (2, 12) and merged_positions[:, 0].tolist() == [0, 0]  # class token first
+    for b in range(2):
+        assert len(set(merged_positions[b].tolist())) == 12
+        # each token is (at least) the one at its position; the ones merged into it are the others
+        assert all(where[b, i, merged_positions[b, i]] == 1 for i in range(12))
+    assert where.sum() == 2 * 17  # every position is in exactly one merged token
+
+
+def test_token_merging_carries_positions_when_the_state_has_them(to_numpy):
+    model = keras_vit.build_vit("tiny/4", image_size=32, num_classes=10)
+    block = model.get_layer("block_0")
+    tokens = np.random.default_rng(1).normal(size=(2, 65, 64)).astype("float32")
+    positions = np.tile(np.arange(65, dtype="int32"), (2, 1))
+    out, sizes, moved = TokenMerging(block, 8)(tokens, None, positions)
+    plain_out, plain_sizes = TokenMerging(block, 8)(tokens)
+    np.testing.assert_allclose(to_numpy(out), to_numpy(plain_out), atol=1e-6)
+    assert to_numpy(moved).shape == (2, 57) and to_numpy(moved)[:, 0].tolist() == [0, 0]

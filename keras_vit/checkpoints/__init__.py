@@ -1,35 +1,30 @@
 """Published checkpoints: read any ViT layout, adapt it to a model, write it back.
 
-registry.py    the well-known checkpoints, as data, downloaded once
-formats.py     each file layout <-> the one canonical layout (the original .npz)
-torch_layouts.py  timm's and transformers' key tables (every family); timm's written back
-keys.py        which canonical tensor each model variable holds
-adapt.py       grid resizing, new heads, channels, the prefix tokens' position slots
-resample.py    position-embedding resizing, the same numbers as PyTorch
-hub.py         hub folders: what timm's and transformers' config.json add to the tensors
-load.py        `load_weights` (planned in full, then assigned), `save_npz`, `save_timm`
-pretrained.py  `build_vit` (optionally pretrained) and `build_from_checkpoint`
+families.py     the family table: one record per family (names per source, facts, published rows)
+registry.py     the published checkpoints (the table's rows), downloaded once
+formats.py      which files a path holds, their format (by content), their arrays, their layout
+canonical.py    the canonical layout: every key, the prefix slots, which model variable holds which tensor
+big_vision.py   the original and big_vision `.npz` layouts <-> canonical
+timm.py         timm's state dicts and config.json <-> canonical
+transformers.py transformers' state dicts and config.json -> canonical
+checkpoint.py   `read`: any path -> one `CheckpointData` (canonical arrays, ViTConfig, family, scaling)
+adapt.py        grid resizing, new heads, channels, the prefix tokens' position slots
+resample.py     position-embedding resizing, the same numbers as PyTorch
+load.py         `assign` (planned in full, then assigned), `load_weights`, `save_npz`, `save_timm`
+
+The builders (`build_vit`, `build_from_checkpoint`, the `vit_*` aliases) are `keras_vit.builders`;
+importing them from here still works, with a `DeprecationWarning` (`keras_vit/_compat.py`).
 """
 
-from keras_vit.checkpoints.formats import CheckpointError
-from keras_vit.checkpoints.load import LoadReport, load_weights, read_checkpoint, save_npz, save_timm
-from keras_vit.checkpoints.pretrained import (
-    build_from_checkpoint,
-    build_vit,
-    read_config,
-    vit_b16,
-    vit_b32,
-    vit_h14,
-    vit_l16,
-    vit_l32,
-    vit_s16,
-    vit_ti16,
-)
+from keras_vit.checkpoints.canonical import CheckpointError
+from keras_vit.checkpoints.checkpoint import CheckpointData, read, read_checkpoint, read_config
+from keras_vit.checkpoints.families import FAMILIES, Family
+from keras_vit.checkpoints.load import LoadReport, load_weights, save_npz, save_timm
 from keras_vit.checkpoints.registry import CHECKPOINTS, Checkpoint, fetch_checkpoint, find_checkpoint
 from keras_vit.checkpoints.resample import resample_position_embedding
 
 __all__ = [
-    "build_vit", "build_from_checkpoint", "read_config", "load_weights", "save_npz", "save_timm", "read_checkpoint", "LoadReport",
-    "CheckpointError", "CHECKPOINTS", "Checkpoint", "find_checkpoint", "fetch_checkpoint",
-    "resample_position_embedding", "vit_ti16", "vit_s16", "vit_b16", "vit_b32", "vit_l16", "vit_l32", "vit_h14",
+    "read", "read_config", "read_checkpoint", "CheckpointData", "load_weights", "save_npz", "save_timm", "LoadReport",
+    "CheckpointError", "FAMILIES", "Family", "CHECKPOINTS", "Checkpoint", "find_checkpoint", "fetch_checkpoint",
+    "resample_position_embedding",
 ]  # fmt: skip

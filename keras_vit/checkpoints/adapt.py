@@ -9,14 +9,17 @@ import math
 
 import numpy as np
 
+from keras_vit.checkpoints.canonical import (
+    EMBEDDING,
+    HEAD,
+    POSEMB,
+    PRE_LOGITS,
+    fold_prefix_slots,
+    insert_prefix_slots,
+    prefix_count,
+)
 from keras_vit.checkpoints.resample import resample_position_embedding, square_grid
 from keras_vit.config import to_pair
-
-POSEMB, CLS = "Transformer/posembed_input/pos_embedding", "cls"
-DIST, REGISTERS = "dist", "reg"  # DeiT's distillation token, DINOv2's registers: (1, 1, D), (1, R, D)
-PRE_NORM = "Transformer/pre_norm/scale"  # CLIP's LayerNorm before the blocks
-PREFIX_TOKENS = (CLS, DIST, REGISTERS)  # in the order the model prepends them
-HEAD, PRE_LOGITS, EMBEDDING = ("head/kernel", "head/bias"), ("pre_logits/kernel", "pre_logits/bias"), "embedding/kernel"
 
 
 def adapt(targets, source, notes, grid, reset_head, drop_representation, **resize):
@@ -26,12 +29,6 @@ def adapt(targets, source, notes, grid, reset_head, drop_representation, **resiz
     adapt_head(targets, source, True if dropped else reset_head, notes)
     adapt_channels(targets, source, notes)
     return adapt_position_embedding(targets, source, notes, grid, **resize)
-
-
-def prefix_count(arrays):
-    """Prefix tokens (class, distillation, registers) that a dict of arrays or variables holds."""
-    registers = arrays[REGISTERS].shape[1] if REGISTERS in arrays else 0
-    return int(CLS in arrays) + int(DIST in arrays) + registers
 
 
 def adapt_prefix_slots(targets, source, notes, source_grid, grid, insert=True):
@@ -54,9 +51,7 @@ def adapt_prefix_slots(targets, source, notes, source_grid, grid, insert=True):
     patches = grid[0] * grid[1]
     if model_length == patches:  # the model adds no embedding to its prefix tokens
         if length == patches + count:
-            for key, start, stop in _slots(source):
-                source[key] = source[key] + embedding[:, start:stop]
-            source[POSEMB] = embedding[:, count:]
+            fold_prefix_slots(source)
             notes.append(f"folded the position embedding's {count} prefix slot(s) into the tokens")
         return
     if not insert:
@@ -75,19 +70,7 @@ def adapt_prefix_slots(targets, source, notes, source_grid, grid, insert=True):
                 "pass source_grid=(rows, cols) if the grid is another"
             )
     if not has_slots:
-        # Zero slots for the prefix tokens give the same sums: timm adds no embedding to them.
-        zeros = np.zeros_like(embedding[:, :1]).repeat(count, axis=1)
-        source[POSEMB] = np.concatenate([zeros, embedding], axis=1)
-
-
-def _slots(arrays):
-    """`(key, start, stop)` of each prefix token's slots, in the model's token order."""
-    start = 0
-    for key in PREFIX_TOKENS:
-        if key in arrays:
-            stop = start + arrays[key].shape[1]
-            yield key, start, stop
-            start = stop
+        insert_prefix_slots(source)  # timm adds no embedding to the prefix tokens
 
 
 def _is_square(n):

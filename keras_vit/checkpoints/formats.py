@@ -1,30 +1,14 @@
-"""Reading and writing the published ViT checkpoint layouts.
+"""Checkpoint files: which files a path holds, what format each is (by content), their arrays, their layout.
 
-Every format is translated to and from one canonical form: the flat key ->
-array dict of the original google-research/vision_transformer `.npz` files,
-in Flax's shapes. Those shapes are exactly Keras': a Conv2D kernel is
-`(p, p, C, D)` in both, and Keras' `MultiHeadAttention` projections are
-`EinsumDense`s shaped like Flax's `DenseGeneral` (`(D, heads, head_dim)` for
-query/key/value, `(heads, head_dim, D)` for the output). So only the other
-layouts need arithmetic:
-
-- big_vision: a `params/` prefix, other module indices, optionally a scanned
-  (stacked) encoder, and a position embedding added *before* the class token
-  is prepended, so it has no class slot.
-- big_vision two-tower models (SigLIP): the image tower under `params/img/`, with its
-  MAP head named as the canonical layout names it (`MAPHead_0/...`).
-- timm and Hugging Face (PyTorch, in `torch_layouts.py`): `(out, in)` Linear
-  weights, `(D, C, p, p)` convolutions, fused `qkv` / `kv` / `in_proj`
-  projections, and the families' extra tensors (LayerScale, registers,
-  distillation token and head, CLIP's pre-norm, SigLIP's MAP head), one table
-  per library. timm's position
-  embedding is left as stored: with `no_embed_class` it has no prefix slots,
-  and nothing in the state dict says so; `pretrained.describe` and
-  `adapt.adapt_prefix_slots` tell from token counts.
-
-Legend: `D` hidden_dim, `H` heads, `d` head_dim, `C` channels, `p` patch.
+A path is a file (`.npz`, `.safetensors`, a keras_vit `.keras`) or a model folder as the Hugging
+Face Hub serves it (`model.safetensors` or shards listed in `model.safetensors.index.json`, and a
+`config.json`). The format comes from the bytes, never the name; PyTorch pickles are refused
+(unpickling runs code). `detect_layout` names the library that wrote a dict of arrays; the
+source modules (`big_vision.py`, `timm.py`, `transformers.py`) translate it to the canonical one.
 """
 
+import json
+import os
 import re
 import struct
 import zipfile
@@ -33,20 +17,14 @@ import keras
 import numpy as np
 from safetensors.numpy import load_file
 
-from keras_vit.checkpoints.keys import model_variables
-from keras_vit.checkpoints.torch_layouts import HUGGING_FACE_KEYS, ORIGINAL_BLOCK, TIMM_KEYS, from_torch
+from keras_vit.checkpoints import timm, transformers
+from keras_vit.checkpoints.canonical import CheckpointError, model_variables
 
+WEIGHTS, SHARD_INDEX, CONFIG = "model.safetensors", "model.safetensors.index.json", "config.json"
+PREPROCESSOR = "preprocessor_config.json"  # transformers' image processor: the pixel statistics
 ORIGINAL, BIG_VISION, TIMM, HUGGING_FACE = "original", "big_vision", "timm", "hugging_face"
 KERAS = "keras"  # a `.keras` model saved by keras_vit (a previous run's model.keras)
 FORMATS = (ORIGINAL, BIG_VISION, TIMM, HUGGING_FACE, KERAS)
-
-# The module names that differ between the original code and big_vision.
-_BIG_VISION_RENAMES = {
-    "MultiHeadDotProductAttention_1/": "MultiHeadDotProductAttention_0/",
-    "LayerNorm_2/": "LayerNorm_1/",
-    "MlpBlock_3/": "MlpBlock_0/",
-}
-
 
 _NO_PICKLES = (
     "PyTorch .bin/.pth pickles are not read, because unpickling runs code: convert them with "
@@ -54,10 +32,7 @@ _NO_PICKLES = (
 )
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read, or does not fit the model; says every reason."""
-
-
+__all__ = ["CheckpointError", "FORMATS", "find_files", "sniff_format", "detect_layout"]
 # --- reading files -----------------------------------------------------------------
 
 
@@ -132,6 +107,37 @@ def read_safetensors(path):
         raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {e}") from e
 
 
+def find_files(path):
+    """`(weight files, config dict or None)` for a file or a hub folder."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        return [path], None
+    index = os.path.join(path, SHARD_INDEX)
+    if os.path.exists(index):
+        shards = sorted(set(read_json(index)["weight_map"].values()))
+        weights = [os.path.join(path, shard) for shard in shards]
+    elif os.path.exists(os.path.join(path, WEIGHTS)):
+        weights = [os.path.join(path, WEIGHTS)]
+    else:
+        found = sorted(name for name in os.listdir(path) if name.endswith((".safetensors", ".npz")))
+        if len(found) != 1:
+            raise CheckpointError(
+                f"{path} is a folder without {WEIGHTS} (it holds {found or 'no weights'}); pass the checkpoint "
+                "file itself, or a model folder as downloaded from the Hugging Face Hub."
+            )
+        weights = [os.path.join(path, found[0])]
+    config = os.path.join(path, CONFIG)
+    return weights, read_json(config) if os.path.exists(config) else None
+
+
+def read_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable JSON file: {e}") from e
+
+
 # --- detecting a layout ------------------------------------------------------------
 
 
@@ -146,84 +152,12 @@ def detect_layout(arrays):
         return BIG_VISION
     if "embedding/kernel" in keys:
         return ORIGINAL
-    if "patch_embed.proj.weight" in keys:
+    if timm.WIDTH_KEY in keys:
         return TIMM
-    if any(
-        k.endswith(("embeddings.patch_embeddings.projection.weight", "embeddings.patch_embedding.weight")) for k in keys
-    ):
+    if any(k.endswith(transformers.WIDTH_KEYS) for k in keys):
         return HUGGING_FACE
     raise CheckpointError(
         f"Unrecognised checkpoint layout (first keys {sorted(keys)[:5]}); expected the original ViT "
         ".npz, big_vision .npz (ViT or SigLIP), or a timm / Hugging Face state dict of a ViT, DeiT, "
         "DINOv2, SigLIP or CLIP image model."
     )
-
-
-def to_canonical(arrays, layout, num_heads):
-    """Any supported layout -> the original layout (see the module docstring).
-
-    Keys that have no place in a plain ViT (a MAP head, timm's `fc_norm`...)
-    are passed through under their own names, so that loading reports them.
-    `num_heads` is needed only for the PyTorch layouts, whose projections
-    store heads flattened.
-    """
-    if layout == ORIGINAL:
-        return {re.sub(r"^opt/target/", "", k): v for k, v in arrays.items()}
-    if layout == BIG_VISION:
-        return from_big_vision(arrays)
-    return from_torch(arrays, TIMM_KEYS if layout == TIMM else HUGGING_FACE_KEYS, num_heads)
-
-
-# --- big_vision --------------------------------------------------------------------
-
-
-def from_big_vision(arrays):
-    params = {re.sub(r"^(params/|opt/target/)", "", k): v for k, v in arrays.items()}
-    if any(key.startswith("img/") for key in params):
-        # A two-tower model (SigLIP, LiT): its image tower, without the text tower and the
-        # temperature and bias (`t`, `b`) of the contrastive loss.
-        params = {key[len("img/") :]: value for key, value in params.items() if key.startswith("img/")}
-    params = _unscan(params)
-    out = {}
-    for key, value in params.items():
-        for original, big_vision in _BIG_VISION_RENAMES.items():
-            key = key.replace(big_vision, original) if key.startswith("Transformer/encoderblock_") else key
-        out[key] = value
-    if "pos_embedding" in out:
-        posemb = out.pop("pos_embedding")
-        if "cls" in out:
-            # big_vision adds the embedding before prepending the class token: an all-zero class slot
-            # here gives the same sums, since our model adds it after.
-            posemb = np.concatenate([np.zeros_like(posemb[:, :1]), posemb], axis=1)
-        out["Transformer/posembed_input/pos_embedding"] = posemb
-    return out
-
-
-def _unscan(params):
-    """A scanned encoder (`encoderblock/...` stacked on axis 0) -> one entry per block."""
-    out = {}
-    for key, value in params.items():
-        if key.startswith("Transformer/encoderblock/"):
-            rest = key[len("Transformer/encoderblock/") :]
-            for i, block in enumerate(value):
-                out[ORIGINAL_BLOCK.format(i) + rest] = block
-        else:
-            out[key] = value
-    return out
-
-
-def to_big_vision(canonical):
-    """The original layout -> big_vision's (`params/` prefix, posemb without class slot)."""
-    out = {}
-    for key, value in canonical.items():
-        if key.startswith("Transformer/encoderblock_"):
-            for original, big_vision in _BIG_VISION_RENAMES.items():
-                key = key.replace(original, big_vision)
-        out[key] = value
-    posemb = out.pop("Transformer/posembed_input/pos_embedding")
-    if "cls" in out:
-        # Fold the class slot into the token itself: cls + pos[0] is what the first block sees.
-        out["cls"] = out["cls"] + posemb[:, :1]
-        posemb = posemb[:, 1:]
-    out["pos_embedding"] = posemb
-    return {f"params/{k}": v for k, v in out.items()}

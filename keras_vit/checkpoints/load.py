@@ -12,19 +12,16 @@ failed load leaves the model exactly as it was.
 
 import dataclasses
 import os
-import re
 
 import numpy as np
 from safetensors.numpy import save as safetensors_save
 
 from keras_vit import files
-from keras_vit.checkpoints import formats, hub, registry, torch_layouts
+from keras_vit.checkpoints import big_vision, formats, timm
 from keras_vit.checkpoints.adapt import adapt, adapt_prefix_slots
-from keras_vit.checkpoints.formats import CheckpointError
-from keras_vit.checkpoints.keys import model_variables
-from keras_vit.config import VARIANTS
+from keras_vit.checkpoints.canonical import QUERY, CheckpointError, model_variables
+from keras_vit.checkpoints.checkpoint import read_arrays
 from keras_vit.model import model_config
-from keras_vit.preprocessing import SCALINGS, check_scaling
 
 
 @dataclasses.dataclass
@@ -66,89 +63,6 @@ class LoadReport:
         lines += [f"  adapted: {line}" for line in self.adapted]
         lines += [f"  skipped: {line}" for line in self.skipped]
         return "\n".join(lines)
-
-
-@dataclasses.dataclass
-class Source:
-    """A checkpoint read: its layout, its arrays in the original layout, what its `config.json` adds."""
-
-    path: str
-    layout: str
-    canonical: dict
-    hub: object = None  # a `hub.HubConfig`, for a folder with a config.json
-    facts: dict = dataclasses.field(default_factory=dict)  # ViTConfig fields the key names show
-    notes: list = dataclasses.field(default_factory=list)
-
-
-# ViTConfig fields no tensor shows, read from a `.keras` model's layers instead.
-_UNSEEN_FIELDS = (
-    "activation",
-    "layer_norm_epsilon",
-    "layer_scale_init",
-    "pooling",
-    "pooled_norm",
-    "dynamic_image_size",
-)
-
-
-def read_checkpoint(path, num_heads=None):
-    """Reads any supported file into `(layout, arrays in the original layout)`.
-
-    Args:
-        path: an `.npz`, `.safetensors` or keras_vit `.keras` file (the format
-            comes from its content), or a model folder as the Hugging Face
-            Hub serves it (`model.safetensors` and `config.json`).
-        num_heads: heads of the attention layers, needed for PyTorch layouts
-            (which store them flattened); from the folder's `config.json`, or
-            guessed from the width, if `None`.
-    """
-    source = read_source(path, num_heads)
-    return source.layout, source.canonical
-
-
-def read_source(path, num_heads=None):
-    """`read_checkpoint`, with what a folder's `config.json` says (a `Source`)."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise registry.not_found(path)
-    weights, config = hub.find_files(path)
-    hub_config = hub.read_hub_config(config, path)
-    kind = formats.sniff_format(weights[0])
-    if kind == "keras":
-        arrays, model = formats.read_keras(weights[0])  # already in the original layout
-        config = model_config(model)  # what no tensor says, as the model was built
-        facts = {key: getattr(config, key) for key in _UNSEEN_FIELDS}
-        return Source(path, formats.KERAS, arrays, facts=facts)
-    arrays = {}
-    for file in weights:
-        arrays.update(formats.read_npz(file) if kind == "npz" else formats.read_safetensors(file))
-    layout = formats.detect_layout(arrays)
-    if layout in (formats.TIMM, formats.HUGGING_FACE) and num_heads is None:
-        num_heads = (hub_config and hub_config.num_heads) or _guess_num_heads(arrays)
-    source = Source(path, layout, formats.to_canonical(arrays, layout, num_heads), hub_config)
-    if layout == formats.TIMM and "fc_norm.weight" in arrays:
-        source.facts["pooled_norm"] = True  # timm's fc_norm: the final norm after pooling
-    ignored = [key for key in arrays if torch_layouts.IGNORED.fullmatch(key)]
-    if ignored:
-        source.notes.append(f"ignored {len(ignored)} tensors that are no part of the image model ({ignored[0]}, ...)")
-    if layout == formats.BIG_VISION and any(re.match(r"(params/)?(txt/|t$|b$)", key) for key in arrays):
-        source.notes.append("read the image tower of a two-tower model; its text tower was ignored")
-    return source
-
-
-def _guess_num_heads(arrays):
-    kernel = next(
-        v
-        for k, v in arrays.items()
-        if k.endswith(("patch_embed.proj.weight", "projection.weight", "patch_embedding.weight"))
-    )
-    heads = {row.num_heads for row in VARIANTS.values() if row.hidden_dim == kernel.shape[0]}
-    if len(heads) != 1:
-        raise CheckpointError(
-            f"Cannot tell the number of attention heads of a width-{kernel.shape[0]} PyTorch checkpoint; "
-            "pass variant= (or num_heads=)."
-        )
-    return heads.pop()
 
 
 def load_weights(
@@ -193,16 +107,17 @@ def load_weights(
     Returns:
         A `LoadReport`.
     """
-    source = read_source(path, num_heads=_model_num_heads(model))
-    options = dict(interpolation=interpolation, antialias=antialias, source_grid=source_grid)
-    return apply_checkpoint(
+    data = read_arrays(path, num_heads=_model_num_heads(model))
+    return assign(
         model,
-        source.canonical,
-        LoadReport(os.fspath(path), source.layout, adapted=list(source.notes)),
+        data.arrays,
+        LoadReport(os.fspath(path), data.layout, adapted=list(data.notes)),
         strict=strict,
         reset_head=reset_head,
         drop_representation=drop_representation,
-        **options,
+        interpolation=interpolation,
+        antialias=antialias,
+        source_grid=source_grid,
     )
 
 
@@ -216,12 +131,12 @@ def model_grid(model):
 
 
 def _model_num_heads(model):
-    query = model_variables(model).get("Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel")
+    query = model_variables(model).get(QUERY)
     return None if query is None else query.shape[1]
 
 
-def apply_checkpoint(model, canonical, report, *, strict, reset_head, drop_representation, **resize):
-    """Adapts, checks and assigns arrays in the original layout; see `load_weights`."""
+def assign(model, canonical, report, *, strict, reset_head, drop_representation, **resize):
+    """Adapts, checks and assigns arrays in the canonical layout, all or none; see `load_weights`."""
     targets = model_variables(model)
     source = dict(canonical)
     grid = model_grid(model)
@@ -289,7 +204,7 @@ def save_npz(model, path, *, layout="original"):
     if unknown:
         raise ValueError(f"The model has weights with no place in a ViT checkpoint: {unknown}.")
     if layout == formats.BIG_VISION:
-        arrays = formats.to_big_vision(arrays)
+        arrays = big_vision.to_big_vision(arrays)
     path = os.fspath(path)
     with files.atomic_write(path, "wb") as f:
         np.savez(f, **arrays)
@@ -320,56 +235,18 @@ def save_timm(model, path, *, scaling=None):
     """
     config = model_config(model)
     arrays = {key: np.asarray(variable.numpy(), "float32") for key, variable in model_variables(model).items()}
-    state = torch_layouts.to_timm(arrays, pooled_norm=config.pooled_norm)
+    state = timm.to_timm(arrays, pooled_norm=config.pooled_norm)
     path = os.fspath(path)
     if path.endswith(".safetensors"):
         _write_safetensors(state, path)
         return path
-    timm_config = _timm_config(config, scaling)
+    timm_config = timm.write_config(config, scaling)
     os.makedirs(path, exist_ok=True)
-    _write_safetensors(state, os.path.join(path, hub.WEIGHTS))
-    files.write_json(os.path.join(path, hub.CONFIG), timm_config)
+    _write_safetensors(state, os.path.join(path, formats.WEIGHTS))
+    files.write_json(os.path.join(path, formats.CONFIG), timm_config)
     return path
 
 
 def _write_safetensors(state, path):
     with files.atomic_write(path, "wb") as f:
         f.write(safetensors_save(state))
-
-
-def _timm_config(config, scaling):
-    """timm's `config.json` for `config`: an architecture whose factory sets what `model_args` cannot."""
-    problems = []
-    if config.representation_size is not None:
-        problems.append("a representation layer (timm's ViT has none)")
-    if config.patch_bias == config.pre_norm:
-        problems.append(f"patch_bias={config.patch_bias} with pre_norm={config.pre_norm} (timm ties them)")
-    architecture = {1e-6: "vit_base_patch16_224", 1e-5: "vit_base_patch16_clip_224"}.get(config.layer_norm_epsilon)
-    if architecture is None:
-        problems.append(f"layer_norm_epsilon={config.layer_norm_epsilon} (timm's ViTs: 1e-6, CLIP's 1e-5)")
-    if problems:
-        raise ValueError(f"timm's VisionTransformer cannot express {'; '.join(problems)}: write the state dict alone.")
-    if config.distillation:
-        architecture = "deit_base_distilled_patch16_224"
-    pooling = {"token": "token", "gap": "avg", "map": "map"}[config.pooling]
-    args = {
-        "img_size": list(config.image_size), "patch_size": list(config.patch_size), "in_chans": config.num_channels,
-        "num_classes": config.num_classes, "global_pool": pooling, "embed_dim": config.hidden_dim,
-        "depth": config.num_layers, "num_heads": config.num_heads, "mlp_ratio": config.mlp_dim / config.hidden_dim,
-        "class_token": config.class_token, "reg_tokens": config.num_register_tokens,
-        "no_embed_class": not config.embed_prefix_tokens, "init_values": config.layer_scale_init,
-        "pre_norm": config.pre_norm, "fc_norm": config.pooled_norm, "act_layer": config.activation,
-        "dynamic_img_size": config.dynamic_image_size,
-    }  # fmt: skip
-    pretrained = {
-        "input_size": [config.num_channels, *config.image_size], "fixed_input_size": not config.dynamic_image_size,
-        "num_classes": config.num_classes, "first_conv": "patch_embed.proj", "classifier": "head",
-        "interpolation": "bicubic", "crop_pct": 1.0,
-    }  # fmt: skip
-    if scaling is not None:
-        mean, std = SCALINGS[check_scaling(scaling)]
-        pretrained.update(mean=[m / 255 for m in mean], std=[s / 255 for s in std])
-    return {
-        "architecture": architecture, "num_classes": config.num_classes, "num_features": config.hidden_dim,
-        "global_pool": pooling, "model_args": args, "pretrained_cfg": pretrained,
-    }  # fmt: skip

@@ -1,4 +1,4 @@
-"""The well-known ViT checkpoints, as data.
+"""The well-known ViT checkpoints: the family table's rows (`families.py`), fetched once.
 
 A checkpoint is named `"<variant>:<tag>"`, e.g. `"B/16:augreg_in21k_ft_in1k"`;
 `build_vit("B/16", weights="augreg_in21k_ft_in1k")` looks up the same row.
@@ -39,10 +39,9 @@ import urllib.parse
 
 import keras
 
-BUCKET = "https://storage.googleapis.com/vit_models/"
+from keras_vit.checkpoints.families import FAMILIES, NO_LABELS
+
 CACHE_DIR = None  # None: `$KERAS_HOME` or `~/.keras`; files go to its `keras_vit/` folder
-LABELS_IN21K, LABELS_IN1K = "imagenet21k", "imagenet1k"
-NO_LABELS = "none"  # feature extractors and image-text embeddings
 HUB = "https://huggingface.co/"
 
 
@@ -74,127 +73,24 @@ class Checkpoint:
         return self.file_name or urllib.parse.unquote(self.url.rsplit("/", 1)[-1])
 
 
-# One AugReg run per variant: the pre-training file and its ImageNet-1k fine-tune, the runs timm
-# ships as its `augreg_in21k` weights. For Ti/16, S/16 and B/16 they are the paper's recommended
-# (Table 3) runs; for B/32 and L/16 they are timm's picks (the vision_transformer README's Table 3
-# names other runs for those).
-_AUGREG = {
-    "Ti/16": ("Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0", "steps_20k-lr_0.03"),
-    "S/16": ("S_16-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0", "steps_20k-lr_0.03"),
-    "B/16": ("B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0", "steps_20k-lr_0.01"),
-    "B/32": ("B_32-i21k-300ep-lr_0.001-aug_medium1-wd_0.03-do_0.0-sd_0.0", "steps_20k-lr_0.03"),
-    "L/16": ("L_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.1-sd_0.1", "steps_20k-lr_0.01"),
-}
-# The original paper's files: ImageNet-21k pre-training (with pre_logits) and 384 fine-tunes.
-_ORIGINAL = ("B/16", "B/32", "L/16", "L/32")
+def _checkpoint(family, record):
+    """A family record's keyword row -> a `Checkpoint`, its URL from where it is published."""
+    record = dict(record)
+    if "timm" in record:
+        repository = record.pop("timm")
+        record.setdefault("url", f"{HUB}timm/{repository}/resolve/main/model.safetensors")
+        record.setdefault("file_name", f"timm_{repository}.safetensors")
+    elif "transformers" in record:
+        repository = record.pop("transformers")
+        record.setdefault("url", f"{HUB}{repository}/resolve/main/model.safetensors")
+        record.setdefault("file_name", f"{repository.replace('/', '_')}.safetensors")
+    record.setdefault("labels", NO_LABELS)
+    record.setdefault("scaling", family.scaling or "vit")
+    record.setdefault("pooling", "map" if family.name == "SigLIP" else "token")
+    return Checkpoint(family=family.name, **record)
 
 
-def _rows():
-    for variant, (run, fine_tune) in _AUGREG.items():
-        yield Checkpoint(variant, "augreg_in21k", f"{BUCKET}augreg/{run}.npz", 224, 21843, LABELS_IN21K)
-        yield Checkpoint(
-            variant,
-            "augreg_in21k_ft_in1k",
-            f"{BUCKET}augreg/{run}--imagenet2012-{fine_tune}-res_224.npz",
-            224,
-            1000,
-            LABELS_IN1K,
-        )
-    # Both folders hold a `ViT-B_16.npz`: the cached copies are named after folder and file, or the
-    # second one asked for would be served the first one's weights.
-    for variant in _ORIGINAL + ("H/14",):
-        file = f"ViT-{variant.replace('/', '_')}.npz"
-        hidden = {"B": 768, "L": 1024, "H": 1280}[variant[0]]
-        yield Checkpoint(
-            variant,
-            "in21k",
-            f"{BUCKET}imagenet21k/{file}",
-            224,
-            21843,
-            LABELS_IN21K,
-            representation_size=hidden,
-            file_name=f"imagenet21k_{file}",
-        )
-    for variant in _ORIGINAL:
-        file = f"ViT-{variant.replace('/', '_')}.npz"
-        yield Checkpoint(
-            variant,
-            "in21k_ft_in1k_384",
-            f"{BUCKET}imagenet21k%2Bimagenet2012/{file}",
-            384,
-            1000,
-            LABELS_IN1K,
-            file_name=f"imagenet21k+imagenet2012_{file}",
-        )
-    yield Checkpoint(
-        "B/16",
-        "hf_in21k_ft_in1k",
-        "https://huggingface.co/google/vit-base-patch16-224/resolve/main/model.safetensors",
-        224,
-        1000,
-        LABELS_IN1K,
-        file_name="google_vit-base-patch16-224.safetensors",
-    )
-
-
-# The descendants. timm files: (variant, tag, timm repository, image size, classes, labels, family,
-# output, scaling, options); their `config.json` is not fetched, so `options` carry what it would say.
-_QUICK_GELU = (("activation", "quick_gelu"),)  # OpenAI's CLIP weights, as trained (timm names them *_clip_224)
-_GELU_TANH = (("activation", "gelu_tanh"),)  # SigLIP as trained in big_vision (timm runs exact GELU)
-_CLIP_GELU = (("activation", "gelu"),)  # OpenCLIP's LAION weights
-_TIMM_FAMILIES = [
-    ("S/16", "deit3_in1k", "deit3_small_patch16_224.fb_in1k", 224, 1000, LABELS_IN1K, "DeiT III", "logits", "imagenet", ()),
-    ("B/16", "deit3_in1k", "deit3_base_patch16_224.fb_in1k", 224, 1000, LABELS_IN1K, "DeiT III", "logits", "imagenet", ()),
-    ("B/16", "deit3_in21k_ft_in1k", "deit3_base_patch16_224.fb_in22k_ft_in1k", 224, 1000, LABELS_IN1K, "DeiT III", "logits", "imagenet", ()),
-    ("L/16", "deit3_in21k_ft_in1k", "deit3_large_patch16_224.fb_in22k_ft_in1k", 224, 1000, LABELS_IN1K, "DeiT III", "logits", "imagenet", ()),
-    ("Ti/16", "deit_distilled_in1k", "deit_tiny_distilled_patch16_224.fb_in1k", 224, 1000, LABELS_IN1K, "DeiT", "logits", "imagenet", ()),
-    ("S/16", "deit_distilled_in1k", "deit_small_distilled_patch16_224.fb_in1k", 224, 1000, LABELS_IN1K, "DeiT", "logits", "imagenet", ()),
-    ("B/16", "deit_distilled_in1k", "deit_base_distilled_patch16_224.fb_in1k", 224, 1000, LABELS_IN1K, "DeiT", "logits", "imagenet", ()),
-    ("S/14", "dinov2_lvd142m", "vit_small_patch14_dinov2.lvd142m", 518, 0, NO_LABELS, "DINOv2", "features", "imagenet", ()),
-    ("B/14", "dinov2_lvd142m", "vit_base_patch14_dinov2.lvd142m", 518, 0, NO_LABELS, "DINOv2", "features", "imagenet", ()),
-    ("L/14", "dinov2_lvd142m", "vit_large_patch14_dinov2.lvd142m", 518, 0, NO_LABELS, "DINOv2", "features", "imagenet", ()),
-    ("S/14", "dinov2_reg4_lvd142m", "vit_small_patch14_reg4_dinov2.lvd142m", 518, 0, NO_LABELS, "DINOv2", "features", "imagenet", ()),
-    ("B/14", "dinov2_reg4_lvd142m", "vit_base_patch14_reg4_dinov2.lvd142m", 518, 0, NO_LABELS, "DINOv2", "features", "imagenet", ()),
-    ("L/14", "dinov2_reg4_lvd142m", "vit_large_patch14_reg4_dinov2.lvd142m", 518, 0, NO_LABELS, "DINOv2", "features", "imagenet", ()),
-    ("B/16", "siglip_webli", "vit_base_patch16_siglip_224.webli", 224, 0, NO_LABELS, "SigLIP", "features", "vit", _GELU_TANH),
-    ("B/16", "siglip2_webli", "vit_base_patch16_siglip_224.v2_webli", 224, 0, NO_LABELS, "SigLIP", "features", "vit", _GELU_TANH),
-    ("B/16", "clip_openai", "vit_base_patch16_clip_224.openai", 224, 512, NO_LABELS, "CLIP", "embedding", "clip", _QUICK_GELU),
-    ("B/32", "clip_openai", "vit_base_patch32_clip_224.openai", 224, 512, NO_LABELS, "CLIP", "embedding", "clip", _QUICK_GELU),
-    ("L/14", "clip_openai", "vit_large_patch14_clip_224.openai", 224, 768, NO_LABELS, "CLIP", "embedding", "clip", _QUICK_GELU),
-    ("B/16", "clip_laion2b", "vit_base_patch16_clip_224.laion2b", 224, 512, NO_LABELS, "CLIP", "embedding", "clip", _CLIP_GELU),
-]  # fmt: skip
-# The publishers' transformers repositories (whole two-tower files: the image tower is read).
-_HF_FAMILIES = [
-    ("S/14", "hf_dinov2", "facebook/dinov2-small", 518, 0, "DINOv2", "features", "imagenet", ()),
-    ("B/14", "hf_dinov2", "facebook/dinov2-base", 518, 0, "DINOv2", "features", "imagenet", ()),
-    ("B/14", "hf_dinov2_reg4", "facebook/dinov2-with-registers-base", 518, 0, "DINOv2", "features", "imagenet", ()),
-    ("B/16", "hf_siglip", "google/siglip-base-patch16-224", 224, 0, "SigLIP", "features", "vit", ()),
-    ("B/16", "hf_clip_openai", "openai/clip-vit-base-patch16", 224, 512, "CLIP", "embedding", "clip", _QUICK_GELU),
-]  # fmt: skip
-
-
-def _family_rows():
-    for variant, tag, repository, size, classes, labels, family, output, scaling, options in _TIMM_FAMILIES:
-        yield Checkpoint(
-            variant, tag, f"{HUB}timm/{repository}/resolve/main/model.safetensors", size, classes, labels,
-            pooling="map" if family == "SigLIP" else "token", scaling=scaling, file_name=f"timm_{repository}.safetensors",
-            family=family, output=output, options=options,
-        )  # fmt: skip
-    for variant, tag, repository, size, classes, family, output, scaling, options in _HF_FAMILIES:
-        yield Checkpoint(
-            variant, tag, f"{HUB}{repository}/resolve/main/model.safetensors", size, classes, NO_LABELS,
-            pooling="map" if family == "SigLIP" else "token", scaling=scaling,
-            file_name=f"{repository.replace('/', '_')}.safetensors", family=family, output=output, options=options,
-        )  # fmt: skip
-    # big_vision's SigLIP B/16 (the file its SigLIP colab loads): both towers; the image tower's head
-    # projects to the 768-wide image-text space.
-    yield Checkpoint(
-        "B/16", "siglip_webli_big_vision", "https://storage.googleapis.com/big_vision/siglip/webli_en_b16_224_63724782.npz",
-        224, 768, NO_LABELS, pooling="map", family="SigLIP", output="embedding", options=_GELU_TANH,
-    )  # fmt: skip
-
-
-CHECKPOINTS = {row.name: row for row in (*_rows(), *_family_rows())}
+CHECKPOINTS = {row.name: row for family in FAMILIES for row in (_checkpoint(family, r) for r in family.checkpoints)}
 
 
 def find_checkpoint(name, variant=None):

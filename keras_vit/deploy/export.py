@@ -7,7 +7,8 @@ Output layout (`output_dir`):
     tflite/vit_<quantization>.tflite float32, float16, dynamic-range int8, int8 (`keras_vit.deploy.litert`)
     onnx/vit.onnx                   for ONNX Runtime, when its packages are installed (`keras_vit.deploy.onnx`)
     labels.txt                      one label per line, class index = line number
-    parity_report.json, .md         `keras_vit.deploy.parity`
+    parity_report.json, .md         `keras_vit.deploy.parity`, with the SHA-256 of every artifact
+    SHA256SUMS                      the integrity record: every file's SHA-256 (`keras_vit.deploy.integrity`)
 
 Everything is written into a temporary folder beside `output_dir` and renamed
 into place at the end, so an interrupted export leaves no half-written target.
@@ -24,7 +25,7 @@ import time
 import numpy as np
 
 from keras_vit import files
-from keras_vit.deploy import litert, onnx, parity, precision, saved_model
+from keras_vit.deploy import integrity, litert, onnx, parity, precision, saved_model
 from keras_vit.preprocessing import preprocessing_model
 from keras_vit.run_folder import check_model_matches_metadata, load_model  # noqa: F401  (0.1.0's names here)
 
@@ -133,9 +134,20 @@ def export_model(
             "latency_threads": os.cpu_count(),
             "artifacts": [keras_row, *saved_model_rows, *tflite_rows, onnx_row],
         }
+        report["sha256"] = _record_digests(report["artifacts"], staging)
         parity.write_report(report, staging)
+        integrity.write_record(staging, known=report["sha256"])  # the reports' own digests added
     print(parity.markdown(report), end="")
     return report
+
+
+def _record_digests(rows, root):
+    """Every written file's SHA-256 (`{path: hex}`), each file artifact's also in its row."""
+    found = integrity.digests(root)
+    for row in rows[1:]:  # the Keras model is the reference, not an artifact of the export
+        if row.get("path") in found:
+            row["sha256"] = found[row["path"]]
+    return found
 
 
 def _measured(name, path, predict, inputs, *, root, reference, labels, started):

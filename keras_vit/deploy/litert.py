@@ -27,8 +27,8 @@ import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
-from keras_vit.model import fixed_size_model
 from keras_vit.preprocessing import preprocessing_model
+from keras_vit.views.features import fixed_size_model
 
 QUANTIZATIONS = ("float32", "float16", "dynamic_int8", "int8")
 

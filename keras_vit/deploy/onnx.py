@@ -9,7 +9,7 @@ metadata holds the labels, image size and scaling, so it is self-describing.
 Conversion is tf2onnx's, from a `tf.function`; the file is loaded into ONNX
 Runtime and run before it is written, so a graph ONNX Runtime cannot run fails
 here with one message, not on the server. The packages are optional:
-`pip install "keras_vit[onnx]"` (tf2onnx, onnx, onnxruntime).
+`pip install "keras-vision-transformer[onnx]"` (tf2onnx, onnx, onnxruntime).
 """
 
 import importlib.util
@@ -24,7 +24,7 @@ from keras_vit.preprocessing import preprocessing_model
 REQUIREMENTS = ("tf2onnx", "onnx", "onnxruntime")
 INPUT = "pixels"
 OUTPUTS = ("logits", "probabilities")
-INSTALL = 'pip install "keras_vit[onnx]"'
+INSTALL = 'pip install "keras-vision-transformer[onnx]"'
 
 
 class ONNXExportError(ValueError):

@@ -2,7 +2,8 @@
 
 One row per artifact: its size, the largest absolute logit difference against
 the Keras model on the test images, top-1 agreement with Keras, accuracy (when
-labels are given) and latency per image at batch 1 on this machine.
+labels are given) and latency per image at batch 1 on this machine; and under
+`"sha256"` the SHA-256 of every file written (each file artifact's in its row too).
 """
 
 import json
@@ -71,6 +72,11 @@ def markdown(report):
         cells = ["-" if row.get(key) is None else form.format(row[key]) for key, _, form in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [""] + [f"- {row['artifact']}: {row['reason']}" for row in report["artifacts"] if row.get("reason")]
+    if report.get("sha256"):
+        lines += [
+            "",
+            "Every file's SHA-256 is in SHA256SUMS (and parity_report.json); `sha256sum -c SHA256SUMS` checks a copy.",
+        ]
     return "\n".join(lines).rstrip() + "\n"
 
 

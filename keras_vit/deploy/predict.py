@@ -1,27 +1,26 @@
 """`keras-vit predict`: top-k labels for image files from a `.keras`, SavedModel, `.tflite` or `.onnx` model.
 
-Image files are read with Pillow into uint8 RGB whatever they hold: grayscale
-and palette images are expanded, alpha is dropped (as TensorFlow's
-`decode_image(channels=3)` does in the SavedModel's bytes signature), 16-bit
-images are scaled to 8 bits, and huge images are downscaled while decoding.
+Image files are read by `keras_vit.images.read_image`, the reader training
+uses too.
 """
 
 import json
 import os
 import sys
-import warnings
 
 import numpy as np
 from PIL import Image
 
 from keras_vit import run_folder
-from keras_vit.adaptive import depth_map, halting_model
-from keras_vit.deploy import onnx
+from keras_vit.deploy import integrity, onnx
 from keras_vit.deploy.litert import LiteRTModel, resized_pixels
 from keras_vit.deploy.precision import with_precision
 from keras_vit.deploy.saved_model import load_signature, version_folder
-from keras_vit.model import attention_model, model_config
+from keras_vit.images import IMAGE_EXTENSIONS, MAX_SIDE, read_image  # noqa: F401  (0.2.0 read them from here)
+from keras_vit.model import model_config
 from keras_vit.preprocessing import preprocessing_model
+from keras_vit.views.adaptive import depth_map, halting_model
+from keras_vit.views.attention import attention_model
 from keras_vit.visualize import (
     display_size,
     grid_shape,
@@ -32,56 +31,6 @@ from keras_vit.visualize import (
     save_attention_figure,
     save_overlay,
 )
-
-IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
-# Longest side kept after decoding: far above any ViT input, far below a memory problem.
-MAX_SIDE = 2048
-
-
-def read_image(path, max_side=MAX_SIDE):
-    """Reads an image file as uint8 RGB `(H, W, 3)`, its longest side at most `max_side`.
-
-    Raises:
-        ValueError: the file is empty, not an image, damaged, or too large to decode safely.
-    """
-    if os.path.getsize(path) == 0:
-        raise ValueError(f"{path} is empty (0 bytes); expected an image file ({', '.join(IMAGE_EXTENSIONS)}).")
-    try:
-        with warnings.catch_warnings(record=True) as caught, Image.open(path) as image:
-            warnings.simplefilter("always", Image.DecompressionBombWarning)
-            image.draft("RGB", (max_side, max_side))  # JPEG: decode straight at a reduced scale
-            image = _to_rgb(image)
-        if any(issubclass(w.category, Image.DecompressionBombWarning) for w in caught):
-            _note_once(f"images of over {Image.MAX_IMAGE_PIXELS:,} pixels are downscaled to {max_side} px while read")
-    except Image.DecompressionBombError as error:
-        raise ValueError(f"{path} is too large to decode safely ({error}); downscale it first.") from None
-    except Image.UnidentifiedImageError:
-        raise ValueError(
-            f"{path} is not an image Pillow can read; expected one of {', '.join(IMAGE_EXTENSIONS)}."
-        ) from None
-    except OSError as error:  # truncated or corrupt data
-        raise ValueError(f"{path} is a damaged image: {error}.") from None
-    image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-    return np.asarray(image, dtype=np.uint8)
-
-
-_noted = set()
-
-
-def _note_once(message):
-    """Pillow warns for every large image; the downscaling is intended, so it is said once."""
-    if message not in _noted:
-        _noted.add(message)
-        print(f"keras-vit: note: {message}", file=sys.stderr)
-
-
-def _to_rgb(image):
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):  # 16-bit (or 32-bit) grayscale
-        values = np.asarray(image, dtype=np.float64)
-        if image.mode.startswith("I;16") or values.max() > 255:
-            values = values / 257  # 65535 -> 255
-        image = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
-    return image.convert("RGB")
 
 
 def image_files(paths):
@@ -113,6 +62,10 @@ def load_predictor(path, top_k=5, precision="float32"):
         top_k: how many labels to return per image. Defaults to `5`.
         precision: `"bfloat16"` computes a `.keras` model in bfloat16
             (`keras_vit.deploy.precision`). Defaults to `"float32"`.
+
+    Raises:
+        keras_vit.deploy.integrity.IntegrityError: an exported file differs
+            from the SHA-256 its export recorded in `SHA256SUMS`.
     """
     path = str(path)
     if precision != "float32" and not run_folder.model_path(path):
@@ -161,6 +114,7 @@ def _keras_predictor(path, top_k, precision="float32"):
 
 
 def _saved_model_predictor(path, top_k):
+    integrity.verify(path)
     signature = load_signature(path, "serving_uint8")
     exported_k = signature.outputs["top_k_labels"].shape[-1]
     num_classes = signature.outputs["probabilities"].shape[-1]
@@ -179,6 +133,7 @@ def _saved_model_predictor(path, top_k):
 
 
 def _tflite_predictor(path, top_k):
+    integrity.verify(path)
     model = LiteRTModel(path)
     labels = _read_labels(path)
     if len(labels) != model.num_classes:
@@ -192,6 +147,7 @@ def _tflite_predictor(path, top_k):
 def _onnx_predictor(path, top_k):
     if onnx.missing_packages():
         raise ValueError(f"--model {path} needs ONNX Runtime: {onnx.INSTALL}.")
+    integrity.verify(path)
     model = onnx.ONNXModel(path)
     labels = model.labels or _read_labels(path)
     return lambda image: _top_k(model(resized_pixels(image[None], model.image_size))[0], labels, top_k)
@@ -201,6 +157,7 @@ def _read_labels(model_path):
     folder = os.path.dirname(os.path.abspath(model_path))
     for candidate in (os.path.join(folder, "labels.txt"), os.path.join(os.path.dirname(folder), "labels.txt")):
         if os.path.isfile(candidate):
+            integrity.verify(candidate)
             with open(candidate) as f:
                 return f.read().splitlines()
     raise FileNotFoundError(f"No labels.txt beside {model_path} or one folder up; `keras-vit export` writes one.")
@@ -253,7 +210,7 @@ def predict_files(paths, model, *, top_k=5, explain=None, as_json=False, precisi
     files = image_files(paths)
     predict = load_predictor(model, top_k, precision)
     explainer = Explainer(model) if explain else None
-    failures = 0
+    failures, unwritable = 0, None
     for path, name in zip(files, explain_names(files)):
         try:
             image = read_image(path)
@@ -264,7 +221,12 @@ def predict_files(paths, model, *, top_k=5, explain=None, as_json=False, precisi
             failures += 1
             continue
         top = predict(image)
-        written = explainer.write(image, name, explain) if explainer else []
+        written = []
+        if explainer and unwritable is None:
+            try:
+                written = explainer.write(image, name, explain)
+            except OSError as error:  # a read-only or full --explain folder: the predictions still print
+                unwritable = error
         if as_json:
             top = [{"label": label, "probability": probability} for label, probability in top]
             print(json.dumps({"path": path, "top_k": top, **({"explained": written} if explainer else {})}))
@@ -274,6 +236,8 @@ def predict_files(paths, model, *, top_k=5, explain=None, as_json=False, precisi
             print(f"  {probability:.4f}  {label}")
         for file in written:
             print(f"  wrote {file}")
+    if unwritable is not None:
+        raise unwritable  # once every prediction is out: `keras-vit predict` says it in one line
     return failures
 
 

@@ -18,8 +18,8 @@ import os
 import keras
 import tensorflow as tf
 
-from keras_vit.adaptive import gathered_forward
 from keras_vit.preprocessing import preprocessing_model
+from keras_vit.views.adaptive import gathered_forward
 
 SIGNATURES = ("serving_default", "serving_uint8", "serving_bytes")
 

@@ -29,10 +29,10 @@ class SelfAttention(keras.layers.Layer):
     into the queries (`T x d` multiplies instead of `T x T`).
 
     Written out rather than calling `ops.dot_product_attention`, which wants
-    `(B, T, heads, d)` and so two more transposes per product: for B/16 at
-    batch 16 its attention core took 26 ms against 15 ms here, same process
-    (about 10% of the whole forward). The test suite checks this layer against
-    Keras' `MultiHeadAttention` holding the same weights.
+    `(B, T, heads, d)` and so two more transposes per product; the attention
+    core is measured both ways in `benchmarks/README.md` (the `keras_mha`
+    rung of the ladder). The test suite checks this layer against Keras'
+    `MultiHeadAttention` holding the same weights.
 
     Args:
         num_heads: attention heads; must divide `D`.
@@ -42,6 +42,10 @@ class SelfAttention(keras.layers.Layer):
         tokens: `(B, T, D)`.
         attention_bias: optional logits bias broadcastable to
             `(B, heads, T, T)` (token merging adds `log(size)` of the keys).
+        positions: optional `(B, T)` int32, each token's index in the
+            embedded sequence (`keras_vit.model.TokenState`), for a
+            position-dependent attention (a rotary embedding); attention with
+            an absolute position embedding, as here, does not read it.
         training: whether dropout is active.
         return_attention_scores: also return the `(B, heads, T, T)` weights.
         return_keys: also return the keys, `(B, heads, T, d)`.
@@ -71,7 +75,15 @@ class SelfAttention(keras.layers.Layer):
         self.qkv.build((None, hidden_dim))
         self.output_dense.build((None, hidden_dim))
 
-    def call(self, tokens, attention_bias=None, training=None, return_attention_scores=False, return_keys=False):
+    def call(
+        self,
+        tokens,
+        attention_bias=None,
+        training=None,
+        return_attention_scores=False,
+        return_keys=False,
+        positions=None,
+    ):
         batch, length, dim = ops.shape(tokens)[0], ops.shape(tokens)[1], tokens.shape[-1]
         heads = self.num_heads
         qkv = self.qkv(ops.reshape(tokens, (-1, dim)))  # (B*T, 3D)
@@ -92,7 +104,13 @@ class SelfAttention(keras.layers.Layer):
         return outputs if len(outputs) > 1 else outputs[0]
 
     def compute_output_spec(
-        self, tokens, attention_bias=None, training=None, return_attention_scores=False, return_keys=False
+        self,
+        tokens,
+        attention_bias=None,
+        training=None,
+        return_attention_scores=False,
+        return_keys=False,
+        positions=None,
     ):
         # Symbolic calls see the flags here (`compute_output_shape` does not), so they return the
         # same tuple as eager ones: tokens, then weights, then keys.
@@ -194,6 +212,8 @@ class TransformerBlock(keras.layers.Layer):
         return_attention_scores: also return the `(B, heads, T, T)` weights.
         attention_bias: optional logits bias broadcastable to
             `(B, heads, T, T)` (adaptive tokens mask halted keys with it).
+        positions: optional `(B, T)` int32 token positions, passed to the
+            attention (see `SelfAttention`).
 
     Returns:
         `(B, T, D)` (and the attention weights when asked).
@@ -261,14 +281,26 @@ class TransformerBlock(keras.layers.Layer):
         self.mlp_dense_1.build(flat)
         self.mlp_dense_2.build((None, self.mlp_dim))
 
-    def call(self, tokens, training=None, return_attention_scores=False, attention_bias=None):
+    def call(self, tokens, training=None, return_attention_scores=False, attention_bias=None, positions=None):
         x, *scores = self.attend(
-            tokens, training=training, attention_bias=attention_bias, return_attention_scores=return_attention_scores
+            tokens,
+            training=training,
+            attention_bias=attention_bias,
+            return_attention_scores=return_attention_scores,
+            positions=positions,
         )
         x = self.feed_forward(x, training=training)
         return (x, *scores) if return_attention_scores else x
 
-    def attend(self, tokens, training=None, attention_bias=None, return_attention_scores=False, return_keys=False):
+    def attend(
+        self,
+        tokens,
+        training=None,
+        attention_bias=None,
+        return_attention_scores=False,
+        return_keys=False,
+        positions=None,
+    ):
         """The first half of the block, `x + DropPath(Dropout(MSA(LN(x))))`.
 
         Token merging and attention maps call the halves themselves, so the
@@ -281,6 +313,7 @@ class TransformerBlock(keras.layers.Layer):
             training=training,
             return_attention_scores=return_attention_scores,
             return_keys=return_keys,
+            positions=positions,
         )
         y, extras = (outputs[0], outputs[1:]) if isinstance(outputs, tuple) else (outputs, ())
         return (self.residual(tokens, y, training, self.layer_scale_1), *extras)
@@ -289,7 +322,9 @@ class TransformerBlock(keras.layers.Layer):
         """The second half of the block, `x + DropPath(Dropout(MLP(LN(x))))`."""
         return self.residual(tokens, self.mlp(tokens, training), training, self.layer_scale_2)
 
-    def compute_output_spec(self, tokens, training=None, return_attention_scores=False, attention_bias=None):
+    def compute_output_spec(
+        self, tokens, training=None, return_attention_scores=False, attention_bias=None, positions=None
+    ):
         # Symbolic calls see the flag here (`compute_output_shape` does not): tokens, then weights.
         out = keras.KerasTensor(tokens.shape, dtype=self.compute_dtype)
         if not return_attention_scores:

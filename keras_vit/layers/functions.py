@@ -12,9 +12,9 @@ _register = keras.saving.register_keras_serializable(package="keras_vit")
 # --- two hand-written gradients --------------------------------------------------------
 # Autodiff of LayerNorm and exact GELU, written as elementwise graphs, runs about twice the
 # memory passes a hand-derived gradient needs, and on a CPU those passes, not the matmuls, are
-# what a small ViT's training step waits on. Ti/16 training step at batch 32: +7.9% images/s
-# (benchmarks/ablation.py; per part in benchmarks/ladder.py: LayerNorm ~100 -> ~75 ms per step,
-# GELU ~150 -> ~95 ms). The functions are the same (tests check values and gradients against Keras').
+# what a small ViT's training step waits on: measured whole by benchmarks/ablation.py and per
+# part by benchmarks/ladder.py (figures in benchmarks/README.md). The functions are the same
+# (tests check values and gradients against Keras').
 
 
 def layer_norm(x, gamma, beta, epsilon):

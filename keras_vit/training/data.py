@@ -22,11 +22,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from keras_vit.deploy.predict import IMAGE_EXTENSIONS, read_image
+from keras_vit.images import IMAGE_EXTENSIONS, read_image
 from keras_vit.preprocessing import preprocessing_model
 from keras_vit.training import digits as _digits  # noqa: F401  (registers the "digits" TFDS builder)
+from keras_vit.training.settings import AUGMENTATIONS  # declared with the flag
 
-AUGMENTATIONS = ("none", "crop", "crop_flip")
 _DOWNLOAD_AND_PREPARE = tfds.core.DatasetBuilder.download_and_prepare.__code__  # (each access wraps it anew)
 _SPLIT_FOLDERS = {"train": ("train",), "validation": ("validation", "val"), "test": ("test",)}
 

@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 from keras.src.backend.tensorflow import trainer as tf_trainer  # private: the #20585 work-around patches it
 
-STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
+from keras_vit.training.settings import STRATEGIES  # declared with the flag
 
 
 def make_strategy(name="auto"):

@@ -22,12 +22,14 @@ import re
 import keras
 from keras import ops
 
+from keras_vit.model import ROLES
+from keras_vit.training.settings import RECIPES  # declared with the flag
+
 if keras.backend.backend() == "tensorflow":
     import tensorflow as tf
 else:  # no tf.distribute replicas on the other backends
     tf = None
 
-RECIPES = ("adamw", "sgd")
 # Variable names (regex) exempt from weight decay: biases, LayerNorm gamma/beta,
 # the position embedding ("embedding") and the class token ("token").
 NO_WEIGHT_DECAY = ["bias", "gamma", "beta", "embedding", "token"]
@@ -65,8 +67,7 @@ class _ClipAfterAllReduce:
 
 
 # The layers a ViT's tokens pass before its first block: depth 0 for layer-wise decay.
-EMBEDDING_LAYERS = ("patch_embedding", "class_token", "distillation_token", "register_tokens",
-                    "position_embedding", "pre_norm")  # fmt: skip
+EMBEDDING_LAYERS = ROLES["embedding"]
 _BLOCK = re.compile(r"(?:^|/)block_(\d+)/")
 
 

@@ -3,7 +3,6 @@
 import csv
 
 import numpy as np
-from matplotlib.figure import Figure  # no pyplot: files only, and no global backend switched under a notebook
 
 
 def read_history(path):
@@ -19,6 +18,8 @@ def read_history(path):
 
 def plot_curves(history, path):
     """Loss and accuracy, train vs validation, one panel each; written as PNG."""
+    from matplotlib.figure import Figure  # no pyplot: files only; imported here, as visualize.py does
+
     figure = Figure(figsize=(10, 4), dpi=100)
     axes = figure.subplots(1, 2)
     epochs = [e + 1 for e in history["epoch"]]
@@ -74,6 +75,8 @@ def plot_confusion_matrix(true, predicted, labels, path, max_annotated=20):
     """Writes the confusion matrix as PNG, counts written in the cells when there are few classes."""
     matrix = confusion_matrix(true, predicted, len(labels))
     side = min(4 + 0.4 * len(labels), 16)
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(side, side), dpi=100)
     axis = figure.subplots()
     axis.imshow(matrix, cmap="Blues")

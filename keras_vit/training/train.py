@@ -5,6 +5,7 @@ A run writes its folder as `keras_vit.run_folder` describes: the model and its
 `--resume` continues from, TensorBoard logs and the export.
 """
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -16,13 +17,12 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vit import files, lora, run_folder
-from keras_vit.adaptive import halting_model, halting_statistics
-from keras_vit.checkpoints import build_from_checkpoint, build_vit, find_checkpoint
+from keras_vit.builders import build_from_checkpoint, build_vit
+from keras_vit.checkpoints import find_checkpoint
 from keras_vit.checkpoints.registry import not_found
 from keras_vit.config import ViTConfig, parse_variant
 from keras_vit.deploy.export import export_model
 from keras_vit.model import model_config
-from keras_vit.preprocessing import SCALINGS
 from keras_vit.training import data, distribute, optimizers
 from keras_vit.training.reports import (
     per_class_metrics,
@@ -31,68 +31,8 @@ from keras_vit.training.reports import (
     predicted_classes,
     read_history,
 )
-
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-
-
-def _field(default, help, choices=None):
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Everything a run depends on; `keras-vit train` has one flag per field, with this help."""
-
-    dataset: str = _field("digits", "TFDS name, 'digits' (built in) or a folder of class sub-folders")
-    data_dir: str = _field(None, "where TFDS keeps datasets (default: TFDS' own)")
-    output: str = _field(
-        None, "the run folder to write (default: runs/<dataset>, runs/<dataset>-<variant> for another model)"
-    )
-    variant: str = _field(None, "e.g. Ti/16, S/16, B/16, B/32, L/16, H/14 (default: tiny/4, or the checkpoint's)")
-    image_size: int = _field(None, "training resolution, a multiple of the patch (default: 32, or the checkpoint's)")
-    scaling: str = _field(None, "pixel scaling (default: vit, or the checkpoint's)", SCALINGS)
-    epochs: int = _field(40, "epochs")
-    early_stopping: int = _field(
-        0, "stop after this many epochs without a better validation accuracy, keeping the best weights (0: off)"
-    )
-    batch_size: int = _field(64, "global batch size, split across replicas")
-    learning_rate: float = _field(None, "peak learning rate (default: 2e-3 for adamw, 0.01 for sgd)")
-    weight_decay: float = _field(0.05, "AdamW's decoupled weight decay")
-    warmup_epochs: float = _field(None, "linear warmup (default: 2 from scratch, 1 when fine-tuning)")
-    label_smoothing: float = _field(0.1, "label smoothing")
-    class_weights: str = _field(
-        None, "balanced: weigh each class's loss by the inverse of its share of train", ("balanced",)
-    )
-    recipe: str = _field(None, "optimiser recipe (default: adamw from scratch, sgd with --weights)", optimizers.RECIPES)
-    augment: str = _field(None, "crop/flip (default: crop_flip; none for digits)", data.AUGMENTATIONS)
-    randaugment: bool = _field(False, "Keras RandAugment on training images")
-    mixup: float = _field(0.0, "MixUp alpha (0: off)")
-    cutmix: float = _field(0.0, "CutMix factor (0: off)")
-    dropout_rate: float = _field(None, "dropout (default: the variant's)")
-    drop_path_rate: float = _field(0.0, "stochastic depth of the last block")
-    precision: str = _field("float32", "mixed_float16 on GPU, mixed_bfloat16 on TPU", PRECISIONS)
-    jit_compile: bool = _field(False, "compile with XLA")
-    strategy: str = _field("auto", "tf.distribute strategy", distribute.STRATEGIES)
-    seed: int = _field(0, "seed of initialisation, shuffling and hold-out")
-    val_fraction: float = _field(0.1, "share of each class held out of train for validation (and test) where missing")
-    bad_files: str = _field("skip", "unreadable files in an image folder", ("skip", "refuse"))
-    cache: bool = _field(True, "cache decoded images in memory")
-    shuffle: bool = _field(True, "shuffle training examples each epoch")
-    overwrite: bool = _field(False, "replace an existing --output run")
-    resume: bool = _field(False, "continue the run in --output where it stopped")
-    weights: str = _field(None, "checkpoint file or registry name to fine-tune from")
-    freeze_backbone: bool = _field(False, "train the head alone on the frozen --weights (a linear probe)")
-    layer_decay: float = _field(None, "layer-wise learning-rate decay for full fine-tuning, e.g. 0.75 (default: off)")
-    lora: int = _field(None, "LoRA rank: train low-rank adapters and the head on the frozen --weights, e.g. 4")
-    lora_targets: str = _field("qkv,proj", "the Dense layers --lora adapts: some of qkv, proj, mlp, comma-separated")
-    lora_train: str = _field(None, "more layers --lora trains in full, comma-separated (e.g. map_pooling,encoder_norm)")
-    adaptive_tokens: bool = _field(False, "A-ViT: tokens learn when to stop (ponder loss + distribution prior)")
-    halting_gate_scale: float = _field(None, "A-ViT gate sigmoid(scale * x[0] - center) (default: 10, the paper's)")
-    halting_gate_center: float = _field(None, "A-ViT gate centre (default: 30, the paper's A-ViT-T)")
-    ponder_loss_weight: float = _field(None, "A-ViT alpha_p (default: 5e-4, the paper's)")
-    distribution_prior_weight: float = _field(None, "A-ViT alpha_d (default: 1e-3, the paper's)")
-    export: bool = _field(True, "export SavedModel + LiteRT with a parity report into <output>/export")
-    verbose: str = _field("auto", "0, 1 (progress bar), 2 (a line per epoch) or auto", ("auto", "0", "1", "2"))
+from keras_vit.training.settings import PRECISIONS, TrainConfig
+from keras_vit.views.adaptive import halting_model, halting_statistics
 
 
 def resolve(config):
@@ -482,14 +422,35 @@ def _callbacks(output, chief=True, worker=None):
         return [keras.callbacks.BackupAndRestore(backup)]
     # BackupAndRestore before CSVLogger: a kill between the two repeats an epoch's row, never loses one.
     return [
-        keras.callbacks.BackupAndRestore(backup),
+        keras.callbacks.BackupAndRestore(backup, double_checkpoint=True),  # a half-written backup falls back
         keras.callbacks.CSVLogger(os.path.join(output, run_folder.HISTORY_CSV), append=True),
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(output, run_folder.BEST), monitor="val_accuracy", save_best_only=True
-        ),
+        AtomicModelCheckpoint(os.path.join(output, run_folder.BEST), monitor="val_accuracy", save_best_only=True),
         keras.callbacks.TensorBoard(os.path.join(output, run_folder.LOGS)),
         keras.callbacks.TerminateOnNaN(),
     ]
+
+
+class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """Keras' `ModelCheckpoint`, writing through a temporary file renamed into place.
+
+    Keras writes the `.keras` file in place: a full disk (or a kill) in the middle would leave a
+    half-written `best.keras` where the last good one was.
+    """
+
+    def __init__(self, filepath, **kwargs):
+        self.target = filepath
+        folder, name = os.path.split(filepath)
+        super().__init__(os.path.join(folder, f".{name}.tmp.keras"), **kwargs)  # Keras saves only to *.keras
+
+    def _save_model(self, epoch, batch, logs):
+        try:
+            super()._save_model(epoch, batch, logs)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.filepath)
+            raise
+        if os.path.exists(self.filepath):  # saved this epoch (renamed away after each save)
+            os.replace(self.filepath, self.target)
 
 
 class _TimeLeft(keras.callbacks.Callback):

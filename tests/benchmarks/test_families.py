@@ -11,7 +11,9 @@ import pytest
 
 # find_spec, not import: timm imports torchvision, which crashes beside TensorFlow in one process.
 @pytest.mark.slow  # ~26 s; .ci/run runs it after the default suite
-@pytest.mark.skipif(importlib.util.find_spec("timm") is None, reason="timm is not installed (keras_vit[bench])")
+@pytest.mark.skipif(
+    importlib.util.find_spec("timm") is None, reason="timm is not installed (keras-vision-transformer[bench])"
+)
 def test_quick_run_times_every_family_on_both_sides_with_equal_parameter_counts(repo, tmp_path):
     """Tiny models of every family, keras_vit and timm (a child process): equal counts, same architecture."""
     result = subprocess.run(

@@ -15,7 +15,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from keras_vit import CheckpointError, build_from_checkpoint, build_vit, load_weights, read_config, save_timm
-from keras_vit.checkpoints.keys import model_variables
+from keras_vit.checkpoints.canonical import model_variables
 
 RELATIVE_TOLERANCE = 2e-5  # of the largest output: float32 in two frameworks
 
@@ -135,11 +135,16 @@ def test_models_keras_vit_does_not_build_are_named(families, tmp_path):
     shutil.copytree(folder / "timm_dinov2", tmp_path / "giant")
     config = json.loads((tmp_path / "giant" / "config.json").read_text())
     config["architecture"] = "vit_giant_patch14_dinov2"
-    config["model_args"]["qk_norm"] = True
     (tmp_path / "giant" / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError) as error:
+    with pytest.raises(CheckpointError) as error:  # by its name, in one line (test_family_table.py has more)
         build_from_checkpoint(tmp_path / "giant")
-    assert "2 problem(s)" in str(error.value) and "SwiGLU" in str(error.value) and "['qk_norm']" in str(error.value)
+    assert "'vit_giant_patch14_dinov2': its MLP is SwiGLU" in str(error.value) and "\n" not in str(error.value)
+    config["architecture"] = "vit_small_patch14_dinov2"
+    config["model_args"].update(qk_norm=True, act_layer="swish")
+    (tmp_path / "giant" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError) as error:  # a family keras_vit builds, with options it does not
+        build_from_checkpoint(tmp_path / "giant")
+    assert "2 problem(s)" in str(error.value) and "['qk_norm']" in str(error.value) and "'swish'" in str(error.value)
 
 
 def test_a_family_file_that_does_not_fit_the_model_leaves_it_untouched(families, snapshot, assert_unchanged):

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from keras_vit import CheckpointError, build_from_checkpoint, build_vit, load_weights, save_npz
-from keras_vit.checkpoints.formats import to_big_vision
-from keras_vit.checkpoints.keys import model_variables
+from keras_vit.checkpoints.big_vision import to_big_vision
+from keras_vit.checkpoints.canonical import model_variables
 
 TOLERANCE = 1e-4  # float32, two frameworks
 

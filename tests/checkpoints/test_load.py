@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from keras_vit import CheckpointError, build_vit, load_weights, save_npz
-from keras_vit.checkpoints.keys import model_variables
+from keras_vit.checkpoints.canonical import model_variables
 
 
 @pytest.mark.parametrize("layout", ["original", "big_vision"])

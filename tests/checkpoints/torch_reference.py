@@ -19,6 +19,9 @@ keras_vit, and no test imports it: the cases it ran are in `OUT/cases.json`.
     python tests/checkpoints/torch_reference.py make-b16 OUT
         The same at full size: timm's `vit_base_patch16_224` and Hugging Face's
         default `ViTConfig` (B/16 at 224), with their own random initialisation.
+    python tests/checkpoints/torch_reference.py factories OUT
+        What timm's ViT factory functions set (heads, activation, LayerNorm epsilon), read from
+        their source without building a model: `OUT/factories.json`.
     python tests/checkpoints/torch_reference.py timm-npz OUT CONFIG FILE.npz [CONFIG FILE.npz ...]
         Loads each `.npz` (written by keras_vit) into a fresh timm model of
         CONFIG with timm's own loader; writes `FILE.logits.npy`.
@@ -149,6 +152,20 @@ TIMM_FAMILIES = {
         dict(img_size=32, patch_size=8, num_classes=5, global_pool="avg", class_token=False, fc_norm=True),
     ),
 }
+# Models whose architecture name alone decides what no tensor shows: their factories' head counts (16 for
+# So400m, 8 for medium, kept at width 64) and GELU flavour (tanh for the So400m/16 SigLIP 2 towers); their
+# config.json says neither (no `model_args`).
+TIMM_BY_NAME = {
+    "timm_so400m_siglip": ("vit_so400m_patch16_siglip_256", dict(embed_dim=64, depth=1, img_size=32, num_classes=0)),
+    "timm_medium_reg4": ("vit_medium_patch16_reg4_gap_256", dict(embed_dim=64, depth=1, img_size=32, num_classes=5)),
+}
+# Architectures keras_vit does not build: refused by name (`families.py`), never loaded with a guess.
+TIMM_NOT_BUILT = {
+    "timm_pe_core": "vit_pe_core_tiny_patch16_384",
+    "timm_dinov3": "vit_small_patch16_dinov3",
+    "timm_rope": "vit_base_patch16_rope_224",
+    "timm_relpos": "vit_relpos_medium_patch16_224",
+}
 DYNAMIC_SIZE = (42, 56)  # DINOv2 at a 3x4 patch grid instead of its native 2x2
 
 
@@ -172,6 +189,15 @@ def make_families(out):
         size = args["img_size"]
         np.save(out / f"{folder}.out.npy", model(images[size]).numpy())
         cases[folder] = size
+    for folder, (architecture, args) in TIMM_BY_NAME.items():
+        model = timm.create_model(architecture, pretrained=False, **args).eval()
+        randomize(model)
+        save_for_hf(model, out / folder, safe_serialization=True)
+        np.save(out / f"{folder}.out.npy", model(images[args["img_size"]]).numpy())
+        cases[folder] = args["img_size"]
+    for folder, architecture in TIMM_NOT_BUILT.items():
+        model = timm.create_model(architecture, pretrained=False, depth=1, img_size=32).eval()
+        save_for_hf(model, out / folder, safe_serialization=True)
     # timm's own run-time resampling: the same weights, any input size.
     dynamic = timm.create_model(
         "vit_small_patch14_reg4_dinov2", pretrained=False, dynamic_img_size=True, **_FAMILY_TINY,
@@ -359,6 +385,31 @@ def make_b16(out):
     np.save(out / "hf_b16.logits.npy", classifier(pixel_values=images).logits.numpy())
 
 
+def factories(out):
+    """What timm's factory functions set, read from their source: `OUT/factories.json`.
+
+    `{architecture: {"num_heads": int or None, "act_layer": str or None, "eps": float or None}}` for every
+    ViT-shaped timm architecture (vision_transformer.py and deit.py), without building any model.
+    """
+    import inspect
+    import re
+
+    import timm
+
+    found = {}
+    for name in timm.list_models(module=["vision_transformer", "deit"]):
+        source = inspect.getsource(timm.models._registry.model_entrypoint(name))
+        heads = re.search(r"num_heads=(\d+)", source)
+        act = re.search(r"act_layer=['\"]?([\w.]+)", source)
+        eps = re.search(r"LayerNorm, eps=([\d.e-]+)", source)
+        found[name] = {
+            "num_heads": int(heads[1]) if heads else None,
+            "act_layer": act[1] if act else None,
+            "eps": float(eps[1]) if eps else None,
+        }
+    (out / "factories.json").write_text(json.dumps(found))
+
+
 @torch.no_grad()
 def timm_npz(out, pairs):
     images = torch.from_numpy(np.load(out / "images.npy")).permute(0, 3, 1, 2)
@@ -374,6 +425,8 @@ if __name__ == "__main__":
         make(directory)
     elif command == "make-b16":
         make_b16(directory)
+    elif command == "factories":
+        factories(directory)
     elif command == "timm-npz":
         timm_npz(directory, sys.argv[3:])
     else:

@@ -262,3 +262,33 @@ def test_cli_export_of_a_run_takes_the_runs_own_dataset(cli_main, tmp_path, caps
         row["artifact"]: row for row in json.loads((tmp_path / "out" / "parity_report.json").read_text())["artifacts"]
     }
     assert rows["Keras"]["accuracy"] is not None and rows["LiteRT int8"]["status"] != "skipped"
+
+
+def test_cli_export_into_a_read_only_folder_is_one_line_naming_it(cli_main, model_dir, read_only_folder, capsys):
+    assert cli_main(["export", str(model_dir), "--output", str(read_only_folder / "out"), "--no-onnx"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(f"keras-vit export: error: {read_only_folder}: permission denied")
+    assert list(read_only_folder.iterdir()) == []
+
+
+def test_a_full_disk_during_the_export_is_one_line_and_leaves_nothing(
+    cli_main, model_dir, tmp_path, capsys, monkeypatch
+):
+    """TensorFlow says ResourceExhaustedError when the SavedModel's variables do not fit on the disk."""
+    import tensorflow as tf
+
+    from keras_vit.deploy import saved_model
+
+    def full_disk(*args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(None, None, "variables.data-00000-of-00001; No space left on device")
+
+    monkeypatch.setattr(saved_model, "write_saved_model", full_disk)
+    output = tmp_path / "out"
+    assert cli_main(["export", str(model_dir), "--output", str(output), "--no-onnx"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"keras-vit export: error: {output}: no space left on the device: free some space (or choose another disk) and run it again.\n"
+    )
+    assert list(tmp_path.iterdir()) == []  # the staging folder removed too

@@ -11,8 +11,10 @@ import tensorflow as tf
 import keras_vit
 from keras_vit.deploy import export, litert, onnx
 
-pytest.importorskip("onnxruntime", reason='the onnx extra is not installed: pip install "keras_vit[onnx]"')
-pytest.importorskip("tf2onnx", reason='the onnx extra is not installed: pip install "keras_vit[onnx]"')
+pytest.importorskip(
+    "onnxruntime", reason='the onnx extra is not installed: pip install "keras-vision-transformer[onnx]"'
+)
+pytest.importorskip("tf2onnx", reason='the onnx extra is not installed: pip install "keras-vision-transformer[onnx]"')
 import onnxruntime  # noqa: E402
 
 KINDS = {
@@ -129,7 +131,7 @@ def test_without_the_packages_onnx_is_skipped_and_the_report_says_why(model, tmp
     assert row == {
         "artifact": "ONNX (ONNX Runtime)",
         "status": "skipped",
-        "reason": 'tf2onnx not installed (pip install "keras_vit[onnx]")',
+        "reason": 'tf2onnx not installed (pip install "keras-vision-transformer[onnx]")',
     }
     assert _onnx_row(model, tmp_path, with_onnx=False)["reason"] == "not asked for (--no-onnx)"
     assert os.listdir(tmp_path) == []
@@ -143,7 +145,7 @@ def test_cli_onnx_without_the_packages_is_refused_before_anything_is_written(
     err = capsys.readouterr().err
     assert err == (
         "keras-vit export: error: ONNX export was asked for (--onnx) but needs tf2onnx, onnx: "
-        'pip install "keras_vit[onnx]".\n'
+        'pip install "keras-vision-transformer[onnx]".\n'
     )
     assert os.listdir(tmp_path) == []
 

@@ -1,4 +1,4 @@
-"""Reading image files, `keras-vit predict` (and `--explain`), and the TensorFlow-free predictor in `deployment_kit/`."""
+"""Reading image files, `keras-vit predict` (and `--explain`), and the TensorFlow-free predictor in `export/`."""
 
 import functools
 import json
@@ -18,8 +18,8 @@ from keras_vit.deploy import predict
 
 @pytest.fixture(scope="module")
 def kit_predictor(repo):
-    """The path of `deployment_kit/predict_litert.py`."""
-    return str(repo / "deployment_kit" / "predict_litert.py")
+    """The path of `export/predict_litert.py`."""
+    return str(repo / "export" / "predict_litert.py")
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +137,9 @@ def _parse(printed):
 )
 def test_predict_agrees_across_model_formats(cli_main, model_dir, exported, images, capsys, model_path, labels):
     if model_path.endswith(".onnx"):
-        pytest.importorskip("onnxruntime", reason='the onnx extra is not installed: pip install "keras_vit[onnx]"')
+        pytest.importorskip(
+            "onnxruntime", reason='the onnx extra is not installed: pip install "keras-vision-transformer[onnx]"'
+        )
     folder, _ = images
     good = [str(folder / n) for n in ("rgb.png", "gray.png", "photo.jpg")]
     assert cli_main(["predict", *good, "--model", str(model_dir), "--top-k", "3"]) == 0
@@ -188,10 +190,12 @@ def test_predict_usage_errors_are_one_line(cli_main, images, capsys, args, messa
 )
 def test_export_kit_predictor_runs_without_tensorflow(exported, images, cli_main, capsys, repo, script, model):
     if script == "predict_onnx.py":
-        pytest.importorskip("onnxruntime", reason='the onnx extra is not installed: pip install "keras_vit[onnx]"')
+        pytest.importorskip(
+            "onnxruntime", reason='the onnx extra is not installed: pip install "keras-vision-transformer[onnx]"'
+        )
     folder, _ = images
     model = exported[0] / model
-    kit = repo / "deployment_kit"
+    kit = repo / "export"
     good = [str(folder / n) for n in ("rgb.png", "photo.jpg")]
     # TensorFlow and keras are made unimportable, and checked absent afterwards. The kit's folder is
     # on the path as when the script is run (predict_onnx.py imports predict_litert.py beside it).
@@ -360,10 +364,10 @@ def test_serving_clients_refuse_files_that_are_no_image(tmp_path, monkeypatch, n
     Image.fromarray(raw_images(1)[0]).save(tmp_path / "good.png")
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "notes.txt").write_text("hello")
-    result = _run_script(str(repo / "deployment_kit" / "serving" / "rest_request.py"), *names, cwd=tmp_path)
+    result = _run_script(str(repo / "export" / "serving" / "rest_request.py"), *names, cwd=tmp_path)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr == f"rest_request.py: error: {message}\n"
-    grpc_client = runpy.run_path(str(repo / "deployment_kit" / "serving" / "grpc_predict.py"))
+    grpc_client = runpy.run_path(str(repo / "export" / "serving" / "grpc_predict.py"))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=re.escape(message)):
         grpc_client["read_image_file"](names[-1])
@@ -385,9 +389,11 @@ def test_predict_explain_draws_the_halting_depth_of_an_adaptive_model(
 
 
 def test_onnx_kit_predictor_refuses_what_is_no_keras_vit_onnx_model(repo, exported, tmp_path, monkeypatch, capsys):
-    pytest.importorskip("onnxruntime", reason='the onnx extra is not installed: pip install "keras_vit[onnx]"')
-    monkeypatch.syspath_prepend(str(repo / "deployment_kit"))  # predict_onnx.py imports predict_litert.py
-    kit = runpy.run_path(str(repo / "deployment_kit" / "predict_onnx.py"))
+    pytest.importorskip(
+        "onnxruntime", reason='the onnx extra is not installed: pip install "keras-vision-transformer[onnx]"'
+    )
+    monkeypatch.syspath_prepend(str(repo / "export"))  # predict_onnx.py imports predict_litert.py
+    kit = runpy.run_path(str(repo / "export" / "predict_onnx.py"))
     (tmp_path / "m.onnx").write_text("not a model")
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img.png")
     main = functools.partial(kit["main"], model_kind=".onnx", load=kit["load_classifier"])
@@ -398,3 +404,29 @@ def test_onnx_kit_predictor_refuses_what_is_no_keras_vit_onnx_model(repo, export
     onnx_model = str(exported[0] / "onnx" / "vit.onnx")
     assert main(["--model", onnx_model, "--labels", str(tmp_path / "labels.txt"), str(tmp_path / "img.png")]) == 2
     assert "labels.txt has 2 labels but" in capsys.readouterr().err
+
+
+def test_predict_explain_into_a_read_only_folder_still_prints_the_predictions(
+    cli_main, model_dir, images, read_only_folder, capsys
+):
+    folder, _ = images
+    good = [str(folder / n) for n in ("rgb.png", "photo.jpg")]
+    maps = read_only_folder / "maps"
+    assert cli_main(["predict", *good, "--model", str(model_dir), "--explain", str(maps), "--top-k", "2"]) == 2
+    captured = capsys.readouterr()
+    assert list(_parse(captured.out)) == good  # every prediction printed
+    assert captured.err.count("\n") == 1
+    assert captured.err.startswith(f"keras-vit predict: error: {maps}: ")  # makedirs names the folder it could not make
+
+
+def test_predict_takes_a_runs_best_checkpoint(cli_main, model_dir, tmp_path, images, capsys):
+    """`keras-vit train` lists checkpoints/best.keras: its keras_vit.json is the run's, one folder up."""
+    run = tmp_path / "run"
+    shutil.copytree(model_dir, run)
+    (run / "checkpoints").mkdir()
+    shutil.copy(run / "model.keras", run / "checkpoints" / "best.keras")
+    image = str(images[0] / "rgb.png")
+    assert cli_main(["predict", image, "--model", str(run), "--top-k", "1"]) == 0
+    expected = capsys.readouterr().out
+    assert cli_main(["predict", image, "--model", str(run / "checkpoints" / "best.keras"), "--top-k", "1"]) == 0
+    assert capsys.readouterr().out == expected

@@ -139,7 +139,7 @@ def test_grpc_predict_request_evaluates_against_the_signature(
     for i, image in enumerate(images):
         paths.append(tmp_path / f"{i}.png")
         Image.fromarray(image).save(paths[-1])
-    client = runpy.run_path(str(repo / "deployment_kit" / "serving" / "grpc_predict.py"))
+    client = runpy.run_path(str(repo / "export" / "serving" / "grpc_predict.py"))
     request = client["predict_request"](paths)
     request = type(request).FromString(request.SerializeToString())  # as the server receives it
     signature = tf.saved_model.load(saved_model_dir).signatures[request.model_spec.signature_name]
@@ -156,7 +156,7 @@ def test_rest_request_body_carries_b64_images_the_signature_decodes(
     for path, image in zip(paths, images):
         Image.fromarray(image).save(path)
     body = json.loads(
-        json.dumps(runpy.run_path(str(repo / "deployment_kit" / "serving" / "rest_request.py"))["bytes_request"](paths))
+        json.dumps(runpy.run_path(str(repo / "export" / "serving" / "rest_request.py"))["bytes_request"](paths))
     )
     assert body["signature_name"] == "serving_bytes"
     # What TF Serving does with {"b64": ...} before calling the signature.

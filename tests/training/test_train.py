@@ -1,12 +1,17 @@
 """Training with model.fit: a short run end to end, resume after a kill, fine-tuning, CLI errors."""
 
+import contextlib
 import csv
+import errno
 import json
 import os
+import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 
@@ -286,7 +291,13 @@ def test_the_main_job_trains_evaluates_and_exports(tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "| LiteRT float32 |" in result.stdout and f"Wrote {output}/" in result.stdout
+    assert "| LiteRT float32 |" in result.stdout
+    # The closing line names what the folder holds, and nothing it does not.
+    wrote = next(line for line in result.stdout.splitlines() if line.startswith(f"Wrote {output}/: "))
+    listed = re.sub(r" \([^)]*\)", "", wrote.split(": ", 1)[1]).split(", ")
+    assert listed[0] == "model.keras" and "checkpoints/best.keras" in listed and "export/" in listed
+    assert "SHA256SUMS" in wrote  # inside export/
+    assert all((output / name).exists() for name in listed), listed
     assert "per class on the test split:" in result.stdout and "confusion matrix (rows: true class" in result.stdout
     for noise in ("XNNPACK", "fully_quantize", "Downloading and preparing"):  # LiteRT's C++ lines, TFDS' build
         assert noise not in result.stderr, result.stderr[-2000:]
@@ -424,3 +435,81 @@ def test_adaptive_tokens_fine_tune_a_plain_model_and_report_halting(tmp_path, ti
     assert architecture["adaptive_tokens"] is True and architecture["halting_gate_center"] == 3.0
     model = keras.saving.load_model(tmp_path / "run" / "model.keras", safe_mode=True)
     assert "halting_loss" in [layer.name for layer in model.layers]
+
+
+# --- the file system saying no -------------------------------------------------------------------
+
+TINY_RUN = ["--variant", "tiny/4", "--image-size", "16", "--epochs", "2", "--verbose", "0", "--no-export"]
+
+
+def test_cli_train_under_a_read_only_folder_is_one_line_before_any_image_is_read(read_only_folder, capsys):
+    from keras_vit import cli
+
+    output = read_only_folder / "run"
+    assert cli.main(["train", "--output", str(output), *TINY_RUN]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(f"keras-vit train: error: {read_only_folder}: permission denied")
+
+
+def test_a_full_disk_stops_the_run_in_one_line_and_it_resumes_once_there_is_space(tmp_path, capsys, monkeypatch):
+    """The disk fills while `best.keras` is written: no half-written checkpoint is left, and
+    `--resume` finishes the run once space is freed. (The no-space error is made at the file
+    boundary, Keras' save, which writes part of the file first as a filling disk does.)"""
+    from keras_vit import cli
+
+    def disk_fills(model, filepath, *args, **kwargs):
+        with open(filepath, "wb") as f:
+            f.write(b"PK\x03\x04" + b"\0" * 1000)  # a zip header, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    output = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(keras.Model, "save", disk_fills)
+        assert cli.main(["train", "--output", str(output), *TINY_RUN]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(f"keras-vit train: error: {output}: no space left on the device") and "--resume" in err
+    assert os.listdir(output / "checkpoints") == []  # neither best.keras nor its temporary file
+    assert cli.main(["train", "--output", str(output), "--resume", "--verbose", "0", "--no-export"]) == 0
+    assert (output / "results.json").exists()
+    assert len(_epochs_logged(output / "history.csv")) == 2
+    keras.saving.load_model(output / "checkpoints" / "best.keras", safe_mode=True)  # whole
+
+
+@contextlib.contextmanager
+def _as_another_user():
+    """Root reads every folder: as root, this process acts as `nobody` (its effective ids) for a while."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+def test_an_unreadable_class_folder_is_one_line_naming_it(capsys):
+    from keras_vit import cli
+
+    root = pathlib.Path(tempfile.mkdtemp(prefix="keras_vit_unreadable_"))  # tmp_path's parents are root's own
+    try:
+        root.chmod(0o777)
+        for name in ("cat", "dog"):
+            (root / "photos" / name).mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(np.full((8, 8, 3), i * 40, np.uint8)).save(root / "photos" / name / f"{i}.png")
+        (root / "photos" / "dog").chmod(0o000)
+        with _as_another_user():
+            code = cli.main(["train", "--dataset", str(root / "photos"), "--output", str(root / "run"), *TINY_RUN])
+    finally:
+        (root / "photos" / "dog").chmod(0o755)
+        shutil.rmtree(root)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert (
+        err.strip().splitlines()[-1].startswith(f"keras-vit train: error: {root / 'photos' / 'dog'}: permission denied")
+    )

@@ -9,11 +9,14 @@ The `.tflite` files written by `keras-vit export` take float32 pixels in 0..255
 at the model's image size and normalise them themselves; this script only
 decodes and resizes (bilinear with antialiasing, as the training pipeline does).
 It reads images as `keras_vit.deploy.predict.read_image` does; the two are tested on
-the same files. `predict_onnx.py` beside it is the same command for the `.onnx`
+the same files. Before answering it checks the model file against the `SHA256SUMS`
+that `keras-vit export` writes (copy it along, keeping the file's path below it, e.g.
+`tflite/vit_float16.tflite`): a damaged file is refused instead of answering wrong labels. `predict_onnx.py` beside it is the same command for the `.onnx`
 file, on ONNX Runtime; it imports this file's image reading and command line.
 """
 
 import argparse
+import hashlib
 import os
 import sys
 
@@ -71,6 +74,44 @@ class UsageError(Exception):
     """A mistake in the command line or its files: printed as one line, exit status 2."""
 
 
+# keras_vit.deploy.integrity's check, repeated here: this file runs without keras_vit.
+RECORD, LEVELS_UP = "SHA256SUMS", 4
+
+
+def check_integrity(path):
+    """Refuses a file that differs from the SHA-256 an export's `SHA256SUMS` (here or a few folders up) lists.
+
+    A file that no record lists (an older export, your own model) is taken as it is.
+    """
+    path = os.path.abspath(path)
+    folder = os.path.dirname(path)
+    for _ in range(LEVELS_UP + 1):
+        record = os.path.join(folder, RECORD)
+        name = os.path.relpath(path, folder).replace(os.sep, "/")
+        expected = _recorded_digest(record, name) if os.path.isfile(record) else None
+        if expected:
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for piece in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(piece)
+            if digest.hexdigest() != expected:
+                raise UsageError(
+                    f"{path} does not match the SHA-256 recorded for it in {record}: the file is damaged or was "
+                    "changed after the export; copy it again from the export (or export again)"
+                )
+            return
+        folder = os.path.dirname(folder)
+
+
+def _recorded_digest(record, name):
+    with open(record) as f:
+        for line in f:
+            digest, _, listed = line.rstrip("\n").partition(" ")
+            if len(digest) == 64 and listed[:1] in (" ", "*") and listed[1:] == name:
+                return digest.lower()
+    return None
+
+
 def image_files(paths):
     """Expands folders (their image files, sorted) and keeps files as given; refuses what is neither."""
     files = []
@@ -95,6 +136,7 @@ def load_classifier(model_path, num_threads=None):
         header = f.read(8)
     if header[4:8] != b"TFL3":  # the file identifier of every TFLite flatbuffer
         raise UsageError(f"{model_path} is not a .tflite model (no TFL3 identifier); pass the .tflite file as --model")
+    check_integrity(model_path)
     try:
         return Classifier(model_path, num_threads)
     except ValueError as error:
@@ -113,6 +155,7 @@ def read_labels(labels_path, model_path, num_classes, embedded=None):
         labels_path = labels_path or _find_labels(model_path)
         if not os.path.isfile(labels_path):
             raise UsageError(f"no such labels file: {labels_path}")
+        check_integrity(labels_path)
         with open(labels_path) as f:
             labels = f.read().splitlines()
     if len(labels) != num_classes:
@@ -150,6 +193,9 @@ def main(argv=None, model_kind=".tflite", load=None):
         labels = read_labels(args.labels, args.model, classifier.num_classes, getattr(classifier, "labels", None))
     except UsageError as error:  # before any output, so nothing is printed half-way
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a model or labels file this user may not read
+        print(f"{parser.prog}: error: {error.filename or args.model}: {error.strerror or error}", file=sys.stderr)
         return 2
     return predict_files(files, classifier, labels, args.top_k)
 

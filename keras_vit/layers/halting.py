@@ -20,9 +20,10 @@ the released `tiny-10-30` weights); the target, a unit Gaussian over the
 blocks centred on block 8 of 12, scaled so that the blocks before it sum to
 0.98 (`utils.get_distribution_target`).
 
-This module holds what `keras_vit.model.build_model` wires in (it imports
-only the layers); the views over a trained model (halting depth, the batch-1
-path that really drops halted tokens) are in `keras_vit.adaptive`.
+This module holds the layers and the arithmetic: `halting_step` is the one
+halting step, which the masked graph (`Halting`, what `build_model` wires in
+through `keras_vit.model.HaltingHook`) and the batch-1 path that really drops
+halted tokens (`keras_vit.views.adaptive`) both run.
 
 Legend: `B` batch, `T` tokens, `D` hidden_dim, `L` blocks.
 """
@@ -56,6 +57,32 @@ def target_distribution(num_layers, target_depth=None, buffer=0.02):
     pdf = [math.exp(-0.5 * (block - depth) ** 2) / math.sqrt(2 * math.pi) for block in range(num_layers)]
     scale = (1 - buffer) / sum(pdf[:depth])
     return [value * scale for value in pdf]
+
+
+def halting_step(x0, score_sum, remainder, active, gate_scale, gate_center, last):
+    """One block's halting arithmetic, on `(B, T)` float32 tensors; the masked and gathered paths share it.
+
+    Args:
+        x0: each token's first channel after the block (zero for a halted token).
+        score_sum, remainder: the summed scores and the remainder `R` so far.
+        active: 1 where the token still runs (the gathered path keeps active tokens only: ones).
+        gate_scale, gate_center: the gate `sigmoid(gate_scale * x0 - gate_center)`.
+        last: after the last block every token halts (`h = 1`).
+
+    Returns:
+        `(gate, going, weight, score_sum, remainder)`: the gate (the prior
+        reads its mean), 1 where the token still runs after this block, what
+        this block's output counts in the token's output (`h` while it goes
+        on, the remainder at its halt, 0 once halted), and the new sums.
+    """
+    gate = ops.sigmoid(x0 * gate_scale - gate_center)
+    h = ops.ones_like(gate) if last else gate
+    score_sum = score_sum + h
+    # The authors test `> 1 - eps` and `< 1 - eps`; one test keeps every token on one side.
+    going = 1.0 - ops.cast(score_sum >= 1.0 - EPS, "float32")  # still active after this block
+    halting = active * (1.0 - going)  # halts here: its output gets the remainder
+    weight = halting * remainder + going * h
+    return gate, going, weight, score_sum, remainder - going * h
 
 
 @_register
@@ -95,16 +122,12 @@ class Halting(keras.layers.Layer):
             output = ops.zeros_like(x)
         score_sum, remainder, active, ponder, depth = ops.unstack(state, 5, axis=-1)  # (B, T) each
         x = x * active[..., None]  # a halted token's row is not its output any more
-        gate = ops.sigmoid(x[..., 0] * self.gate_scale - self.gate_center)  # (B, T)
-        h = ops.ones_like(gate) if self.last else gate
-        score_sum = score_sum + h
-        # The authors test `> 1 - eps` and `< 1 - eps`; one test keeps every token on one side.
-        going = 1.0 - ops.cast(score_sum >= 1.0 - EPS, "float32")  # still active after this block
-        halting = active * (1.0 - going)  # halts here: its output gets the remainder
-        output = output + x * (halting * remainder + going * h)[..., None]
-        ponder = ponder + active + halting * remainder  # rho = blocks run + remainder at the halt
-        remainder = remainder - going * h
-        state = ops.stack([score_sum, remainder, going, ponder, depth + going], axis=-1)
+        gate, going, weight, score_sum, new_remainder = halting_step(
+            x[..., 0], score_sum, remainder, active, self.gate_scale, self.gate_center, self.last
+        )
+        output = output + x * weight[..., None]
+        ponder = ponder + active + active * (1.0 - going) * remainder  # rho = blocks run + remainder at the halt
+        state = ops.stack([score_sum, new_remainder, going, ponder, depth + going], axis=-1)
         bias = (1.0 - going)[:, None, None, :] * MASK_BIAS  # (B, 1, 1, T): halted keys out of attention
         next_tokens = tokens * ops.cast(going, tokens.dtype)[..., None]
         return next_tokens, bias, output, state, ops.mean(gate, axis=1)
@@ -179,57 +202,3 @@ def halting_losses(state, mean_scores, ponder_loss_weight, distribution_prior_we
     target = ops.convert_to_tensor(target_distribution(len(mean_scores), target_depth), "float32")
     kl = ops.sum(target * (ops.log(target) - ops.log(scores))) / len(mean_scores)
     return ponder, distribution_prior_weight * ops.maximum(kl, 0.0)
-
-
-class HaltingHook:
-    """`forward`'s block hook for adaptive tokens: each block, then its `Halting`.
-
-    The hook carries the halting state from block to block and returns, after
-    the last block, the halting-weighted output that the encoder norm and the
-    head read. Afterwards `depth` holds the `(B, T)` blocks each token ran.
-    New `Halting` layers carry no weights, so a hook over a trained model's
-    blocks (`keras_vit.adaptive`) computes what the model does.
-    """
-
-    def __init__(self, config):
-        self.config = config
-        self.output = self.state = self.bias = self.depth = None
-        self.mean_scores = []
-
-    def __call__(self, block, tokens):
-        c, index = self.config, len(self.mean_scores)
-        tokens = block(tokens) if self.bias is None else block(tokens, attention_bias=self.bias)
-        last = index == c.num_layers - 1
-        # float32 under a mixed policy too: Keras would otherwise cast the sums carried between blocks to half.
-        halting = Halting(
-            c.halting_gate_scale, c.halting_gate_center, last=last, dtype="float32", name=f"halting_{index}"
-        )
-        tokens, self.bias, self.output, self.state, mean_score = halting(tokens, self.output, self.state)
-        self.mean_scores.append(mean_score)
-        if not last:
-            return tokens
-        loss = HaltingLoss(
-            c.ponder_loss_weight,
-            c.distribution_prior_weight,
-            c.halting_target_depth,
-            dtype="float32",
-            name="halting_loss",
-        )
-        output, self.depth = loss(self.output, self.state, self.mean_scores)
-        return output
-
-
-def config_fields(model):
-    """The `ViTConfig` fields of adaptive tokens as `model`'s layers hold them (`{}` without them)."""
-    layers = {layer.name: layer for layer in model.layers}
-    if "halting_loss" not in layers:
-        return {}
-    gate, loss = layers["halting_0"], layers["halting_loss"]
-    return dict(
-        adaptive_tokens=True,
-        halting_gate_scale=gate.gate_scale,
-        halting_gate_center=gate.gate_center,
-        ponder_loss_weight=loss.ponder_loss_weight,
-        distribution_prior_weight=loss.distribution_prior_weight,
-        halting_target_depth=loss.target_depth,
-    )

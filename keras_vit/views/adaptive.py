@@ -7,9 +7,9 @@
     logits, depth = gathered_forward(model, images[:1])   # halted tokens really removed
 
 The mechanism (the `Halting` layers `build_vit(adaptive_tokens=True)` puts
-after every block, the losses) is in `keras_vit.halting`; this module holds
-the views that reuse a model's layers through `keras_vit.model.forward`, as
-token merging and attention maps do:
+after every block, the losses, the one halting step) is in
+`keras_vit.layers.halting`; this module holds the views that reuse a model's
+layers through `keras_vit.model.forward`, as token merging and attention maps do:
 
 - `halting_model`: the masked graph the model trains with, returning each
   token's depth (blocks run) with the logits; also over a model trained
@@ -30,15 +30,15 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_vit.halting import EPS, HaltingHook
-from keras_vit.model import ViTLayers, forward, model_config
+from keras_vit.layers.halting import halting_step
+from keras_vit.model import HaltingHook, ViTLayers, forward, model_config
 
 
 def _adaptive_config(model, fields):
     config = model_config(model)
     if config.pooling != "token":
         raise ValueError(f"{model.name!r} pools with {config.pooling!r}; adaptive tokens need a class token.")
-    return dataclasses.replace(config, adaptive_tokens=True, **fields)
+    return dataclasses.replace(config, adaptive_tokens=config.adaptive_tokens or True, **fields)
 
 
 def halting_model(model, **fields):
@@ -90,21 +90,23 @@ class GatheredHook:
     """`forward`'s hook for one image: runs each block on the active tokens only.
 
     After each block the halted tokens are gathered out (`ops.where` +
-    `ops.take`), so the token count shrinks; only the class token's weighted
-    output is kept, as only it reaches the head. With `all_tokens=False`
-    every token is dropped once the class token halts (the logits are then
-    final); `True` runs the rest too, to count every token's depth.
+    `ops.take`), so the token count shrinks, and the state's `positions`
+    follow them (each active token's index in the embedded sequence). The
+    halting arithmetic is the masked graph's (`halting_step`); only the
+    class token's weighted output is kept, as only it reaches the head. With
+    `all_tokens=False` every token is dropped once the class token halts (the
+    logits are then final); `True` runs the rest too, to count every token's depth.
     """
 
     def __init__(self, config, all_tokens=False):
         self.config, self.all_tokens = config, all_tokens
         self.index = 0
 
-    def __call__(self, block, tokens):
-        c = self.config
+    def __call__(self, block, state):
+        c, tokens = self.config, state.tokens
         if self.index == 0:
             length = tokens.shape[1]
-            self.positions = ops.arange(length, dtype="int32")  # each active token's place in the input
+            state = state.replace(positions=ops.arange(length, dtype="int32")[None])  # (1, T)
             self.score_sum = ops.zeros((length,))
             self.remainder = ops.ones((length,))
             self.depth = ops.zeros((length,))
@@ -115,25 +117,27 @@ class GatheredHook:
             warnings.filterwarnings("ignore", message="You are using a softmax over axis -1")
             tokens = block(tokens, training=False)  # (1, Ta, D): every token here is active
         x = ops.cast(tokens[0], "float32")  # (Ta, D)
-        gate = ops.sigmoid(x[:, 0] * c.halting_gate_scale - c.halting_gate_center)
-        h = ops.ones_like(gate) if last else gate
-        self.score_sum = self.score_sum + h
-        going = self.score_sum < 1.0 - EPS  # (Ta,)
-        weight = ops.where(going, h, self.remainder)
-        is_class = ops.cast(self.positions == 0, "float32")
-        self.class_output = self.class_output + ops.sum(x * (weight * is_class)[:, None], axis=0)[None, None]
-        self.depth = self.depth + ops.scatter(self.positions[:, None], ops.ones_like(h), ops.shape(self.depth))
-        self.remainder = self.remainder - ops.cast(going, "float32") * h
-        if last:
-            return ops.cast(self.class_output, tokens.dtype)  # (1, 1, D): all the pooling reads
-        keep = going
-        if not self.all_tokens:  # nothing else reaches the head once the class token has halted
-            keep = ops.logical_and(going, ops.any(ops.logical_and(going, self.positions == 0)))
-        index = ops.where(keep)[0]  # a data-dependent shape: the point of this path
-        self.positions, self.score_sum, self.remainder = (
-            ops.take(t, index, axis=0) for t in (self.positions, self.score_sum, self.remainder)
+        positions = state.positions[0]  # (Ta,)
+        _, going, weight, self.score_sum, self.remainder = halting_step(
+            x[:, 0],
+            self.score_sum,
+            self.remainder,
+            1.0,
+            c.adaptive_tokens.gate_scale,
+            c.adaptive_tokens.gate_center,
+            last,
         )
-        return ops.take(tokens, index, axis=1)
+        is_class = ops.cast(positions == 0, "float32")
+        self.class_output = self.class_output + ops.sum(x * (weight * is_class)[:, None], axis=0)[None, None]
+        self.depth = self.depth + ops.scatter(positions[:, None], ops.ones_like(weight), ops.shape(self.depth))
+        if last:
+            return state.replace(tokens=ops.cast(self.class_output, tokens.dtype))  # (1, 1, D): all the pooling reads
+        keep = going > 0.5
+        if not self.all_tokens:  # nothing else reaches the head once the class token has halted
+            keep = ops.logical_and(keep, ops.any(ops.logical_and(keep, positions == 0)))
+        index = ops.where(keep)[0]  # a data-dependent shape: the point of this path
+        self.score_sum, self.remainder = (ops.take(t, index, axis=0) for t in (self.score_sum, self.remainder))
+        return state.replace(tokens=ops.take(tokens, index, axis=1), positions=ops.take(state.positions, index, axis=1))
 
 
 def gathered_forward(model, images, all_tokens=False, **fields):

@@ -9,6 +9,8 @@ file, `predict_litert.py` (whose image reading and command line it uses) and
 The `.onnx` file written by `keras-vit export` takes `pixels`, float32 in 0..255 at
 the model's image size, normalises them itself and returns `logits` and
 `probabilities`; it carries its labels, so `--labels` is only needed to rename them.
+Copy the export's `SHA256SUMS` along (with `vit.onnx` in an `onnx/` folder below it) and a
+damaged file is refused before it answers, as `predict_litert.py` does.
 """
 
 import json
@@ -16,7 +18,7 @@ import os
 import sys
 
 import numpy as np
-from predict_litert import UsageError, main
+from predict_litert import UsageError, check_integrity, main
 
 
 class Classifier:
@@ -46,6 +48,7 @@ def load_classifier(model_path, num_threads=None):
     """The model, checked first: a missing file or one that is no keras_vit ONNX model gets its own message."""
     if not os.path.isfile(model_path):
         raise UsageError(f"no such model file: {model_path}")
+    check_integrity(model_path)  # SHA256SUMS, as predict_litert.py checks it
     try:
         return Classifier(model_path, num_threads)
     except Exception as error:  # ONNX Runtime raises its own classes for an unreadable file

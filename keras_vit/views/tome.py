@@ -45,9 +45,13 @@ class TokenMerging(keras.layers.Wrapper):
     Call arguments:
         tokens: `(B, T, D)`.
         sizes: `(B, T, 1)` patches each token stands for, or `None` for ones.
+        positions: optional `(B, T)` int32, each token's index in the
+            embedded sequence (`keras_vit.model.TokenState`); a merged token
+            keeps the position of the token it merged into.
 
     Returns:
-        `(tokens, sizes)`: `(B, T - r, D)` and `(B, T - r, 1)`.
+        `(tokens, sizes)`: `(B, T - r, D)` and `(B, T - r, 1)`; with
+        `positions`, `(tokens, sizes, positions)`.
     """
 
     def __init__(self, layer, r, class_token=True, **kwargs):
@@ -57,7 +61,7 @@ class TokenMerging(keras.layers.Wrapper):
         self.r = _check_r(r)
         self.class_token = bool(class_token)
 
-    def build(self, tokens_shape, sizes_shape=None):
+    def build(self, tokens_shape, sizes_shape=None, positions_shape=None):
         if not self.layer.built:
             self.layer.build(tokens_shape)
         self.built = True
@@ -66,24 +70,32 @@ class TokenMerging(keras.layers.Wrapper):
         """How many pairs merge among `length` tokens."""
         return min(self.r, (length - int(self.class_token)) // 2)
 
-    def call(self, tokens, sizes=None):
+    def call(self, tokens, sizes=None, positions=None):
         block = self.layer
         if sizes is None:
             sizes = ops.ones_like(tokens[..., :1])
         r = self.merged(tokens.shape[1])
         if r == 0:
-            return block(tokens, training=False), sizes
+            outputs = block(tokens, training=False), sizes
+            return outputs if positions is None else (*outputs, positions)
         # Proportional attention: a token standing for `size` patches counts `size` times.
         bias = ops.expand_dims(ops.transpose(ops.log(sizes), (0, 2, 1)), 1)  # (B, 1, 1, T)
         x, keys = block.attend(tokens, training=False, attention_bias=bias, return_keys=True)
         merge = bipartite_soft_matching(ops.mean(keys, axis=1), r, self.class_token)
         x, sizes = merge_weighted(merge, x, sizes)
-        return block.feed_forward(x, training=False), sizes
+        outputs = block.feed_forward(x, training=False), sizes
+        return outputs if positions is None else (*outputs, merge.positions(positions))
 
-    def compute_output_shape(self, tokens_shape, sizes_shape=None):
+    def compute_output_shape(self, tokens_shape, sizes_shape=None, positions_shape=None):
         batch, length, dim = tokens_shape
         length = None if length is None else length - self.merged(length)
-        return (batch, length, dim), (batch, length, 1)
+        shapes = (batch, length, dim), (batch, length, 1)
+        return shapes if positions_shape is None else (*shapes, (batch, length))
+
+    def compute_output_spec(self, tokens, sizes=None, positions=None):
+        shapes = self.compute_output_shape(tokens.shape, None, None if positions is None else positions.shape)
+        dtypes = (self.compute_dtype, self.compute_dtype, "int32")
+        return tuple(keras.KerasTensor(shape, dtype=dtype) for shape, dtype in zip(shapes, dtypes))
 
     def get_config(self):
         return {**super().get_config(), "r": self.r, "class_token": self.class_token}
@@ -122,6 +134,12 @@ def bipartite_soft_matching(metric, r, class_token=True):
         into = ops.swapaxes(ops.one_hot(dst, size_b, dtype=x.dtype), 1, 2)  # (B, Tb, r)
         return ops.concatenate([keep, x_b + ops.matmul(into, moved)], axis=1)
 
+    def positions(p):
+        """`(B, T)` positions in `merge`'s order: a B token keeps its own, the A tokens merged into it vanish."""
+        p = ops.convert_to_tensor(p)
+        return ops.concatenate([ops.take_along_axis(p[:, ::2], unmerged, axis=1), p[:, 1::2]], axis=1)
+
+    merge.positions = positions
     return merge
 
 
@@ -170,15 +188,17 @@ def apply_token_merging(model, r):
     if None in model.input_shape[1:3]:
         raise ValueError(
             "Token merging plans its merges for a fixed number of tokens; this model takes any image size "
-            "(dynamic_image_size=True): apply it to keras_vit.model.fixed_size_model(model, (height, width))."
+            "(dynamic_image_size=True): apply it to keras_vit.views.fixed_size_model(model, (height, width))."
         )
     r_of = dict(zip((block.name for block in layers.blocks), schedule))
-    sizes = None  # (B, T, 1): how many patches each token stands for, carried from block to block
 
-    def merge(block, tokens):
-        nonlocal sizes
-        tokens, sizes = TokenMerging(block, r_of[block.name], name=block.name)(tokens, sizes)
-        return tokens
+    def merge(block, state):
+        merging = TokenMerging(block, r_of[block.name], name=block.name)
+        if state.positions is None:  # (B, T, 1) sizes: how many patches each token stands for
+            tokens, sizes = merging(state.tokens, state.sizes)
+            return state.replace(tokens=tokens, sizes=sizes)
+        tokens, sizes, positions = merging(state.tokens, state.sizes, state.positions)
+        return state.replace(tokens=tokens, sizes=sizes, positions=positions)
 
     images = keras.Input(shape=model.input_shape[1:], name=model.inputs[0].name)
     return keras.Model(images, forward(layers, images, merge), name=f"{model.name}_tome")

@@ -1,0 +1,487 @@
+"""The family table: one record per ViT family, everything keras_vit knows about it in one place.
+
+A `Family` holds the names each source knows the family by (timm architecture names, transformers
+`model_type`s, big_vision), what its tensors must show, the `ViTConfig` fields its definition
+sets that no tensor shows, the per-architecture facts of timm's factory functions (GELU
+flavour, head count where the size word does not tell it), and its published checkpoints as keyword records (`registry.py` turns them into
+`CHECKPOINTS` rows, as keras-hub's presets or timm's `_cfg`).
+
+Families that keras_vit cannot build yet are records too, with `not_built` saying why: a file of
+theirs is refused by name in one line, never loaded with a guess. A name no record claims is
+refused as unknown, listing the families. Adding a family (docs/adding_a_family.md) is a record
+here, plus its layer where it brings new arithmetic; the source modules (`timm.py`,
+`transformers.py`, `big_vision.py`) read the table and need no edit unless the family brings
+tensors of a new name.
+"""
+
+import dataclasses
+import re
+import types
+
+from keras_vit.checkpoints.canonical import CheckpointError
+
+LABELS_IN21K, LABELS_IN1K = "imagenet21k", "imagenet1k"
+NO_LABELS = "none"  # feature extractors and image-text embeddings
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """One ViT family, as every source names it.
+
+    Attributes:
+        name: e.g. `"DINOv2"`.
+        reference: the paper (or code) that defines it.
+        timm: regexes of timm architecture names (matched whole); the first record whose
+            pattern matches claims the name.
+        transformers: transformers `model_type`s (a two-tower model's and its image tower's).
+        big_vision: big_vision writes it (its `.npz` layout is read for it).
+        tensors: what its files' tensors must show, as `ViTConfig` fields (`layer_scale`: has
+            LayerScale); a file whose tensors differ is refused naming each difference.
+        options: `ViTConfig` fields its definition sets that no tensor shows (every source).
+        timm_options: `(regex, {field: value})` per timm architecture, first match: what that
+            factory function sets on top (timm's `act_layer='gelu_tanh'` for some SigLIP ones).
+        timm_tensors: `(regex, {field: value})` per timm architecture, first match: what its
+            tensors must show on top of `tensors` (a distilled DeiT's distillation token).
+        transformers_options: fields a transformers file has when its config.json does not say.
+        transformers_tensors: what its transformers files' tensors must show on top of `tensors`.
+        scaling: the pixel scaling of its weights (`keras_vit.preprocessing.SCALINGS`), if one.
+        checkpoints: its published checkpoints, one keyword record each (see `registry.py`).
+        not_built: why keras_vit cannot build it yet; `None` for a family it builds.
+    """
+
+    name: str
+    reference: str
+    timm: tuple = ()
+    transformers: tuple = ()
+    big_vision: bool = False
+    tensors: dict = dataclasses.field(default_factory=dict)
+    options: dict = dataclasses.field(default_factory=dict)
+    timm_options: tuple = ()
+    timm_tensors: tuple = ()
+    transformers_options: dict = dataclasses.field(default_factory=dict)
+    transformers_tensors: dict = dataclasses.field(default_factory=dict)
+    scaling: str = None
+    checkpoints: tuple = ()
+    not_built: str = None
+
+    def __post_init__(self):
+        # Frozen all the way down: the record's dicts become read-only views.
+        for field in ("tensors", "options", "transformers_options", "transformers_tensors"):
+            object.__setattr__(self, field, types.MappingProxyType(dict(getattr(self, field))))
+        object.__setattr__(self, "checkpoints", tuple(types.MappingProxyType(dict(r)) for r in self.checkpoints))
+
+    def timm_facts(self, architecture):
+        """`(ViTConfig fields timm's factory for `architecture` sets, what its tensors must show)`."""
+        options = {**self.options, **_first(self.timm_options, architecture)}
+        tensors = {**self.tensors, **_first(self.timm_tensors, architecture)}
+        registers = re.search(r"_reg(\d+)", architecture)  # timm's names say their registers
+        tensors["num_register_tokens"] = int(registers[1]) if registers else 0
+        return options, tensors
+
+
+def _first(rows, architecture):
+    return next((dict(facts) for pattern, facts in rows if re.fullmatch(pattern, architecture)), {})
+
+
+# timm's size words -> heads, as its factories (timm/models/vision_transformer.py) define them; the
+# few architectures that differ from their word are listed first. `tests/checkpoints/test_families_table.py`
+# reads timm's source and checks every ViT-shaped factory against this.
+TIMM_HEADS = (
+    (r"vit_base_patch16_gap_224", 16),
+    (r"vit_base_patch(16|32)_plus_.*", 14),
+    (r"vit_giant_patch14_(reg\d_)?dinov2|vit_giant_patch14_reg1_tipsv2", 24),
+)
+TIMM_SIZE_HEADS = {
+    "tiny": 3, "xsmall": 4, "wee": 4, "pwee": 4, "little": 5, "small": 6, "medium": 8, "mediumd": 8,
+    "betwixt": 10, "base": 12, "so150m": 14, "so150m2": 13, "large": 16, "huge": 16, "so400m": 16,
+    "giant": 16, "giantopt": 16, "gigantic": 16,
+}  # fmt: skip
+
+
+def timm_num_heads(architecture):
+    """The heads of a timm architecture, from its name (`None` if the name does not tell)."""
+    for pattern, heads in TIMM_HEADS:
+        if re.fullmatch(pattern, architecture):
+            return heads
+    match = re.match(r"(?:vit|deit3?|flexivit)_([a-z0-9]+?)(?:_|$)", architecture)
+    return TIMM_SIZE_HEADS.get(match[1]) if match else None
+
+
+BUCKET = "https://storage.googleapis.com/vit_models/"
+# One AugReg run per variant: the pre-training file and its ImageNet-1k fine-tune, the runs timm
+# ships as its `augreg_in21k` weights. For Ti/16, S/16 and B/16 they are the paper's recommended
+# (Table 3) runs; for B/32 and L/16 they are timm's picks (the vision_transformer README's Table 3
+# names other runs for those).
+_AUGREG = {
+    "Ti/16": ("Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0", "steps_20k-lr_0.03"),
+    "S/16": ("S_16-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0", "steps_20k-lr_0.03"),
+    "B/16": ("B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0", "steps_20k-lr_0.01"),
+    "B/32": ("B_32-i21k-300ep-lr_0.001-aug_medium1-wd_0.03-do_0.0-sd_0.0", "steps_20k-lr_0.03"),
+    "L/16": ("L_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.1-sd_0.1", "steps_20k-lr_0.01"),
+}
+# The original paper's files: ImageNet-21k pre-training (with pre_logits) and 384 fine-tunes.
+_ORIGINAL = ("B/16", "B/32", "L/16", "L/32")
+
+
+def _vit_checkpoints():
+    """The original and AugReg checkpoints (google-research/vision_transformer's bucket), as keyword records."""
+    for variant, (run, fine_tune) in _AUGREG.items():
+        yield dict(variant=variant, tag="augreg_in21k", url=f"{BUCKET}augreg/{run}.npz", image_size=224,
+                   num_classes=21843, labels=LABELS_IN21K)  # fmt: skip
+        yield dict(variant=variant, tag="augreg_in21k_ft_in1k",
+                   url=f"{BUCKET}augreg/{run}--imagenet2012-{fine_tune}-res_224.npz", image_size=224,
+                   num_classes=1000, labels=LABELS_IN1K)  # fmt: skip
+    # Both folders hold a `ViT-B_16.npz`: the cached copies are named after folder and file, or the
+    # second one asked for would be served the first one's weights.
+    for variant in _ORIGINAL + ("H/14",):
+        file = f"ViT-{variant.replace('/', '_')}.npz"
+        hidden = {"B": 768, "L": 1024, "H": 1280}[variant[0]]
+        yield dict(variant=variant, tag="in21k", url=f"{BUCKET}imagenet21k/{file}", image_size=224,
+                   num_classes=21843, labels=LABELS_IN21K, representation_size=hidden,
+                   file_name=f"imagenet21k_{file}")  # fmt: skip
+    for variant in _ORIGINAL:
+        file = f"ViT-{variant.replace('/', '_')}.npz"
+        yield dict(variant=variant, tag="in21k_ft_in1k_384", url=f"{BUCKET}imagenet21k%2Bimagenet2012/{file}",
+                   image_size=384, num_classes=1000, labels=LABELS_IN1K,
+                   file_name=f"imagenet21k+imagenet2012_{file}")  # fmt: skip
+    yield dict(variant="B/16", tag="hf_in21k_ft_in1k", transformers="google/vit-base-patch16-224", image_size=224,
+               num_classes=1000, labels=LABELS_IN1K, file_name="google_vit-base-patch16-224.safetensors")  # fmt: skip
+
+
+# The descendants' rows: `timm=` a timm hub repository (`timm/<architecture>.<tag>`), `transformers=` a
+# publisher's transformers repository (whole two-tower files: the image tower is read), `url=` any other
+# file. Their `config.json` is not fetched, so `options` carry what it would say.
+_QUICK_GELU = (("activation", "quick_gelu"),)  # OpenAI's CLIP weights, as trained (timm names them *_clip_224)
+_GELU_TANH = (("activation", "gelu_tanh"),)  # SigLIP as trained in big_vision (timm runs exact GELU)
+_CLIP_GELU = (("activation", "gelu"),)  # OpenCLIP's LAION weights
+_LOGITS_1K = dict(image_size=224, num_classes=1000, labels=LABELS_IN1K)
+_FEATURES_518 = dict(image_size=518, num_classes=0, output="features")
+_FEATURES_224 = dict(image_size=224, num_classes=0, output="features")
+_CLIP_512 = dict(image_size=224, num_classes=512, output="embedding")
+
+
+_SIZES = "(tiny|xsmall|small|medium|mediumd|betwixt|base|large|huge|giant|gigantic|so400m|so150m)"
+_RES = r"\d+"
+_IMAGENET = "imagenet"
+
+FAMILIES = (
+    Family(
+        "ViT",
+        "Dosovitskiy et al. 2020; AugReg: Steiner et al. 2021 (google-research/vision_transformer)",
+        timm=(
+            rf"vit_{_SIZES}_patch\d+_{_RES}",  # the original ViTs and AugReg
+            rf"vit_base_patch(16|32)_plus_{_RES}",
+            rf"vit_{_SIZES}_patch\d+_(reg\d_)?gap_{_RES}",  # class-token-free, mean-pooled
+            rf"vit_(wee|little|medium|mediumd|betwixt)_patch16_reg\d_gap_{_RES}",  # LayerScale + registers
+            rf"vit_so150m_patch16_reg4_(map|gap)_{_RES}",
+            r"vit_(small|base|large)_patch\d+_(224|384)_in21k",  # older timm names
+            r"flexivit_(small|base|large)",
+        ),
+        transformers=("vit",),
+        big_vision=True,
+        scaling="vit",
+        checkpoints=tuple(_vit_checkpoints()),
+    ),
+    Family(
+        "DeiT",
+        "Touvron et al. 2021",
+        timm=(r"deit_(tiny|small|base)_(distilled_)?patch16_(224|384)",),
+        transformers=("deit",),
+        tensors={"layer_scale": False},
+        timm_tensors=((r".*_distilled_.*", {"distillation": True}), (r".*", {"distillation": False})),
+        transformers_tensors={"distillation": True},  # transformers' DeiT always has the distillation token
+        transformers_options={"layer_norm_epsilon": 1e-12},  # transformers' DeiT configs; timm's is 1e-6
+        scaling=_IMAGENET,
+        checkpoints=(
+            dict(
+                variant="Ti/16", tag="deit_distilled_in1k", timm="deit_tiny_distilled_patch16_224.fb_in1k", **_LOGITS_1K
+            ),
+            dict(
+                variant="S/16", tag="deit_distilled_in1k", timm="deit_small_distilled_patch16_224.fb_in1k", **_LOGITS_1K
+            ),
+            dict(
+                variant="B/16", tag="deit_distilled_in1k", timm="deit_base_distilled_patch16_224.fb_in1k", **_LOGITS_1K
+            ),
+        ),  # fmt: skip
+    ),
+    Family(
+        "DeiT III",
+        "Touvron et al. 2022",
+        timm=(r"deit3_(small|medium|base|large|huge)_patch\d+_\d+(_in21ft1k)?",),
+        tensors={"layer_scale": True, "distillation": False},
+        scaling=_IMAGENET,
+        checkpoints=(
+            dict(variant="S/16", tag="deit3_in1k", timm="deit3_small_patch16_224.fb_in1k", **_LOGITS_1K),
+            dict(variant="B/16", tag="deit3_in1k", timm="deit3_base_patch16_224.fb_in1k", **_LOGITS_1K),
+            dict(
+                variant="B/16", tag="deit3_in21k_ft_in1k", timm="deit3_base_patch16_224.fb_in22k_ft_in1k", **_LOGITS_1K
+            ),
+            dict(
+                variant="L/16", tag="deit3_in21k_ft_in1k", timm="deit3_large_patch16_224.fb_in22k_ft_in1k", **_LOGITS_1K
+            ),
+        ),  # fmt: skip
+    ),
+    Family(
+        "DINOv2",
+        "Oquab et al. 2023; with registers: Darcet et al. 2024",
+        timm=(r"vit_(small|base|large)_patch14_(reg\d_)?dinov2",),
+        transformers=("dinov2", "dinov2_with_registers"),
+        tensors={"layer_scale": True, "class_token": True},
+        scaling=_IMAGENET,
+        checkpoints=(
+            dict(variant="S/14", tag="dinov2_lvd142m", timm="vit_small_patch14_dinov2.lvd142m", **_FEATURES_518),
+            dict(variant="B/14", tag="dinov2_lvd142m", timm="vit_base_patch14_dinov2.lvd142m", **_FEATURES_518),
+            dict(variant="L/14", tag="dinov2_lvd142m", timm="vit_large_patch14_dinov2.lvd142m", **_FEATURES_518),
+            dict(
+                variant="S/14", tag="dinov2_reg4_lvd142m", timm="vit_small_patch14_reg4_dinov2.lvd142m", **_FEATURES_518
+            ),
+            dict(
+                variant="B/14", tag="dinov2_reg4_lvd142m", timm="vit_base_patch14_reg4_dinov2.lvd142m", **_FEATURES_518
+            ),
+            dict(
+                variant="L/14", tag="dinov2_reg4_lvd142m", timm="vit_large_patch14_reg4_dinov2.lvd142m", **_FEATURES_518
+            ),
+            dict(variant="S/14", tag="hf_dinov2", transformers="facebook/dinov2-small", **_FEATURES_518),
+            dict(variant="B/14", tag="hf_dinov2", transformers="facebook/dinov2-base", **_FEATURES_518),
+            dict(
+                variant="B/14",
+                tag="hf_dinov2_reg4",
+                transformers="facebook/dinov2-with-registers-base",
+                **_FEATURES_518,
+            ),
+        ),  # fmt: skip
+    ),
+    Family(
+        "SigLIP",
+        "Zhai et al. 2023; SigLIP 2's fixed-resolution towers: Tschannen et al. 2025",
+        timm=(rf"vit_(base|large|so400m|giantopt)_patch\d+_siglip_(gap_)?{_RES}",),
+        transformers=("siglip", "siglip_vision_model"),
+        big_vision=True,
+        tensors={"class_token": False},
+        timm_tensors=((r".*_siglip_\d+", {"pooling": "map"}),),
+        transformers_tensors={"pooling": "map"},
+        # timm's factories run exact GELU except for these (act_layer='gelu_tanh'); big_vision and
+        # transformers run tanh GELU for every SigLIP.
+        timm_options=(
+            (r"vit_base_patch32_siglip_(gap_)?256|vit_large_patch16_siglip_(gap_)?512", {"activation": "gelu_tanh"}),
+            (r"vit_so400m_patch16_siglip_.*|vit_giantopt_patch16_siglip_.*", {"activation": "gelu_tanh"}),
+        ),
+        transformers_options={"activation": "gelu_tanh"},
+        scaling="vit",
+        checkpoints=(
+            dict(
+                variant="B/16",
+                tag="siglip_webli",
+                timm="vit_base_patch16_siglip_224.webli",
+                options=_GELU_TANH,
+                **_FEATURES_224,
+            ),
+            dict(
+                variant="B/16",
+                tag="siglip2_webli",
+                timm="vit_base_patch16_siglip_224.v2_webli",
+                options=_GELU_TANH,
+                **_FEATURES_224,
+            ),
+            dict(variant="B/16", tag="hf_siglip", transformers="google/siglip-base-patch16-224", **_FEATURES_224),
+            # big_vision's SigLIP B/16 (the file its SigLIP colab loads): both towers; the image tower's head
+            # projects to the 768-wide image-text space.
+            dict(
+                variant="B/16",
+                tag="siglip_webli_big_vision",
+                image_size=224,
+                num_classes=768,
+                output="embedding",
+                url="https://storage.googleapis.com/big_vision/siglip/webli_en_b16_224_63724782.npz",
+                options=_GELU_TANH,
+            ),
+        ),  # fmt: skip
+    ),
+    Family(
+        "CLIP",
+        "Radford et al. 2021 (OpenAI), OpenCLIP",
+        timm=(
+            rf"vit_(xsmall|medium|betwixt|base|large|huge|giant|gigantic)_patch\d+_(plus_)?clip_(quickgelu_)?{_RES}",
+        ),
+        transformers=("clip", "clip_vision_model"),
+        tensors={"pre_norm": True, "patch_bias": False},
+        options={"layer_norm_epsilon": 1e-5},
+        timm_options=((r".*_clip_quickgelu_.*", {"activation": "quick_gelu"}),),
+        scaling="clip",
+        checkpoints=(
+            dict(
+                variant="B/16",
+                tag="clip_openai",
+                timm="vit_base_patch16_clip_224.openai",
+                **_CLIP_512,
+                options=_QUICK_GELU,
+            ),
+            dict(
+                variant="B/32",
+                tag="clip_openai",
+                timm="vit_base_patch32_clip_224.openai",
+                **_CLIP_512,
+                options=_QUICK_GELU,
+            ),
+            dict(
+                variant="L/14",
+                tag="clip_openai",
+                timm="vit_large_patch14_clip_224.openai",
+                image_size=224,
+                num_classes=768,
+                output="embedding",
+                options=_QUICK_GELU,
+            ),
+            dict(
+                variant="B/16",
+                tag="clip_laion2b",
+                timm="vit_base_patch16_clip_224.laion2b",
+                **_CLIP_512,
+                options=_CLIP_GELU,
+            ),
+            dict(
+                variant="B/16",
+                tag="hf_clip_openai",
+                transformers="openai/clip-vit-base-patch16",
+                **_CLIP_512,
+                options=_QUICK_GELU,
+            ),
+        ),  # fmt: skip
+    ),
+    # Not built yet: what each needs is issue 20's (a layer, then the record's fields above).
+    Family(
+        "DINOv3",
+        "Siméoni et al. 2025",
+        timm=(r"vit_\w+_dinov3\w*",),
+        transformers=("dinov3_vit",),
+        not_built="DINOv3 uses a rotary position embedding (RoPE), not built yet",
+    ),
+    Family(
+        "Perception Encoder",
+        "Bolya et al. 2025",
+        timm=(r"vit_pe_(core|lang|spatial)_\w+",),
+        not_built="Perception Encoder uses a rotary position embedding, not built yet",
+    ),
+    Family(
+        "RoPE ViT",
+        "Heo et al. 2024 (Naver)",
+        timm=(r"vit_\w+_rope\w*",),
+        not_built="a rotary position embedding (RoPE), not built yet",
+    ),
+    Family(
+        "ViT with relative positions",
+        "timm's relpos ViTs",
+        timm=(r"vit_relpos_\w+", r"vit_srelpos_\w+"),
+        not_built="a relative position bias in every block, not built",
+    ),
+    Family(
+        "EVA-02",
+        "Fang et al. 2024",
+        timm=(r"eva02_\w+",),
+        not_built="EVA's rotary position embedding and SwiGLU MLP, not built yet",
+    ),
+    Family(
+        "AIMv2",
+        "Fini et al. 2024",
+        timm=(r"aimv2_\w+",),
+        transformers=("aimv2", "aimv2_vision_model"),
+        not_built="AIMv2 uses RMSNorm, a SwiGLU MLP and no projection biases, not built yet",
+    ),
+    Family(
+        "SigLIP 2 NaFlex",
+        "Tschannen et al. 2025",
+        timm=(r"naflexvit_\w+",),
+        transformers=("siglip2", "siglip2_vision_model"),
+        not_built="SigLIP 2's NaFlex models patchify outside the model and resize the position embedding per "
+        "image, not built yet; the fixed-resolution google/siglip2-*-patchN-SIZE checkpoints are SigLIP models "
+        "and load",
+    ),
+    Family(
+        "SwiGLU ViTs",
+        "DINOv2 giant, TIPSv2 giant",
+        timm=(r"vit_giant_patch14_(reg\d_)?dinov2", r"vit_giant_\w+_tipsv2"),
+        not_built="its MLP is SwiGLU, not built yet",
+    ),
+    Family(
+        "ViTs without query/key/value bias",
+        "timm's medium/betwixt gap and so150m2 models",
+        timm=(r"vit_(medium|betwixt)_patch16_gap_\d+", r"vit_so150m2_\w+"),
+        not_built="qkv_bias=False (attention without query/key/value biases), not built yet",
+    ),
+    Family(
+        "Differential / parallel ViTs",
+        "timm's dwee, dpwee, dlittle, pwee",
+        timm=(r"vit_(dwee|dpwee|dlittle|pwee)_\w+",),
+        not_built="differential attention or parallel blocks, not built",
+    ),
+    Family(
+        "Other timm ViT-shaped models",
+        "BEiT 3, InternViT, EVA (v1), TIPSv2",
+        timm=(r"beit3_\w+", r"vit_intern300m_\w+", r"eva_\w+", r"vit_\w+_tipsv2"),
+        not_built="not checked against timm yet (BEiT 3's extra norms, InternViT's missing final norm; TIPSv2 and "
+        "EVA v1 not compared), so not loaded",
+    ),
+)
+# The table's first ViT family matches the older, shorter timm names too, so the refusals go first.
+_TIMM_ORDER = tuple(f for f in FAMILIES if f.not_built) + tuple(f for f in FAMILIES if not f.not_built)
+
+
+@dataclasses.dataclass
+class HubConfig:
+    """What a hub folder's `config.json` (timm's or transformers') adds to the tensors."""
+
+    source: str  # e.g. "timm 'vit_small_patch14_reg4_dinov2'"
+    family: Family = None
+    options: dict = dataclasses.field(default_factory=dict)  # ViTConfig fields no tensor shows
+    tensors: dict = dataclasses.field(default_factory=dict)  # what the family's tensors must show
+    sizes: dict = dataclasses.field(default_factory=dict)  # {ViTConfig field: (config key, value)}, checked
+    num_heads: int = None
+    scaling: str = None  # a `preprocessing.SCALINGS` name, if the config's mean/std is one
+    problems: list = dataclasses.field(default_factory=list)  # what keras_vit cannot build
+
+
+def family(name):
+    """The record called `name` (`"DINOv2"`)."""
+    return next(f for f in FAMILIES if f.name == name)
+
+
+def _built(families):
+    return ", ".join(f.name for f in families if not f.not_built)
+
+
+def timm_family(architecture):
+    """The record that claims a timm architecture name; a `CheckpointError` for one not built or unknown."""
+    found = next((f for f in _TIMM_ORDER if any(re.fullmatch(p, architecture) for p in f.timm)), None)
+    if found is None:
+        raise CheckpointError(
+            f"timm architecture {architecture!r} is not a ViT architecture keras_vit knows; known: "
+            f"{_built(FAMILIES)} (docs/checkpoints.md lists their timm names)."
+        )
+    if found.not_built:
+        raise CheckpointError(f"timm architecture {architecture!r}: {found.not_built}.")
+    return found
+
+
+def transformers_family(model_type):
+    """The record that claims a transformers `model_type`; a `CheckpointError` for one not built or unknown."""
+    found = next((f for f in FAMILIES if model_type in f.transformers), None)
+    if found is None:
+        known = sorted(t for f in FAMILIES if not f.not_built for t in f.transformers)
+        raise CheckpointError(
+            f"transformers model_type {model_type!r} is not a ViT keras_vit knows; known: {', '.join(known)}."
+        )
+    if found.not_built:
+        raise CheckpointError(f"transformers model_type {model_type!r}: {found.not_built}.")
+    return found
+
+
+def check_tensors(family, expected, config, shown):
+    """What the tensors show (`config`, a `ViTConfig` read from them; `shown`, fields they decide
+    over any config.json) against what `family`'s must (`expected`): problems (sentences)."""
+    problems = []
+    for field, wanted in expected.items():
+        found = config.layer_scale_init is not None if field == "layer_scale" else getattr(config, field)
+        found = shown.get(field, found)
+        if found != wanted:
+            problems.append(f"{family.name} models have {field}={wanted!r}, the tensors {field}={found!r}")
+    return problems

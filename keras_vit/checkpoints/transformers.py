@@ -1,0 +1,138 @@
+"""Hugging Face transformers: its ViT-family state dicts -> the canonical layout, and its `config.json`.
+
+A transformers folder holds `model.safetensors` (or shards) and `config.json`: `{"architectures":
+["Dinov2Model"], "model_type": "dinov2", "hidden_act": ..., "layer_norm_eps": ..., "image_size":
+..., "num_attention_heads": ...}`; a two-tower model (SigLIP, CLIP) nests its image tower's in
+`vision_config`, and its `preprocessor_config.json` names the pixel statistics. The `model_type`
+decides the family (`families.transformers_family`: one keras_vit does not build is refused by name).
+
+Legend: `D` hidden_dim, `H` heads, `d` head_dim, `C` channels, `p` patch.
+"""
+
+import re
+
+from keras_vit.checkpoints import families
+from keras_vit.checkpoints.canonical import (
+    BLOCK_ATTENTION,
+    CLS,
+    DIST,
+    LEAF,
+    MAP_ATTENTION,
+    POSEMB,
+    PROBE,
+    QKV_GROUP,
+    REGISTERS,
+    CheckpointError,
+    N,
+    fold_prefix_slots,
+    from_pytorch,
+)
+from keras_vit.checkpoints.timm import scaling_of
+
+WIDTH_KEYS = ("embeddings.patch_embeddings.projection.weight", "embeddings.patch_embedding.weight")
+# One table for the Hugging Face ViT, DeiT, DINOv2 (with registers), SigLIP and CLIP vision models:
+# their names do not collide. Files on the Hub (and save_pretrained) use the first spellings;
+# transformers 5 in memory the `layers.N` / `q_proj` / `o_proj` ones.
+_HF = r"(?:vit\.|deit\.|dinov2\.|vision_model\.)?"
+_HF_LAYER = _HF + r"(?:encoder\.layers?|layers)\.(?P<block>\d+)\."
+KEYS = [
+    (_HF + r"embeddings\.patch_embeddings?(?:\.projection)?" + LEAF, "embedding/{kind}", "conv"),
+    (_HF + r"embeddings\.cls_token", CLS, "copy"),
+    (_HF + r"embeddings\.class_embedding", CLS, "token"),  # CLIP: (D,)
+    (_HF + r"embeddings\.distillation_token", DIST, "copy"),
+    (_HF + r"embeddings\.register_tokens", REGISTERS, "copy"),
+    (_HF + r"embeddings\.position_embeddings", POSEMB, "copy"),
+    (_HF + r"embeddings\.position_embedding\.weight", POSEMB, "posemb"),  # CLIP, SigLIP: an nn.Embedding
+    (_HF + r"pre_layrnorm" + LEAF, "Transformer/pre_norm/{norm}", "copy"),  # sic: CLIP's name
+    (_HF_LAYER + r"(?:layernorm_before|norm1|layer_norm1)" + LEAF, "LayerNorm_0/{norm}", "copy"),
+    (
+        _HF_LAYER + r"(?:attention\.(?:attention\.)?|self_attn\.)" + QKV_GROUP + r"(?:_proj)?" + LEAF,
+        BLOCK_ATTENTION + "{qkv}/{kind}",
+        "heads_in",
+    ),
+    (
+        _HF_LAYER + r"(?:attention\.(?:output\.dense|o_proj)|self_attn\.out_proj)" + LEAF,
+        BLOCK_ATTENTION + "out/{kind}",
+        "heads_out",
+    ),
+    (_HF_LAYER + r"layer_scale" + N + r"\.lambda1", "LayerScale_{n}/scale", "copy"),
+    (_HF_LAYER + r"(?:layernorm_after|norm2|layer_norm2)" + LEAF, "LayerNorm_2/{norm}", "copy"),
+    (_HF_LAYER + r"(?:intermediate\.dense|mlp\.fc1)" + LEAF, "MlpBlock_3/Dense_0/{kind}", "linear"),
+    (_HF_LAYER + r"(?:output\.dense|mlp\.fc2)" + LEAF, "MlpBlock_3/Dense_1/{kind}", "linear"),
+    (_HF + r"(?:layernorm|post_layernorm)" + LEAF, "Transformer/encoder_norm/{norm}", "copy"),
+    (_HF + r"pooler\.dense" + LEAF, "pre_logits/{kind}", "linear"),
+    (r"(?:classifier|cls_classifier)" + LEAF, "head/{kind}", "linear"),
+    (r"distillation_classifier" + LEAF, "head_dist/{kind}", "linear"),
+    (r"visual_projection\.weight", "head/kernel", "linear"),  # CLIP's projection: a head without bias
+    (_HF + r"head\.probe", PROBE, "copy"),  # SigLIP's attention pooling
+    (_HF + r"head\.attention\." + QKV_GROUP + LEAF, MAP_ATTENTION + "{qkv}/{kind}", "heads_in"),
+    (_HF + r"head\.attention\.out_proj" + LEAF, MAP_ATTENTION + "out/{kind}", "heads_out"),
+    (_HF + r"head\.layernorm" + LEAF, "MAPHead_0/LayerNorm_0/{norm}", "copy"),
+    (_HF + r"head\.mlp\.fc" + N + LEAF, "MAPHead_0/MlpBlock_0/Dense_{n}/{kind}", "linear"),
+]
+_FUSED = [(re.compile(r"(.*head\.attention\.)in_proj_(weight|bias)"), "qkv")]  # nn.MultiheadAttention (SigLIP's MAP)
+
+
+def to_canonical(state, num_heads):
+    """A transformers ViT, DeiT, DINOv2, SigLIP or CLIP image model's state dict -> `(facts, canonical arrays)`."""
+    out = from_pytorch(state, KEYS, num_heads, fused=_FUSED)
+    if REGISTERS in out and CLS in out and POSEMB in out:
+        # transformers' DINOv2 with registers adds the position embedding to [class, patches] and then
+        # inserts the registers: its class slot folds into the token, leaving the patches' part (the
+        # model's `embed_prefix_tokens=False`, as timm's `no_embed_class`).
+        fold_prefix_slots(out, tokens=(CLS,))
+    return {}, out
+
+
+ACTIVATIONS = {"gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh", "quick_gelu": "quick_gelu"}
+# config.json -> the ViTConfig fields the tensors show, checked against them.
+_SIZES = {"hidden_size": "hidden_dim", "num_hidden_layers": "num_layers", "intermediate_size": "mlp_dim"}
+
+
+def read_config(config, preprocessor=None):
+    """transformers' `config.json` (and `preprocessor_config.json`, if any) -> a `families.HubConfig`."""
+    model_type = config.get("model_type")
+    architecture = (config.get("architectures") or [model_type])[0]
+    hub = families.HubConfig(source=f"transformers {architecture!r}")
+    try:
+        hub.family = family = families.transformers_family(model_type)
+    except CheckpointError as e:
+        hub.problems.append(str(e))
+        return hub
+    vision = config.get("vision_config") or config  # SiglipModel / CLIPModel: the image tower's part
+    hub.tensors = {**family.tensors, **family.transformers_tensors}
+    if family.name == "DINOv2":
+        hub.tensors["num_register_tokens"] = vision.get("num_register_tokens") or 0
+    options = {**family.options, **family.transformers_options}
+    act = vision.get("hidden_act", "gelu")
+    if act not in ACTIVATIONS:
+        hub.problems.append(f"hidden_act={act!r} is none of {sorted(ACTIVATIONS)}")
+    else:
+        options["activation"] = ACTIVATIONS[act]
+    if vision.get("use_swiglu_ffn"):
+        hub.problems.append("use_swiglu_ffn=True: a SwiGLU MLP (DINOv2 giant) is not a ViT block keras_vit builds")
+    if architecture == "DeiTForImageClassification":
+        hub.problems.append(
+            "DeiTForImageClassification classifies from the class token alone while its blocks see a "
+            "distillation token; keras_vit reads DeiTForImageClassificationWithTeacher (both heads)"
+        )
+    if architecture.startswith("Dinov2") and architecture.endswith("ForImageClassification"):
+        hub.problems.append(
+            f"{architecture}'s classifier reads the class token and the patch mean side by side; "
+            "load the backbone's tensors (Dinov2Model) and train a head"
+        )
+    if "layer_norm_eps" in vision:
+        options["layer_norm_epsilon"] = float(vision["layer_norm_eps"])
+    if "image_size" in vision:
+        size = vision["image_size"]
+        options["image_size"] = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+    if family.name == "SigLIP":
+        options["pooling"] = "map"  # the only pooling whose weights the file has; the tensors say so too
+    hub.sizes = {field: (key, vision[key]) for key, field in _SIZES.items() if vision.get(key) is not None}
+    if vision.get("patch_size") is not None:
+        patch = vision["patch_size"]
+        hub.sizes["patch_size"] = ("patch_size", tuple(patch) if isinstance(patch, (list, tuple)) else (patch, patch))
+    hub.options, hub.num_heads = options, vision.get("num_attention_heads")
+    if preprocessor is not None:  # the image processor's statistics, beside the model's config
+        hub.scaling = scaling_of(preprocessor.get("image_mean"), preprocessor.get("image_std"))
+    return hub

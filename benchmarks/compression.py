@@ -15,8 +15,6 @@ int8 pay only where oneDNN has them (AVX-512 BF16, AMX, VNNI).
 import argparse
 import json
 import os
-import platform
-import re
 import time
 import warnings
 
@@ -25,20 +23,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 import keras_vit  # noqa: E402
-from keras_vit.deploy.precision import bfloat16_copy  # noqa: E402
+from keras_vit.deploy.precision import bfloat16_copy, cpu_flags  # noqa: E402
 
 MODES = ("float32", "bfloat16", "int8", "int4", "float8")
-
-
-def cpu_flags():
-    """The CPU's model name and its bfloat16 / int8 matmul instructions, from /proc/cpuinfo."""
-    try:
-        text = open("/proc/cpuinfo").read()
-    except OSError:
-        return platform.processor(), []
-    name = re.search(r"model name\s*:\s*(.*)", text)
-    flags = sorted(set(re.findall(r"\b(avx512_bf16|amx_bf16|amx_int8|avx512_vnni|avx_vnni)\b", text)))
-    return (name.group(1) if name else platform.processor()), flags
 
 
 def models(variant, image_size):

@@ -115,6 +115,7 @@ def export_model(
             path = os.path.join(staging, "saved_model_bfloat16", name, str(int(version)))
             copy = precision.bfloat16_copy(model)
             saved_model_rows.append(_saved_model_row(copy, metadata, path, test_images, measure, top_k, "bfloat16 "))
+            saved_model_rows[1]["reason"] = _bfloat16_note(*saved_model_rows)
         # The device resizes; the .tflite and .onnx files normalise.
         size = metadata["image_size"]
         pixels = litert.resized_pixels(test_images, size)
@@ -139,6 +140,17 @@ def export_model(
         integrity.write_record(staging, known=report["sha256"])  # the reports' own digests added
     print(parity.markdown(report), end="")
     return report
+
+
+def _bfloat16_note(float32_row, bfloat16_row):
+    """The bfloat16 SavedModel's latency against float32's (one after the other), with the CPU's instructions."""
+    cpu, flags = precision.cpu_flags()
+    speed = float32_row["latency_ms"] / bfloat16_row["latency_ms"]
+    return (
+        f"{speed:.2f}x the float32 SavedModel's speed at batch 1 on {cpu} "
+        f"({' '.join(flags) or 'no bfloat16 instructions: expect it slower'}); benchmarks/compression.py compares "
+        "batches in alternating rounds"
+    )
 
 
 def _record_digests(rows, root):

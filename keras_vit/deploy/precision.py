@@ -7,6 +7,9 @@ Measured in `benchmarks/bfloat16.py`; the parity report's `SavedModel bfloat16` 
 it costs in logits. Without those instructions bfloat16 is emulated and slower: keep float32.
 """
 
+import platform
+import re
+
 import keras
 
 from keras_vit.model import build_model, model_config
@@ -31,3 +34,15 @@ def with_precision(model, precision):
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not one of {PRECISIONS}.")
     return model if precision == "float32" else bfloat16_copy(model)
+
+
+def cpu_flags():
+    """`(CPU model name, its bfloat16 / int8 matmul instructions)` from /proc/cpuinfo (none elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+    except OSError:
+        return platform.processor(), []
+    name = re.search(r"model name\s*:\s*(.*)", text)
+    flags = sorted(set(re.findall(r"\b(avx512_bf16|amx_bf16|amx_int8|avx512_vnni|avx_vnni)\b", text)))
+    return (name.group(1) if name else platform.processor()), flags

@@ -32,6 +32,7 @@ def test_export_writes_a_bfloat16_saved_model_with_its_parity_row(model_dir, tmp
     assert (output / "saved_model_bfloat16" / "vit" / "1" / "saved_model.pb").is_file()
     assert row["status"] == "kept" and row["top1_agreement"] >= 0.75 and row["latency_ms"] > 0
     assert 0 < row["max_abs_logit_diff"] < 0.1
+    assert "x the float32 SavedModel's speed at batch 1 on" in row["reason"]
     assert rows["SavedModel (serving_uint8)"]["max_abs_logit_diff"] < 1e-5
     assert json.loads((output / "parity_report.json").read_text()) == report
 

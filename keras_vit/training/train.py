@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vit import files, run_folder
+from keras_vit import files, lora, run_folder
 from keras_vit.builders import build_from_checkpoint, build_vit
 from keras_vit.checkpoints import find_checkpoint
 from keras_vit.checkpoints.registry import not_found
@@ -106,6 +106,8 @@ def _train(config, return_model):
             print(
                 f"keras-vit train: --freeze-backbone: training the head's {trained:,} of {model.count_params():,} parameters"
             )
+        if config.lora:
+            _enable_lora(model, config)
         steps = splits.sizes["train"] // config.batch_size  # the training pipeline drops the remainder
         _compile(model, config, total_steps=steps * config.epochs, warmup_steps=int(config.warmup_epochs * steps))
     config = dataclasses.replace(
@@ -235,6 +237,31 @@ def freeze_backbone(model, frozen=True):
     return model
 
 
+def _enable_lora(model, config):
+    """LoRA adapters on `--lora-targets`, the rest frozen but the heads and `--lora-train`; says what trains."""
+    names = tuple(name.strip() for name in (config.lora_train or "").split(",") if name.strip())
+    lora.enable_lora(model, config.lora, config.lora_targets, train=names)
+    trained, total = lora.trainable_parameters(model)
+    print(
+        f"keras-vit train: --lora {config.lora} on {config.lora_targets}: training {trained:,} of {total:,} "
+        f"parameters ({trained / total:.1%}: the adapters and the head{', ' + ', '.join(names) if names else ''})"
+    )
+
+
+def _check_lora(config):
+    if isinstance(config.lora, bool) or not isinstance(config.lora, int) or config.lora < 1:
+        raise ValueError(f"--lora {config.lora} must be a positive rank, e.g. 4.")
+    if not config.weights:
+        raise ValueError("--lora adapts a trained model: pass --weights (a checkpoint or a run folder's model.keras).")
+    if config.freeze_backbone:
+        raise ValueError(
+            "--lora and --freeze-backbone both choose what trains: pass one (--freeze-backbone: the head)."
+        )
+    if config.resume:
+        raise ValueError("--resume does not continue a --lora run (Keras saves LoRA layers merged); start it again.")
+    lora.check_targets(config.lora_targets)
+
+
 def _halting_options(config):
     """The A-ViT `ViTConfig` fields the run sets (`None`: the paper's defaults); none without `--adaptive-tokens`."""
     if not config.adaptive_tokens:
@@ -317,6 +344,8 @@ def _check(config):
     _check_halting_flags(config)
     if config.jit_compile and config.strategy in ("mirrored", "multi_worker"):
         raise ValueError("--jit-compile does not work with a mirrored strategy (variables on several devices).")
+    if config.lora is not None:
+        _check_lora(config)
     if config.overwrite and config.resume:
         raise ValueError("Pass either --overwrite (start again) or --resume (continue), not both.")
     if config.weights:  # after the flags: it looks at the disk (and names the checkpoints it knows)
@@ -561,7 +590,9 @@ def _summary(config, splits, metrics):
 
 def _finish(model, config, splits, metrics, seconds, test_ds):
     output = config.output
-    run_folder.save_model(model, output)
+    run_folder.save_model(model, output)  # under LoRA, the merged model (Keras merges the adapters on save)
+    if lora.lora_layers(model):
+        lora.save_adapters(model, os.path.join(output, run_folder.ADAPTERS))
     run_folder.write_metadata(
         output,
         image_size=run_folder.input_size(model),

@@ -34,6 +34,8 @@ __all__ = [
     "CheckpointError",
     # views of a model
     "attention_model", "features_model", "TokenMerging", "apply_token_merging",
+    # fine-tuning
+    "enable_lora", "save_adapters", "load_adapters",
     # model parallelism (keras.distribution, JAX)
     "get_layout_map", "check_layout",
 ]  # fmt: skip

@@ -43,6 +43,7 @@ from keras_vit.layers import (
     TokenSlice,
     TransformerBlock,
 )
+from keras_vit.lora import enable_lora, load_adapters, save_adapters
 from keras_vit.model import build_model
 from keras_vit.training import optimizers  # noqa: F401  (registers the optimisers trained models are saved with)
 from keras_vit.views import (

@@ -78,10 +78,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser():
-    parser = _Parser(prog="keras-vit", description="Vision Transformers for Keras: train, evaluate, export, predict.")
+    parser = _Parser(
+        prog="keras-vit", description="Vision Transformers for Keras: train, evaluate, export, quantize, predict."
+    )
     _add_debug(parser, default=False)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_train, _add_evaluate, _add_export, _add_predict):
+    for add in (_add_train, _add_evaluate, _add_export, _add_quantize, _add_predict):
         add(subparsers, [_debug_flag()])
     return parser
 
@@ -269,26 +271,19 @@ def _add_export(subparsers, parents):
         help="write onnx/vit.onnx for ONNX Runtime (default: when tf2onnx, onnx and onnxruntime are installed; "
         "--onnx requires them and a working conversion, --no-onnx leaves it out)",
     )
+    parser.add_argument(
+        "--bfloat16",
+        action="store_true",
+        help="also write saved_model_bfloat16/, computing in bfloat16: faster on CPUs with AVX-512 BF16 or AMX",
+    )
     parser.set_defaults(run=_run_export)
 
 
 def _run_export(args):
-    from keras_vit import run_folder
     from keras_vit.deploy.export import export_model
-    from keras_vit.training import data
 
     args.writes = args.output
-    arrays = (_load_npy(path) for path in (args.test_images, args.test_labels, args.calibration_images))
-    test_images, test_labels, calibration = arrays
-    dataset, data_dir = args.dataset, args.data_dir
-    metadata = _readable_metadata(args.model_dir)
-    if dataset is None and args.test_images is None and args.calibration_images is None and metadata.get("source"):
-        dataset, data_dir = metadata["source"], data_dir or metadata.get("data_dir")  # the run's own, as `evaluate`
-        print(f"keras-vit export: test and calibration images from the run's dataset {dataset} (--dataset: others)")
-    if dataset:
-        metadata = metadata or run_folder.read_metadata(args.model_dir)  # none: its one-line error
-        splits = data.load_for_model(dataset, metadata, data_dir=data_dir)
-        test_images, test_labels, calibration = data.report_arrays(splits, metadata["image_size"])
+    test_images, test_labels, calibration = _report_images(args, "export", args.calibration_images)
     export_model(
         args.model_dir,
         args.output,
@@ -300,8 +295,29 @@ def _run_export(args):
         name=args.name,
         version=args.version,
         with_onnx=args.onnx,
+        bfloat16=args.bfloat16,
     )
     return 0
+
+
+def _report_images(args, command, calibration_images=None):
+    """`(test images, labels, calibration images)` for a report: .npy files, --dataset, or the run's own dataset."""
+    from keras_vit import run_folder
+    from keras_vit.training import data
+
+    arrays = (_load_npy(path) for path in (args.test_images, args.test_labels, calibration_images))
+    test_images, test_labels, calibration = arrays
+    dataset, data_dir = args.dataset, args.data_dir
+    metadata = _readable_metadata(args.model_dir)
+    if dataset is None and args.test_images is None and calibration_images is None and metadata.get("source"):
+        dataset, data_dir = metadata["source"], data_dir or metadata.get("data_dir")  # the run's own, as `evaluate`
+        images = "test and calibration images" if command == "export" else "test images"
+        print(f"keras-vit {command}: {images} from the run's dataset {dataset} (--dataset: others)")
+    if dataset:
+        metadata = metadata or run_folder.read_metadata(args.model_dir)  # none: its one-line error
+        splits = data.load_for_model(dataset, metadata, data_dir=data_dir)
+        test_images, test_labels, calibration = data.report_arrays(splits, metadata["image_size"])
+    return test_images, test_labels, calibration
 
 
 def _readable_metadata(model_dir):
@@ -325,6 +341,49 @@ def _load_npy(path):
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:  # not .npy data, truncated, or pickled objects
         raise ValueError(f"{path} is not a readable .npy array of numbers ({error}).") from None
+
+
+# --- quantize ----------------------------------------------------------------------------
+
+# `keras_vit.deploy.quantize.MODES`, written out: the parser is built before Keras is imported.
+QUANTIZE_MODES = ("int8", "int4", "float8")
+
+
+def _add_quantize(subparsers, parents):
+    parser = subparsers.add_parser(
+        "quantize",
+        help="quantize a trained model with Keras' model.quantize into a new run folder, with a parity report",
+        description="Writes a run folder whose model.keras is quantized by Keras (weights in int8, int4 or float8), "
+        "and a parity report against the float32 model. For on-device speed use LiteRT's int8 (keras-vit export): "
+        "Keras' int8 is slower than float32 on CPUs.",
+        parents=parents,
+    )
+    parser.add_argument("model_dir", help="a float32 run folder (model.keras and keras_vit.json)")
+    parser.add_argument(
+        "--mode", default="int8", choices=QUANTIZE_MODES, help="Keras' quantization mode (default: int8)"
+    )
+    parser.add_argument("--output", help="the run folder to create (default: <model_dir>-<mode>)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing quantized --output")
+    parser.add_argument("--dataset", help="take test images from this dataset (default: the run's own)")
+    parser.add_argument("--data-dir", help="where TFDS keeps --dataset")
+    parser.add_argument("--test-images", help=".npy of uint8 (N, H, W, 3) raw test images for the report")
+    parser.add_argument("--test-labels", help=".npy of int (N,) class indices of --test-images")
+    parser.set_defaults(run=_run_quantize)
+
+
+def _run_quantize(args):
+    from keras_vit.deploy.quantize import quantize_run
+
+    run = os.path.normpath(args.model_dir)
+    run = os.path.dirname(run) or "." if run.endswith(".keras") else run
+    output = args.output or f"{run}-{args.mode}"
+    args.writes = output
+    test_images, test_labels, _ = _report_images(args, "quantize")
+    quantize_run(
+        args.model_dir, output, args.mode, test_images=test_images, test_labels=test_labels, overwrite=args.overwrite
+    )
+    print(f"Wrote {output}/: model.keras ({args.mode}), keras_vit.json, parity_report.json, parity_report.md")
+    return 0
 
 
 # --- predict -----------------------------------------------------------------------------
@@ -352,6 +411,12 @@ def _add_predict(subparsers, parents):
         "for --adaptive-tokens models; .keras models only)",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per image and line, for scripts")
+    parser.add_argument(
+        "--precision",
+        default="float32",
+        choices=("float32", "bfloat16"),
+        help="compute a .keras model in bfloat16: faster on CPUs with AVX-512 BF16 or AMX (default: float32)",
+    )
     parser.set_defaults(run=_run_predict)
 
 
@@ -359,7 +424,9 @@ def _run_predict(args):
     from keras_vit.deploy.predict import predict_files
 
     args.writes = args.explain
-    failures = predict_files(args.images, args.model, top_k=args.top_k, explain=args.explain, as_json=args.json)
+    failures = predict_files(
+        args.images, args.model, top_k=args.top_k, explain=args.explain, as_json=args.json, precision=args.precision
+    )
     return 1 if failures else 0
 
 

@@ -38,6 +38,7 @@ CURVES, CONFUSION_MATRIX = "curves.png", "confusion_matrix.png"
 BEST = os.path.join("checkpoints", "best.keras")
 BACKUP, LOGS, EXPORT = "backup", "logs", "export"
 LOCK = ".lock"
+ADAPTERS = "adapters.safetensors"  # a --lora run's adapters and head, alone (keras_vit.load_adapters)
 
 METADATA_FILE = METADATA  # the name 0.1.0 exported
 

@@ -3,6 +3,7 @@
 Output layout (`output_dir`):
 
     saved_model/<name>/<version>/   TF Serving's layout, three signatures (`keras_vit.deploy.saved_model`)
+    saved_model_bfloat16/...        the same computing in bfloat16, with `bfloat16=True` (`--bfloat16`)
     tflite/vit_<quantization>.tflite float32, float16, dynamic-range int8, int8 (`keras_vit.deploy.litert`)
     onnx/vit.onnx                   for ONNX Runtime, when its packages are installed (`keras_vit.deploy.onnx`)
     labels.txt                      one label per line, class index = line number
@@ -29,7 +30,7 @@ import keras
 import numpy as np
 
 from keras_vit import files
-from keras_vit.deploy import integrity, litert, onnx, parity, saved_model
+from keras_vit.deploy import integrity, litert, onnx, parity, precision, saved_model
 from keras_vit.preprocessing import preprocessing_model
 from keras_vit.run_folder import check_model_matches_metadata, load_model  # noqa: F401  (0.1.0's names here)
 
@@ -53,6 +54,7 @@ def export_model(
     top_k=5,
     with_onnx=None,
     quantizations=litert.QUANTIZATIONS,
+    bfloat16=False,
 ):
     """Exports a trained model folder to SavedModel and LiteRT, and reports their parity.
 
@@ -79,6 +81,9 @@ def export_model(
             `None`.
         quantizations: the LiteRT files to write, from `litert.QUANTIZATIONS`
             (`"float32"` first). Defaults to all of them.
+        bfloat16: also write `saved_model_bfloat16/<name>/<version>/`, the
+            model computing in bfloat16 (`keras_vit.deploy.precision`), for
+            CPUs with AVX-512 BF16 or AMX. Defaults to `False`.
 
     Returns:
         The report as a dict (also written as `parity_report.json`, and as
@@ -125,12 +130,20 @@ def export_model(
             f.write("".join(f"{label}\n" for label in metadata["labels"]))
         measure = functools.partial(_measured, root=staging, reference=reference, labels=test_labels)
         path = os.path.join(staging, "saved_model", name, str(int(version)))
-        saved_model_row = _saved_model_row(model, metadata, path, test_images, measure, top_k)
+        saved_model_rows = [_saved_model_row(model, metadata, path, test_images, measure, top_k)]
+        if bfloat16:
+            path = os.path.join(staging, "saved_model_bfloat16", name, str(int(version)))
+            copy = precision.bfloat16_copy(model)
+            saved_model_rows.append(_saved_model_row(copy, metadata, path, test_images, measure, top_k, "bfloat16 "))
+            saved_model_rows[1]["reason"] = _bfloat16_note(*saved_model_rows)
         # The device resizes; the .tflite and .onnx files normalise.
         size = metadata["image_size"]
         pixels = litert.resized_pixels(test_images, size)
         calibration = None if calibration_images is None else litert.resized_pixels(calibration_images, size)
-        tflite_rows = _tflite_rows(model, metadata, staging, pixels, calibration, measure, quantizations)
+        if keras_quantization(model):
+            tflite_rows = [_not_converted(model, q) for q in quantizations]
+        else:
+            tflite_rows = _tflite_rows(model, metadata, staging, pixels, calibration, measure, quantizations)
         if quantizations[-1] == "int8":
             judge_int8(tflite_rows, int8_tolerance, staging)
         onnx_row = _onnx_row(model, metadata, staging, pixels, measure, with_onnx)
@@ -140,13 +153,24 @@ def export_model(
             "num_test_images": len(test_images),
             "int8_tolerance": int8_tolerance,
             "latency_threads": os.cpu_count(),
-            "artifacts": [keras_row, saved_model_row, *tflite_rows, onnx_row],
+            "artifacts": [keras_row, *saved_model_rows, *tflite_rows, onnx_row],
         }
         report["sha256"] = _record_digests(report["artifacts"], staging)
         parity.write_report(report, staging)
         integrity.write_record(staging, known=report["sha256"])  # the reports' own digests added
     print(parity.markdown(report), end="")
     return report
+
+
+def _bfloat16_note(float32_row, bfloat16_row):
+    """The bfloat16 SavedModel's latency against float32's (one after the other), with the CPU's instructions."""
+    cpu, flags = precision.cpu_flags()
+    speed = float32_row["latency_ms"] / bfloat16_row["latency_ms"]
+    return (
+        f"{speed:.2f}x the float32 SavedModel's speed at batch 1 on {cpu} "
+        f"({' '.join(flags) or 'no bfloat16 instructions: expect it slower'}); benchmarks/compression.py compares "
+        "batches in alternating rounds"
+    )
 
 
 def _record_digests(rows, root):
@@ -175,6 +199,20 @@ def _measured(name, path, predict, inputs, *, root, reference, labels, started):
     return row
 
 
+def keras_quantization(model):
+    """The modes of Keras' `model.quantize` in `model` (`"int8"`, ...), joined; `""` for a model not quantized."""
+    return ", ".join(sorted({layer.quantization_mode for layer in model._flatten_layers() if layer.quantization_mode}))
+
+
+def _not_converted(model, quantization):
+    """LiteRT has no kernels for Keras' quantized layers (int8 inputs to its fully-connected op, float8)."""
+    reason = (
+        f"a model quantized by Keras ({keras_quantization(model)}) does not convert to LiteRT; run keras-vit export "
+        "on its float32 run instead, whose LiteRT int8 file is the int8 for devices"
+    )
+    return _not_written(f"LiteRT {quantization}", "skipped", reason)
+
+
 def _not_written(name, status, reason):
     print(f"  {status} {name}: {reason}", flush=True)
     return {"artifact": name, "status": status, "reason": reason}
@@ -188,13 +226,12 @@ def _keras_row(model, path, inputs, labels):
     return parity.artifact_row("Keras", path, logits, logits, labels, latency), logits
 
 
-def _saved_model_row(model, metadata, path, images, measure, top_k):
+def _saved_model_row(model, metadata, path, images, measure, top_k, precision_name=""):
     started = time.perf_counter()
     saved_model.write_saved_model(model, metadata, path, top_k)
     signature = saved_model.load_signature(path, "serving_uint8")
-    return measure(
-        "SavedModel (serving_uint8)", path, lambda batch: signature(batch)["logits"], images, started=started
-    )
+    name = f"SavedModel {precision_name}(serving_uint8)"
+    return measure(name, path, lambda batch: signature(batch)["logits"], images, started=started)
 
 
 def _tflite_rows(model, metadata, root, pixels, calibration, measure, quantizations=litert.QUANTIZATIONS):

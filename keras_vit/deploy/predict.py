@@ -15,6 +15,7 @@ from PIL import Image
 from keras_vit import run_folder
 from keras_vit.deploy import integrity, onnx
 from keras_vit.deploy.litert import LiteRTModel, resized_pixels
+from keras_vit.deploy.precision import with_precision
 from keras_vit.deploy.saved_model import load_signature, version_folder
 from keras_vit.images import IMAGE_EXTENSIONS, MAX_SIDE, read_image  # noqa: F401  (0.2.0 read them from here)
 from keras_vit.model import model_config
@@ -49,7 +50,7 @@ def image_files(paths):
     return files
 
 
-def load_predictor(path, top_k=5):
+def load_predictor(path, top_k=5, precision="float32"):
     """Returns `predict(image) -> [(label, probability), ...]` (top-k, best first) for a model file.
 
     Args:
@@ -60,12 +61,19 @@ def load_predictor(path, top_k=5):
             SavedModel versions (`saved_model/vit`) means its highest version,
             as for TF Serving.
         top_k: how many labels to return per image. Defaults to `5`.
+        precision: `"bfloat16"` computes a `.keras` model in bfloat16
+            (`keras_vit.deploy.precision`). Defaults to `"float32"`.
 
     Raises:
         keras_vit.deploy.integrity.IntegrityError: an exported file differs
             from the SHA-256 its export recorded in `SHA256SUMS`.
     """
     path = str(path)
+    if precision != "float32" and not run_folder.model_path(path):
+        raise ValueError(
+            f"--precision {precision} applies to .keras models; --model {path} is an exported file "
+            "(export a bfloat16 SavedModel with keras-vit export --bfloat16)."
+        )
     saved_model = version_folder(path)  # a version folder, or TF Serving's base path holding them
     if saved_model:
         return _saved_model_predictor(saved_model, top_k)
@@ -74,7 +82,7 @@ def load_predictor(path, top_k=5):
     if path.endswith(".onnx"):
         return _onnx_predictor(path, top_k)
     if run_folder.model_path(path):
-        return _keras_predictor(path, top_k)
+        return _keras_predictor(path, top_k, precision)
     saved_model = _saved_model_below(path)
     if saved_model:
         return _saved_model_predictor(saved_model, top_k)
@@ -99,8 +107,9 @@ def _saved_model_below(path):
     return None
 
 
-def _keras_predictor(path, top_k):
+def _keras_predictor(path, top_k, precision="float32"):
     model, metadata, _ = run_folder.load_model(path)
+    model = with_precision(model, precision)
     preprocess = preprocessing_model(metadata["image_size"], metadata["scaling"])
     return lambda image: _top_k(model.predict_on_batch(preprocess(image[None]))[0], metadata["labels"], top_k)
 
@@ -181,7 +190,7 @@ def _top_k(logits, labels, top_k):
     return [(labels[i], float(probabilities[i])) for i in np.argsort(-probabilities)[:top_k]]
 
 
-def predict_files(paths, model, *, top_k=5, explain=None, as_json=False):
+def predict_files(paths, model, *, top_k=5, explain=None, as_json=False, precision="float32"):
     """`keras-vit predict`: prints each image's top-k labels; returns how many files could not be read.
 
     Args:
@@ -193,13 +202,14 @@ def predict_files(paths, model, *, top_k=5, explain=None, as_json=False):
         as_json: print one JSON object per image and line instead (for scripts):
             `{"path", "top_k": [{"label", "probability"}], "explained": [...]}`, or
             `{"path", "error"}` for a file that could not be read.
+        precision: `"float32"` or `"bfloat16"` (`.keras` models). Defaults to `"float32"`.
     """
     if top_k < 1:
         raise ValueError(f"--top-k={top_k} must be at least 1.")
     if explain and os.path.exists(explain) and not os.path.isdir(explain):
         raise ValueError(f"--explain {explain} is a file; give a folder for the attention maps.")
     files = image_files(paths)
-    predict = load_predictor(model, top_k)
+    predict = load_predictor(model, top_k, precision)
     explainer = Explainer(model) if explain else None
     failures, unwritable = 0, None
     for path, name in zip(files, explain_names(files)):

@@ -11,6 +11,7 @@ from keras import ops
 
 from keras_vit.config import ACTIVATIONS, positive_int, rate
 from keras_vit.layers.functions import LayerNorm, activate
+from keras_vit.layers.policies import dtype_config
 
 _register = keras.saving.register_keras_serializable(package="keras_vit")
 
@@ -126,7 +127,12 @@ class SelfAttention(keras.layers.Layer):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "num_heads": self.num_heads, "dropout_rate": self.dropout_rate}
+        return {
+            **super().get_config(),
+            "dtype": dtype_config(self),
+            "num_heads": self.num_heads,
+            "dropout_rate": self.dropout_rate,
+        }
 
 
 @_register
@@ -347,6 +353,7 @@ class TransformerBlock(keras.layers.Layer):
     def get_config(self):
         return {
             **super().get_config(),
+            "dtype": dtype_config(self),
             "num_heads": self.num_heads,
             "mlp_dim": self.mlp_dim,
             "dropout_rate": self.dropout_rate,

@@ -13,6 +13,7 @@ from keras import ops
 
 from keras_vit.config import ACTIVATIONS, positive_int, to_pair
 from keras_vit.layers.functions import LayerNorm, activate
+from keras_vit.layers.policies import dtype_config
 
 _register = keras.saving.register_keras_serializable(package="keras_vit")
 
@@ -145,6 +146,7 @@ class AttentionPooling(keras.layers.Layer):
     def get_config(self):
         return {
             **super().get_config(),
+            "dtype": dtype_config(self),
             "num_heads": self.num_heads,
             "mlp_dim": self.mlp_dim,
             "layer_norm_epsilon": self.layer_norm_epsilon,

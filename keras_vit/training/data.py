@@ -333,21 +333,52 @@ def _class_folders(root):
 
 
 def _list_images(root, labels):
-    paths, ys, others = [], [], []
+    paths, ys, others, dangling = [], [], [], []
     for index, label in enumerate(labels):
         folder = os.path.join(root, label)
-        names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
-        images = [n for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
-        others += [os.path.join(folder, n) for n in names if n not in images and not n.startswith(".")]
+        images, not_images, broken = _walk_images(folder)
+        others += not_images
+        dangling += broken
         if not images:
             raise ValueError(
                 f"Class folder {folder} has no images ({', '.join(IMAGE_EXTENSIONS)}): add some or remove it."
             )
-        paths += [os.path.join(folder, n) for n in images]
+        paths += images
         ys += [index] * len(images)
+    if dangling:
+        _report(f"skipping {len(dangling)} symlink(s) to nothing (their target is gone)", dangling)
     if others:
         _report(f"ignoring {len(others)} file(s) that are not images", others)
     return paths, ys
+
+
+def _walk_images(folder):
+    """`(images, other files, dangling symlinks)` anywhere under a class folder, in a fixed order.
+
+    As Keras' `image_dataset_from_directory`: images in sub-folders (`cats/batch1/*.png`) belong
+    to the class too. Symlinks are followed (a folder reached twice, as through a loop, is walked
+    once); hidden folders (`.ipynb_checkpoints`) are left out.
+    """
+    images, others, dangling, seen = [], [], [], set()
+
+    def fail(error):
+        raise error
+
+    for path, folders, names in os.walk(folder, onerror=fail, followlinks=True):
+        real = os.path.realpath(path)
+        folders[:] = [] if real in seen else sorted(f for f in folders if not f.startswith("."))
+        if real in seen:
+            continue
+        seen.add(real)
+        for name in sorted(names):
+            file = os.path.join(path, name)
+            if not os.path.exists(file):
+                dangling.append(file)
+            elif name.lower().endswith(IMAGE_EXTENSIONS):
+                images.append(file)
+            elif not name.startswith("."):
+                others.append(file)
+    return images, others, dangling
 
 
 def _hold_out(files, fraction, seed):
@@ -493,6 +524,8 @@ def pipeline(
     shuffle_buffer=10_000,
     seed=0,
     drop_remainder=None,
+    epochs=None,
+    first_epoch=0,
 ):
     """Batches one raw split for the model: `(float images, one-hot labels)`.
 
@@ -500,55 +533,160 @@ def pipeline(
     aspect 3/4-4/3, as the original ViT code) and a horizontal flip
     (`augment`), Keras' `RandAugment`, then Keras' `MixUp` or `CutMix` on the
     batch. Evaluation only resizes and normalises, and keeps the last partial batch unless
-    `drop_remainder=True` (default: dropped in training only).
+    `drop_remainder=True` (several JAX processes: Keras splits only batches of a fixed size).
+
+    Training's order and augmentation are a function of `(seed, epoch)` alone. With `epochs`, the
+    dataset holds epochs `first_epoch` to `epochs - 1` back to back: fit it with
+    `steps_per_epoch=size // batch_size`, and a run resumed at epoch k sees the batches the
+    uninterrupted run saw (`keras-vit train --resume`). Without, each pass over it is a new
+    epoch drawn from `seed`.
     """
     if augment not in AUGMENTATIONS:
         raise ValueError(f"Unknown augment={augment!r}; expected one of {AUGMENTATIONS}.")
     resize, normalize = preprocessing_model(image_size, scaling).layers
     if cache:
         ds = ds.cache()
-    if training and shuffle:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
 
-    def prepare(image, label):
-        if training and augment != "none":
-            image = _inception_crop(image, seed)
+    def prepare(image, label, key=None):
+        if key is not None and augment != "none":
+            crop_key, flip_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
+            image = _inception_crop(image, crop_key)
             if augment == "crop_flip":
-                image = tf.image.random_flip_left_right(image)
+                image = tf.image.stateless_random_flip_left_right(image, flip_key)
         return resize(image), tf.one_hot(label, num_classes)
 
-    # Training drops the last partial batch: a tiny batch is a noisy step, and replicas of a
-    # distributed step would weigh its examples unequally.
-    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    drop_remainder = training if drop_remainder is None else drop_remainder
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE)
-    if training and randaugment:
-        rand_augment = keras.layers.RandAugment(value_range=(0, 255), seed=seed)
-        ds = ds.map(lambda x, y: (rand_augment(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.map(lambda x, y: (normalize(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-    if training and (mixup or cutmix):
-        mix = keras.layers.MixUp(alpha=mixup, seed=seed) if mixup else keras.layers.CutMix(factor=cutmix, seed=seed)
+    rand_augment = _keyed(keras.layers.RandAugment(value_range=(0, 255), seed=seed)) if randaugment else None
+    mix = None
+    if mixup or cutmix:
+        mix = _keyed(
+            keras.layers.MixUp(alpha=mixup, seed=seed) if mixup else keras.layers.CutMix(factor=cutmix, seed=seed)
+        )
 
-        def mixed(x, y):
-            out = mix({"images": x, "labels": y})
-            return out["images"], out["labels"]
+    def prepare_batch(images, labels, key):
+        rand_key, mix_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
+        if rand_augment:
+            images = rand_augment(images, rand_key)
+        images = normalize(images)
+        if mix:
+            mixed = mix({"images": images, "labels": labels}, mix_key)
+            images, labels = mixed["images"], mixed["labels"]
+        return images, labels
 
-        ds = ds.map(mixed, num_parallel_calls=tf.data.AUTOTUNE)
+    if training:
+        size = int(ds.cardinality())
+        # A pass without `epochs` draws its epoch from `seed`, anew each pass.
+        keys = tf.data.Dataset.range(first_epoch, epochs) if epochs is not None else _random_epoch(seed)
+        ds = keys.flat_map(
+            lambda epoch: _epoch(
+                ds,
+                tf.stack([tf.constant(seed, tf.int64), epoch]),
+                prepare,
+                prepare_batch,
+                batch_size,
+                shuffle and shuffle_buffer,
+            )
+        )
+        if size >= 0:  # the batches an epoch has (the last partial one dropped), as Keras' progress bar shows
+            ds = ds.apply(
+                tf.data.experimental.assert_cardinality(
+                    (size // batch_size) * (1 if epochs is None else epochs - first_epoch)
+                )
+            )
+    else:
+        ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.batch(batch_size, drop_remainder=bool(drop_remainder), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda x, y: (normalize(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     # Several workers shard by element: TFDS and folders may have fewer files than workers.
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def _inception_crop(image, seed, area_range=(0.08, 1.0)):
-    """A random crop of 8-100% of the area (Szegedy et al. 2015), as big_vision's `inception_crop`."""
-    begin, size, _ = tf.image.sample_distorted_bounding_box(
+def _random_epoch(seed):
+    return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+
+
+def _epoch(ds, key, prepare, prepare_batch, batch_size, shuffle_buffer):
+    """One epoch's batches of `ds`, their order and augmentation drawn from `key` alone (`(seed, epoch)`).
+
+    Each example's crop and flip, and each batch's RandAugment and MixUp/CutMix, come from stateless
+    ops keyed by its place in the epoch, so a parallel map draws the same numbers whatever order its
+    calls run in. Training drops the last partial batch: a tiny batch is a noisy step, and replicas
+    of a distributed step would weigh its examples unequally.
+    """
+    shuffle_key, example_key, batch_key = tf.unstack(tf.random.experimental.stateless_split(key, 3))
+    if shuffle_buffer:
+        ds = _shuffled(ds, shuffle_key, shuffle_buffer)
+    ds = ds.enumerate().map(
+        lambda i, example: prepare(*example, tf.random.experimental.stateless_fold_in(example_key, i)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    ds = ds.batch(batch_size, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.enumerate().map(
+        lambda j, batch: prepare_batch(*batch, tf.random.experimental.stateless_fold_in(batch_key, j)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+
+
+class _KeyedSeeds(keras.random.SeedGenerator):
+    """A Keras augmentation layer's seeds, drawn from a key given with each call rather than a variable.
+
+    Keras' `RandAugment`, `MixUp` and `CutMix` draw from a `SeedGenerator` variable: in a parallel
+    tf.data map its draws depend on the order the calls run in, and its state on how many batches
+    this process ran, which `--resume` cannot restore. Keyed by the batch's `(seed, epoch, place)`,
+    they draw the same numbers in a resumed run as in the uninterrupted one.
+    """
+
+    def __init__(self):
+        super().__init__(seed=0)
+        self.key, self.draws = None, 0
+
+    def next(self, ordered=True):
+        self.draws += 1  # each draw of one call (traced once) gets a key of its own
+        return tf.random.experimental.stateless_fold_in(self.key, self.draws)
+
+
+def _keyed(layer):
+    """`call(inputs, key)`: `layer(inputs, training=True)` with its random draws keyed by `key`."""
+    seeds = _KeyedSeeds()
+    layer.generator = seeds  # what Keras' augmentation layers draw from on their own backend
+
+    def call(inputs, key):
+        seeds.key, seeds.draws = key, 0
+        return layer(inputs, training=True)
+
+    return call
+
+
+def _shuffled(ds, key, buffer_size):
+    """`ds.shuffle(buffer_size)` with its seed a tensor drawn from `key`.
+
+    `Dataset.shuffle` takes its seed as a Python int only, so a shuffle inside `flat_map` (once per
+    epoch) could not depend on the epoch; TensorFlow's own shuffle op takes it as a tensor.
+    """
+    seeds = tf.random.stateless_uniform([2], key, minval=None, maxval=None, dtype=tf.int64)
+    specs = tf.nest.flatten(ds.element_spec)
+    variant = tf.raw_ops.ShuffleDataset(
+        input_dataset=tf.data.experimental.to_variant(ds),
+        buffer_size=tf.constant(buffer_size, tf.int64),
+        seed=seeds[0],
+        seed2=seeds[1],
+        output_types=[spec.dtype for spec in specs],
+        output_shapes=[spec.shape for spec in specs],
+        reshuffle_each_iteration=False,
+    )
+    return tf.data.experimental.from_variant(variant, ds.element_spec)
+
+
+def _inception_crop(image, key, area_range=(0.08, 1.0)):
+    """A random crop of 8-100% of the area (Szegedy et al. 2015), as big_vision's `inception_crop`, drawn from `key`."""
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
         tf.shape(image),
         tf.zeros((0, 0, 4), tf.float32),
         area_range=area_range,
         aspect_ratio_range=(3 / 4, 4 / 3),
         min_object_covered=0,
         use_image_if_no_bounding_boxes=True,
-        seed=seed,
+        seed=key,
     )
     return tf.ensure_shape(tf.slice(image, begin, size), (None, None, 3))

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vit import files, run_folder
+from keras_vit import files, lora, run_folder
 from keras_vit.builders import build_from_checkpoint, build_vit
 from keras_vit.checkpoints import find_checkpoint
 from keras_vit.checkpoints.registry import not_found
@@ -97,6 +97,7 @@ def _train(config, return_model):
         validation_fraction=config.val_fraction,
         seed=config.seed,
     )
+    _hint_small_from_scratch(config, splits.sizes["train"])
     if config.batch_size > splits.sizes["train"]:
         raise ValueError(
             f"--batch-size {config.batch_size} is larger than the {splits.sizes['train']} training "
@@ -113,12 +114,15 @@ def _train(config, return_model):
             print(
                 f"keras-vit train: --freeze-backbone: training the head's {trained:,} of {model.count_params():,} parameters"
             )
+        if config.lora:
+            _enable_lora(model, config)
         steps = splits.sizes["train"] // config.batch_size  # the training pipeline drops the remainder
         _compile(model, config, total_steps=steps * config.epochs, warmup_steps=int(config.warmup_epochs * steps))
     config = dataclasses.replace(
         config, image_size=list(architecture.image_size), scaling=scaling, variant=architecture.variant
     )
-    train_ds, val_ds, test_ds = _pipelines(config, splits, whole_batches=processes > 1)
+    first_epoch = run_folder.epochs_done(config.output) if config.resume else 0  # where BackupAndRestore goes on
+    train_ds, val_ds, test_ds = _pipelines(config, splits, first_epoch, whole_batches=processes > 1)
     distribute.patch_multi_worker_fit(model, strategy, train_ds)
     if chief and not config.resume:  # only once every input checked out
         run_folder.start(config.output, _stored(requested), overwrite=config.overwrite)
@@ -138,13 +142,15 @@ def _train(config, return_model):
             train_ds,
             validation_data=val_ds,
             epochs=config.epochs,
-            callbacks=_callbacks(
+            steps_per_epoch=steps,  # train_ds holds every epoch left, back to back
+            callbacks=[EpochSeeds(config.seed)]
+            + _callbacks(
                 config.output,
                 chief,
                 worker if distribute.several_workers(strategy) or processes > 1 else None,
                 lockstep=processes > 1,
             )
-            + _early_stopping(config.early_stopping)
+            + _early_stopping(config.early_stopping, start_from_epoch=math.ceil(config.warmup_epochs))
             + ([_TimeLeft()] if chief and _verbosity(config.verbose) else []),
             class_weight=_class_weights(config.class_weights, splits),
             shuffle=False,  # tf.data shuffles, with the seed
@@ -170,6 +176,26 @@ def _say_where_it_resumes(config):
     else:
         epoch = run_folder.epochs_done(config.output) + 1
         print(f"keras-vit train: resuming {config.output} at epoch {epoch} of {config.epochs}")
+
+
+# Below this many training images a ViT larger than the tiny row rarely learns from scratch: ViTs
+# lack convolutions' inductive biases and need large datasets or a pretrained start (Dosovitskiy
+# et al. 2020, Steiner et al. 2021). The README's own-photos example at Ti/16 on 200 images ended at chance.
+SMALL_FROM_SCRATCH = 5_000
+
+
+def _hint_small_from_scratch(config, train_images):
+    """A one-line note when a run trains a real-sized ViT from scratch on a small dataset."""
+    if config.weights or train_images >= SMALL_FROM_SCRATCH or parse_variant(config.variant)[0].hidden_dim <= 64:
+        return
+    pretrained = f"{config.variant}:augreg_in21k"
+    pretrained = pretrained if find_checkpoint(pretrained) else "S/16:augreg_in21k"
+    print(
+        f"keras-vit train: note: {config.variant} from scratch on {train_images:,} training images rarely learns "
+        f"(a ViT needs many more, or a pretrained start): fine-tune a checkpoint with --weights (e.g. --weights "
+        f"{pretrained}), or try --variant tiny/4 --image-size 32.",
+        file=sys.stderr,
+    )
 
 
 def _verbosity(verbose):
@@ -230,12 +256,36 @@ def freeze_backbone(model, frozen=True):
     return model
 
 
+def _enable_lora(model, config):
+    """LoRA adapters on `--lora-targets`, the rest frozen but the heads and `--lora-train`; says what trains."""
+    names = tuple(name.strip() for name in (config.lora_train or "").split(",") if name.strip())
+    lora.enable_lora(model, config.lora, config.lora_targets, train=names)
+    trained, total = lora.trainable_parameters(model)
+    print(
+        f"keras-vit train: --lora {config.lora} on {config.lora_targets}: training {trained:,} of {total:,} "
+        f"parameters ({trained / total:.1%}: the adapters and the head{', ' + ', '.join(names) if names else ''})"
+    )
+
+
+def _check_lora(config):
+    if isinstance(config.lora, bool) or not isinstance(config.lora, int) or config.lora < 1:
+        raise ValueError(f"--lora {config.lora} must be a positive rank, e.g. 4.")
+    if not config.weights:
+        raise ValueError("--lora adapts a trained model: pass --weights (a checkpoint or a run folder's model.keras).")
+    if config.freeze_backbone:
+        raise ValueError(
+            "--lora and --freeze-backbone both choose what trains: pass one (--freeze-backbone: the head)."
+        )
+    if config.resume:
+        raise ValueError("--resume does not continue a --lora run (Keras saves LoRA layers merged); start it again.")
+    lora.check_targets(config.lora_targets)
+
+
 def _halting_options(config):
     """The A-ViT `ViTConfig` fields the run sets (`None`: the paper's defaults); none without `--adaptive-tokens`."""
     if not config.adaptive_tokens:
         return {}
-    names = ("halting_gate_scale", "halting_gate_center", "ponder_loss_weight", "distribution_prior_weight")
-    return {"adaptive_tokens": True, **{name: getattr(config, name) for name in names}}
+    return {"adaptive_tokens": True, **{name: getattr(config, name) for name in HALTING_FLAGS}}
 
 
 def _checkpoint_scaling(weights, report):
@@ -268,6 +318,7 @@ def _export(config, splits):
 
 
 def _check(config):
+    _check_finite(config)
     if config.precision not in PRECISIONS:
         raise ValueError(f"Unknown precision={config.precision!r}; expected one of {PRECISIONS}.")
     if config.epochs < 1 or config.batch_size < 1:
@@ -305,12 +356,41 @@ def _check(config):
         raise ValueError(f"--layer-decay {config.layer_decay} is out of range: it must be in (0, 1], e.g. 0.75.")
     if config.freeze_backbone and config.layer_decay is not None:
         raise ValueError("--layer-decay is for full fine-tuning; with --freeze-backbone only the head trains.")
+    if config.layer_decay is not None and not config.weights:
+        raise ValueError(
+            "--layer-decay lowers the pretrained layers' learning rates when fine-tuning: pass --weights, or leave it out."
+        )
+    _check_halting_flags(config)
     if config.jit_compile and config.strategy in ("mirrored", "multi_worker"):
         raise ValueError("--jit-compile does not work with a mirrored strategy (variables on several devices).")
+    if config.lora is not None:
+        _check_lora(config)
     if config.overwrite and config.resume:
         raise ValueError("Pass either --overwrite (start again) or --resume (continue), not both.")
     if config.weights:  # after the flags: it looks at the disk (and names the checkpoints it knows)
         _check_weights(config.weights)
+
+
+def _check_finite(config):
+    """`inf` and `nan` parse as floats: a flag given one is refused by name, before any range check."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if field.type is float and value is not None and not math.isfinite(value):
+            raise ValueError(f"--{field.name.replace('_', '-')} {value} is not a finite number: give a number.")
+
+
+HALTING_FLAGS = ("halting_gate_scale", "halting_gate_center", "ponder_loss_weight", "distribution_prior_weight")
+
+
+def _check_halting_flags(config):
+    """A-ViT's settings mean nothing without `--adaptive-tokens`: refused, not silently recorded."""
+    given = [name for name in HALTING_FLAGS if getattr(config, name) is not None]
+    if given and not config.adaptive_tokens:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        what = "is an A-ViT setting" if len(given) == 1 else "are A-ViT settings"
+        raise ValueError(
+            f"{flags} {what}: pass --adaptive-tokens too, or leave {'it' if len(given) == 1 else 'them'} out."
+        )
 
 
 def _check_weights(weights):
@@ -320,7 +400,7 @@ def _check_weights(weights):
 
 
 # Settings that say where and how to run, not what: never stored, never compared on `--resume`.
-_NOT_STORED = ("output", "overwrite", "resume", "verbose", "export", "cache", "data_dir") + parallel.WHERE_FLAGS
+_NOT_STORED = ("output", "overwrite", "resume", "verbose", "cache", "data_dir") + parallel.WHERE_FLAGS
 
 
 def _stored(config):
@@ -339,6 +419,9 @@ def _resumed_config(config):
     defaults, taken, conflicts = TrainConfig(), {}, []
     for name, value in stored.items():
         given = getattr(config, name, value)
+        if name == "export":  # a run started with --no-export resumes without; --no-export may be given now too
+            taken[name] = value and given
+            continue
         if given == value or name in _NOT_STORED:
             continue
         if given == getattr(defaults, name):
@@ -361,7 +444,7 @@ def _check_not_diverged(losses, output):
         )
 
 
-def _pipelines(config, splits, whole_batches=False):
+def _pipelines(config, splits, first_epoch=0, whole_batches=False):
     """Train, validation and test pipelines; `whole_batches`: evaluation drops its last partial batch too.
 
     Keras splits each batch over several JAX processes only when its size is known in the graph.
@@ -379,6 +462,8 @@ def _pipelines(config, splits, whole_batches=False):
         cutmix=config.cutmix,
         shuffle=config.shuffle,
         seed=config.seed,
+        epochs=config.epochs,
+        first_epoch=first_epoch,
         **common,
     )
     val_ds, test_ds = (
@@ -432,6 +517,25 @@ def _callbacks(output, chief=True, worker=None, lockstep=False):
     ]
 
 
+class EpochSeeds(keras.callbacks.Callback):
+    """Reseeds the model's random layers (dropout, drop path) as each epoch begins, from `(seed, epoch)`.
+
+    Their seed generators' state is not in Keras' `BackupAndRestore` backup, and would otherwise depend
+    on how many steps ran in this process: reseeded, a run resumed at epoch k draws the masks the
+    uninterrupted run drew (the data's randomness is keyed by epoch in `data.pipeline`).
+    """
+
+    def __init__(self, seed):
+        super().__init__()
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        states = [v for v in self.model.variables if v.name == "seed_generator_state"]
+        for i, state in enumerate(states):
+            value = np.random.SeedSequence([self.seed, epoch, i]).generate_state(1)[0] >> 1  # fits any int dtype
+            state.assign(np.array([value, 0], dtype=state.dtype))
+
+
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
     """Keras' `ModelCheckpoint`, writing through a temporary file renamed into place.
 
@@ -459,25 +563,38 @@ class _TimeLeft(keras.callbacks.Callback):
     """Between epochs, one line saying about how long the rest will take (from the epochs so far).
 
     Said as an epoch begins: Keras prints the last epoch's metrics after every other callback's end.
+    The first epoch of a process also traces and compiles the steps, often longer than the
+    epoch itself: the estimate starts from the second.
     """
 
     def on_train_begin(self, logs=None):
-        self.start, self.first = time.perf_counter(), None
+        self.first, self.timed = None, None  # (epoch, time) from which the estimate counts
 
     def on_epoch_begin(self, epoch, logs=None):
+        now, total = time.perf_counter(), self.params["epochs"]
         if self.first is None:  # a resumed run starts later than 0
             self.first = epoch
-            return
-        total = self.params["epochs"]
-        seconds = round((time.perf_counter() - self.start) / (epoch - self.first) * (total - epoch))
-        print(f"keras-vit train: {epoch} of {total} epochs done, about {seconds // 60}m {seconds % 60:02d}s left")
+        elif self.timed is None:
+            self.timed = (epoch, now)
+            print(f"keras-vit train: {epoch} of {total} epochs done, estimating the time left")
+        else:
+            seconds = round((now - self.timed[1]) / (epoch - self.timed[0]) * (total - epoch))
+            print(f"keras-vit train: {epoch} of {total} epochs done, about {seconds // 60}m {seconds % 60:02d}s left")
 
 
-def _early_stopping(patience):
+def _early_stopping(patience, start_from_epoch=0):
+    """Keras' `EarlyStopping` on validation accuracy, counting from `start_from_epoch` (the warm-up's end).
+
+    During the warm-up the learning rate is still rising: a run at chance there has not started yet.
+    """
     if not patience:
         return []
     # Its state (best epoch so far) is not in BackupAndRestore's: a resumed run counts patience anew.
-    return [keras.callbacks.EarlyStopping("val_accuracy", patience=patience, restore_best_weights=True, verbose=1)]
+    return [
+        keras.callbacks.EarlyStopping(
+            "val_accuracy", patience=patience, restore_best_weights=True, start_from_epoch=start_from_epoch, verbose=1
+        )
+    ]
 
 
 def _class_weights(rule, splits):
@@ -504,7 +621,9 @@ def _summary(config, splits, metrics):
 
 def _finish(model, config, splits, metrics, seconds, test_ds):
     output = config.output
-    run_folder.save_model(model, output)
+    run_folder.save_model(model, output)  # under LoRA, the merged model (Keras merges the adapters on save)
+    if lora.lora_layers(model):
+        lora.save_adapters(model, os.path.join(output, run_folder.ADAPTERS))
     run_folder.write_metadata(
         output,
         image_size=run_folder.input_size(model),

@@ -280,6 +280,53 @@ def test_training_pipeline_augments_and_evaluation_is_deterministic():
         data.pipeline(raw, image_size=32, num_classes=4, batch_size=8, augment="rotate")
 
 
+def test_training_epochs_are_a_function_of_seed_and_epoch_alone():
+    """Epoch e's batches (order, crops, flips) are the same whether a run starts at epoch 0 or resumes at e."""
+    images = np.random.default_rng(0).integers(0, 256, size=(24, 40, 30, 3), dtype=np.uint8)
+    raw = tf.data.Dataset.from_tensor_slices((images, np.arange(24) % 4))
+    common = dict(image_size=16, num_classes=4, batch_size=5, training=True, seed=3, epochs=3, mixup=0.8)
+    keras_layers = dict(randaugment=True)  # RandAugment and MixUp: Keras' layers, their seeds keyed too
+    whole = [x.numpy() for x, _ in data.pipeline(raw, **common, **keras_layers)]
+    resumed = [x.numpy() for x, _ in data.pipeline(raw, first_epoch=1, **common, **keras_layers)]  # as a new process
+    assert len(whole) == 3 * 4 and len(resumed) == 2 * 4  # 4 full batches an epoch, the partial one dropped
+    np.testing.assert_array_equal(np.stack(resumed), np.stack(whole[4:]))
+    assert not np.array_equal(whole[0], whole[4])  # epochs differ in order and augmentation
+    plain = [x.numpy() for x, _ in data.pipeline(raw, **common)]
+    cached = [x.numpy() for x, _ in data.pipeline(raw, cache=True, **common)]  # one cache, read back each epoch
+    np.testing.assert_array_equal(np.stack(cached), np.stack(plain))
+    # Without `epochs` (a pipeline for a user's own `fit`): one epoch a pass, drawn anew each pass.
+    once = data.pipeline(raw, **{**common, "epochs": None})
+    assert once.cardinality() == 4
+    first, second = ([x.numpy() for x, _ in once] for _ in range(2))
+    assert len(first) == 4 and not np.array_equal(np.stack(first), np.stack(second))
+
+
+def test_images_in_sub_folders_of_a_class_belong_to_it(tmp_path, capsys):
+    """As Keras' image_dataset_from_directory: cat/batch1/*.png are cats; symlinks followed, dangling ones noted."""
+    root = tmp_path / "pets"
+    for label, count in (("cat", 4), ("dog", 4)):
+        for batch in ("batch1", "batch2"):
+            (root / label / batch).mkdir(parents=True)
+            for i in range(count // 2):
+                (root / label / batch / f"{i}.png").write_bytes(_image_bytes("PNG", seed=i))
+    (root / "cat" / "batch1" / ".ipynb_checkpoints").mkdir()
+    (root / "cat" / "batch1" / ".ipynb_checkpoints" / "0.png").write_bytes(_image_bytes("PNG"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "x.png").write_bytes(_image_bytes("PNG", seed=9))
+    os.symlink(elsewhere, root / "dog" / "linked")  # a linked folder: its image is a dog
+    os.symlink(root / "dog", root / "dog" / "linked" / "loop")  # a loop back: walked once
+    os.symlink(tmp_path / "gone.png", root / "cat" / "gone.png")  # dangling: skipped, with a note
+    splits = data.load(str(root))
+    assert splits.labels == ["cat", "dog"]
+    assert sum(splits.sizes.values()) == 9  # 4 cats, 4 + 1 dogs; not the hidden folder's, not the dangling link
+    err = capsys.readouterr().err
+    assert "skipping 1 symlink(s) to nothing (their target is gone)" in err and "gone.png" in err
+    assert "not images" not in err and "Errno" not in err
+    labels = sorted(int(y) for split in (splits.train, splits.validation, splits.test) for _, y in split)
+    assert labels == [0] * 4 + [1] * 5
+
+
 def test_the_suite_is_offline():
     # conftest's guard: a download attempt fails at once instead of reaching the network.
     import socket

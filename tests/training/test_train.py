@@ -114,12 +114,40 @@ def test_an_existing_output_is_refused_unless_asked(tmp_path):
         (dict(freeze_backbone=True), ValueError, "--freeze-backbone trains the head alone .* pass --weights"),
         (dict(layer_decay=1.5), ValueError, r"--layer-decay 1.5 is out of range: it must be in \(0, 1\]"),
         (dict(weights="x.npz", freeze_backbone=True, layer_decay=0.75), ValueError, "--layer-decay is for full"),
+        (dict(layer_decay=0.75), ValueError, "--layer-decay lowers the pretrained layers' .* pass --weights"),
+        (
+            dict(halting_gate_center=3.0, ponder_loss_weight=1e-3),
+            ValueError,
+            "--halting-gate-center, --ponder-loss-weight are A-ViT settings: pass --adaptive-tokens too, or leave them",
+        ),
+        (
+            dict(adaptive_tokens=True, distribution_prior_weight=float("inf")),
+            ValueError,
+            "--distribution-prior-weight inf is not a finite number",
+        ),
+        (dict(learning_rate=float("nan")), ValueError, "--learning-rate nan is not a finite number"),
+        (dict(mixup=float("-inf")), ValueError, "--mixup -inf is not a finite number"),
     ],
 )
 def test_bad_input_fails_before_anything_is_written(tmp_path, kwargs, error, match):
     with pytest.raises(error, match=match):
         train(_config(tmp_path, **kwargs))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_small_dataset_from_scratch_gets_a_hint(tmp_path, capsys):
+    """The README's own-photos mistake: Ti/16 from scratch on a few hundred images ends at chance."""
+    with pytest.raises(ValueError, match="larger than the 1257 training images"):  # stopped once the hint is out
+        train(_config(tmp_path, variant="Ti/16", image_size=32, batch_size=5000))
+    err = capsys.readouterr().err
+    assert (
+        "keras-vit train: note: Ti/16 from scratch on 1,257 training images rarely learns (a ViT needs many more, "
+        "or a pretrained start): fine-tune a checkpoint with --weights (e.g. --weights Ti/16:augreg_in21k), "
+        "or try --variant tiny/4 --image-size 32."
+    ) in err
+    with pytest.raises(ValueError, match="larger than"):
+        train(_config(tmp_path, batch_size=5000))  # the tiny row learns the digits from scratch: no note
+    assert "note" not in capsys.readouterr().err
 
 
 def test_cli_prints_one_line_errors(tmp_path):
@@ -187,8 +215,11 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path):
     before = _epochs_logged(output / "history.csv")
     assert 2 <= len(before) < 8, "the run must be stopped mid-training"
     assert not (output / "model.keras").exists()
-    resumed = subprocess.run([*args, "--resume"], check=True, capture_output=True, text=True, timeout=600)
+    # Resumed without repeating --no-export: the run's own flags hold, so it does not export.
+    without = [arg for arg in args if arg != "--no-export"]
+    resumed = subprocess.run([*without, "--resume"], check=True, capture_output=True, text=True, timeout=600)
     assert f"keras-vit train: resuming {output} at epoch {len(before) + 1} of 8" in resumed.stdout
+    assert not (output / "export").exists() and "export/" not in resumed.stdout
     again = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "has finished; nothing to resume" in again.stderr
     history = json.loads((output / "history.json").read_text())
@@ -229,12 +260,24 @@ def test_a_run_killed_after_fit_finishes_on_resume_without_training_again(tmp_pa
     assert not [w for w in caught if "Skipping variable loading" in str(w.message)]
 
 
-def test_early_stopping_and_balanced_class_weights(tmp_path, capsys):
-    [stopper] = _early_stopping(3)
+def test_early_stopping_and_balanced_class_weights(tmp_path, capsys, monkeypatch):
+    from keras_vit.training import train as train_module
+
+    [stopper] = _early_stopping(3, start_from_epoch=2)
     assert (stopper.monitor, stopper.patience, stopper.restore_best_weights) == ("val_accuracy", 3, True)
+    assert stopper.start_from_epoch == 2  # patience counts after the warm-up, not during it
     assert _early_stopping(0) == []
-    results = train(_config(tmp_path, epochs=2, early_stopping=1, class_weights="balanced", verbose="2"))
-    assert re.search(r"keras-vit train: 1 of 2 epochs done, about \dm \d\ds left", capsys.readouterr().out)
+    asked = []
+    monkeypatch.setattr(
+        train_module, "_early_stopping", lambda *a, **k: asked.append((a, k)) or _early_stopping(*a, **k)
+    )
+    config = _config(tmp_path, epochs=3, early_stopping=1, warmup_epochs=1.5, class_weights="balanced", verbose="2")
+    results = train(config)
+    assert asked == [((1,), {"start_from_epoch": 2})]  # 1.5 warm-up epochs: counted from the third epoch
+    out = capsys.readouterr().out
+    # The first epoch also traces the steps: no estimate from it.
+    assert "keras-vit train: 1 of 3 epochs done, estimating the time left" in out
+    assert re.search(r"keras-vit train: 2 of 3 epochs done, about \dm \d\ds left", out)
     per_class = results["per_class"]  # with the confusion matrix's counts: the test split's 360 digits
     assert list(per_class) == [str(i) for i in range(10)] and sum(c["support"] for c in per_class.values()) == 360
     assert all(0 <= c[k] <= 1 for c in per_class.values() for k in ("precision", "recall", "f1"))
@@ -432,9 +475,65 @@ def test_adaptive_tokens_fine_tune_a_plain_model_and_report_halting(tmp_path, ti
     assert halting == results["halting"] and 1.0 <= halting["mean_depth"] <= 2.0
     assert halting["active_fraction"][0] == 1.0 and 0.0 <= halting["active_fraction"][1] <= 1.0
     architecture = json.loads((tmp_path / "run" / "keras_vit.json").read_text())["architecture"]
-    assert architecture["adaptive_tokens"] is True and architecture["halting_gate_center"] == 3.0
+    assert architecture["adaptive_tokens"]["gate_center"] == 3.0  # ViTConfig.adaptive_tokens, one record
     model = keras.saving.load_model(tmp_path / "run" / "model.keras", safe_mode=True)
     assert "halting_loss" in [layer.name for layer in model.layers]
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_epoch_seeds_make_dropout_a_function_of_the_epoch(tiny_vit):
+    from keras_vit.training.train import EpochSeeds
+
+    model = tiny_vit(dropout_rate=0.5, drop_path_rate=0.5, include_top=False)  # features: the head starts at zero
+    callback = EpochSeeds(seed=0)
+    callback.set_model(model)
+    images = np.random.default_rng(0).normal(size=(2, *model.input_shape[1:])).astype("float32")
+    outputs = {}
+    for epoch in (3, 1, 3):  # what ran before (epoch 1's steps) does not change epoch 3's masks
+        callback.on_epoch_begin(epoch)
+        outputs.setdefault(epoch, []).append(keras.ops.convert_to_numpy(model(images, training=True)))
+    np.testing.assert_array_equal(outputs[3][0], outputs[3][1])
+    assert not np.array_equal(outputs[1][0], outputs[3][0])
+
+
+@pytest.mark.slow
+def test_a_resumed_run_trains_as_the_uninterrupted_one(tmp_path, monkeypatch):
+    """Stopped after epoch 2 of 4 and resumed: the same history, from the same order, crops, flips and dropout."""
+    from keras_vit.training import train as train_module
+
+    settings = dict(
+        epochs=4,
+        augment="crop_flip",
+        mixup=0.2,
+        dropout_rate=0.1,
+        drop_path_rate=0.1,
+        batch_size=128,
+        learning_rate=3e-3,
+    )
+    train(_config(tmp_path, output=str(tmp_path / "whole"), **settings))
+
+    class Kill(keras.callbacks.Callback):  # after BackupAndRestore's save: as a kill between two epochs
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise _Killed
+
+    callbacks = train_module._callbacks
+    monkeypatch.setattr(train_module, "_callbacks", lambda *args: callbacks(*args) + [Kill()])
+    with pytest.raises(_Killed):
+        train(_config(tmp_path, **settings))
+    monkeypatch.setattr(train_module, "_callbacks", callbacks)
+    assert len(_epochs_logged(tmp_path / "run" / "history.csv")) == 2
+    train(_config(tmp_path, resume=True, **settings))
+    whole = _epochs_logged(tmp_path / "whole" / "history.csv")
+    resumed = _epochs_logged(tmp_path / "run" / "history.csv")
+    assert [row["epoch"] for row in resumed] == ["0", "1", "2", "3"]
+    for name in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(
+            [float(row[name]) for row in resumed], [float(row[name]) for row in whole], rtol=1e-5, err_msg=name
+        )
 
 
 # --- the file system saying no -------------------------------------------------------------------

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_vit import images
+from keras_vit import images as image_reader
 from keras_vit.deploy import predict
 
 
@@ -104,7 +104,7 @@ def test_decompression_bombs_are_refused(kit, tmp_path, monkeypatch, reader):
 def test_large_images_are_downscaled_with_one_note_and_no_warning(tmp_path, monkeypatch, capsys, recwarn):
     Image.new("RGB", (80, 80)).save(tmp_path / "large.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)  # 80 x 80 is over this, under twice this
-    monkeypatch.setattr(images, "_noted", set())  # the reader training and predict share
+    monkeypatch.setattr(image_reader, "_noted", set())  # the reader training and predict share
     for _ in range(3):
         assert predict.read_image(tmp_path / "large.png", max_side=40).shape == (40, 40, 3)
     assert capsys.readouterr().err.count("are downscaled to 40 px while read") == 1

@@ -168,7 +168,7 @@ def _bfloat16_note(float32_row, bfloat16_row):
     speed = float32_row["latency_ms"] / bfloat16_row["latency_ms"]
     return (
         f"{speed:.2f}x the float32 SavedModel's speed at batch 1 on {cpu} "
-        f"({' '.join(flags) or 'no bfloat16 instructions: expect it slower'}); benchmarks/compression.py compares "
+        f"({' '.join(flags) or 'no bfloat16 instructions: expect it slower'}); benchmarks/quantization.py compares "
         "batches in alternating rounds"
     )
 

@@ -1,4 +1,4 @@
-"""benchmarks/compression.py and benchmarks/lora.py: their --quick runs end to end (never their timings)."""
+"""benchmarks/quantization.py and benchmarks/lora.py: their --quick runs end to end (never their timings)."""
 
 import json
 import os
@@ -23,7 +23,7 @@ def _run(repo, script, tmp_path, *extra):
 
 @pytest.mark.slow  # ~1 min on 2 cores
 def test_compression_quick_times_every_mode_against_float32_of_the_same_run(repo, tmp_path):
-    report, stdout = _run(repo, "compression.py", tmp_path, "--batch-sizes", "2")
+    report, stdout = _run(repo, "quantization.py", tmp_path, "--batch-sizes", "2")
     modes = ["float32", "bfloat16", "int8", "int4", "float8"]
     assert [(r["call"], r["mode"]) for r in report["rows"]] == [(c, m) for c in ("compiled", "eager") for m in modes]
     for row in report["rows"]:
@@ -43,3 +43,14 @@ def test_lora_quick_counts_what_each_way_trains(repo, tmp_path):
     assert rows["lora_mlp"]["trainable_parameters"] == rows["lora"]["trainable_parameters"] + 2 * 4 * 2 * (64 + 128)
     assert rows["probe"]["trainable_parameters"] == 650
     assert all(row["step_ms"] > 0 and row["peak_rss_mb"] > 0 for row in rows.values())
+
+
+def test_no_benchmark_script_shadows_an_installed_module(repo):
+    """A script's folder is first on `sys.path`: `compression.py` once hid the `compression` package JAX imports."""
+    import importlib.util
+
+    stems = sorted(path.stem for path in (repo / "benchmarks").glob("*.py"))
+    folder = str(repo / "benchmarks")
+    specs = {stem: importlib.util.find_spec(stem) for stem in stems}
+    shadowing = [stem for stem, spec in specs.items() if spec and not str(spec.origin).startswith(folder)]
+    assert shadowing == [], f"benchmarks/{shadowing[0]}.py hides an installed module of that name: rename it"

@@ -1,7 +1,7 @@
 """Inference speed of float32, bfloat16 and Keras' quantized modes on this CPU, in the same run.
 
-    python benchmarks/compression.py [--variant S/16] [--image-size 224] [--batch-sizes 1 8] [--seconds 5]
-    python benchmarks/compression.py --quick          # tiny/4 at 32 (the digits model), a few seconds each
+    python benchmarks/quantization.py [--variant S/16] [--image-size 224] [--batch-sizes 1 8] [--seconds 5]
+    python benchmarks/quantization.py --quick          # tiny/4 at 32 (the digits model), a few seconds each
 
 One model with random weights is measured as float32, as its `mixed_bfloat16` copy
 (`keras_vit.deploy.precision`) and after `model.quantize(mode)` for int8, int4 and float8, each
@@ -10,6 +10,9 @@ compiled (`predict_on_batch`, as `keras-vit predict` and the parity report run i
 median kept, so that another process's load hits every row alike; speeds are reported against
 float32 of the same run. The CPU's bfloat16/int8 instructions are printed with them: bfloat16 and
 int8 pay only where oneDNN has them (AVX-512 BF16, AMX, VNNI).
+
+Not named `compression.py`: this folder is on `sys.path` when a benchmark runs, and JAX imports the
+`compression` package (`from compression import zstd`), which a file of that name would shadow.
 """
 
 import argparse

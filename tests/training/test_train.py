@@ -521,7 +521,7 @@ def test_a_resumed_run_trains_as_the_uninterrupted_one(tmp_path, monkeypatch):
                 raise _Killed
 
     callbacks = train_module._callbacks
-    monkeypatch.setattr(train_module, "_callbacks", lambda *args: callbacks(*args) + [Kill()])
+    monkeypatch.setattr(train_module, "_callbacks", lambda *args, **kwargs: callbacks(*args, **kwargs) + [Kill()])
     with pytest.raises(_Killed):
         train(_config(tmp_path, **settings))
     monkeypatch.setattr(train_module, "_callbacks", callbacks)

@@ -195,6 +195,16 @@ class ViTConfig:
             patch): the position embedding, learned at `image_size`, is
             resampled in the graph to each input's patch grid (bicubic,
             antialiased, as timm's `dynamic_img_size`). Defaults to `False`.
+        naflex: SigLIP 2's NaFlex input (Tschannen et al. 2025): each image
+            cut into patches at its own aspect ratio, outside the model
+            (`keras_vit.preprocessing.patchify`). The model takes three
+            inputs, `patches` `(B, N, p*p*C)`, `spatial_shapes` `(B, 2)` (each
+            image's patch grid, rows and columns) and `patch_mask` `(B, N)`
+            (1 for a patch, 0 for padding); the position embedding, learned
+            on `image_size`'s grid, is resized to each image's grid (bilinear,
+            antialiased), and padding is masked out of every attention and
+            the MAP pooling. Needs `pooling="map"` and no prefix tokens.
+            Defaults to `False`.
 
     Example:
 
@@ -230,6 +240,7 @@ class ViTConfig:
     pooled_norm: bool = False
     dynamic_image_size: bool = False
     adaptive_tokens: AdaptiveTokens = None
+    naflex: bool = False
     # 0.2.0's flat A-ViT arguments (`FLAT_ADAPTIVE`): folded into `adaptive_tokens`, not stored.
     halting_gate_scale: dataclasses.InitVar[float] = None
     halting_gate_center: dataclasses.InitVar[float] = None
@@ -275,7 +286,7 @@ class ViTConfig:
         if self.class_token is None:
             set_field("class_token", self.pooling == "token")
         for key in ("class_token", "distillation", "embed_prefix_tokens", "pre_norm", "patch_bias", "pooled_norm",
-                    "dynamic_image_size"):  # fmt: skip
+                    "dynamic_image_size", "naflex"):  # fmt: skip
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f"{key}={getattr(self, key)!r} must be True or False.")
         if self.pooling == "token" and not self.class_token:
@@ -293,6 +304,20 @@ class ViTConfig:
             raise ValueError(f"layer_scale_init={scale!r} must be a positive number, or None for no LayerScale.")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"Unknown activation={self.activation!r}; expected one of {ACTIVATIONS}.")
+        if self.naflex:
+            self._check_naflex()
+
+    def _check_naflex(self):
+        if self.pooling != "map" or self.num_prefix_tokens:
+            raise ValueError(
+                f"naflex=True builds SigLIP 2's NaFlex tower, which pools with pooling='map' and has no class, "
+                f"distillation or register tokens; got pooling={self.pooling!r} with {self.num_prefix_tokens} "
+                "prefix token(s)."
+            )
+        if self.dynamic_image_size:
+            raise ValueError(
+                "naflex=True already takes any patch grid (spatial_shapes): leave dynamic_image_size at False."
+            )
 
     @classmethod
     def from_variant(cls, variant, **overrides):

@@ -34,6 +34,8 @@ from keras_vit.layers import (
     ClassToken,
     ClassTokenPooling,
     LayerNorm,
+    NaFlexPositionEmbedding,
+    PaddingBias,
     PatchAveragePooling,
     PatchEmbedding,
     RegisterTokens,
@@ -48,7 +50,7 @@ from keras_vit.layers.halting import Halting, HaltingLoss
 ROLES = {
     # before the first block (layer-wise decay's depth 0)
     "embedding": ("patch_embedding", "class_token", "distillation_token", "register_tokens", "position_embedding",
-                  "embedding_dropout", "pre_norm"),
+                  "embedding_dropout", "pre_norm", "padding_bias"),
     # after the last block, before the heads
     "readout": ("encoder_norm", "pooled_norm", "token_pooling", "gap_pooling", "map_pooling", "distillation_pooling",
                 "pre_logits"),
@@ -86,6 +88,7 @@ class ViTLayers:
     head_dist: keras.layers.Layer = None
     head_average: keras.layers.Layer = None
     pooled_norm: bool = False  # `encoder_norm` (then named "pooled_norm") runs after the pooling
+    padding_bias: keras.layers.Layer = None  # NaFlex: the padding mask -> the attention bias
 
     @classmethod
     def create(cls, config):
@@ -94,12 +97,19 @@ class ViTLayers:
         policy = keras.config.dtype_policy()
         float32_head = "float32" if policy.name.startswith("mixed") else policy
         dynamic = dict(grid=c.grid, patch_size=c.patch_size) if c.dynamic_image_size else {}
-        return cls(
-            patch_embedding=PatchEmbedding(c.patch_size, c.hidden_dim, use_bias=c.patch_bias, name="patch_embedding"),
-            class_token=ClassToken(name="class_token") if c.class_token else None,
-            position_embedding=AddPositionEmbedding(
+        position = (
+            NaFlexPositionEmbedding(c.grid, name="position_embedding")
+            if c.naflex
+            else AddPositionEmbedding(
                 c.num_prefix_tokens if c.embed_prefix_tokens else 0, name="position_embedding", **dynamic
+            )
+        )
+        return cls(
+            patch_embedding=PatchEmbedding(
+                c.patch_size, c.hidden_dim, use_bias=c.patch_bias, patchified=c.naflex, name="patch_embedding"
             ),
+            class_token=ClassToken(name="class_token") if c.class_token else None,
+            position_embedding=position,
             embedding_dropout=keras.layers.Dropout(c.dropout_rate, name="embedding_dropout"),
             blocks=[
                 TransformerBlock(
@@ -142,6 +152,7 @@ class ViTLayers:
             else None,
             head_average=keras.layers.Average(dtype=float32_head, name="head_average") if c.distillation else None,
             pooled_norm=c.pooled_norm,
+            padding_bias=PaddingBias(name="padding_bias") if c.naflex else None,
         )
 
     @classmethod
@@ -189,7 +200,7 @@ class ViTLayers:
 
 
 _OPTIONAL_LAYERS = ("distillation_token", "register_tokens", "pre_norm", "distillation_pooling", "head_dist",
-                    "head_average")  # fmt: skip
+                    "head_average", "padding_bias")  # fmt: skip
 
 
 def _pooling(config):
@@ -210,7 +221,12 @@ def model_config(model):
     first, last = layers.blocks[0], layers.blocks[-1]
     position = layers.position_embedding
     dynamic = getattr(position, "patch_size", None) is not None
+    naflex = isinstance(position, NaFlexPositionEmbedding)
     patch = layers.patch_embedding.patch_size
+    if dynamic or naflex:  # the input's size is not fixed: the position table's grid is the learned size
+        image_size = tuple(g * p for g, p in zip(position.grid, patch))
+    else:
+        image_size = tuple(model.input_shape[1:3])
     pooling = {ClassTokenPooling: "token", AttentionPooling: "map"}.get(type(layers.pooling), "gap")
     return ViTConfig(
         hidden_dim=layers.patch_embedding.hidden_dim,
@@ -218,8 +234,8 @@ def model_config(model):
         num_heads=first.num_heads,
         mlp_dim=first.mlp_dim,
         patch_size=patch,
-        image_size=tuple(g * p for g, p in zip(position.grid, patch)) if dynamic else tuple(model.input_shape[1:3]),
-        num_channels=model.input_shape[-1],
+        image_size=image_size,
+        num_channels=layers.patch_embedding.projection.kernel.shape[2],
         num_classes=layers.head.units if layers.head is not None else 0,
         include_top=layers.head is not None,
         pooling=pooling,
@@ -239,6 +255,7 @@ def model_config(model):
         pooled_norm=layers.pooled_norm,
         dynamic_image_size=dynamic,
         **_halting_fields(model),
+        naflex=naflex,
     )
 
 
@@ -280,6 +297,9 @@ class TokenState:
         sizes: `(B, T, 1)`, the patches each token stands for (token
             merging), or `None` for ones.
         num_prefix_tokens: class, distillation and register tokens at the front.
+        padding_bias: `(B, 1, 1, T)`, the bias that hides padding tokens
+            (SigLIP 2's NaFlex input), or `None` without padding: the MAP
+            pooling reads it (`attention_bias` starts as the same tensor).
     """
 
     tokens: object
@@ -287,6 +307,7 @@ class TokenState:
     attention_bias: object = None
     sizes: object = None
     num_prefix_tokens: int = 0
+    padding_bias: object = None
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -307,7 +328,8 @@ def forward(layers, images, block_hook=call_block):
 
     Args:
         layers: a `ViTLayers`.
-        images: the input tensor.
+        images: the input tensor; for a NaFlex model (`ViTConfig.naflex`)
+            the dict of its three inputs (`patches`, `spatial_shapes`, `patch_mask`).
         block_hook: `hook(block, state) -> state` (a `TokenState`), how each
             block is called: token merging merges tokens there, attention maps
             record the weights, A-ViT halts tokens. Defaults to calling the block.
@@ -315,11 +337,13 @@ def forward(layers, images, block_hook=call_block):
     state = embed(layers, images)  # tokens (B, T, D)
     for block in layers.blocks:
         state = block_hook(block, state)
-    return readout(layers, state.tokens)
+    return readout(layers, state.tokens, state.padding_bias)
 
 
 def embed(layers, images):
     """Images `(B, H, W, C)` -> the `TokenState` the first block sees, its tokens `(B, T, D)`."""
+    if layers.padding_bias is not None:
+        return _embed_patches(layers, images)
     position = layers.position_embedding
     dynamic = getattr(position, "patch_size", None) is not None
 
@@ -339,11 +363,24 @@ def embed(layers, images):
     return TokenState(x, num_prefix_tokens=layers.num_prefix_tokens)
 
 
-def readout(layers, tokens):
-    """The last block's tokens `(B, T, D)` -> logits `(B, C)`, or the pooled features `(B, D)` without a head."""
+def _embed_patches(layers, inputs):
+    """NaFlex: `{"patches": (B, N, p*p*C), "spatial_shapes": (B, 2), "patch_mask": (B, N)}` -> the first `TokenState`."""
+    x = layers.patch_embedding(inputs["patches"])  # (B, N, D)
+    x = layers.position_embedding(x, inputs["spatial_shapes"])  # each image's table, at its own grid
+    x = layers.embedding_dropout(x)
+    x = layers.pre_norm(x) if layers.pre_norm is not None else x
+    bias = layers.padding_bias(inputs["patch_mask"])  # (B, 1, 1, N): padding keys hidden from every query
+    return TokenState(x, attention_bias=bias, padding_bias=bias)
+
+
+def readout(layers, tokens, padding_bias=None):
+    """The last block's tokens `(B, T, D)` -> logits `(B, C)`, or the pooled features `(B, D)` without a head.
+
+    `padding_bias`: the `TokenState`'s, which the MAP pooling takes (NaFlex).
+    """
     if not layers.pooled_norm:
         tokens = layers.encoder_norm(tokens)
-    x = layers.pooling(tokens)  # (B, D)
+    x = layers.pooling(tokens) if padding_bias is None else layers.pooling(tokens, attention_bias=padding_bias)
     if layers.pooled_norm:
         x = layers.encoder_norm(x)
     for layer in (layers.pre_logits, layers.head):
@@ -395,16 +432,31 @@ def build_model(config, name=None):
     """The functional `keras.Model` of a `ViTConfig`, with new (randomly initialised) weights.
 
     Returns:
-        A model with one input named `images`, `(B, H, W, C)` float images,
+        A model with one input named `images`, `(B, H, W, C)` float images
+        (a NaFlex model: three, `patches` `(B, N, p*p*C)` float,
+        `spatial_shapes` `(B, 2)` int32 and `patch_mask` `(B, N)` int32),
         returning `(B, num_classes)` logits (float32 under a mixed precision
         policy), or the pooled `(B, D)` features without a head.
     """
     if not isinstance(config, ViTConfig):
         raise TypeError(f"config={config!r} must be a keras_vit.ViTConfig.")
-    size = (None, None) if config.dynamic_image_size else config.image_size
-    images = keras.Input(shape=(*size, config.num_channels), name="images")
+    if config.naflex:
+        images = naflex_inputs(config)
+    else:
+        size = (None, None) if config.dynamic_image_size else config.image_size
+        images = keras.Input(shape=(*size, config.num_channels), name="images")
     hook = HaltingHook(config) if config.adaptive_tokens else call_block
     return keras.Model(images, forward(ViTLayers.create(config), images, hook), name=name or default_name(config))
+
+
+def naflex_inputs(config, num_patches=None):
+    """The three `keras.Input`s of a NaFlex model, by name; `num_patches` fixes `N` (`None`: any)."""
+    rows, cols = config.patch_size
+    return {
+        "patches": keras.Input(shape=(num_patches, rows * cols * config.num_channels), name="patches"),
+        "spatial_shapes": keras.Input(shape=(2,), dtype="int32", name="spatial_shapes"),
+        "patch_mask": keras.Input(shape=(num_patches,), dtype="int32", name="patch_mask"),
+    }
 
 
 def default_name(config):

@@ -90,9 +90,11 @@ VARIANTS = {
     "B": Variant(hidden_dim=768, num_layers=12, num_heads=12, mlp_dim=3072),  # 86,567,656
     "L": Variant(hidden_dim=1024, num_layers=24, num_heads=16, mlp_dim=4096, dropout_rate=0.1),  # 304,326,632
     "H": Variant(hidden_dim=1280, num_layers=32, num_heads=16, mlp_dim=5120, dropout_rate=0.1),  # 632,045,800 (H/14)
+    # The shape-optimised ViT of "Getting ViT in Shape" (Alabdulmohsin et al. 2023): SigLIP's and SigLIP 2's So400m.
+    "So400m": Variant(hidden_dim=1152, num_layers=27, num_heads=16, mlp_dim=4304),  # 413,735,896
 }
 
-_NAME = re.compile(r"^(?P<variant>[A-Za-z]+)(?:/(?P<patch>\d+))?$")
+_NAME = re.compile(r"^(?P<variant>[A-Za-z][A-Za-z0-9]*?)(?:/(?P<patch>\d+))?$")
 
 
 def parse_variant(name):

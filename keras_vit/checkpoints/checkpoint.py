@@ -32,6 +32,7 @@ from keras_vit.checkpoints.canonical import (
     REGISTERS,
     CheckpointError,
     prefix_count,
+    unflatten_patch_kernel,
 )
 from keras_vit.config import VARIANTS, ViTConfig, parse_variant, to_pair
 from keras_vit.model import model_config
@@ -44,6 +45,7 @@ _UNSEEN_FIELDS = (
     "pooling",
     "pooled_norm",
     "dynamic_image_size",
+    "naflex",
 )
 
 
@@ -135,6 +137,9 @@ def read_arrays(path, num_heads=None):
         source = timm if layout == formats.TIMM else transformers
         num_heads = num_heads or (hub and hub.num_heads) or _guess_num_heads(state)
         data.facts, data.arrays = source.to_canonical(state, num_heads)
+        if EMBEDDING in data.arrays:  # a NaFlex Linear patch embedding -> the conv kernel, by the stated patch size
+            stated = hub.sizes.get("patch_size") if hub is not None else None
+            unflatten_patch_kernel(data.arrays, stated and stated[1], stated and f"its config.json ({stated[0]})")
         ignored = [key for key in state if IGNORED.fullmatch(key)]
         if ignored:
             data.notes.append(f"ignored {len(ignored)} tensors that are no part of the image model ({ignored[0]}, ...)")
@@ -164,7 +169,8 @@ def _read_hub_config(config, path):
 
 def _guess_num_heads(state):
     """A PyTorch file without config.json: the heads of the variants of its width, if they agree."""
-    width = next(v for k, v in state.items() if k == timm.WIDTH_KEY or k.endswith(transformers.WIDTH_KEYS)).shape[0]
+    width_keys = (timm.WIDTH_KEY, timm.NAFLEX_WIDTH_KEY)
+    width = next(v for k, v in state.items() if k in width_keys or k.endswith(transformers.WIDTH_KEYS)).shape[0]
     heads = {row.num_heads for row in VARIANTS.values() if row.hidden_dim == width}
     if len(heads) != 1:
         raise CheckpointError(

@@ -27,7 +27,7 @@ keras_vit, and no test imports it: the cases it ran are in `OUT/cases.json`.
         `naflexvit_base_patch16_siglip` (save_for_hf) on one batch of two aspect ratios with padding
         (`naflex_inputs.npz`, outputs `*.out.npy`), `F.interpolate`'s antialiased bilinear resize of
         a position table to several grids (`naflex_resize.npz`), and `Siglip2ImageProcessor` on two
-        uint8 images (`naflex_processor.npz`).
+        uint8 images and on the same as float (`naflex_processor.npz`).
     python tests/checkpoints/torch_reference.py timm-npz OUT CONFIG FILE.npz [CONFIG FILE.npz ...]
         Loads each `.npz` (written by keras_vit) into a fresh timm model of
         CONFIG with timm's own loader; writes `FILE.logits.npy`.
@@ -484,6 +484,7 @@ def make_naflex(out):
         patches=batch["pixel_values"].numpy(),
         spatial_shapes=batch["spatial_shapes"].numpy(),
         patch_mask=batch["pixel_attention_mask"].numpy(),
+        float_patches=processor(images=[image.float() for image in images], return_tensors="pt")["pixel_values"].numpy(),
     )
 
 

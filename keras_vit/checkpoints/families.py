@@ -299,33 +299,6 @@ FAMILIES = (
         ),  # fmt: skip
     ),
     Family(
-        "SigLIP 2 NaFlex",
-        "Tschannen et al. 2025 (SigLIP 2); the fixed-resolution google/siglip2-*-patchN-SIZE towers are the SigLIP "
-        "record's",
-        timm=(r"naflexvit_(base|so400m)_patch16_siglip",),
-        transformers=("siglip2", "siglip2_vision_model"),
-        tensors={"class_token": False, "pooling": "map"},
-        options={"naflex": True, "activation": "gelu_tanh"},  # both timm factories and transformers: tanh GELU
-        scaling="vit",
-        checkpoints=(
-            # Apache-2.0 (the model cards of google/siglip2-*): keep the licence and notice with copies.
-            dict(variant="B/16", tag="siglip2_naflex", transformers="google/siglip2-base-patch16-naflex", **_NAFLEX),
-            dict(
-                variant="So400m/16",
-                tag="siglip2_naflex",
-                transformers="google/siglip2-so400m-patch16-naflex",
-                **_NAFLEX,
-            ),
-            dict(variant="B/16", tag="siglip2_naflex_timm", timm="naflexvit_base_patch16_siglip.v2_webli", **_NAFLEX),
-            dict(
-                variant="So400m/16",
-                tag="siglip2_naflex_timm",
-                timm="naflexvit_so400m_patch16_siglip.v2_webli",
-                **_NAFLEX,
-            ),
-        ),
-    ),
-    Family(
         "CLIP",
         "Radford et al. 2021 (OpenAI), OpenCLIP",
         timm=(
@@ -375,6 +348,33 @@ FAMILIES = (
                 options=_QUICK_GELU,
             ),
         ),  # fmt: skip
+    ),
+    Family(
+        "SigLIP 2 NaFlex",
+        "Tschannen et al. 2025 (SigLIP 2); the fixed-resolution google/siglip2-*-patchN-SIZE towers are the SigLIP "
+        "record's",
+        timm=(r"naflexvit_(base|so400m)_patch16_siglip",),
+        transformers=("siglip2", "siglip2_vision_model"),
+        tensors={"class_token": False, "pooling": "map"},
+        options={"naflex": True, "activation": "gelu_tanh"},  # both timm factories and transformers: tanh GELU
+        scaling="vit",
+        checkpoints=(
+            # Apache-2.0 (the model cards of google/siglip2-*): keep the licence and notice with copies.
+            dict(variant="B/16", tag="siglip2_naflex", transformers="google/siglip2-base-patch16-naflex", **_NAFLEX),
+            dict(
+                variant="So400m/16",
+                tag="siglip2_naflex",
+                transformers="google/siglip2-so400m-patch16-naflex",
+                **_NAFLEX,
+            ),
+            dict(variant="B/16", tag="siglip2_naflex_timm", timm="naflexvit_base_patch16_siglip.v2_webli", **_NAFLEX),
+            dict(
+                variant="So400m/16",
+                tag="siglip2_naflex_timm",
+                timm="naflexvit_so400m_patch16_siglip.v2_webli",
+                **_NAFLEX,
+            ),
+        ),
     ),
     # Not built yet: what each needs is issue 20's (a layer, then the record's fields above).
     Family(

@@ -7,6 +7,7 @@ runs the same on JAX and torch.
 """
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -127,3 +128,24 @@ def test_a_naflex_model_computes_the_same_on_jax_and_torch(backend, tmp_path):
     )
     assert result.returncode == 0 and result.stdout.startswith("ok"), result.stderr[-3000:]
     np.testing.assert_allclose(np.load(tmp_path / f"{backend}.npy"), _numpy(model(inputs)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.fast
+def test_predict_runs_each_image_at_its_own_aspect_ratio(tmp_path, capsys):
+    from PIL import Image
+
+    from keras_vit import run_folder
+    from keras_vit.cli import main
+
+    model = _model()
+    run_folder.save(model, tmp_path / "run", labels=["a", "b", "c"], max_num_patches=20)
+    image = np.random.default_rng(3).integers(0, 256, (30, 70, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "wide.png")
+    main(["predict", str(tmp_path / "wide.png"), "--model", str(tmp_path / "run"), "--json", "--top-k", "3"])
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    inputs = naflex_inputs([image], patch_size=4, max_num_patches=20)
+    assert inputs["spatial_shapes"].tolist() == [[3, 6]]  # 30 x 70 kept wide, not squashed to the table's 3 x 4
+    logits = _numpy(model(inputs))[0]
+    probabilities = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    assert [row["label"] for row in printed["top_k"]] == [["a", "b", "c"][i] for i in np.argsort(-probabilities)]
+    np.testing.assert_allclose([row["probability"] for row in printed["top_k"]], np.sort(probabilities)[::-1], atol=1e-5)

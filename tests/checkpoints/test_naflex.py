@@ -122,3 +122,18 @@ def test_the_published_naflex_checkpoints_are_registered_by_their_names():
         row = rows[f"https://huggingface.co/{repository}"]
         assert row.family == "SigLIP 2 NaFlex" and row.image_size == 256 and row.output == "features"
         assert row.pooling == "map" and row.scaling == "vit"
+
+
+def test_predict_on_a_naflex_checkpoint_folder_prints_the_features_at_the_images_own_grid(naflex, tmp_path, capsys):
+    from PIL import Image
+
+    from keras_vit.deploy.predict import predict_files
+
+    image = np.random.default_rng(0).integers(0, 256, (20, 57, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "wide.png")
+    assert predict_files([str(tmp_path / "wide.png")], str(naflex / "hf_siglip2"), as_json=True) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    model, _ = build_from_checkpoint(naflex / "hf_siglip2")
+    inputs = naflex_inputs([image], patch_size=8, max_num_patches=16)  # the 4 x 4 table's budget
+    assert inputs["spatial_shapes"].tolist() == [[2, 6]]  # wide, as the image
+    np.testing.assert_allclose(printed["features"], model.predict(inputs, verbose=0)[0], rtol=1e-5, atol=1e-5)

@@ -148,4 +148,6 @@ def test_predict_runs_each_image_at_its_own_aspect_ratio(tmp_path, capsys):
     logits = _numpy(model(inputs))[0]
     probabilities = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
     assert [row["label"] for row in printed["top_k"]] == [["a", "b", "c"][i] for i in np.argsort(-probabilities)]
-    np.testing.assert_allclose([row["probability"] for row in printed["top_k"]], np.sort(probabilities)[::-1], atol=1e-5)
+    np.testing.assert_allclose(
+        [row["probability"] for row in printed["top_k"]], np.sort(probabilities)[::-1], atol=1e-5
+    )

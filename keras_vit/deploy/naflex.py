@@ -60,7 +60,9 @@ def write_saved_model(model, path, labels=None, top_k=5):
     archive.track(model)
     archive.add_endpoint(
         "serving_default",
-        lambda patches, spatial_shapes, patch_mask: _outputs(model, (patches, spatial_shapes, patch_mask), labels, top_k),
+        lambda patches, spatial_shapes, patch_mask: _outputs(
+            model, (patches, spatial_shapes, patch_mask), labels, top_k
+        ),
         input_signature=list(_specs(model_config(model))),
     )
     archive.write_out(str(path), verbose=False)

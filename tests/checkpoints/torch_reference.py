@@ -484,7 +484,9 @@ def make_naflex(out):
         patches=batch["pixel_values"].numpy(),
         spatial_shapes=batch["spatial_shapes"].numpy(),
         patch_mask=batch["pixel_attention_mask"].numpy(),
-        float_patches=processor(images=[image.float() for image in images], return_tensors="pt")["pixel_values"].numpy(),
+        float_patches=processor(images=[image.float() for image in images], return_tensors="pt")[
+            "pixel_values"
+        ].numpy(),
     )
 
 

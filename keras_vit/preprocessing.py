@@ -86,6 +86,19 @@ def naflex_size(height, width, patch_size, max_num_patches, eps=1e-5):
     return scaled(low, height), scaled(low, width)
 
 
+def _bilinear_matrix(in_size, out_size):
+    """The `(out, in)` matrix of `F.interpolate(mode="bilinear", antialias=True)` along one axis.
+
+    The triangle filter, widened by the scale when shrinking, renormalised: the same weights as
+    `checkpoints.resample.interpolation_matrix(..., "bilinear", antialias=True)` and
+    `layers.naflex_resize_weights`, here in NumPy for pixels (the core imports no checkpoint code).
+    """
+    scale = in_size / out_size
+    center = (np.arange(out_size) + 0.5) * scale - 0.5
+    taps = np.maximum(0.0, 1.0 - np.abs(np.arange(in_size)[None, :] - center[:, None]) / max(scale, 1.0))
+    return taps / taps.sum(1, keepdims=True)
+
+
 def naflex_inputs(images, patch_size, max_num_patches, scaling="vit"):
     """Images of any sizes -> the three inputs of a NaFlex model (`ViTConfig.naflex`), as NumPy arrays.
 
@@ -107,8 +120,6 @@ def naflex_inputs(images, patch_size, max_num_patches, scaling="vit"):
         `{"patches": (B, N, p*p*C) float32, "spatial_shapes": (B, 2) int32,
         "patch_mask": (B, N) int32}`.
     """
-    from keras_vit.checkpoints.resample import interpolation_matrix  # NumPy; imported here: no import cycle
-
     patch = patch_size[0] if isinstance(patch_size, (tuple, list)) else patch_size
     if isinstance(patch_size, (tuple, list)) and len(set(patch_size)) != 1:
         raise ValueError(f"patch_size={patch_size!r}: NaFlex input is cut into square patches.")
@@ -117,8 +128,7 @@ def naflex_inputs(images, patch_size, max_num_patches, scaling="vit"):
     for image in images:
         image = np.asarray(image)
         height, width = naflex_size(image.shape[0], image.shape[1], patch, max_num_patches)
-        rows = interpolation_matrix(image.shape[0], height, "bilinear", antialias=True)
-        cols = interpolation_matrix(image.shape[1], width, "bilinear", antialias=True)
+        rows, cols = _bilinear_matrix(image.shape[0], height), _bilinear_matrix(image.shape[1], width)
         resized = np.einsum("ih,hwc,jw->ijc", rows, image.astype("float64"), cols)
         if image.dtype == np.uint8:
             resized = np.clip(np.rint(resized), 0, 255)

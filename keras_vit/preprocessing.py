@@ -129,7 +129,10 @@ def naflex_inputs(images, patch_size, max_num_patches, scaling="vit"):
         image = np.asarray(image)
         height, width = naflex_size(image.shape[0], image.shape[1], patch, max_num_patches)
         rows, cols = _bilinear_matrix(image.shape[0], height), _bilinear_matrix(image.shape[1], width)
-        resized = np.einsum("ih,hwc,jw->ijc", rows, image.astype("float64"), cols)
+        # Two matmuls (rows, then columns): a photo of 2048 px resizes in milliseconds, not as one einsum loop.
+        pixels = image.reshape(image.shape[0], -1).astype("float32")
+        resized = (rows.astype("float32") @ pixels).reshape(height, image.shape[1], -1)
+        resized = np.tensordot(resized, cols.astype("float32"), axes=([1], [1])).transpose(0, 2, 1)  # (h, w, C)
         if image.dtype == np.uint8:
             resized = np.clip(np.rint(resized), 0, 255)
         pixels = (resized - mean[: image.shape[-1]]) / std[: image.shape[-1]]

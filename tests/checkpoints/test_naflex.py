@@ -38,7 +38,7 @@ def _relative(got, expected):
     return float(np.abs(got - expected).max() / np.abs(expected).max())
 
 
-@pytest.mark.parametrize("name", ["hf_siglip2", "timm_naflex_siglip"])
+@pytest.mark.parametrize("name", ["hf_siglip2", "timm_naflex_siglip", "hf_siglip2_full"])
 def test_naflex_folders_give_their_models_outputs_on_a_padded_batch_of_two_aspect_ratios(naflex, name):
     model, report = build_from_checkpoint(naflex / name)
     assert len(report.loaded) == len(model_variables(model)) and not report.skipped
@@ -46,6 +46,8 @@ def test_naflex_folders_give_their_models_outputs_on_a_padded_batch_of_two_aspec
     assert config.naflex and config.pooling == "map" and config.activation == "gelu_tanh"
     assert config.image_size == (32, 32) and config.grid == (4, 4) and not config.class_token
     assert report.family == "SigLIP 2 NaFlex" and report.scaling == ("vit" if name.startswith("timm") else None)
+    if name == "hf_siglip2_full":
+        assert any("no part of the image model" in note for note in report.adapted), report.adapted  # the text tower
     difference = _relative(model.predict(_inputs(naflex), verbose=0), np.load(naflex / f"{name}.out.npy"))
     print(f"{name}: {difference:.2e} relative to the largest output")
     assert difference < RELATIVE_TOLERANCE

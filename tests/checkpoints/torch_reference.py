@@ -458,6 +458,16 @@ def make_naflex(out):
     result = model(pixel_values=patches, pixel_attention_mask=mask, spatial_shapes=shapes)
     np.save(out / "hf_siglip2.out.npy", result.pooler_output.numpy())
     np.save(out / "hf_siglip2.tokens.npy", result.last_hidden_state.numpy())
+    # A whole Siglip2Model (image and text towers, as google/siglip2-*-naflex files are): its image tower is read.
+    from transformers import Siglip2Config, Siglip2Model
+
+    text = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, vocab_size=50)
+    text.update(bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    full = Siglip2Model(Siglip2Config(text_config=text, vision_config=config.to_dict())).eval()
+    randomize(full)
+    full.save_pretrained(out / "hf_siglip2_full")
+    pooled = full.vision_model(pixel_values=patches, pixel_attention_mask=mask, spatial_shapes=shapes).pooler_output
+    np.save(out / "hf_siglip2_full.out.npy", pooled.numpy())
     # timm's: the same architecture; its inputs are the patches' (row, column) coordinates and validity.
     timm_model = timm.create_model(
         "naflexvit_base_patch16_siglip", pretrained=False, patch_size=8, img_size=32, num_classes=0,

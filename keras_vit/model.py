@@ -199,6 +199,17 @@ class ViTLayers:
         )
 
 
+def image_layers(model, view):
+    """`ViTLayers.of(model)` for a view that feeds images (`view` names it); a NaFlex model is refused in one line."""
+    layers = ViTLayers.of(model)
+    if layers.padding_bias is not None:
+        raise ValueError(
+            f"{view} takes a model of images; {model.name!r} is a NaFlex model (patches, spatial_shapes, "
+            "patch_mask), which it does not take yet."
+        )
+    return layers
+
+
 _OPTIONAL_LAYERS = ("distillation_token", "register_tokens", "pre_norm", "distillation_pooling", "head_dist",
                     "head_average", "padding_bias")  # fmt: skip
 

@@ -151,3 +151,14 @@ def test_predict_runs_each_image_at_its_own_aspect_ratio(tmp_path, capsys):
     np.testing.assert_allclose(
         [row["probability"] for row in printed["top_k"]], np.sort(probabilities)[::-1], atol=1e-5
     )
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("view", ["attention_model", "features_model", "apply_token_merging", "fixed_size_model"])
+def test_the_image_views_refuse_a_naflex_model_in_one_line(view):
+    from keras_vit import views
+
+    function = getattr(views, view)
+    args = {"apply_token_merging": (2,), "fixed_size_model": ((12, 16),)}.get(view, ())
+    with pytest.raises(ValueError, match=rf"^{view} takes a model of images; .* is a NaFlex model"):
+        function(_model(), *args)

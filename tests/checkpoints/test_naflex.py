@@ -139,3 +139,19 @@ def test_predict_on_a_naflex_checkpoint_folder_prints_the_features_at_the_images
     inputs = naflex_inputs([image], patch_size=8, max_num_patches=16)  # the 4 x 4 table's budget
     assert inputs["spatial_shapes"].tolist() == [[2, 6]]  # wide, as the image
     np.testing.assert_allclose(printed["features"], model.predict(inputs, verbose=0)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_a_registry_row_or_a_variant_cuts_the_file_alone(naflex, tmp_path, monkeypatch):
+    """The registry fetches `model.safetensors` alone: the row's variant states the patch size and the family."""
+    file = naflex / "hf_siglip2" / "model.safetensors"
+    row = checkpoints.Checkpoint(
+        "tiny/8", "naflex_test", file.as_uri(), 32, 0, "none", pooling="map", family="SigLIP 2 NaFlex",
+        output="features",
+    )  # fmt: skip
+    monkeypatch.setitem(checkpoints.CHECKPOINTS, row.name, row)
+    monkeypatch.setattr(checkpoints.registry, "CACHE_DIR", str(tmp_path / "cache"))
+    expected = np.load(naflex / "hf_siglip2.out.npy")
+    for source, options in (("tiny/8:naflex_test", {}), (file, {"variant": "tiny/8"})):
+        model, report = build_from_checkpoint(source, **options)
+        assert report.config.naflex and report.config.activation == "gelu_tanh" and report.family == "SigLIP 2 NaFlex"
+        assert _relative(model.predict(_inputs(naflex), verbose=0), expected) < RELATIVE_TOLERANCE

@@ -18,7 +18,8 @@ layers through `keras_vit.model.forward`, as token merging and attention maps do
   every block), for accuracy and speed comparisons.
 - `gathered_forward`: one image at a time, halted tokens gathered out, so
   later blocks run on fewer tokens, and no block runs once the class token
-  (all the head reads) has halted. Same logits as the masked graph.
+  (and DeiT's distillation token, the other token a head reads) has halted.
+  Same logits as the masked graph.
 
 Legend: `B` batch, `T` tokens (class token first), `D` hidden_dim, `L` blocks, `(R, C)` patch grid.
 """
@@ -93,13 +94,15 @@ class GatheredHook:
     `ops.take`), so the token count shrinks, and the state's `positions`
     follow them (each active token's index in the embedded sequence). The
     halting arithmetic is the masked graph's (`halting_step`); only the
-    class token's weighted output is kept, as only it reaches the head. With
-    `all_tokens=False` every token is dropped once the class token halts (the
+    weighted outputs of the tokens the heads read are kept: the class token's
+    and, in a distilled (DeiT) model, the distillation token's, at index 1.
+    With `all_tokens=False` every token is dropped once those have halted (the
     logits are then final); `True` runs the rest too, to count every token's depth.
     """
 
     def __init__(self, config, all_tokens=False):
         self.config, self.all_tokens = config, all_tokens
+        self.heads = 1 + int(config.distillation)  # the tokens a head reads: class (0), distillation (1)
         self.index = 0
 
     def __call__(self, block, state):
@@ -110,7 +113,7 @@ class GatheredHook:
             self.score_sum = ops.zeros((length,))
             self.remainder = ops.ones((length,))
             self.depth = ops.zeros((length,))
-            self.class_output = ops.zeros((1, 1, tokens.shape[-1]))
+            self.head_output = ops.zeros((self.heads, tokens.shape[-1]))  # (H, D)
         last = self.index == c.num_layers - 1
         self.index += 1
         with warnings.catch_warnings():  # one token left (the class token) is a softmax over one key: fine
@@ -127,14 +130,14 @@ class GatheredHook:
             c.adaptive_tokens.gate_center,
             last,
         )
-        is_class = ops.cast(positions == 0, "float32")
-        self.class_output = self.class_output + ops.sum(x * (weight * is_class)[:, None], axis=0)[None, None]
+        is_head = ops.cast(positions[:, None] == ops.arange(self.heads, dtype="int32")[None], "float32")  # (Ta, H)
+        self.head_output = self.head_output + ops.matmul(ops.transpose(is_head * weight[:, None]), x)
         self.depth = self.depth + ops.scatter(positions[:, None], ops.ones_like(weight), ops.shape(self.depth))
-        if last:
-            return state.replace(tokens=ops.cast(self.class_output, tokens.dtype))  # (1, 1, D): all the pooling reads
+        if last:  # (1, H, D): all the poolings read (class token 0, distillation token 1)
+            return state.replace(tokens=ops.cast(self.head_output[None], tokens.dtype))
         keep = going > 0.5
-        if not self.all_tokens:  # nothing else reaches the head once the class token has halted
-            keep = ops.logical_and(keep, ops.any(ops.logical_and(keep, positions == 0)))
+        if not self.all_tokens:  # nothing else reaches a head once the tokens the heads read have halted
+            keep = ops.logical_and(keep, ops.any(ops.logical_and(keep, positions < self.heads)))
         index = ops.where(keep)[0]  # a data-dependent shape: the point of this path
         self.score_sum, self.remainder = (ops.take(t, index, axis=0) for t in (self.score_sum, self.remainder))
         return state.replace(tokens=ops.take(tokens, index, axis=1), positions=ops.take(state.positions, index, axis=1))
@@ -146,7 +149,7 @@ def gathered_forward(model, images, all_tokens=False, **fields):
     Eager (or inside a `tf.function`, as `keras_vit.deploy` exports it);
     the same logits as `halting_model` up to float rounding. `depth` counts
     the blocks each token ran; without `all_tokens`, tokens still active
-    when the class token halts stop there too (see `GatheredHook`).
+    when the class (and distillation) token halts stop there too (see `GatheredHook`).
 
     Args:
         model: a `build_vit` model with adaptive tokens (or any class-token

@@ -135,12 +135,21 @@ class GatheredHook:
         self.depth = self.depth + ops.scatter(positions[:, None], ops.ones_like(weight), ops.shape(self.depth))
         if last:  # (1, H, D): all the poolings read (class token 0, distillation token 1)
             return state.replace(tokens=ops.cast(self.head_output[None], tokens.dtype))
-        keep = going > 0.5
-        if not self.all_tokens:  # nothing else reaches a head once the tokens the heads read have halted
-            keep = ops.logical_and(keep, ops.any(ops.logical_and(keep, positions < self.heads)))
-        index = ops.where(keep)[0]  # a data-dependent shape: the point of this path
+        index = ops.where(self.keep(going > 0.5, positions))[0]  # a data-dependent shape: the point of this path
         self.score_sum, self.remainder = (ops.take(t, index, axis=0) for t in (self.score_sum, self.remainder))
         return state.replace(tokens=ops.take(tokens, index, axis=1), positions=ops.take(state.positions, index, axis=1))
+
+    def keep(self, going, positions):
+        """Which tokens the next block runs on, `(Ta,)` bool: those still going, while a head's token goes.
+
+        Args:
+            going: `(Ta,)` bool, the tokens that have not halted.
+            positions: `(Ta,)` int32, their indices in the embedded sequence.
+        """
+        if self.all_tokens:
+            return going
+        # Nothing else reaches a head once the tokens the heads read have halted.
+        return ops.logical_and(going, ops.any(ops.logical_and(going, positions < self.heads)))
 
 
 def gathered_forward(model, images, all_tokens=False, **fields):

@@ -47,10 +47,6 @@ def _trainer(tiny_vit, teacher, num_classes=3):
     return trainer
 
 
-def student_variables(trainer):
-    return trainer.student.trainable_variables
-
-
 def _cross_entropy(labels, logits):
     logits = logits - logits.max(-1, keepdims=True)
     log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
@@ -87,7 +83,7 @@ def test_the_distillation_head_learns_the_teachers_labels_and_the_student_alone_
     assert after["distillation_head"] > 0.9 > 0.6 > before["distillation_head"], (before, after)
     cls = to_numpy(trainer(images)[0])
     assert np.mean(cls.argmax(-1) == y.argmax(-1)) > 0.9  # the class head learns the true labels
-    assert not teacher.trainable_variables and len(trainer.trainable_variables) == len(student_variables(trainer))
+    assert not teacher.trainable_variables and len(trainer.trainable_variables) == len(trainer.student.trainable_variables)
     for trained, kept in zip(teacher.get_weights(), teacher_weights):
         np.testing.assert_array_equal(trained, kept)  # frozen
     trainer.save(tmp_path / "student.keras")
@@ -110,6 +106,29 @@ def test_bad_combinations_are_refused_in_one_line(tmp_path, tiny_vit, write_run_
     with pytest.raises(FileNotFoundError, match=r"^--teacher .*missing: no such run folder"):
         train(_config(tmp_path, teacher=str(tmp_path / "missing")))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_distilled_checkpoint_fine_tunes_with_a_teacher(tmp_path, tiny_vit, write_run_folder):
+    distilled = write_run_folder(tmp_path / "distilled", tiny_vit(num_classes=4, distillation=True), list("abcd"))
+    teacher = write_run_folder(tmp_path / "teacher", tiny_vit(num_classes=10), DIGITS, scaling="imagenet")
+    config = _config(tmp_path, weights=str(distilled), variant=None, epochs=1, teacher=str(teacher))
+    results = train(config)
+    assert set(results["distillation"]) == {"distillation_head", "class_head", "model"}
+    saved = keras.saving.load_model(tmp_path / "run" / "model.keras", safe_mode=True)
+    assert model_config(saved).distillation and saved.output_shape == (None, 10)
+
+
+def test_the_teacher_sees_the_batch_in_its_own_scaling_and_size(tiny_vit, to_numpy):
+    from keras_vit.preprocessing import preprocessing_model
+    from keras_vit.training.distillation import _teacher_input
+
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 16, 16, 3)).astype("float32")
+    student_input = to_numpy(preprocessing_model(16, "vit")(pixels))
+    convert = _teacher_input(tiny_vit(image_size=8), {"scaling": "imagenet"}, (16, 16), "vit")
+    expected = to_numpy(preprocessing_model(16, "imagenet")(pixels))  # the scaling first: resizing is linear
+    expected = to_numpy(keras.ops.image.resize(expected, (8, 8), interpolation="bilinear", antialias=True))
+    np.testing.assert_allclose(to_numpy(convert(student_input)), expected, atol=1e-4)
+    assert _teacher_input(tiny_vit(), {"scaling": "vit"}, (16, 16), "vit") is None
 
 
 @pytest.mark.slow

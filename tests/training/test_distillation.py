@@ -83,7 +83,9 @@ def test_the_distillation_head_learns_the_teachers_labels_and_the_student_alone_
     assert after["distillation_head"] > 0.9 > 0.6 > before["distillation_head"], (before, after)
     cls = to_numpy(trainer(images)[0])
     assert np.mean(cls.argmax(-1) == y.argmax(-1)) > 0.9  # the class head learns the true labels
-    assert not teacher.trainable_variables and len(trainer.trainable_variables) == len(trainer.student.trainable_variables)
+    assert not teacher.trainable_variables and len(trainer.trainable_variables) == len(
+        trainer.student.trainable_variables
+    )
     for trained, kept in zip(teacher.get_weights(), teacher_weights):
         np.testing.assert_array_equal(trained, kept)  # frozen
     trainer.save(tmp_path / "student.keras")
@@ -111,7 +113,7 @@ def test_bad_combinations_are_refused_in_one_line(tmp_path, tiny_vit, write_run_
 def test_a_distilled_checkpoint_fine_tunes_with_a_teacher(tmp_path, tiny_vit, write_run_folder):
     distilled = write_run_folder(tmp_path / "distilled", tiny_vit(num_classes=4, distillation=True), list("abcd"))
     teacher = write_run_folder(tmp_path / "teacher", tiny_vit(num_classes=10), DIGITS, scaling="imagenet")
-    config = _config(tmp_path, weights=str(distilled), variant=None, epochs=1, teacher=str(teacher))
+    config = _config(tmp_path, weights=str(distilled / "model.keras"), variant=None, epochs=1, teacher=str(teacher))
     results = train(config)
     assert set(results["distillation"]) == {"distillation_head", "class_head", "model"}
     saved = keras.saving.load_model(tmp_path / "run" / "model.keras", safe_mode=True)

@@ -57,14 +57,14 @@ class ClassTokenKept(GatheredHook):
     """
 
     def keep(self, going, positions):
-        return ops.logical_or(going, positions < self.heads)
+        return ops.logical_or(going, positions < self.readout_tokens)
 
 
 def class_token_kept_forward(model, images, center):
     """`(logits (1, C), depth (1, T))` of one image through `ClassTokenKept`: the blocks each token ran."""
     config = model_config(model)
     hook = ClassTokenKept(config.replace(adaptive_tokens=config.adaptive_tokens or True, halting_gate_center=center))
-    return forward(ViTLayers.of(model), images, hook), hook.depth[None]
+    return forward(ViTLayers.of(model), images, hook), hook.depth
 
 
 def arrays(split, num_classes=10):

@@ -95,6 +95,9 @@ def test_the_distillation_head_learns_the_teachers_labels_and_the_student_alone_
 
 
 def test_bad_combinations_are_refused_in_one_line(tmp_path, tiny_vit, write_run_folder):
+    from keras_vit.cli import build_parser
+
+    assert build_parser().parse_args(["train", "--teacher", "runs/teacher"]).teacher == "runs/teacher"
     three = write_run_folder(tmp_path / "three", tiny_vit(), ["a", "b", "c"])
     with pytest.raises(ValueError, match=r"^--teacher .*three.* was trained on other classes \(3: a, b, c\) than"):
         train(_config(tmp_path, teacher=str(three)))

@@ -50,8 +50,8 @@ class HardDistillation(keras.Model):
     """
 
     def __init__(self, student, teacher, teacher_input=None, **kwargs):
-        super().__init__(name=f"{student.name}_distillation", **kwargs)
         check_student(student)
+        super().__init__(**{"name": f"{student.name}_distillation", **kwargs})
         self.student = student
         # The student's graph up to its two heads: the same layers (and weights), before they are averaged.
         self.heads = keras.Model(student.inputs, student.get_layer("head_average").input, name=f"{student.name}_heads")

@@ -140,7 +140,7 @@ class GatheredHook:
             return state.replace(tokens=ops.cast(self.readout, tokens.dtype)) if last else state
         with warnings.catch_warnings():  # one token left (the class token) is a softmax over one key: fine
             warnings.filterwarnings("ignore", message="You are using a softmax over axis -1")
-            tokens = block(tokens, **state.block_arguments())  # (B, T', D)
+            tokens = block(tokens, training=False, **state.block_arguments())  # (B, T', D)
         x = ops.cast(tokens, "float32")
         _, going, weight, self.score_sum, self.remainder = halting_step(
             x[..., 0],

@@ -68,6 +68,9 @@ class TrainConfig:
     overwrite: bool = _field(False, "replace an existing --output run")
     resume: bool = _field(False, "continue the run in --output where it stopped")
     weights: str = _field(None, "checkpoint file or registry name to fine-tune from")
+    teacher: str = _field(
+        None, "DeiT hard distillation: a run folder (or its model.keras) of a trained model with the same classes"
+    )
     freeze_backbone: bool = _field(False, "train the head alone on the frozen --weights (a linear probe)")
     layer_decay: float = _field(None, "layer-wise learning-rate decay for full fine-tuning, e.g. 0.75 (default: off)")
     lora: int = _field(None, "LoRA rank: train low-rank adapters and the head on the frozen --weights, e.g. 4")

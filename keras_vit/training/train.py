@@ -23,7 +23,7 @@ from keras_vit.checkpoints.registry import not_found
 from keras_vit.config import ViTConfig, parse_variant
 from keras_vit.deploy.export import export_model
 from keras_vit.model import model_config
-from keras_vit.training import data, distribute, optimizers, parallel
+from keras_vit.training import data, distillation, distribute, optimizers, parallel
 from keras_vit.training.reports import (
     per_class_metrics,
     plot_confusion_matrix,
@@ -122,14 +122,16 @@ def _train(config, return_model):
             )
         if config.lora:
             _enable_lora(model, config)
+        # What fit trains: the model, or with --teacher the model and its teacher (the model alone is saved).
+        fitted = _distillation(model, config, splits, architecture, scaling) if config.teacher else model
         steps = splits.sizes["train"] // config.batch_size  # the training pipeline drops the remainder
-        _compile(model, config, total_steps=steps * config.epochs, warmup_steps=int(config.warmup_epochs * steps))
+        _compile(fitted, config, total_steps=steps * config.epochs, warmup_steps=int(config.warmup_epochs * steps))
     config = dataclasses.replace(
         config, image_size=list(architecture.image_size), scaling=scaling, variant=architecture.variant
     )
     first_epoch = run_folder.epochs_done(config.output) if config.resume else 0  # where BackupAndRestore goes on
     train_ds, val_ds, test_ds = _pipelines(config, splits, first_epoch, whole_batches=processes > 1)
-    distribute.patch_multi_worker_fit(model, strategy, train_ds)
+    distribute.patch_multi_worker_fit(fitted, strategy, train_ds)
     if chief and not config.resume:  # only once every input checked out
         run_folder.start(config.output, _stored(requested), overwrite=config.overwrite)
     elif chief:
@@ -140,11 +142,11 @@ def _train(config, return_model):
         # The optimizer built first, so the saved model loads whole (its optimizer state too) and is
         # saved again whole: an unbuilt one is saved without its variables, and every later load
         # of model.keras (the export's) warns that it skips them.
-        model.optimizer.build(model.trainable_variables)
+        fitted.optimizer.build(fitted.trainable_variables)
         model.load_weights(os.path.join(config.output, run_folder.MODEL))
         start = None
     else:
-        history = model.fit(
+        history = fitted.fit(
             train_ds,
             validation_data=val_ds,
             epochs=config.epochs,
@@ -166,9 +168,11 @@ def _train(config, return_model):
     if config.freeze_backbone:  # saved trainable, as a built model is (Keras restores frozen blocks only in part)
         freeze_backbone(model, frozen=False)
     seconds = None if start is None else time.perf_counter() - start
-    metrics = model.evaluate(test_ds, return_dict=True, verbose=0)
+    metrics = fitted.evaluate(test_ds, return_dict=True, verbose=0)
     parallel.local_copy(model, processes)
     results = _finish(model, config, splits, metrics, seconds, test_ds) if chief else _summary(config, splits, metrics)
+    if chief and config.teacher:
+        results["distillation"] = distillation.teacher_agreement(fitted, test_ds)
     if chief and config.export:
         results["export"] = _export(config, splits)
     if chief:
@@ -238,8 +242,17 @@ def _architecture(config, splits):
         num_classes=splits.num_classes,
         dropout_rate=config.dropout_rate,
         drop_path_rate=config.drop_path_rate,
+        **({"distillation": True} if config.teacher else {}),  # DeiT's token, whose head the teacher trains
         **_halting_options(config),
     )
+
+
+def _distillation(model, config, splits, architecture, scaling):
+    """`--teacher`: the model wrapped with its frozen teacher for `fit` (DeiT's hard-label distillation)."""
+    distillation.check_student(model)
+    teacher, teacher_input = distillation.load_teacher(config.teacher, splits.labels, architecture.image_size, scaling)
+    print(f"keras-vit train: --teacher {config.teacher}: its top class trains the distillation head")
+    return distillation.HardDistillation(model, teacher, teacher_input)
 
 
 # The layers a linear probe trains: the classifier heads (DeiT's distillation head too).
@@ -380,6 +393,8 @@ def _check(config):
         raise ValueError("Pass either --overwrite (start again) or --resume (continue), not both.")
     if config.weights:  # after the flags: it looks at the disk (and names the checkpoints it knows)
         _check_weights(config.weights)
+    if config.teacher:
+        distillation.check_teacher_path(config.teacher)
 
 
 def _check_finite(config):
@@ -517,7 +532,9 @@ def _callbacks(output, chief=True, worker=None, lockstep=False):
     if not chief and lockstep:
         return [
             keras.callbacks.BackupAndRestore(backup, double_checkpoint=True),
-            AtomicModelCheckpoint(os.path.join(backup, "best.keras"), monitor="val_accuracy", save_best_only=True),
+            AtomicModelCheckpoint(
+                os.path.join(backup, "best.keras"), monitor="val_accuracy", mode="max", save_best_only=True
+            ),
         ]
     if not chief:
         return [keras.callbacks.BackupAndRestore(backup)]
@@ -525,7 +542,9 @@ def _callbacks(output, chief=True, worker=None, lockstep=False):
     return [
         keras.callbacks.BackupAndRestore(backup, double_checkpoint=True),  # a half-written backup falls back
         keras.callbacks.CSVLogger(os.path.join(output, run_folder.HISTORY_CSV), append=True),
-        AtomicModelCheckpoint(os.path.join(output, run_folder.BEST), monitor="val_accuracy", save_best_only=True),
+        AtomicModelCheckpoint(
+            os.path.join(output, run_folder.BEST), monitor="val_accuracy", mode="max", save_best_only=True
+        ),
         keras.callbacks.TensorBoard(os.path.join(output, run_folder.LOGS)),
         keras.callbacks.TerminateOnNaN(),
     ]
@@ -606,7 +625,12 @@ def _early_stopping(patience, start_from_epoch=0):
     # Its state (best epoch so far) is not in BackupAndRestore's: a resumed run counts patience anew.
     return [
         keras.callbacks.EarlyStopping(
-            "val_accuracy", patience=patience, restore_best_weights=True, start_from_epoch=start_from_epoch, verbose=1
+            "val_accuracy",
+            mode="max",
+            patience=patience,
+            restore_best_weights=True,
+            start_from_epoch=start_from_epoch,
+            verbose=1,
         )
     ]
 

@@ -38,6 +38,8 @@ MAP_ATTENTION = "MAPHead_0/MultiHeadDotProductAttention_0/"
 QUERY = ORIGINAL_BLOCK.format(0) + BLOCK_ATTENTION + "query/kernel"  # (D, H, d): the width and the heads
 MLP_IN = ORIGINAL_BLOCK.format(0) + "MlpBlock_3/Dense_0/kernel"  # (D, mlp_dim)
 LAYER_SCALE = ORIGINAL_BLOCK.format(0) + "LayerScale_0/scale"
+PATCH_NORM = "embedding_norm/scale"  # AIMv2's RMSNorm on the patch embedding, before the position embedding
+SWIGLU_GATE = "MlpBlock_3/Gate_0/"  # a SwiGLU MLP's gate (`silu(x W_g) * (x W_v)`, the value being `Dense_0`)
 
 
 # --- the prefix tokens' position slots ---------------------------------------------------

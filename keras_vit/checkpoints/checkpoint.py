@@ -93,14 +93,16 @@ def read(path_or_name, *, variant=None, image_size=None, options=None, cache_dir
     row = registry.find_checkpoint(path_or_name)
     path = registry.fetch_checkpoint(row, cache_dir) if row else os.fspath(path_or_name)
     variant = variant or (row.variant if row else None)
-    data = read_arrays(path, num_heads=parse_variant(variant)[0].num_heads if variant else None)
+    given = {**dict(row.options if row else ()), **(options or {})}
+    # A row of a size outside the table (AIMv2's) is filed under the nearest variant, its options the exact sizes.
+    num_heads = given.get("num_heads") or (parse_variant(variant)[0].num_heads if variant else None)
+    data = read_arrays(path, num_heads=num_heads)
     data.row = row
     if row is not None:
         data.family, data.scaling = families.family(row.family), row.scaling
-    given = {**dict(row.options if row else ()), **(options or {})}
     data.config = describe(data, image_size or (row.image_size if row else None), given=given)
     if variant:
-        _check_variant(variant, data.config, path)
+        _check_variant(variant, data.config, path, given)
     return data
 
 
@@ -324,10 +326,14 @@ def _prefix_slots(data, patch_size, image_size):
     )
 
 
-def _check_variant(variant, found, path):
-    """A `variant` the checkpoint contradicts is a mistake to report, not to build around silently."""
+def _check_variant(variant, found, path, given=()):
+    """A `variant` the checkpoint contradicts is a mistake to report, not to build around silently.
+
+    Sizes in `given` (the caller's or the registry row's fields) are checked instead of the variant's.
+    """
     arch, patch = parse_variant(variant)
     wanted = {key: getattr(arch, key) for key in ("hidden_dim", "num_layers", "num_heads", "mlp_dim")}
+    wanted.update({key: value for key, value in dict(given).items() if key in wanted})
     if patch is not None:
         wanted["patch_size"] = (patch, patch)
     differences = [

@@ -29,10 +29,12 @@ from keras_vit.checkpoints.canonical import (
     LEAF,
     MAP_ATTENTION,
     ORIGINAL_BLOCK,
+    PATCH_NORM,
     POSEMB,
     PROBE,
     QKV_GROUP,
     REGISTERS,
+    SWIGLU_GATE,
     CheckpointError,
     N,
     from_pytorch,
@@ -66,6 +68,14 @@ TIMM_KEYS = [
     (r"pre_logits\.fc" + LEAF, "pre_logits/{kind}", "linear"),  # older timm's representation layer
     (r"head" + LEAF, "head/{kind}", "linear"),
     (r"head_dist" + LEAF, "head_dist/{kind}", "linear"),
+    # Issue 20's families: AIMv2's patch-embedding norm and split SwiGLU (`fc1_g` gate, `fc1_x` value); eva.py's
+    # names (Naver's and timm's rotary ViTs): LayerScale `gamma_1/2`, the fused qkv's separate q and v biases
+    # (its key bias a zero buffer, not in the file).
+    (r"patch_embed\.norm" + LEAF, PATCH_NORM.replace("scale", "{norm}"), "copy"),
+    (_TIMM_BLOCK + r"mlp\.fc1_g" + LEAF, SWIGLU_GATE + "{kind}", "linear"),
+    (_TIMM_BLOCK + r"mlp\.fc1_x" + LEAF, "MlpBlock_3/Dense_0/{kind}", "linear"),
+    (_TIMM_BLOCK + r"gamma_" + N, "LayerScale_{n}/scale", "copy"),
+    (_TIMM_BLOCK + r"attn\.(?P<qkv>q|v)_bias", BLOCK_ATTENTION + "{qkv}/bias", "heads_in"),
 ]
 _FUSED = [  # timm's block `qkv` and MAP head `kv`, split before the table applies
     (re.compile(r"(blocks\.\d+\.attn\.)qkv\.(weight|bias)"), "qkv"),
@@ -79,7 +89,25 @@ def to_canonical(state, num_heads):
     `facts` are the `ViTConfig` fields the key names show: `fc_norm` is timm's norm after pooling.
     """
     facts = {"pooled_norm": True} if "fc_norm.weight" in state else {}
-    return facts, from_pytorch(state, TIMM_KEYS, num_heads, fused=_FUSED)
+    return facts, split_packed_swiglu(from_pytorch(state, TIMM_KEYS, num_heads, fused=_FUSED))
+
+
+def split_packed_swiglu(arrays):
+    """timm's `SwiGLUPacked` (DINOv2 giant): one `fc1` of `2 * mlp_dim` outputs, gate first -> gate and value.
+
+    The shapes tell it, no name: a plain MLP's first layer has as many outputs as its second has
+    inputs, a packed SwiGLU's twice as many.
+    """
+    for key in [k for k in arrays if k.endswith("MlpBlock_3/Dense_0/kernel")]:
+        block, kernel = key[: -len("MlpBlock_3/Dense_0/kernel")], arrays[key]
+        out = arrays.get(block + "MlpBlock_3/Dense_1/kernel")
+        if out is None or block + SWIGLU_GATE + "kernel" in arrays or kernel.shape[-1] != 2 * out.shape[0]:
+            continue
+        for leaf in ("kernel", "bias"):
+            if block + f"MlpBlock_3/Dense_0/{leaf}" in arrays:
+                gate, value = np.split(arrays[block + f"MlpBlock_3/Dense_0/{leaf}"], 2, axis=-1)
+                arrays[block + SWIGLU_GATE + leaf], arrays[block + f"MlpBlock_3/Dense_0/{leaf}"] = gate, value
+    return arrays
 
 
 # What `config.json`'s `model_args` may hold: what the tensors tell, or what does not change inference.

@@ -18,10 +18,12 @@ from keras_vit.checkpoints.canonical import (
     DIST,
     LEAF,
     MAP_ATTENTION,
+    PATCH_NORM,
     POSEMB,
     PROBE,
     QKV_GROUP,
     REGISTERS,
+    SWIGLU_GATE,
     CheckpointError,
     N,
     fold_prefix_slots,
@@ -29,12 +31,18 @@ from keras_vit.checkpoints.canonical import (
 )
 from keras_vit.checkpoints.timm import scaling_of
 
-WIDTH_KEYS = ("embeddings.patch_embeddings.projection.weight", "embeddings.patch_embedding.weight")
+WIDTH_KEYS = (
+    "embeddings.patch_embeddings.projection.weight",
+    "embeddings.patch_embedding.weight",
+    "embeddings.patch_embed.weight",  # AIMv2
+    "preprocessor.patchifier.proj.weight",  # Apple's own AIMv2 layout (apple/aimv2-*)
+)
 # One table for the Hugging Face ViT, DeiT, DINOv2 (with registers), SigLIP and CLIP vision models:
 # their names do not collide. Files on the Hub (and save_pretrained) use the first spellings;
 # transformers 5 in memory the `layers.N` / `q_proj` / `o_proj` ones.
 _HF = r"(?:vit\.|deit\.|dinov2\.|vision_model\.)?"
 _HF_LAYER = _HF + r"(?:encoder\.layers?|layers)\.(?P<block>\d+)\."
+_APPLE_BLOCK = r"trunk\.blocks\.(?P<block>\d+)\."
 KEYS = [
     (_HF + r"embeddings\.patch_embeddings?(?:\.projection)?" + LEAF, "embedding/{kind}", "conv"),
     (_HF + r"embeddings\.cls_token", CLS, "copy"),
@@ -69,8 +77,33 @@ KEYS = [
     (_HF + r"head\.attention\.out_proj" + LEAF, MAP_ATTENTION + "out/{kind}", "heads_out"),
     (_HF + r"head\.layernorm" + LEAF, "MAPHead_0/LayerNorm_0/{norm}", "copy"),
     (_HF + r"head\.mlp\.fc" + N + LEAF, "MAPHead_0/MlpBlock_0/Dense_{n}/{kind}", "linear"),
+    # AIMv2 (`Aimv2VisionModel`): RMSNorms, a SwiGLU `ffn` (gate, up = value, down), a norm on the patch embedding.
+    (_HF + r"embeddings\.patch_embed" + LEAF, "embedding/{kind}", "conv"),
+    (_HF + r"embeddings\.rms_norm" + LEAF, PATCH_NORM.replace("scale", "{norm}"), "copy"),
+    (_HF_LAYER + r"rms_norm1" + LEAF, "LayerNorm_0/{norm}", "copy"),
+    (_HF_LAYER + r"rms_norm2" + LEAF, "LayerNorm_2/{norm}", "copy"),
+    (_HF_LAYER + r"attention\.out_proj" + LEAF, BLOCK_ATTENTION + "out/{kind}", "heads_out"),
+    (_HF_LAYER + r"ffn\.gate_proj" + LEAF, SWIGLU_GATE + "{kind}", "linear"),
+    (_HF_LAYER + r"ffn\.up_proj" + LEAF, "MlpBlock_3/Dense_0/{kind}", "linear"),
+    (_HF_LAYER + r"ffn\.down_proj" + LEAF, "MlpBlock_3/Dense_1/{kind}", "linear"),
+    (_HF + r"rms_norm" + LEAF, "Transformer/encoder_norm/{norm}", "copy"),
+    # Apple's own AIMv2 layout (the apple/aimv2-* repositories' modeling code; timm's `_convert_aimv2` reads the same).
+    (r"preprocessor\.patchifier\.proj" + LEAF, "embedding/{kind}", "conv"),
+    (r"preprocessor\.patchifier\.norm" + LEAF, PATCH_NORM.replace("scale", "{norm}"), "copy"),
+    (r"preprocessor\.pos_embed", POSEMB, "copy"),
+    (_APPLE_BLOCK + r"norm_1" + LEAF, "LayerNorm_0/{norm}", "copy"),
+    (_APPLE_BLOCK + r"norm_2" + LEAF, "LayerNorm_2/{norm}", "copy"),
+    (_APPLE_BLOCK + r"attn\." + QKV_GROUP + LEAF, BLOCK_ATTENTION + "{qkv}/{kind}", "heads_in"),
+    (_APPLE_BLOCK + r"attn\.proj" + LEAF, BLOCK_ATTENTION + "out/{kind}", "heads_out"),
+    (_APPLE_BLOCK + r"mlp\.fc1" + LEAF, SWIGLU_GATE + "{kind}", "linear"),
+    (_APPLE_BLOCK + r"mlp\.fc3" + LEAF, "MlpBlock_3/Dense_0/{kind}", "linear"),
+    (_APPLE_BLOCK + r"mlp\.fc2" + LEAF, "MlpBlock_3/Dense_1/{kind}", "linear"),
+    (r"trunk\.post_trunk_norm" + LEAF, "Transformer/encoder_norm/{norm}", "copy"),
 ]
-_FUSED = [(re.compile(r"(.*head\.attention\.)in_proj_(weight|bias)"), "qkv")]  # nn.MultiheadAttention (SigLIP's MAP)
+_FUSED = [
+    (re.compile(r"(.*head\.attention\.)in_proj_(weight|bias)"), "qkv"),  # nn.MultiheadAttention (SigLIP's MAP)
+    (re.compile(r"(trunk\.blocks\.\d+\.attn\.)qkv\.(weight|bias)"), "qkv"),  # Apple's AIMv2, as timm's
+]
 
 
 def to_canonical(state, num_heads):
@@ -105,7 +138,9 @@ def read_config(config, preprocessor=None):
         hub.tensors["num_register_tokens"] = vision.get("num_register_tokens") or 0
     options = {**family.options, **family.transformers_options}
     act = vision.get("hidden_act", "gelu")
-    if act not in ACTIVATIONS:
+    if family.name == "AIMv2":
+        hub.problems += _aimv2_problems(architecture, vision)
+    elif act not in ACTIVATIONS:
         hub.problems.append(f"hidden_act={act!r} is none of {sorted(ACTIVATIONS)}")
     else:
         options["activation"] = ACTIVATIONS[act]
@@ -121,8 +156,9 @@ def read_config(config, preprocessor=None):
             f"{architecture}'s classifier reads the class token and the patch mean side by side; "
             "load the backbone's tensors (Dinov2Model) and train a head"
         )
-    if "layer_norm_eps" in vision:
-        options["layer_norm_epsilon"] = float(vision["layer_norm_eps"])
+    for key in ("layer_norm_eps", "rms_norm_eps"):
+        if key in vision:
+            options["layer_norm_epsilon"] = float(vision[key])
     if "image_size" in vision:
         size = vision["image_size"]
         options["image_size"] = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
@@ -136,3 +172,19 @@ def read_config(config, preprocessor=None):
     if preprocessor is not None:  # the image processor's statistics, beside the model's config
         hub.scaling = scaling_of(preprocessor.get("image_mean"), preprocessor.get("image_std"))
     return hub
+
+
+def _aimv2_problems(architecture, vision):
+    """What keras_vit does not build of an AIMv2 config (transformers' `Aimv2VisionModel` / `Aimv2Model`, or
+    Apple's own `AIMv2Model`, whose SwiGLU runs SiLU whatever `hidden_act` says)."""
+    problems = []
+    if vision.get("hidden_act", "silu") != "silu":
+        problems.append(f"hidden_act={vision['hidden_act']!r}: AIMv2's SwiGLU gate is SiLU")
+    if vision.get("use_head", architecture == "Aimv2Model"):
+        problems.append(
+            "use_head=True: AIMv2's attention-pooling head (a learned query without projection, no MLP) is not "
+            "built; its encoder's tokens load from an Aimv2VisionModel config with use_head=false"
+        )
+    if vision.get("is_native"):
+        problems.append("is_native=True: a sin-cos position embedding computed per image size, not built")
+    return problems

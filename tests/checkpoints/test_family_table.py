@@ -57,7 +57,7 @@ def test_every_timm_vit_is_built_as_its_factory_says_or_refused_in_one_line(fact
     [
         ("timm_pe_core", "'vit_pe_core_tiny_patch16_384': Perception Encoder uses a rotary position embedding"),
         ("timm_dinov3", "'vit_small_patch16_dinov3': DINOv3 uses a rotary position embedding (RoPE), not built yet"),
-        ("timm_rope", "'vit_base_patch16_rope_224': a rotary position embedding (RoPE), not built yet"),
+        ("timm_rope_mixed", "'vit_small_patch16_rope_mixed_224': RoPE-Mixed learns its rotary frequencies in every"),
         ("timm_relpos", "'vit_relpos_medium_patch16_224': a relative position bias in every block, not built"),
     ],
 )
@@ -154,5 +154,6 @@ def test_every_family_record_is_one_frozen_row_named_once():
     with pytest.raises(TypeError):
         families.family("CLIP").options["layer_norm_epsilon"] = 1e-6  # all the way down
     built = [family for family in families.FAMILIES if not family.not_built]
-    assert [f.name for f in built] == ["ViT", "DeiT", "DeiT III", "DINOv2", "SigLIP", "CLIP"]
+    assert [f.name for f in built] == ["ViT", "DeiT", "DeiT III", "DINOv2", "SigLIP", "CLIP", "AIMv2", "RoPE ViT",
+                                       "timm's rotary ViTs", "ViTs without query/key/value bias", "DINOv2 giant"]
     assert all(row["variant"] and row["tag"] for family in built for row in family.checkpoints)

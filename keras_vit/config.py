@@ -302,6 +302,9 @@ class ViTConfig:
             `num_heads`. Defaults to `None`.
         map_mlp_dim: the MAP head's MLP width, `None` for `mlp_dim`.
             Defaults to `None`.
+        patch_norm: a norm (of the model's `norm` kind) on the patch
+            embedding, before the position embedding (AIMv2; timm's
+            `embed_norm_layer`). Defaults to `False`.
 
     Example:
 
@@ -351,6 +354,7 @@ class ViTConfig:
     rotary: Rotary = None
     map_num_heads: int = None
     map_mlp_dim: int = None
+    patch_norm: bool = False  # added after issue 20's fixed list (AIMv2)
     # 0.2.0's flat A-ViT arguments (`FLAT_ADAPTIVE`): folded into `adaptive_tokens`, not stored.
     halting_gate_scale: dataclasses.InitVar[float] = None
     halting_gate_center: dataclasses.InitVar[float] = None
@@ -422,7 +426,7 @@ class ViTConfig:
         if self.mlp not in MLPS:
             raise ValueError(f"Unknown mlp={self.mlp!r}; expected one of {MLPS}.")
         for key in ("mlp_norm", "qkv_bias", "key_bias", "proj_bias", "mlp_bias", "qk_norm", "attention_norm",
-                    "position_embedding"):  # fmt: skip
+                    "position_embedding", "patch_norm"):  # fmt: skip
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f"{key}={getattr(self, key)!r} must be True or False.")
         if not self.position_embedding:

@@ -39,7 +39,9 @@ QUERY = ORIGINAL_BLOCK.format(0) + BLOCK_ATTENTION + "query/kernel"  # (D, H, d)
 MLP_IN = ORIGINAL_BLOCK.format(0) + "MlpBlock_3/Dense_0/kernel"  # (D, mlp_dim)
 LAYER_SCALE = ORIGINAL_BLOCK.format(0) + "LayerScale_0/scale"
 PATCH_NORM = "embedding_norm/scale"  # AIMv2's RMSNorm on the patch embedding, before the position embedding
-SWIGLU_GATE = "MlpBlock_3/Gate_0/"  # a SwiGLU MLP's gate (`silu(x W_g) * (x W_v)`, the value being `Dense_0`)
+# A SwiGLU MLP's first layer, `silu(x W_gate) * (x W_value)` (see `SWIGLU_PARTS`): its gate and value kernels.
+SWIGLU_GATE, SWIGLU_VALUE = "MlpBlock_3/Dense_0_gate/", "MlpBlock_3/Dense_0_value/"
+SWIGLU_IN = ORIGINAL_BLOCK.format(0) + SWIGLU_VALUE + "kernel"  # (D, mlp_dim)
 
 
 # --- the prefix tokens' position slots ---------------------------------------------------
@@ -208,6 +210,7 @@ _LAYER_KEYS = {
     "register_tokens": {"tokens": REGISTERS},
     "pre_norm": {ours: f"Transformer/pre_norm/{theirs}" for ours, theirs in _NORM.items()},
     "head_dist": {leaf: f"head_dist/{leaf}" for leaf in _LEAVES},
+    "patch_norm": {ours: f"embedding_norm/{theirs}" for ours, theirs in _NORM.items()},  # AIMv2
 }
 _BLOCK_KEYS = {
     **{f"norm_1/{ours}": f"LayerNorm_0/{theirs}" for ours, theirs in _NORM.items()},

@@ -17,6 +17,7 @@ import os
 
 from keras_vit.checkpoints import big_vision, families, formats, registry, timm, transformers
 from keras_vit.checkpoints.canonical import (
+    BLOCK_ATTENTION,
     CLS,
     DIST,
     EMBEDDING,
@@ -24,12 +25,15 @@ from keras_vit.checkpoints.canonical import (
     IGNORED,
     LAYER_SCALE,
     MLP_IN,
+    ORIGINAL_BLOCK,
+    PATCH_NORM,
     POSEMB,
     PRE_LOGITS,
     PRE_NORM,
     PROBE,
     QUERY,
     REGISTERS,
+    SWIGLU_IN,
     CheckpointError,
     prefix_count,
 )
@@ -44,6 +48,8 @@ _UNSEEN_FIELDS = (
     "pooling",
     "pooled_norm",
     "dynamic_image_size",
+    "norm",
+    "rotary",
 )
 
 
@@ -143,6 +149,7 @@ def read_arrays(path, num_heads=None):
     if hub is None:  # a file alone: the family its tensors show, where they show one
         arrays = data.arrays
         name = "SigLIP" if PROBE in arrays else "DeiT" if DIST in arrays else "CLIP" if PRE_NORM in arrays else None
+        name = "AIMv2" if PATCH_NORM in arrays else name  # no other family norms its patch embedding
         data.family = families.family(name) if name else None
     return data
 
@@ -219,18 +226,28 @@ def describe(data, image_size=None, given=()):
     """
     arrays, hub = data.arrays, data.hub
     try:
-        kernel, query, mlp = arrays[EMBEDDING], arrays[QUERY], arrays[MLP_IN]
+        kernel, query, mlp = arrays[EMBEDDING], arrays[QUERY], arrays.get(MLP_IN, arrays.get(SWIGLU_IN))
+        mlp = arrays[MLP_IN] if mlp is None else mlp
     except KeyError as e:
         raise CheckpointError(f"The checkpoint has no {e.args[0]!r}: it is not a ViT checkpoint.") from None
-    if POSEMB not in arrays:
-        refuse(
-            data, ["no absolute position embedding: a rotary-position ViT (DINOv3, EVA-02, RoPE ViTs), not built yet"]
-        )
     options = {**_family_defaults(data, given), **(hub.options if hub else {}), **data.facts}
+    if POSEMB not in arrays and options.get("rotary") is None and given.get("rotary") is None:
+        refuse(
+            data,
+            [
+                "no absolute position embedding: a rotary-position ViT (DINOv3, EVA-02, RoPE ViTs) whose rotary "
+                "settings its tensors do not tell; load its hub folder (config.json names the architecture)"
+            ],
+        )
     blocks = {key.split("/")[1] for key in arrays if key.startswith("Transformer/encoderblock_")}
     patch_size = tuple(kernel.shape[:2])
     native = options.pop("image_size", None)
-    embedded, grid = _prefix_slots(data, patch_size, native or image_size)
+    if POSEMB in arrays:
+        embedded, grid = _prefix_slots(data, patch_size, native or image_size)
+    elif native or image_size:
+        embedded, grid = True, None  # no table: the size is the config's or the caller's
+    else:
+        raise CheckpointError(f"{data.path} has no position table to tell its image size: pass image_size=.")
     if image_size is None:
         image_size = native or [g * p for g, p in zip(grid, patch_size)]
     pooling = "map" if PROBE in arrays else "token" if CLS in arrays else "gap"  # what the tensors allow
@@ -253,6 +270,7 @@ def describe(data, image_size=None, given=()):
         representation_size=arrays[PRE_LOGITS[0]].shape[1] if PRE_LOGITS[0] in arrays else None,
         num_classes=arrays[HEAD[0]].shape[1] if HEAD[0] in arrays else 0,
         include_top=HEAD[0] in arrays,
+        **_block_tensors(arrays),
         **options,
     )
     if hub is None and data.family is not None and data.row is None and data.layout != formats.KERAS:
@@ -271,6 +289,25 @@ def describe(data, image_size=None, given=()):
         if problems:
             refuse(data, problems)
     return config
+
+
+def _block_tensors(arrays):
+    """The `ViTConfig` fields of issue 20's options that the tensors show (the first block's stand for all)."""
+    block = ORIGINAL_BLOCK.format(0)
+    attention = block + BLOCK_ATTENTION
+    qkv_bias = attention + "query/bias" in arrays
+    return dict(
+        mlp="swiglu" if SWIGLU_IN in arrays else "mlp",
+        mlp_norm=block + "MlpBlock_3/LayerNorm_0/scale" in arrays,
+        qkv_bias=qkv_bias,
+        key_bias=attention + "key/bias" in arrays or not qkv_bias,  # eva.py's zero key bias is no tensor
+        proj_bias=attention + "out/bias" in arrays,
+        mlp_bias=block + "MlpBlock_3/Dense_1/bias" in arrays,
+        qk_norm=attention + "query_norm/scale" in arrays,
+        attention_norm=attention + "attention_norm/scale" in arrays,
+        position_embedding=POSEMB in arrays,
+        patch_norm=PATCH_NORM in arrays,
+    )
 
 
 def refuse(data, problems):

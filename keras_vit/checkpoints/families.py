@@ -448,15 +448,21 @@ FAMILIES = (
         timm=(r"beit3_\w+", r"vit_intern300m_\w+", r"eva_\w+", r"vit_\w+_tipsv2"),
         not_built="not checked against timm yet (BEiT 3's extra norms, InternViT's missing final norm; TIPSv2 and "
         "EVA v1 not compared), so not loaded",
-    ),    # Built on issue 20's layers (RMSNorm, SwiGLU, the bias flags, the rotary embedding).
+    ),  # Built on issue 20's layers (RMSNorm, SwiGLU, the bias flags, the rotary embedding).
     Family(
         "AIMv2",
         "Fini et al. 2024, Multimodal Autoregressive Pre-training of Large Vision Encoders (apple/ml-aim)",
         timm=(r"aimv2_(large|huge|1b|3b)_patch14_(224|336|448)",),
         transformers=("aimv2", "aimv2_vision_model"),
         # RMSNorm everywhere (on the patch embedding too), SwiGLU, no attention or MLP biases, no class token.
-        tensors={"class_token": False, "mlp": "swiglu", "qkv_bias": False, "proj_bias": False, "mlp_bias": False,
-                 "patch_norm": True},  # fmt: skip
+        tensors={
+            "class_token": False,
+            "mlp": "swiglu",
+            "qkv_bias": False,
+            "proj_bias": False,
+            "mlp_bias": False,
+            "patch_norm": True,
+        },  # fmt: skip
         # timm pools by the mean of the normed tokens (global_pool='avg', no fc_norm); transformers' and Apple's
         # encoders return the normed tokens, whose mean is the same.
         options={"norm": "rmsnorm", "layer_norm_epsilon": 1e-5, "pooling": "gap"},

@@ -123,9 +123,10 @@ def load_weights(
 
 def model_grid(model):
     """`(rows, cols)` of the model's patch grid."""
-    position = model.get_layer("position_embedding")
-    if getattr(position, "grid", None) is not None:  # a model of any input size: the grid it learned at
-        return position.grid
+    layers = {layer.name: layer for layer in model.layers}
+    for name in ("position_embedding", "rotary_embedding"):  # a rotary model may have no position table
+        if getattr(layers.get(name), "grid", None) is not None:  # a model of any input size: the grid it learned at
+            return layers[name].grid
     patch = model.get_layer("patch_embedding").patch_size
     return tuple(size // p for size, p in zip(model.input_shape[1:3], patch))
 

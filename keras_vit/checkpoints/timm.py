@@ -35,6 +35,7 @@ from keras_vit.checkpoints.canonical import (
     QKV_GROUP,
     REGISTERS,
     SWIGLU_GATE,
+    SWIGLU_VALUE,
     CheckpointError,
     N,
     from_pytorch,
@@ -73,7 +74,7 @@ TIMM_KEYS = [
     # (its key bias a zero buffer, not in the file).
     (r"patch_embed\.norm" + LEAF, PATCH_NORM.replace("scale", "{norm}"), "copy"),
     (_TIMM_BLOCK + r"mlp\.fc1_g" + LEAF, SWIGLU_GATE + "{kind}", "linear"),
-    (_TIMM_BLOCK + r"mlp\.fc1_x" + LEAF, "MlpBlock_3/Dense_0/{kind}", "linear"),
+    (_TIMM_BLOCK + r"mlp\.fc1_x" + LEAF, SWIGLU_VALUE + "{kind}", "linear"),
     (_TIMM_BLOCK + r"gamma_" + N, "LayerScale_{n}/scale", "copy"),
     (_TIMM_BLOCK + r"attn\.(?P<qkv>q|v)_bias", BLOCK_ATTENTION + "{qkv}/bias", "heads_in"),
 ]
@@ -99,14 +100,14 @@ def split_packed_swiglu(arrays):
     inputs, a packed SwiGLU's twice as many.
     """
     for key in [k for k in arrays if k.endswith("MlpBlock_3/Dense_0/kernel")]:
-        block, kernel = key[: -len("MlpBlock_3/Dense_0/kernel")], arrays[key]
+        block = key[: -len("MlpBlock_3/Dense_0/kernel")]
         out = arrays.get(block + "MlpBlock_3/Dense_1/kernel")
-        if out is None or block + SWIGLU_GATE + "kernel" in arrays or kernel.shape[-1] != 2 * out.shape[0]:
+        if out is None or arrays[key].shape[-1] != 2 * out.shape[0]:
             continue
         for leaf in ("kernel", "bias"):
-            if block + f"MlpBlock_3/Dense_0/{leaf}" in arrays:
-                gate, value = np.split(arrays[block + f"MlpBlock_3/Dense_0/{leaf}"], 2, axis=-1)
-                arrays[block + SWIGLU_GATE + leaf], arrays[block + f"MlpBlock_3/Dense_0/{leaf}"] = gate, value
+            packed = arrays.pop(block + f"MlpBlock_3/Dense_0/{leaf}", None)
+            if packed is not None:
+                arrays[block + SWIGLU_GATE + leaf], arrays[block + SWIGLU_VALUE + leaf] = np.split(packed, 2, axis=-1)
     return arrays
 
 

@@ -24,6 +24,7 @@ from keras_vit.checkpoints.canonical import (
     QKV_GROUP,
     REGISTERS,
     SWIGLU_GATE,
+    SWIGLU_VALUE,
     CheckpointError,
     N,
     fold_prefix_slots,
@@ -84,7 +85,7 @@ KEYS = [
     (_HF_LAYER + r"rms_norm2" + LEAF, "LayerNorm_2/{norm}", "copy"),
     (_HF_LAYER + r"attention\.out_proj" + LEAF, BLOCK_ATTENTION + "out/{kind}", "heads_out"),
     (_HF_LAYER + r"ffn\.gate_proj" + LEAF, SWIGLU_GATE + "{kind}", "linear"),
-    (_HF_LAYER + r"ffn\.up_proj" + LEAF, "MlpBlock_3/Dense_0/{kind}", "linear"),
+    (_HF_LAYER + r"ffn\.up_proj" + LEAF, SWIGLU_VALUE + "{kind}", "linear"),
     (_HF_LAYER + r"ffn\.down_proj" + LEAF, "MlpBlock_3/Dense_1/{kind}", "linear"),
     (_HF + r"rms_norm" + LEAF, "Transformer/encoder_norm/{norm}", "copy"),
     # Apple's own AIMv2 layout (the apple/aimv2-* repositories' modeling code; timm's `_convert_aimv2` reads the same).
@@ -96,7 +97,7 @@ KEYS = [
     (_APPLE_BLOCK + r"attn\." + QKV_GROUP + LEAF, BLOCK_ATTENTION + "{qkv}/{kind}", "heads_in"),
     (_APPLE_BLOCK + r"attn\.proj" + LEAF, BLOCK_ATTENTION + "out/{kind}", "heads_out"),
     (_APPLE_BLOCK + r"mlp\.fc1" + LEAF, SWIGLU_GATE + "{kind}", "linear"),
-    (_APPLE_BLOCK + r"mlp\.fc3" + LEAF, "MlpBlock_3/Dense_0/{kind}", "linear"),
+    (_APPLE_BLOCK + r"mlp\.fc3" + LEAF, SWIGLU_VALUE + "{kind}", "linear"),
     (_APPLE_BLOCK + r"mlp\.fc2" + LEAF, "MlpBlock_3/Dense_1/{kind}", "linear"),
     (r"trunk\.post_trunk_norm" + LEAF, "Transformer/encoder_norm/{norm}", "copy"),
 ]

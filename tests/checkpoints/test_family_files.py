@@ -217,7 +217,7 @@ NEW_FAMILIES = {
     "timm_aimv2": {**_AIMV2, "num_heads": 8, "mlp_dim": 176},  # aimv2_large's 8 heads: its name tells them
     "hf_aimv2": {**_AIMV2, "num_heads": 2, "mlp_dim": 128},
     "apple_aimv2": {**_AIMV2, "num_heads": 8, "mlp_dim": 176},  # Apple's own layout of the same weights as timm's
-    "timm_medium_gap": {"qkv_bias": False, "num_heads": 8, "pooling": "gap", "layer_scale_init": 1e-6},
+    "timm_medium_gap": {"qkv_bias": False, "num_heads": 8, "pooling": "gap", "class_token": False},
     "timm_giant_dinov2": {"mlp": "swiglu", "mlp_dim": 64, "class_token": True},  # fc1 packs gate and value: 2 x 64
     "timm_rope_axial": {"rotary": _NAVER, "position_embedding": False, "class_token": True},
     "timm_rope_ape": {"rotary": _NAVER, "position_embedding": True, "class_token": True},
@@ -280,14 +280,14 @@ def test_an_aimv2_registry_row_of_a_size_outside_the_table_loads_the_file_alone(
     options = (("hidden_dim", 64), ("num_layers", 2), ("num_heads", 8), ("mlp_dim", 176), ("norm", "rmsnorm"),
                ("layer_norm_epsilon", 1e-5), ("pooling", "gap"))  # fmt: skip
     row = checkpoints.Checkpoint(
-        "L/14", "aimv2_test", file.as_uri(), 32, 0, "none", scaling="clip", family="AIMv2", output="features",
+        "tiny/8", "aimv2_test", file.as_uri(), 32, 0, "none", scaling="clip", family="AIMv2", output="features",
         options=options, notes="a test row",
     )  # fmt: skip
     monkeypatch.setitem(checkpoints.CHECKPOINTS, row.name, row)
     monkeypatch.setattr(checkpoints.registry, "CACHE_DIR", str(tmp_path / "cache"))
-    model, report = build_from_checkpoint("L/14:aimv2_test")  # filed under L/14, its own sizes from the row
+    model, report = build_from_checkpoint("tiny/8:aimv2_test")  # filed under tiny/8 (2 heads), its sizes the row's
     assert report.config.num_heads == 8 and report.config.patch_size == (8, 8) and report.family == "AIMv2"
     assert _difference(model, folder, sizes["timm_aimv2"], "timm_aimv2.out.npy") < 1e-5
-    aimv2 = [r for r in checkpoints.CHECKPOINTS.values() if r.family == "AIMv2"]
+    aimv2 = [r for r in checkpoints.CHECKPOINTS.values() if r.family == "AIMv2" and r is not row]
     assert {"L/14:aimv2_apple_pt", "H/14:aimv2_3b_apple_pt_448", "L/14:hf_aimv2_apple_224"} <= {r.name for r in aimv2}
     assert all("apple-ascl" in r.notes for r in aimv2)

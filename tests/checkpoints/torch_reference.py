@@ -521,6 +521,7 @@ def make_hf_aimv2(out, images):
         cases[folder] = 32
     return cases
 
+
 if __name__ == "__main__":
     command, directory = sys.argv[1], pathlib.Path(sys.argv[2])
     if command == "make":

@@ -128,6 +128,24 @@ def from_pytorch(state, table, num_heads, fused=()):
     return out
 
 
+def split_packed_swiglu(arrays):
+    """A packed SwiGLU (timm's `SwiGLUPacked`, transformers' `weights_in`: DINOv2 giant): one first layer of `2 * mlp_dim` outputs, gate first -> gate and value.
+
+    The shapes tell it, no name: a plain MLP's first layer has as many outputs as its second has
+    inputs, a packed SwiGLU's twice as many.
+    """
+    for key in [k for k in arrays if k.endswith("MlpBlock_3/Dense_0/kernel")]:
+        block = key[: -len("MlpBlock_3/Dense_0/kernel")]
+        out = arrays.get(block + "MlpBlock_3/Dense_1/kernel")
+        if out is None or arrays[key].shape[-1] != 2 * out.shape[0]:
+            continue
+        for leaf in ("kernel", "bias"):
+            packed = arrays.pop(block + f"MlpBlock_3/Dense_0/{leaf}", None)
+            if packed is not None:
+                arrays[block + SWIGLU_GATE + leaf], arrays[block + SWIGLU_VALUE + leaf] = np.split(packed, 2, axis=-1)
+    return arrays
+
+
 def _width(state, table):
     """D, from the patch embedding's `(D, C, p, p)` weight (the table's `conv` row); `None` without one."""
     for key, value in state.items():

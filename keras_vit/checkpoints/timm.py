@@ -39,6 +39,7 @@ from keras_vit.checkpoints.canonical import (
     CheckpointError,
     N,
     from_pytorch,
+    split_packed_swiglu,
 )
 from keras_vit.preprocessing import SCALINGS, check_scaling
 
@@ -91,24 +92,6 @@ def to_canonical(state, num_heads):
     """
     facts = {"pooled_norm": True} if "fc_norm.weight" in state else {}
     return facts, split_packed_swiglu(from_pytorch(state, TIMM_KEYS, num_heads, fused=_FUSED))
-
-
-def split_packed_swiglu(arrays):
-    """timm's `SwiGLUPacked` (DINOv2 giant): one `fc1` of `2 * mlp_dim` outputs, gate first -> gate and value.
-
-    The shapes tell it, no name: a plain MLP's first layer has as many outputs as its second has
-    inputs, a packed SwiGLU's twice as many.
-    """
-    for key in [k for k in arrays if k.endswith("MlpBlock_3/Dense_0/kernel")]:
-        block = key[: -len("MlpBlock_3/Dense_0/kernel")]
-        out = arrays.get(block + "MlpBlock_3/Dense_1/kernel")
-        if out is None or arrays[key].shape[-1] != 2 * out.shape[0]:
-            continue
-        for leaf in ("kernel", "bias"):
-            packed = arrays.pop(block + f"MlpBlock_3/Dense_0/{leaf}", None)
-            if packed is not None:
-                arrays[block + SWIGLU_GATE + leaf], arrays[block + SWIGLU_VALUE + leaf] = np.split(packed, 2, axis=-1)
-    return arrays
 
 
 # What `config.json`'s `model_args` may hold: what the tensors tell, or what does not change inference.

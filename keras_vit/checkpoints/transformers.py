@@ -29,6 +29,7 @@ from keras_vit.checkpoints.canonical import (
     N,
     fold_prefix_slots,
     from_pytorch,
+    split_packed_swiglu,
 )
 from keras_vit.checkpoints.timm import scaling_of
 
@@ -84,9 +85,12 @@ KEYS = [
     (_HF_LAYER + r"rms_norm1" + LEAF, "LayerNorm_0/{norm}", "copy"),
     (_HF_LAYER + r"rms_norm2" + LEAF, "LayerNorm_2/{norm}", "copy"),
     (_HF_LAYER + r"attention\.out_proj" + LEAF, BLOCK_ATTENTION + "out/{kind}", "heads_out"),
-    (_HF_LAYER + r"ffn\.gate_proj" + LEAF, SWIGLU_GATE + "{kind}", "linear"),
-    (_HF_LAYER + r"ffn\.up_proj" + LEAF, SWIGLU_VALUE + "{kind}", "linear"),
-    (_HF_LAYER + r"ffn\.down_proj" + LEAF, "MlpBlock_3/Dense_1/{kind}", "linear"),
+    (_HF_LAYER + r"(?:ffn|mlp)\.gate_proj" + LEAF, SWIGLU_GATE + "{kind}", "linear"),
+    (_HF_LAYER + r"(?:ffn|mlp)\.up_proj" + LEAF, SWIGLU_VALUE + "{kind}", "linear"),
+    (_HF_LAYER + r"(?:ffn|mlp)\.down_proj" + LEAF, "MlpBlock_3/Dense_1/{kind}", "linear"),
+    # DINOv2 giant's SwiGLU as the Hub stores it: `weights_in` packs gate and value (split by `split_packed_swiglu`).
+    (_HF_LAYER + r"mlp\.weights_in" + LEAF, "MlpBlock_3/Dense_0/{kind}", "linear"),
+    (_HF_LAYER + r"mlp\.weights_out" + LEAF, "MlpBlock_3/Dense_1/{kind}", "linear"),
     (_HF + r"rms_norm" + LEAF, "Transformer/encoder_norm/{norm}", "copy"),
     # Apple's own AIMv2 layout (the apple/aimv2-* repositories' modeling code; timm's `_convert_aimv2` reads the same).
     (r"preprocessor\.patchifier\.proj" + LEAF, "embedding/{kind}", "conv"),
@@ -109,7 +113,7 @@ _FUSED = [
 
 def to_canonical(state, num_heads):
     """A transformers ViT, DeiT, DINOv2, SigLIP or CLIP image model's state dict -> `(facts, canonical arrays)`."""
-    out = from_pytorch(state, KEYS, num_heads, fused=_FUSED)
+    out = split_packed_swiglu(from_pytorch(state, KEYS, num_heads, fused=_FUSED))
     if REGISTERS in out and CLS in out and POSEMB in out:
         # transformers' DINOv2 with registers adds the position embedding to [class, patches] and then
         # inserts the registers: its class slot folds into the token, leaving the patches' part (the
@@ -145,8 +149,6 @@ def read_config(config, preprocessor=None):
         hub.problems.append(f"hidden_act={act!r} is none of {sorted(ACTIVATIONS)}")
     else:
         options["activation"] = ACTIVATIONS[act]
-    if vision.get("use_swiglu_ffn"):
-        hub.problems.append("use_swiglu_ffn=True: a SwiGLU MLP (DINOv2 giant) is not a ViT block keras_vit builds")
     if architecture == "DeiTForImageClassification":
         hub.problems.append(
             "DeiTForImageClassification classifies from the class token alone while its blocks see a "

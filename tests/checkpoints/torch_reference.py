@@ -519,6 +519,14 @@ def make_hf_aimv2(out, images):
         pooled = outputs.pooler_output if head else outputs.last_hidden_state.mean(dim=1)
         np.save(out / f"{folder}.out.npy", pooled.numpy())
         cases[folder] = 32
+    from transformers import Dinov2Config, Dinov2Model  # DINOv2 giant's SwiGLU MLP, as facebook/dinov2-giant
+
+    giant = Dinov2Model(_hf_tiny(Dinov2Config, image_size=28, patch_size=14, mlp_ratio=3, use_swiglu_ffn=True))
+    giant.eval()
+    randomize(giant)
+    giant.save_pretrained(out / "hf_dinov2_giant")
+    np.save(out / "hf_dinov2_giant.out.npy", giant(pixel_values=images[28]).pooler_output.numpy())
+    cases["hf_dinov2_giant"] = 28
     return cases
 
 

@@ -125,7 +125,10 @@ def read_arrays(path, num_heads=None):
     if kind == "keras":
         arrays, model = formats.read_keras(weights[0])  # already in the canonical layout
         config = model_config(model)  # what no tensor says, as the model was built
-        return CheckpointData(path, formats.KERAS, arrays, facts={key: getattr(config, key) for key in _UNSEEN_FIELDS})
+        facts = {key: getattr(config, key) for key in _UNSEEN_FIELDS}
+        if not config.position_embedding:  # a rotary model: no table tells its size
+            facts["image_size"] = config.image_size
+        return CheckpointData(path, formats.KERAS, arrays, facts=facts)
     state = {}
     for file in weights:
         state.update(formats.read_npz(file) if kind == "npz" else formats.read_safetensors(file))
@@ -171,9 +174,18 @@ def _read_hub_config(config, path):
     )
 
 
+# AIMv2's patch-embedding norm in timm's, transformers' and Apple's names.
+_PATCH_NORMS = ("patch_embed.norm.weight", "embeddings.rms_norm.weight", "preprocessor.patchifier.norm.weight")
+
+
 def _guess_num_heads(state):
     """A PyTorch file without config.json: the heads of the variants of its width, if they agree."""
     width = next(v for k, v in state.items() if k == timm.WIDTH_KEY or k.endswith(transformers.WIDTH_KEYS)).shape[0]
+    if any(key.endswith(_PATCH_NORMS) for key in state):
+        raise CheckpointError(
+            f"A width-{width} AIMv2 file (its patch embedding is normed) without config.json: AIMv2's head count is "
+            "not a ViT variant's (Apple's heads are 128 wide); pass num_heads=, or the hub folder with its config.json."
+        )
     heads = {row.num_heads for row in VARIANTS.values() if row.hidden_dim == width}
     if len(heads) != 1:
         raise CheckpointError(

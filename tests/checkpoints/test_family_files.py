@@ -293,3 +293,22 @@ def test_an_aimv2_registry_row_of_a_size_outside_the_table_loads_the_file_alone(
     aimv2 = [r for r in checkpoints.CHECKPOINTS.values() if r.family == "AIMv2" and r is not row]
     assert {"L/14:aimv2_apple_pt", "H/14:aimv2_3b_apple_pt_448", "L/14:hf_aimv2_apple_224"} <= {r.name for r in aimv2}
     assert all("apple-ascl" in r.notes for r in aimv2)
+
+
+@pytest.mark.parametrize("name", ["timm_aimv2", "timm_rope_reg4_gap"])
+def test_a_keras_file_of_an_issue_20_family_keeps_what_no_tensor_shows(families, tmp_path, name):
+    folder, sizes = families
+    model, report = build_from_checkpoint(folder / name)
+    model.save(tmp_path / "model.keras")
+    again, again_report = build_from_checkpoint(tmp_path / "model.keras")  # RMSNorm, the rotary settings
+    assert again_report.config == report.config
+    assert _difference(again, folder, sizes[name], f"{name}.out.npy") < 1e-5
+
+
+def test_an_aimv2_file_alone_needs_its_head_count_and_then_equals_timm(families):
+    folder, sizes = families
+    with pytest.raises(CheckpointError, match=r"AIMv2 file .*pass num_heads="):
+        build_from_checkpoint(folder / "apple_aimv2" / "model.safetensors")  # width 64 would guess tiny's 2 heads
+    model, report = build_from_checkpoint(folder / "apple_aimv2" / "model.safetensors", num_heads=8)
+    assert report.family == "AIMv2" and report.config.norm == "rmsnorm" and report.config.patch_norm
+    assert _difference(model, folder, sizes["apple_aimv2"], "apple_aimv2.out.npy") < 1e-5

@@ -37,6 +37,7 @@ BLOCK_ATTENTION = "MultiHeadDotProductAttention_1/"
 MAP_ATTENTION = "MAPHead_0/MultiHeadDotProductAttention_0/"
 QUERY = ORIGINAL_BLOCK.format(0) + BLOCK_ATTENTION + "query/kernel"  # (D, H, d): the width and the heads
 MLP_IN = ORIGINAL_BLOCK.format(0) + "MlpBlock_3/Dense_0/kernel"  # (D, mlp_dim)
+SWIGLU_IN = ORIGINAL_BLOCK.format(0) + "MlpBlock_3/Dense_0_gate/kernel"  # (D, mlp_dim): a SwiGLU MLP's gate
 LAYER_SCALE = ORIGINAL_BLOCK.format(0) + "LayerScale_0/scale"
 
 

@@ -17,6 +17,7 @@ import os
 
 from keras_vit.checkpoints import big_vision, families, formats, registry, timm, transformers
 from keras_vit.checkpoints.canonical import (
+    BLOCK_ATTENTION,
     CLS,
     DIST,
     EMBEDDING,
@@ -24,12 +25,14 @@ from keras_vit.checkpoints.canonical import (
     IGNORED,
     LAYER_SCALE,
     MLP_IN,
+    ORIGINAL_BLOCK,
     POSEMB,
     PRE_LOGITS,
     PRE_NORM,
     PROBE,
     QUERY,
     REGISTERS,
+    SWIGLU_IN,
     CheckpointError,
     prefix_count,
 )
@@ -44,6 +47,8 @@ _UNSEEN_FIELDS = (
     "pooling",
     "pooled_norm",
     "dynamic_image_size",
+    "norm",
+    "rotary",
 )
 
 
@@ -217,18 +222,27 @@ def describe(data, image_size=None, given=()):
     """
     arrays, hub = data.arrays, data.hub
     try:
-        kernel, query, mlp = arrays[EMBEDDING], arrays[QUERY], arrays[MLP_IN]
+        kernel, query = arrays[EMBEDDING], arrays[QUERY]
+        mlp = arrays[MLP_IN] if MLP_IN in arrays else arrays[SWIGLU_IN]
     except KeyError as e:
         raise CheckpointError(f"The checkpoint has no {e.args[0]!r}: it is not a ViT checkpoint.") from None
-    if POSEMB not in arrays:
-        refuse(
-            data, ["no absolute position embedding: a rotary-position ViT (DINOv3, EVA-02, RoPE ViTs), not built yet"]
-        )
     options = {**_family_defaults(data, given), **(hub.options if hub else {}), **data.facts}
+    given = dict(given)
+    if POSEMB not in arrays and options.get("position_embedding", True) and given.get("rotary") is None:
+        refuse(
+            data,
+            ["no absolute position embedding, and neither a config.json naming its family nor a rotary= argument "
+             "says what stands in for it (DINOv3's rotary embedding, ...)"],
+        )  # fmt: skip
     blocks = {key.split("/")[1] for key in arrays if key.startswith("Transformer/encoderblock_")}
     patch_size = tuple(kernel.shape[:2])
     native = options.pop("image_size", None)
-    embedded, grid = _prefix_slots(data, patch_size, native or image_size)
+    if POSEMB in arrays:
+        embedded, grid = _prefix_slots(data, patch_size, native or image_size)
+    else:  # no table: nothing tells the grid but the config
+        embedded, grid = True, None
+        if (native or image_size) is None:
+            raise CheckpointError(f"{data.path} has no position embedding to tell its image size: pass image_size=.")
     if image_size is None:
         image_size = native or [g * p for g, p in zip(grid, patch_size)]
     pooling = "map" if PROBE in arrays else "token" if CLS in arrays else "gap"  # what the tensors allow
@@ -251,7 +265,7 @@ def describe(data, image_size=None, given=()):
         representation_size=arrays[PRE_LOGITS[0]].shape[1] if PRE_LOGITS[0] in arrays else None,
         num_classes=arrays[HEAD[0]].shape[1] if HEAD[0] in arrays else 0,
         include_top=HEAD[0] in arrays,
-        **options,
+        **{**_block_options(data), **options},
     )
     if hub is None and data.family is not None and data.row is None and data.layout != formats.KERAS:
         # A file alone, its family told by its tensors: they must show all of it (a class token beside a
@@ -269,6 +283,30 @@ def describe(data, image_size=None, given=()):
         if problems:
             refuse(data, problems)
     return config
+
+
+def _block_options(data):
+    """The `ViTConfig` options of the blocks that their tensors show (biases, SwiGLU, the inner norms).
+
+    A value bias without a query bias (or the reverse) is no attention keras_vit builds: refused.
+    """
+    arrays, block = data.arrays, ORIGINAL_BLOCK.format(0)
+    attention = block + BLOCK_ATTENTION
+    qkv_bias = f"{attention}query/bias" in arrays
+    if qkv_bias != (f"{attention}value/bias" in arrays):
+        refuse(data, ["a query bias without a value bias, or the reverse: not an attention keras_vit builds"])
+    options = dict(
+        mlp="swiglu" if SWIGLU_IN in arrays else "mlp",
+        mlp_norm=f"{block}MlpBlock_3/LayerNorm_0/scale" in arrays,
+        qkv_bias=qkv_bias,
+        key_bias=not qkv_bias or f"{attention}key/bias" in arrays,
+        proj_bias=f"{attention}out/bias" in arrays,
+        mlp_bias=f"{block}MlpBlock_3/Dense_1/bias" in arrays,
+        qk_norm=f"{attention}query_norm/scale" in arrays,
+        attention_norm=f"{attention}attention_norm/scale" in arrays,
+        position_embedding=POSEMB in arrays,
+    )
+    return {key: value for key, value in options.items() if value != ViTConfig.__dataclass_fields__[key].default}
 
 
 def refuse(data, problems):

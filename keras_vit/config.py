@@ -168,9 +168,14 @@ VARIANTS = {
     "B": Variant(hidden_dim=768, num_layers=12, num_heads=12, mlp_dim=3072),  # 86,567,656
     "L": Variant(hidden_dim=1024, num_layers=24, num_heads=16, mlp_dim=4096, dropout_rate=0.1),  # 304,326,632
     "H": Variant(hidden_dim=1280, num_layers=32, num_heads=16, mlp_dim=5120, dropout_rate=0.1),  # 632,045,800 (H/14)
+    # DINOv3's own sizes (Siméoni et al. 2025, Table 14), with SwiGLU MLPs (`mlp="swiglu"`: mlp_dim is each half);
+    # counts are of DINOv3's backbones at patch 16 (4 registers, no head).
+    "S+": Variant(hidden_dim=384, num_layers=12, num_heads=6, mlp_dim=1536),  # 28,683,264
+    "H+": Variant(hidden_dim=1280, num_layers=32, num_heads=20, mlp_dim=5120),  # 840,509,440
+    "7B": Variant(hidden_dim=4096, num_layers=40, num_heads=32, mlp_dim=8192),  # 6,716,030,976
 }
 
-_NAME = re.compile(r"^(?P<variant>[A-Za-z]+)(?:/(?P<patch>\d+))?$")
+_NAME = re.compile(r"^(?P<variant>[A-Za-z0-9]+\+?)(?:/(?P<patch>\d+))?$")
 
 
 def parse_variant(name):

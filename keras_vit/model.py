@@ -488,4 +488,5 @@ def default_name(config):
     if variant is None:
         return "vit_custom"
     rows, cols = config.patch_size
-    return f"vit_{variant.split('/')[0].lower()}{rows if rows == cols else f'{rows}x{cols}'}"
+    size = variant.split("/")[0].lower().replace("+", "plus")  # DINOv3's S+: vit_splus16
+    return f"vit_{size}{rows if rows == cols else f'{rows}x{cols}'}"

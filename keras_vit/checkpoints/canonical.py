@@ -37,11 +37,11 @@ BLOCK_ATTENTION = "MultiHeadDotProductAttention_1/"
 MAP_ATTENTION = "MAPHead_0/MultiHeadDotProductAttention_0/"
 QUERY = ORIGINAL_BLOCK.format(0) + BLOCK_ATTENTION + "query/kernel"  # (D, H, d): the width and the heads
 MLP_IN = ORIGINAL_BLOCK.format(0) + "MlpBlock_3/Dense_0/kernel"  # (D, mlp_dim)
+SWIGLU_IN = ORIGINAL_BLOCK.format(0) + "MlpBlock_3/Dense_0_gate/kernel"  # (D, mlp_dim): a SwiGLU MLP's gate
 LAYER_SCALE = ORIGINAL_BLOCK.format(0) + "LayerScale_0/scale"
 PATCH_NORM = "embedding_norm/scale"  # AIMv2's RMSNorm on the patch embedding, before the position embedding
 # A SwiGLU MLP's first layer, `silu(x W_gate) * (x W_value)` (see `SWIGLU_PARTS`): its gate and value kernels.
 SWIGLU_GATE, SWIGLU_VALUE = "MlpBlock_3/Dense_0_gate/", "MlpBlock_3/Dense_0_value/"
-SWIGLU_IN = ORIGINAL_BLOCK.format(0) + SWIGLU_VALUE + "kernel"  # (D, mlp_dim)
 
 
 # --- the prefix tokens' position slots ---------------------------------------------------

@@ -126,8 +126,8 @@ def read_arrays(path, num_heads=None):
         arrays, model = formats.read_keras(weights[0])  # already in the canonical layout
         config = model_config(model)  # what no tensor says, as the model was built
         facts = {key: getattr(config, key) for key in _UNSEEN_FIELDS}
-        if not config.position_embedding:  # a rotary model: no table tells its size
-            facts["image_size"] = config.image_size
+        if not config.position_embedding:  # a rotary model: no table tells its size, nor that it has none
+            facts.update(image_size=config.image_size, position_embedding=False)
         return CheckpointData(path, formats.KERAS, arrays, facts=facts)
     state = {}
     for file in weights:
@@ -238,28 +238,27 @@ def describe(data, image_size=None, given=()):
     """
     arrays, hub = data.arrays, data.hub
     try:
-        kernel, query, mlp = arrays[EMBEDDING], arrays[QUERY], arrays.get(MLP_IN, arrays.get(SWIGLU_IN))
-        mlp = arrays[MLP_IN] if mlp is None else mlp
+        kernel, query = arrays[EMBEDDING], arrays[QUERY]
+        mlp = arrays[MLP_IN] if MLP_IN in arrays else arrays[SWIGLU_IN]
     except KeyError as e:
         raise CheckpointError(f"The checkpoint has no {e.args[0]!r}: it is not a ViT checkpoint.") from None
     options = {**_family_defaults(data, given), **(hub.options if hub else {}), **data.facts}
-    if POSEMB not in arrays and options.get("rotary") is None and given.get("rotary") is None:
+    given = dict(given)
+    if POSEMB not in arrays and options.get("position_embedding", True) and given.get("rotary") is None:
         refuse(
             data,
-            [
-                "no absolute position embedding: a rotary-position ViT (DINOv3, EVA-02, RoPE ViTs) whose rotary "
-                "settings its tensors do not tell; load its hub folder (config.json names the architecture)"
-            ],
-        )
+            ["no absolute position embedding, and neither a config.json naming its family nor a rotary= argument "
+             "says what stands in for it (DINOv3's rotary embedding, ...)"],
+        )  # fmt: skip
     blocks = {key.split("/")[1] for key in arrays if key.startswith("Transformer/encoderblock_")}
     patch_size = tuple(kernel.shape[:2])
     native = options.pop("image_size", None)
     if POSEMB in arrays:
         embedded, grid = _prefix_slots(data, patch_size, native or image_size)
-    elif native or image_size:
-        embedded, grid = True, None  # no table: the size is the config's or the caller's
-    else:
-        raise CheckpointError(f"{data.path} has no position table to tell its image size: pass image_size=.")
+    else:  # no table: nothing tells the grid but the config
+        embedded, grid = True, None
+        if (native or image_size) is None:
+            raise CheckpointError(f"{data.path} has no position embedding to tell its image size: pass image_size=.")
     if image_size is None:
         image_size = native or [g * p for g, p in zip(grid, patch_size)]
     pooling = "map" if PROBE in arrays else "token" if CLS in arrays else "gap"  # what the tensors allow
@@ -282,8 +281,7 @@ def describe(data, image_size=None, given=()):
         representation_size=arrays[PRE_LOGITS[0]].shape[1] if PRE_LOGITS[0] in arrays else None,
         num_classes=arrays[HEAD[0]].shape[1] if HEAD[0] in arrays else 0,
         include_top=HEAD[0] in arrays,
-        **_block_tensors(arrays),
-        **options,
+        **{**_block_options(data), **options},
     )
     if hub is None and data.family is not None and data.row is None and data.layout != formats.KERAS:
         # A file alone, its family told by its tensors: they must show all of it (a class token beside a
@@ -303,23 +301,29 @@ def describe(data, image_size=None, given=()):
     return config
 
 
-def _block_tensors(arrays):
-    """The `ViTConfig` fields of issue 20's options that the tensors show (the first block's stand for all)."""
-    block = ORIGINAL_BLOCK.format(0)
+def _block_options(data):
+    """The `ViTConfig` options of the blocks that their tensors show (biases, SwiGLU, the inner norms).
+
+    A value bias without a query bias (or the reverse) is no attention keras_vit builds: refused.
+    """
+    arrays, block = data.arrays, ORIGINAL_BLOCK.format(0)
     attention = block + BLOCK_ATTENTION
-    qkv_bias = attention + "query/bias" in arrays
-    return dict(
+    qkv_bias = f"{attention}query/bias" in arrays
+    if qkv_bias != (f"{attention}value/bias" in arrays):
+        refuse(data, ["a query bias without a value bias, or the reverse: not an attention keras_vit builds"])
+    options = dict(
         mlp="swiglu" if SWIGLU_IN in arrays else "mlp",
-        mlp_norm=block + "MlpBlock_3/LayerNorm_0/scale" in arrays,
+        mlp_norm=f"{block}MlpBlock_3/LayerNorm_0/scale" in arrays,
         qkv_bias=qkv_bias,
-        key_bias=attention + "key/bias" in arrays or not qkv_bias,  # eva.py's zero key bias is no tensor
-        proj_bias=attention + "out/bias" in arrays,
-        mlp_bias=block + "MlpBlock_3/Dense_1/bias" in arrays,
-        qk_norm=attention + "query_norm/scale" in arrays,
-        attention_norm=attention + "attention_norm/scale" in arrays,
+        key_bias=not qkv_bias or f"{attention}key/bias" in arrays,
+        proj_bias=f"{attention}out/bias" in arrays,
+        mlp_bias=f"{block}MlpBlock_3/Dense_1/bias" in arrays,
+        qk_norm=f"{attention}query_norm/scale" in arrays,
+        attention_norm=f"{attention}attention_norm/scale" in arrays,
         position_embedding=POSEMB in arrays,
-        patch_norm=PATCH_NORM in arrays,
+        patch_norm=PATCH_NORM in arrays,  # AIMv2
     )
+    return {key: value for key, value in options.items() if value != ViTConfig.__dataclass_fields__[key].default}
 
 
 def refuse(data, problems):

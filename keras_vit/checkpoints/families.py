@@ -76,7 +76,8 @@ class Family:
         options = {**self.options, **_first(self.timm_options, architecture)}
         tensors = {**self.tensors, **_first(self.timm_tensors, architecture)}
         registers = re.search(r"_reg(\d+)", architecture)  # timm's names say their registers
-        tensors["num_register_tokens"] = int(registers[1]) if registers else 0
+        if registers or "num_register_tokens" not in tensors:  # else the family's record says (DINOv3: 4)
+            tensors["num_register_tokens"] = int(registers[1]) if registers else 0
         return options, tensors
 
 
@@ -95,6 +96,8 @@ TIMM_HEADS = (
     (r"aimv2_huge_.*", 12),
     (r"aimv2_1b_.*", 16),
     (r"aimv2_3b_.*", 24),
+    (r"vit_huge_plus_patch16_dinov3(_qkvb)?", 20),
+    (r"vit_7b_patch16_dinov3(_qkvb)?", 32),
 )
 TIMM_SIZE_HEADS = {
     "tiny": 3, "xsmall": 4, "wee": 4, "pwee": 4, "little": 5, "small": 6, "medium": 8, "mediumd": 8,
@@ -199,6 +202,45 @@ def _aimv2_checkpoints():
         yield dict(variant=variant, tag=tag, transformers=f"apple/aimv2-{word}-patch14-{res}{suffix}", image_size=res,
                    num_classes=0, output="features", options=(*sizes.items(), *_AIMV2_OPTIONS),
                    notes=_AIMV2_LICENCE)  # fmt: skip
+
+
+# DINOv3's published weights (Siméoni et al. 2025): timm's copies (`timm/<architecture>.<tag>`) and Meta's
+# transformers repositories, each "pretrain" backbone (no head). Their licence is not an open one: the DINOv3
+# License (https://ai.meta.com/resources/models-and-libraries/dinov3-license/) lets users use, modify and
+# redistribute them, but a redistribution must carry the licence and its notice, and users must follow Meta's
+# acceptable-use terms and the export and trade laws it names; the Hub asks users to accept it before the
+# files download. Every row's `notes` says so. `pooling="token"` reads the class token, as upstream (and
+# transformers' pooler_output); timm's own default is the patch mean (`pooling="gap"`, pass it to get timm's).
+DINOV3_LICENCE = (
+    "DINOv3 License (https://ai.meta.com/resources/models-and-libraries/dinov3-license/): not an open licence; "
+    "use and redistribution only under its terms (keep the licence and notice with copies, Meta's acceptable-use "
+    "policy, trade controls); accept it on the Hub before downloading"
+)
+_DINOV3_SIZES = {  # timm's size word -> (variant, Meta's repository word)
+    "small": ("S/16", "vits16"), "small_plus": ("S+/16", "vits16plus"), "base": ("B/16", "vitb16"),
+    "large": ("L/16", "vitl16"), "huge_plus": ("H+/16", "vith16plus"), "7b": ("7B/16", "vit7b16"),
+}  # fmt: skip
+# The published (size, data) pairs: every size on LVD-1689M, the large one also on satellite images (SAT-493M).
+# The 7B ones (`vit_7b_patch16_dinov3.{lvd1689m,sat493m}`, `facebook/dinov3-vit7b16-pretrain-*`) are published
+# too, as sharded files, which a row (one file) cannot fetch: keras_vit builds them (the 7B/16 variant) from
+# their downloaded folder.
+_DINOV3_DATA = {"lvd1689m": ("small", "small_plus", "base", "large", "huge_plus"), "sat493m": ("large",)}
+
+
+def _dinov3_checkpoints():
+    """DINOv3's published backbones as keyword records: timm's (with and without `_qkvb`) and Meta's repositories."""
+    common = dict(num_classes=0, output="features", notes=DINOV3_LICENCE, options=(("pooling", "token"),))
+    for data, sizes in _DINOV3_DATA.items():
+        # The satellite weights expect their own pixel statistics (`preprocessing.SCALINGS["dinov3_sat"]`).
+        scaling = {"scaling": "imagenet" if data == "lvd1689m" else "dinov3_sat"}
+        for size in sizes:
+            variant, word = _DINOV3_SIZES[size]
+            for suffix in ("", "_qkvb"):
+                architecture = f"vit_{size}_patch16_dinov3{suffix}"
+                yield dict(variant=variant, tag=f"dinov3{suffix}_{data}", timm=f"{architecture}.{data}", image_size=256,
+                           **common, **scaling)  # fmt: skip
+            yield dict(variant=variant, tag=f"hf_dinov3_{data}", transformers=f"facebook/dinov3-{word}-pretrain-{data}",
+                       image_size=224, **common, **scaling)  # fmt: skip
 
 
 _SIZES = "(tiny|xsmall|small|medium|mediumd|betwixt|base|large|huge|giant|gigantic|so400m|so150m)"
@@ -389,14 +431,28 @@ FAMILIES = (
             ),
         ),  # fmt: skip
     ),
-    # Not built yet: what each needs is issue 20's (a layer, then the record's fields above).
     Family(
         "DINOv3",
-        "Siméoni et al. 2025",
-        timm=(r"vit_\w+_dinov3\w*",),
+        "Siméoni et al. 2025 (facebookresearch/dinov3); timm's port in eva.py",
+        timm=(r"vit_(tiny|small|small_plus|base|large|huge_plus|7b)_patch16_dinov3(_qkvb)?",),
         transformers=("dinov3_vit",),
-        not_built="DINOv3 uses a rotary position embedding (RoPE), not built yet",
+        # 4 registers after the class token, LayerScale, no position table: a rotary embedding of the patch
+        # centres, normalised to [-1, 1] (so any size runs natively), pairs j and j + d/2, base 100.
+        tensors={"layer_scale": True, "class_token": True, "position_embedding": False, "num_register_tokens": 4},
+        options={
+            "rotary": Rotary(),
+            "position_embedding": False,
+            "layer_norm_epsilon": 1e-5,
+            "dynamic_image_size": True,
+        },
+        # timm's Eva pools with `avg` unless told (its config.json's global_pool says); upstream reads the class
+        # token, as transformers' pooler_output.
+        timm_options=((r".*", {"pooling": "gap"}),),
+        transformers_options={"pooling": "token"},
+        scaling=_IMAGENET,
+        checkpoints=tuple(_dinov3_checkpoints()),
     ),
+    # Not built yet: what each needs is issue 20's (a layer, then the record's fields above).
     Family(
         "Perception Encoder",
         "Bolya et al. 2025",
@@ -476,6 +532,7 @@ FAMILIES = (
         timm=(r"vit_(small|base|large)_patch16_rope_(ape_)?224",),
         tensors={"class_token": True, "layer_scale": True},
         timm_tensors=((r".*_ape_224", {"position_embedding": True}), (r".*", {"position_embedding": False})),
+        timm_options=((r".*_ape_224", {"position_embedding": True}), (r".*", {"position_embedding": False})),
         options={"rotary": Rotary("index", 100.0, grid_indexing="xy", rotate_half=False)},
         scaling=_IMAGENET,
     ),
@@ -484,7 +541,11 @@ FAMILIES = (
         "timm's SBB ViTs with EVA's rotary embedding (eva.py: vit_*_patch16_rope_reg*_gap_256)",
         timm=(r"vit_(medium|mediumd|betwixt|base)_patch16_rope_reg\d_gap_256",),
         tensors={"class_token": False, "layer_scale": True, "position_embedding": False},
-        options={"rotary": Rotary("index", 10000.0, reference_grid=(16, 16), rotate_half=False), "pooling": "gap"},
+        options={
+            "rotary": Rotary("index", 10000.0, reference_grid=(16, 16), rotate_half=False),
+            "position_embedding": False,
+            "pooling": "gap",
+        },
     ),
     Family(
         "ViTs without query/key/value bias",

@@ -9,6 +9,7 @@ decides the family (`families.transformers_family`: one keras_vit does not build
 Legend: `D` hidden_dim, `H` heads, `d` head_dim, `C` channels, `p` patch.
 """
 
+import dataclasses
 import re
 
 from keras_vit.checkpoints import families
@@ -38,12 +39,15 @@ WIDTH_KEYS = (
     "embeddings.patch_embedding.weight",
     "embeddings.patch_embed.weight",  # AIMv2
     "preprocessor.patchifier.proj.weight",  # Apple's own AIMv2 layout (apple/aimv2-*)
+    "embeddings.patch_embeddings.weight",  # DINOv3: its Conv2d itself
 )
 # One table for the Hugging Face ViT, DeiT, DINOv2 (with registers), SigLIP and CLIP vision models:
 # their names do not collide. Files on the Hub (and save_pretrained) use the first spellings;
 # transformers 5 in memory the `layers.N` / `q_proj` / `o_proj` ones.
 _HF = r"(?:vit\.|deit\.|dinov2\.|vision_model\.)?"
-_HF_LAYER = _HF + r"(?:encoder\.layers?|layers)\.(?P<block>\d+)\."
+_HF_LAYER = (
+    _HF + r"(?:encoder\.layers?|layers|(?:model\.)?layer)\.(?P<block>\d+)\."
+)  # DINOv3: layer.N (in memory model.layer.N)
 _APPLE_BLOCK = r"trunk\.blocks\.(?P<block>\d+)\."
 KEYS = [
     (_HF + r"embeddings\.patch_embeddings?(?:\.projection)?" + LEAF, "embedding/{kind}", "conv"),
@@ -67,9 +71,11 @@ KEYS = [
     ),
     (_HF_LAYER + r"layer_scale" + N + r"\.lambda1", "LayerScale_{n}/scale", "copy"),
     (_HF_LAYER + r"(?:layernorm_after|norm2|layer_norm2)" + LEAF, "LayerNorm_2/{norm}", "copy"),
-    (_HF_LAYER + r"(?:intermediate\.dense|mlp\.fc1)" + LEAF, "MlpBlock_3/Dense_0/{kind}", "linear"),
-    (_HF_LAYER + r"(?:output\.dense|mlp\.fc2)" + LEAF, "MlpBlock_3/Dense_1/{kind}", "linear"),
-    (_HF + r"(?:layernorm|post_layernorm)" + LEAF, "Transformer/encoder_norm/{norm}", "copy"),
+    # DINOv3's `up_proj` is the MLP's first Dense, or SwiGLU's value half beside `gate_proj` (`to_canonical`).
+    (_HF_LAYER + r"(?:intermediate\.dense|mlp\.fc1|mlp\.up_proj)" + LEAF, "MlpBlock_3/Dense_0/{kind}", "linear"),
+    (_HF_LAYER + r"mlp\.gate_proj" + LEAF, "MlpBlock_3/Dense_0_gate/{kind}", "linear"),
+    (_HF_LAYER + r"(?:output\.dense|mlp\.fc2|mlp\.down_proj)" + LEAF, "MlpBlock_3/Dense_1/{kind}", "linear"),
+    (_HF + r"(?:layernorm|post_layernorm|norm)" + LEAF, "Transformer/encoder_norm/{norm}", "copy"),
     (_HF + r"pooler\.dense" + LEAF, "pre_logits/{kind}", "linear"),
     (r"(?:classifier|cls_classifier)" + LEAF, "head/{kind}", "linear"),
     (r"distillation_classifier" + LEAF, "head_dist/{kind}", "linear"),
@@ -85,9 +91,9 @@ KEYS = [
     (_HF_LAYER + r"rms_norm1" + LEAF, "LayerNorm_0/{norm}", "copy"),
     (_HF_LAYER + r"rms_norm2" + LEAF, "LayerNorm_2/{norm}", "copy"),
     (_HF_LAYER + r"attention\.out_proj" + LEAF, BLOCK_ATTENTION + "out/{kind}", "heads_out"),
-    (_HF_LAYER + r"(?:ffn|mlp)\.gate_proj" + LEAF, SWIGLU_GATE + "{kind}", "linear"),
-    (_HF_LAYER + r"(?:ffn|mlp)\.up_proj" + LEAF, SWIGLU_VALUE + "{kind}", "linear"),
-    (_HF_LAYER + r"(?:ffn|mlp)\.down_proj" + LEAF, "MlpBlock_3/Dense_1/{kind}", "linear"),
+    (_HF_LAYER + r"ffn\.gate_proj" + LEAF, SWIGLU_GATE + "{kind}", "linear"),
+    (_HF_LAYER + r"ffn\.up_proj" + LEAF, SWIGLU_VALUE + "{kind}", "linear"),
+    (_HF_LAYER + r"ffn\.down_proj" + LEAF, "MlpBlock_3/Dense_1/{kind}", "linear"),
     # DINOv2 giant's SwiGLU as the Hub stores it: `weights_in` packs gate and value (split by `split_packed_swiglu`).
     (_HF_LAYER + r"mlp\.weights_in" + LEAF, "MlpBlock_3/Dense_0/{kind}", "linear"),
     (_HF_LAYER + r"mlp\.weights_out" + LEAF, "MlpBlock_3/Dense_1/{kind}", "linear"),
@@ -119,12 +125,26 @@ def to_canonical(state, num_heads):
         # inserts the registers: its class slot folds into the token, leaving the patches' part (the
         # model's `embed_prefix_tokens=False`, as timm's `no_embed_class`).
         fold_prefix_slots(out, tokens=(CLS,))
+    for key in [key for key in out if "/MlpBlock_3/Dense_0_gate/" in key]:  # DINOv3's gated MLP: up_proj is the value
+        value = key.replace("Dense_0_gate", "Dense_0")
+        if value in out:
+            out[key.replace("Dense_0_gate", "Dense_0_value")] = out.pop(value)
     return {}, out
 
 
 ACTIVATIONS = {"gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh", "quick_gelu": "quick_gelu"}
 # config.json -> the ViTConfig fields the tensors show, checked against them.
 _SIZES = {"hidden_size": "hidden_dim", "num_hidden_layers": "num_layers", "intermediate_size": "mlp_dim"}
+
+
+def _dinov3_rotary(vision, problems):
+    """DINOv3's rotary settings from its config.json: its `rope_theta` (the train-time coordinate noise is idle at inference)."""
+    rotary = families.family("DINOv3").options["rotary"]
+    theta = vision.get("rope_theta", rotary.temperature)
+    if not isinstance(theta, (int, float)) or theta <= 0:
+        problems.append(f"rope_theta={theta!r} is not a positive number")
+        return rotary
+    return dataclasses.replace(rotary, temperature=float(theta))
 
 
 def read_config(config, preprocessor=None):
@@ -139,11 +159,18 @@ def read_config(config, preprocessor=None):
         return hub
     vision = config.get("vision_config") or config  # SiglipModel / CLIPModel: the image tower's part
     hub.tensors = {**family.tensors, **family.transformers_tensors}
-    if family.name == "DINOv2":
+    if family.name in ("DINOv2", "DINOv3"):
         hub.tensors["num_register_tokens"] = vision.get("num_register_tokens") or 0
     options = {**family.options, **family.transformers_options}
     act = vision.get("hidden_act", "gelu")
-    if family.name == "AIMv2":
+    if vision.get("use_gated_mlp"):  # DINOv3 S+, H+, 7B: act(gate) * up, SwiGLU when the act is SiLU
+        options["mlp"] = "swiglu"
+        if act != "silu":
+            hub.problems.append(f"use_gated_mlp=True with hidden_act={act!r}: keras_vit's gated MLP is SwiGLU (silu)")
+        act = "gelu"  # no other activation runs
+    if family.name == "DINOv3":
+        options["rotary"] = _dinov3_rotary(vision, hub.problems)
+    if family.name == "AIMv2":  # its SwiGLU's SiLU is no `activation`
         hub.problems += _aimv2_problems(architecture, vision)
     elif act not in ACTIVATIONS:
         hub.problems.append(f"hidden_act={act!r} is none of {sorted(ACTIVATIONS)}")

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+import keras_vit
 from keras_vit import CheckpointError, build_from_checkpoint, build_vit, load_weights, read_config, save_timm
 from keras_vit.checkpoints.canonical import model_variables
 from keras_vit.config import Rotary
@@ -37,12 +38,30 @@ FAMILIES = {
     "hf_clip": ({"activation": "quick_gelu", "pre_norm": True}, "embedding"),
     "hf_deit_distilled": ({"distillation": True, "layer_norm_epsilon": 1e-12}, "logits"),
     "big_vision_siglip.npz": ({"pooling": "map", "activation": "gelu_tanh"}, "embedding"),
+    # DINOv3 (issue 20): no position table, a rotary embedding, 4 registers; timm's default mean-patch pooling
+    "timm_dinov3": (
+        {
+            "rotary": Rotary(),
+            "position_embedding": False,
+            "num_register_tokens": 4,
+            "pooling": "gap",
+            "qkv_bias": False,
+            "layer_norm_epsilon": 1e-5,
+            "dynamic_image_size": True,
+        },
+        "features",
+    ),  # fmt: skip
+    "timm_dinov3_plus_qkvb": ({"mlp": "swiglu", "qkv_bias": True, "key_bias": False, "pooling": "token"}, "features"),
+    "timm_dinov3_7b": ({"mlp": "swiglu", "qkv_bias": False, "num_classes": 5}, "logits"),
+    "hf_dinov3": ({"rotary": Rotary(), "pooling": "token", "qkv_bias": True, "key_bias": False}, "features"),
+    "hf_dinov3_gated": ({"mlp": "swiglu", "num_register_tokens": 4}, "features"),
 }
 # The pixel statistics the folders' config.json (timm) or preprocessor_config.json (transformers) name.
 SCALINGS = {
     "timm_deit3": "imagenet", "timm_deit_distilled": "imagenet", "timm_dinov2": "imagenet",
     "timm_dinov2_reg4": "imagenet", "timm_siglip": "vit", "timm_clip": "clip", "timm_clip_quickgelu": "clip",
     "timm_gap_fc_norm": "vit", "hf_clip": "clip",
+    "timm_dinov3": "imagenet", "timm_dinov3_plus_qkvb": "imagenet", "timm_dinov3_7b": "imagenet",
 }  # fmt: skip
 # The file alone, without its config.json: what the tensors do not tell is passed.
 FILES_ALONE = {
@@ -312,3 +331,61 @@ def test_an_aimv2_file_alone_needs_its_head_count_and_then_equals_timm(families)
     model, report = build_from_checkpoint(folder / "apple_aimv2" / "model.safetensors", num_heads=8)
     assert report.family == "AIMv2" and report.config.norm == "rmsnorm" and report.config.patch_norm
     assert _difference(model, folder, sizes["apple_aimv2"], "apple_aimv2.out.npy") < 1e-5
+
+
+# --- DINOv3, the first rotary family (issue 20) ---------------------------------------------
+
+DINOV3 = ["timm_dinov3", "timm_dinov3_plus_qkvb", "timm_dinov3_7b", "hf_dinov3", "hf_dinov3_gated"]
+
+
+@pytest.mark.parametrize("name", DINOV3)
+def test_dinov3_at_a_non_square_size_equals_the_reference(families, name):
+    """The rotary table is computed for the images' own 3x5 grid, as timm's dynamic_img_size and transformers do."""
+    folder, _ = families
+    model, report = build_from_checkpoint(folder / name)
+    assert model.input_shape[1:3] == (None, None)  # any size, natively: no table to resample
+    difference = _difference(model, folder, "rotary", f"{name}.rotary.npy")
+    print(f"{name} at 24x40: {difference:.2e}")
+    assert difference < 1e-5  # issue 20's bar for rotary families (measured: 2e-7 or less)
+
+
+@pytest.mark.parametrize("name", ["hf_dinov3", "hf_dinov3_gated"])
+def test_dinov3_class_token_and_mean_patch_outputs_as_upstream(families, name):
+    """Upstream's two outputs: the normed class token (the model's, `pooling="token"`) and the normed patches' mean."""
+    folder, _ = families
+    for size, suffix in ((32, "out"), ("rotary", "rotary")):
+        model, _ = build_from_checkpoint(folder / name, pooling="gap")
+        assert _difference(model, folder, size, f"{name}.{suffix}.mean.npy") < RELATIVE_TOLERANCE
+        features = keras_vit.features_model(model, blocks=[-1], norm=True, prefix_tokens=True)
+        images = np.load(folder / f"images_{size}.npy")
+        out = features.predict(images, verbose=0)
+        expected = np.load(folder / f"{name}.{suffix}.npy")
+        np.testing.assert_allclose(out["block_1_prefix"][:, 0], expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+        mean = out["block_1"].reshape(len(images), -1, out["block_1"].shape[-1]).mean(1)
+        expected = np.load(folder / f"{name}.{suffix}.mean.npy")
+        np.testing.assert_allclose(mean, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+def test_dinov3_weights_file_alone_is_refused_but_loads_with_its_rotary_given(families):
+    folder, sizes = families
+    weights = folder / "timm_dinov3" / "model.safetensors"
+    with pytest.raises(CheckpointError, match="no absolute position embedding") as error:
+        build_from_checkpoint(weights)
+    assert "\n" not in str(error.value)
+    options = dict(rotary=Rotary(), layer_norm_epsilon=1e-5, pooling="gap", num_heads=2, image_size=32)
+    model, _ = build_from_checkpoint(weights, **options)
+    assert _difference(model, folder, 32, "timm_dinov3.out.npy") < RELATIVE_TOLERANCE
+
+
+def test_naver_rope_mixed_is_refused_by_name(families, tmp_path):
+    """Naver's RoPE-Mixed learns its frequencies per block: not the fixed axial rotary keras_vit builds."""
+    folder, _ = families
+    shutil.copytree(folder / "timm_dinov3", tmp_path / "mixed")
+    config = json.loads((tmp_path / "mixed" / "config.json").read_text())
+    (tmp_path / "mixed" / "config.json").write_text(
+        json.dumps({**config, "architecture": "vit_base_patch16_rope_mixed_224"})
+    )
+    with pytest.raises(CheckpointError) as error:
+        build_from_checkpoint(tmp_path / "mixed")
+    assert "'vit_base_patch16_rope_mixed_224': RoPE-Mixed learns its rotary frequencies" in str(error.value)
+    assert "\n" not in str(error.value)

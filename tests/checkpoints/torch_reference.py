@@ -207,6 +207,7 @@ def make_families(out):
     np.save(out / "timm_dinov2_reg4.dynamic.npy", dynamic(images["dynamic"]).numpy())
     cases.update(make_hf_families(out, images))
     cases.update(make_new_families(out, images))
+    cases.update(make_rotary_families(out, generator))
     (out / "families.json").write_text(json.dumps(cases))
 
 
@@ -271,6 +272,57 @@ def make_hf_families(out, images):
     cases["hf_siglip_full"] = 32
     write_big_vision_siglip(models["hf_siglip"][0], out)
     cases["big_vision_siglip.npz"] = 32
+    return cases
+
+
+# The rotary families (issue 20): tiny timm Eva and transformers models at width 64 (2 heads of 32), patch 8,
+# 32x32; each also run at a non-square size (`ROTARY_SIZE`, a 3x5 patch grid), where the rotary embedding
+# is computed for that grid. Folder -> (architecture, its tiny arguments); outputs `<folder>.out.npy` (32x32)
+# and `<folder>.rotary.npy` (ROTARY_SIZE).
+ROTARY_SIZE = (24, 40)
+_ROTARY_TINY = dict(embed_dim=64, depth=2, num_heads=2, img_size=32, patch_size=8)
+TIMM_ROTARY = {
+    # timm's default pooling (`avg`, the patch mean after the norm), no qkv bias, GELU MLP
+    "timm_dinov3": ("vit_small_patch16_dinov3", dict(num_classes=0)),
+    # S+: SwiGLU (gate and value apart, `fc1_g` / `fc1_x`), q and v biases (`_qkvb`), upstream's CLS pooling
+    "timm_dinov3_plus_qkvb": ("vit_small_plus_patch16_dinov3_qkvb", dict(num_classes=0, global_pool="token")),
+    # the 7B definition in small: SwiGLU aligned to 64, a head on the class token
+    "timm_dinov3_7b": ("vit_7b_patch16_dinov3", dict(num_classes=5, global_pool="token")),
+}
+
+
+@torch.no_grad()
+def make_rotary_families(out, generator):
+    import timm
+    from timm.models._hub import save_for_hf
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel
+
+    images = torch.randn(2, 3, *ROTARY_SIZE, generator=generator)
+    np.save(out / "images_rotary.npy", images.permute(0, 2, 3, 1).numpy())
+    small = torch.from_numpy(np.load(out / "images_32.npy")).permute(0, 3, 1, 2)
+    cases = {}
+    for folder, (architecture, args) in TIMM_ROTARY.items():
+        model = timm.create_model(architecture, pretrained=False, **_ROTARY_TINY, **args).eval()
+        randomize(model)
+        save_for_hf(model, out / folder, safe_serialization=True)
+        np.save(out / f"{folder}.out.npy", model(small).numpy())
+        np.save(out / f"{folder}.rotary.npy", model(images).numpy())  # dynamic_img_size: its rope at 3x5
+        cases[folder] = 32
+    hf = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, patch_size=8)
+    hf.update(image_size=32, num_register_tokens=4, attn_implementation="eager")
+    models = {  # transformers' defaults: q, v and output biases, no key bias; the gated one SwiGLU
+        "hf_dinov3": DINOv3ViTModel(DINOv3ViTConfig(**hf)),
+        "hf_dinov3_gated": DINOv3ViTModel(DINOv3ViTConfig(**hf, use_gated_mlp=True, hidden_act="silu")),
+    }
+    for folder, model in models.items():
+        model.eval()
+        randomize(model)
+        model.save_pretrained(out / folder)
+        for suffix, pixels in (("out", small), ("rotary", images)):
+            result = model(pixel_values=pixels)
+            np.save(out / f"{folder}.{suffix}.npy", result.pooler_output.numpy())  # the class token, normed
+            np.save(out / f"{folder}.{suffix}.mean.npy", result.last_hidden_state[:, 5:].mean(1).numpy())  # patches
+        cases[folder] = 32
     return cases
 
 

@@ -243,6 +243,20 @@ def _dinov3_checkpoints():
                        image_size=224, **common, **scaling)  # fmt: skip
 
 
+# Naver's RoPE-Axial ViTs (naver-ai/rope-vit, Apache-2.0), as timm publishes them: DeiT III-style ImageNet-1k
+# classifiers at 224, with (`_ape`) and without an absolute position table beside the rotary embedding.
+_NAVER_ROTARY = Rotary("index", 100.0, grid_indexing="xy", rotate_half=False)
+
+
+def _naver_checkpoints():
+    for size, variant in (("small", "S/16"), ("base", "B/16"), ("large", "L/16")):
+        for ape in (False, True):
+            architecture = f"vit_{size}_patch16_rope_{'ape_' if ape else ''}224"
+            yield dict(variant=variant, tag=f"rope_axial_{'ape_' if ape else ''}naver_in1k",
+                       timm=f"{architecture}.naver_in1k", **_LOGITS_1K,
+                       options=(("rotary", _NAVER_ROTARY), ("position_embedding", ape)), notes="Apache-2.0")  # fmt: skip
+
+
 _SIZES = "(tiny|xsmall|small|medium|mediumd|betwixt|base|large|huge|giant|gigantic|so400m|so150m)"
 _RES = r"\d+"
 _IMAGENET = "imagenet"
@@ -533,8 +547,9 @@ FAMILIES = (
         tensors={"class_token": True, "layer_scale": True},
         timm_tensors=((r".*_ape_224", {"position_embedding": True}), (r".*", {"position_embedding": False})),
         timm_options=((r".*_ape_224", {"position_embedding": True}), (r".*", {"position_embedding": False})),
-        options={"rotary": Rotary("index", 100.0, grid_indexing="xy", rotate_half=False)},
+        options={"rotary": _NAVER_ROTARY},
         scaling=_IMAGENET,
+        checkpoints=tuple(_naver_checkpoints()),
     ),
     Family(
         "timm's rotary ViTs",

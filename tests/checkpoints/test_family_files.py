@@ -389,3 +389,19 @@ def test_naver_rope_mixed_is_refused_by_name(families, tmp_path):
         build_from_checkpoint(tmp_path / "mixed")
     assert "'vit_base_patch16_rope_mixed_224': RoPE-Mixed learns its rotary frequencies" in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_a_naver_registry_row_loads_the_weights_file_alone_with_its_rotary_settings(families, tmp_path, monkeypatch):
+    from keras_vit import checkpoints
+
+    folder, sizes = families
+    published = checkpoints.find_checkpoint("B/16:rope_axial_naver_in1k")
+    assert published.url.endswith("timm/vit_base_patch16_rope_224.naver_in1k/resolve/main/model.safetensors")
+    file = folder / "timm_rope_axial" / "model.safetensors"  # the tiny one, at tiny/8's sizes
+    row = checkpoints.Checkpoint(**{**published.__dict__, "variant": "tiny/8", "url": file.as_uri(), "image_size": 32,
+                                    "num_classes": 5, "file_name": "rope_test.safetensors"})  # fmt: skip
+    monkeypatch.setitem(checkpoints.CHECKPOINTS, row.name, row)
+    monkeypatch.setattr(checkpoints.registry, "CACHE_DIR", str(tmp_path / "cache"))
+    model, report = build_from_checkpoint(row.name)  # no config.json: the row says rotary, no position table
+    assert report.config.rotary == _NAVER and not report.config.position_embedding and report.family == "RoPE ViT"
+    assert _difference(model, folder, sizes["timm_rope_axial"], "timm_rope_axial.out.npy") < 1e-5

@@ -249,12 +249,13 @@ NEW_FAMILIES = {
         "pooling": "gap",
     },
     "hf_dinov2_giant": {"mlp": "swiglu", "mlp_dim": 128, "class_token": True},  # weights_in packs 2 x 128
+    "timm_so150m2": {"qkv_bias": False, "num_heads": 13, "num_register_tokens": 1, "pooling": "gap"},
 }
 NEW_FAMILY_NAMES = {
     "timm_aimv2": "AIMv2", "hf_aimv2": "AIMv2", "apple_aimv2": "AIMv2",
     "timm_medium_gap": "ViTs without query/key/value bias", "timm_giant_dinov2": "DINOv2 giant",
     "timm_rope_axial": "RoPE ViT", "timm_rope_ape": "RoPE ViT", "timm_rope_reg4_gap": "timm's rotary ViTs",
-    "hf_dinov2_giant": "DINOv2",
+    "hf_dinov2_giant": "DINOv2", "timm_so150m2": "ViTs without query/key/value bias",
 }  # fmt: skip
 
 

@@ -488,6 +488,8 @@ NEW_TIMM_FAMILIES = {
         "vit_betwixt_patch16_rope_reg4_gap_256",
         dict(**_FAMILY_TINY, img_size=32, patch_size=8, num_classes=5),
     ),
+    # so150m2's 13 heads by its name (width 52: 4 per head), one register, no qkv bias.
+    "timm_so150m2": ("vit_so150m2_patch16_reg1_gap_256", dict(embed_dim=52, depth=1, patch_size=8, img_size=32)),
 }
 NON_SQUARE = (32, 48)  # the rotary families again at a 4x6 patch grid: `<folder>.non_square.npy`
 ROTARY_FOLDERS = ("timm_rope_axial", "timm_rope_reg4_gap")

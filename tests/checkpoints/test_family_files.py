@@ -283,3 +283,17 @@ def test_naver_rope_mixed_is_refused_by_name(families, tmp_path):
         build_from_checkpoint(tmp_path / "mixed")
     assert "'vit_base_patch16_rope_mixed_224': RoPE-Mixed learns its rotary frequencies" in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_save_timm_of_dinov3_builds_in_timm_itself_and_equals_the_original(families, tmp_path, run_torch):
+    """The folder `save_timm` writes is one timm builds (`create_model(architecture, **model_args)`, strict)."""
+    folder, _ = families
+    names = ["timm_dinov3", "timm_dinov3_plus_qkvb", "hf_dinov3_gated"]  # a transformers file, written for timm
+    for name in names:
+        model, _ = build_from_checkpoint(folder / name, pooling="token")
+        save_timm(model, tmp_path / name, scaling="imagenet")
+        np.save(tmp_path / f"{name}.keras.npy", model.predict(np.load(folder / "images_rotary.npy"), verbose=0))
+    run_torch("timm-folders", tmp_path, folder / "images_rotary.npy", *names)
+    for name in names:
+        expected, got = np.load(tmp_path / f"{name}.keras.npy"), np.load(tmp_path / f"{name}.out.npy")
+        assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-5, name

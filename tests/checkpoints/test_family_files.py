@@ -297,3 +297,16 @@ def test_save_timm_of_dinov3_builds_in_timm_itself_and_equals_the_original(famil
     for name in names:
         expected, got = np.load(tmp_path / f"{name}.keras.npy"), np.load(tmp_path / f"{name}.out.npy")
         assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-5, name
+
+
+def test_a_dinov3_model_loads_into_a_built_model_and_from_its_keras_file(families, tmp_path):
+    folder, _ = families
+    config = read_config(folder / "hf_dinov3_gated")
+    model = build_vit(config)
+    report = load_weights(model, folder / "hf_dinov3_gated")
+    assert len(report.loaded) == len(model_variables(model))
+    assert _difference(model, folder, "rotary", "hf_dinov3_gated.rotary.npy") < RELATIVE_TOLERANCE
+    model.save(tmp_path / "model.keras")
+    again, again_report = build_from_checkpoint(tmp_path / "model.keras")
+    assert again_report.config == config and again_report.config.rotary == Rotary()
+    assert _difference(again, folder, "rotary", "hf_dinov3_gated.rotary.npy") < RELATIVE_TOLERANCE

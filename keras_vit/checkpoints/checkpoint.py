@@ -50,6 +50,8 @@ _UNSEEN_FIELDS = (
     "dynamic_image_size",
     "norm",
     "rotary",
+    "position_embedding",  # seen (the table or none), but a model without one says so itself
+    "image_size",  # the table's grid tells it, where the model has a table
 )
 
 
@@ -244,7 +246,8 @@ def describe(data, image_size=None, given=()):
         raise CheckpointError(f"The checkpoint has no {e.args[0]!r}: it is not a ViT checkpoint.") from None
     options = {**_family_defaults(data, given), **(hub.options if hub else {}), **data.facts}
     given = dict(given)
-    if POSEMB not in arrays and options.get("position_embedding", True) and given.get("rotary") is None:
+    rotary = options.get("rotary") or given.get("rotary")
+    if POSEMB not in arrays and options.get("position_embedding", True) and rotary is None:
         refuse(
             data,
             ["no absolute position embedding, and neither a config.json naming its family nor a rotary= argument "

@@ -406,3 +406,30 @@ def test_a_naver_registry_row_loads_the_weights_file_alone_with_its_rotary_setti
     model, report = build_from_checkpoint(row.name)  # no config.json: the row says rotary, no position table
     assert report.config.rotary == _NAVER and not report.config.position_embedding and report.family == "RoPE ViT"
     assert _difference(model, folder, sizes["timm_rope_axial"], "timm_rope_axial.out.npy") < 1e-5
+
+
+def test_save_timm_of_dinov3_builds_in_timm_itself_and_equals_the_original(families, tmp_path, run_torch):
+    """The folder `save_timm` writes is one timm builds (`create_model(architecture, **model_args)`, strict)."""
+    folder, _ = families
+    names = ["timm_dinov3", "timm_dinov3_plus_qkvb", "hf_dinov3_gated"]  # a transformers file, written for timm
+    for name in names:
+        model, _ = build_from_checkpoint(folder / name, pooling="token")
+        save_timm(model, tmp_path / name, scaling="imagenet")
+        np.save(tmp_path / f"{name}.keras.npy", model.predict(np.load(folder / "images_rotary.npy"), verbose=0))
+    run_torch("timm-folders", tmp_path, folder / "images_rotary.npy", *names)
+    for name in names:
+        expected, got = np.load(tmp_path / f"{name}.keras.npy"), np.load(tmp_path / f"{name}.out.npy")
+        assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-5, name
+
+
+def test_a_dinov3_model_loads_into_a_built_model_and_from_its_keras_file(families, tmp_path):
+    folder, _ = families
+    config = read_config(folder / "hf_dinov3_gated")
+    model = build_vit(config)
+    report = load_weights(model, folder / "hf_dinov3_gated")
+    assert len(report.loaded) == len(model_variables(model))
+    assert _difference(model, folder, "rotary", "hf_dinov3_gated.rotary.npy") < RELATIVE_TOLERANCE
+    model.save(tmp_path / "model.keras")
+    again, again_report = build_from_checkpoint(tmp_path / "model.keras")
+    assert again_report.config == config and again_report.config.rotary == Rotary()
+    assert _difference(again, folder, "rotary", "hf_dinov3_gated.rotary.npy") < RELATIVE_TOLERANCE

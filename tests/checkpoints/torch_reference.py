@@ -25,6 +25,9 @@ keras_vit, and no test imports it: the cases it ran are in `OUT/cases.json`.
     python tests/checkpoints/torch_reference.py timm-npz OUT CONFIG FILE.npz [CONFIG FILE.npz ...]
         Loads each `.npz` (written by keras_vit) into a fresh timm model of
         CONFIG with timm's own loader; writes `FILE.logits.npy`.
+    python tests/checkpoints/torch_reference.py timm-folders OUT IMAGES.npy FOLDER [FOLDER ...]
+        Builds each hub folder of OUT (written by keras_vit's `save_timm`) as timm
+        does, from its config.json, and writes `FOLDER.out.npy` on IMAGES.npy.
 
 Every model is 32x32 images, patch 8, width 64, 2 blocks, 2 heads, MLP 128,
 5 classes: keras_vit's `build_vit("tiny/8", image_size=32, num_classes=5)`;
@@ -584,6 +587,21 @@ def make_hf_aimv2(out, images):
     return cases
 
 
+@torch.no_grad()
+def timm_folders(out, images, folders):
+    """Builds each hub folder (written by keras_vit's `save_timm`) the way timm does: `create_model(architecture,
+    **model_args)`, its state dict loaded strictly; writes `FOLDER.out.npy`, its outputs on `images` (`.npy`, NHWC)."""
+    import timm
+    from safetensors.torch import load_file
+
+    pixels = torch.from_numpy(np.load(images)).permute(0, 3, 1, 2)
+    for folder in folders:
+        config = json.loads((out / folder / "config.json").read_text())
+        model = timm.create_model(config["architecture"], pretrained=False, **config.get("model_args", {})).eval()
+        model.load_state_dict(load_file(out / folder / "model.safetensors"), strict=True)
+        np.save(out / f"{folder}.out.npy", model(pixels).numpy())
+
+
 if __name__ == "__main__":
     command, directory = sys.argv[1], pathlib.Path(sys.argv[2])
     if command == "make":
@@ -594,5 +612,7 @@ if __name__ == "__main__":
         factories(directory)
     elif command == "timm-npz":
         timm_npz(directory, sys.argv[3:])
+    elif command == "timm-folders":
+        timm_folders(directory, sys.argv[3], sys.argv[4:])
     else:
         raise SystemExit(f"unknown command {command!r}")

@@ -19,6 +19,8 @@ SCALINGS = {
     "imagenet": ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
     # OpenAI CLIP's statistics (its image towers in timm and transformers).
     "clip": ((122.7709383, 116.7460125, 104.09373615), (68.5005327, 66.6321579, 70.32316305)),
+    # DINOv3's satellite-image weights (SAT-493M): timm's cfg, mean (0.430, 0.411, 0.296), std (0.213, 0.156, 0.143).
+    "dinov3_sat": ((109.65, 104.805, 75.48), (54.315, 39.78, 36.465)),
 }
 
 

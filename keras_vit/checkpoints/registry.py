@@ -26,6 +26,9 @@ Sources:
   (no head: DINOv2, SigLIP's MAP output) or an `"embedding"` (the head is the
   image-text projection: CLIP, big_vision SigLIP); `options` are the
   `ViTConfig` fields the weights file alone does not tell.
+- DINOv3 (Siméoni et al. 2025): timm's copies and Meta's `facebook/dinov3-*`
+  repositories, every size (S, S+, B, L, H+, 7B). Under the DINOv3 License,
+  not an open one: each row's `notes` says what it requires of users.
 
 No SHA-256 is recorded yet: they were not downloaded on the machine that wrote
 this table (it has no access to those hosts). `get_file` then skips the check;
@@ -63,6 +66,7 @@ class Checkpoint:
     family: str = "ViT"  # "DeiT", "DeiT III", "DINOv2", "SigLIP", "CLIP", "SigLIP 2 NaFlex"
     output: str = "logits"  # "logits", "features" (pooled, no head) or "embedding" (image-text space)
     options: tuple = ()  # (ViTConfig field, value) pairs the file does not tell, e.g. (("activation", "quick_gelu"),)
+    notes: str = None  # what its licence requires of users, where that is more than an open licence (DINOv3's)
 
     @property
     def name(self):

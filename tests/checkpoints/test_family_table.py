@@ -56,8 +56,7 @@ def test_every_timm_vit_is_built_as_its_factory_says_or_refused_in_one_line(fact
     "name, reason",
     [
         ("timm_pe_core", "'vit_pe_core_tiny_patch16_384': Perception Encoder uses a rotary position embedding"),
-        ("timm_dinov3", "'vit_small_patch16_dinov3': DINOv3 uses a rotary position embedding (RoPE), not built yet"),
-        ("timm_rope", "'vit_base_patch16_rope_224': a rotary position embedding (RoPE), not built yet"),
+        ("timm_rope_mixed", "'vit_small_patch16_rope_mixed_224': RoPE-Mixed learns its rotary frequencies in every"),
         ("timm_relpos", "'vit_relpos_medium_patch16_224': a relative position bias in every block, not built"),
     ],
 )
@@ -72,8 +71,8 @@ def test_a_timm_model_keras_vit_does_not_build_is_refused_by_name_in_one_line(fo
     "name, reason",
     [
         ("timm_pe_core", "SigLIP models have class_token=False, the tensors class_token=True"),
-        ("timm_dinov3", "no absolute position embedding: a rotary-position ViT"),
-        ("timm_rope", "no absolute position embedding: a rotary-position ViT"),
+        ("timm_dinov3", "no absolute position embedding, and neither a config.json naming its family"),
+        ("timm_rope", "no absolute position embedding, and neither a config.json naming its family"),
     ],
 )
 def test_their_weights_file_alone_is_refused_too_never_loaded_with_a_guess(folder, name, reason):
@@ -93,11 +92,11 @@ def test_an_unknown_architecture_is_refused_naming_the_known_families(folder, tm
 
 
 def test_a_transformers_model_type_keras_vit_does_not_build_is_refused_by_name(folder, tmp_path):
-    shutil.copytree(folder / "hf_dinov2", tmp_path / "dinov3")
-    config = json.loads((tmp_path / "dinov3" / "config.json").read_text())
-    (tmp_path / "dinov3" / "config.json").write_text(json.dumps({**config, "model_type": "dinov3_vit"}))
-    with pytest.raises(CheckpointError, match=r"model_type 'dinov3_vit': DINOv3 uses a rotary position embedding"):
-        build_from_checkpoint(tmp_path / "dinov3")
+    shutil.copytree(folder / "hf_dinov2", tmp_path / "naflex")
+    config = json.loads((tmp_path / "naflex" / "config.json").read_text())
+    (tmp_path / "naflex" / "config.json").write_text(json.dumps({**config, "model_type": "siglip2"}))
+    with pytest.raises(CheckpointError, match=r"model_type 'siglip2': SigLIP 2's NaFlex models patchify outside"):
+        build_from_checkpoint(tmp_path / "naflex")
 
 
 @pytest.mark.parametrize(
@@ -154,5 +153,19 @@ def test_every_family_record_is_one_frozen_row_named_once():
     with pytest.raises(TypeError):
         families.family("CLIP").options["layer_norm_epsilon"] = 1e-6  # all the way down
     built = [family for family in families.FAMILIES if not family.not_built]
-    assert [f.name for f in built] == ["ViT", "DeiT", "DeiT III", "DINOv2", "SigLIP", "CLIP", "SigLIP 2 NaFlex"]
+    assert [f.name for f in built] == [
+        "ViT",
+        "DeiT",
+        "DeiT III",
+        "DINOv2",
+        "SigLIP",
+        "CLIP",
+        "SigLIP 2 NaFlex",
+        "DINOv3",
+        "AIMv2",
+        "RoPE ViT",
+        "timm's rotary ViTs",
+        "ViTs without query/key/value bias",
+        "DINOv2 giant",
+    ]
     assert all(row["variant"] and row["tag"] for family in built for row in family.checkpoints)

@@ -155,3 +155,24 @@ def test_every_family_record_is_one_frozen_row_named_once():
     built = [family for family in families.FAMILIES if not family.not_built]
     assert [f.name for f in built] == ["ViT", "DeiT", "DeiT III", "DINOv2", "SigLIP", "CLIP", "DINOv3"]
     assert all(row["variant"] and row["tag"] for family in built for row in family.checkpoints)
+
+
+def test_every_timm_dinov3_factory_is_claimed_with_its_heads():
+    """timm's eva.py DINOv3 factories (not in `factories`, which reads vision_transformer.py): each is claimed
+    by the DINOv3 record, with the heads its factory sets (H+ has 20, 7B 32: not their size words'). Read as
+    text, so that no PyTorch loads here."""
+    import importlib.util
+    import pathlib
+    import re
+
+    spec = importlib.util.find_spec("timm")
+    if spec is None:
+        pytest.skip("needs timm")
+    source = (pathlib.Path(spec.origin).parent / "models" / "eva.py").read_text()
+    found = re.findall(r"def (vit_\w+_dinov3\w*)\(.*?num_heads=(\d+)", source, flags=re.S)
+    assert len(found) >= 12
+    for name, heads in found:
+        assert families.timm_family(name).name == "DINOv3", name
+        assert families.timm_num_heads(name) == int(heads), name
+    options, tensors = families.family("DINOv3").timm_facts("vit_7b_patch16_dinov3")
+    assert tensors["num_register_tokens"] == 4 and options["layer_norm_epsilon"] == 1e-5

@@ -174,12 +174,16 @@ def _convert(match, template, transform, value, num_heads):
     split_axis = -1 if transform == "heads_out" else 0  # the (out, in) axis that holds H*d
     if transform.startswith("heads") and value.shape[split_axis] % num_heads:
         transform = "linear"  # cannot split into heads: keep it flat, loading reports its shape
-    if transform == "conv" and kind == "kernel":
+    if transform == "conv" and kind == "kernel" and value.ndim == 2:
+        value = value.T  # NaFlex's Linear over flat patches, (D, p*p*C) -> (p*p*C, D): `unflatten_patch_kernel`
+    elif transform == "conv" and kind == "kernel":
         value = value.transpose(2, 3, 1, 0)  # (D, C, p, p) -> (p, p, C, D)
     elif transform == "token":
         value = value.reshape(1, 1, -1)  # (D,) -> (1, 1, D)
     elif transform == "posemb":
         value = value[None]  # (N, D) -> (1, N, D)
+    elif transform == "grid":
+        value = value.reshape(1, -1, value.shape[-1])  # timm's NaFlex table (1, rows, cols, D) -> (1, N, D)
     elif kind == "kernel" and transform in ("linear", "heads_in", "heads_out"):
         value = value.T  # (out, in) -> (in, out)
     if transform == "heads_in":  # (D, H*d) -> (D, H, d); bias (H*d,) -> (H, d)
@@ -187,6 +191,26 @@ def _convert(match, template, transform, value, num_heads):
     elif transform == "heads_out" and kind == "kernel":  # (H*d, D) -> (H, d, D)
         value = value.reshape(num_heads, -1, value.shape[-1])
     return name, value
+
+
+def unflatten_patch_kernel(arrays, patch_size, where):
+    """A linear patch embedding's `(p*p*C, D)` kernel (SigLIP 2's NaFlex) -> the conv kernel `(p, p, C, D)`, in place.
+
+    Both transformers and timm flatten a patch in `(row, column, channel)` order, the conv
+    kernel's own; the patch size comes from `where` the file says it (its config.json), never
+    from a guess at `p*p*C`.
+    """
+    kernel = arrays[EMBEDDING]
+    if kernel.ndim == 4:
+        return
+    if patch_size is None or kernel.shape[0] % (patch_size[0] * patch_size[1]):
+        said = "nothing says its patch size" if patch_size is None else f"{where} says patch_size={patch_size}"
+        raise CheckpointError(
+            f"The patch embedding is a Linear layer over {kernel.shape[0]} flattened patch values (a NaFlex model) "
+            f"and {said}, which cannot cut them: pass the model folder with its config.json."
+        )
+    rows, cols = patch_size
+    arrays[EMBEDDING] = kernel.reshape(rows, cols, -1, kernel.shape[-1])
 
 
 # --- which tensor each model variable holds -------------------------------------------------

@@ -35,6 +35,7 @@ from keras_vit.checkpoints.canonical import (
     SWIGLU_IN,
     CheckpointError,
     prefix_count,
+    unflatten_patch_kernel,
 )
 from keras_vit.config import VARIANTS, ViTConfig, parse_variant, to_pair
 from keras_vit.model import model_config
@@ -51,6 +52,7 @@ _UNSEEN_FIELDS = (
     "rotary",
     "position_embedding",  # seen (the table or none), but a model without one says so itself
     "image_size",  # the table's grid tells it, where the model has a table
+    "naflex",
 )
 
 
@@ -100,7 +102,8 @@ def read(path_or_name, *, variant=None, image_size=None, options=None, cache_dir
     row = registry.find_checkpoint(path_or_name)
     path = registry.fetch_checkpoint(row, cache_dir) if row else os.fspath(path_or_name)
     variant = variant or (row.variant if row else None)
-    data = read_arrays(path, num_heads=parse_variant(variant)[0].num_heads if variant else None)
+    size, patch = parse_variant(variant) if variant else (None, None)
+    data = read_arrays(path, num_heads=size and size.num_heads, patch_size=patch and (patch, patch))
     data.row = row
     if row is not None:
         data.family, data.scaling = families.family(row.family), row.scaling
@@ -111,8 +114,12 @@ def read(path_or_name, *, variant=None, image_size=None, options=None, cache_dir
     return data
 
 
-def read_arrays(path, num_heads=None):
-    """A file or hub folder -> `CheckpointData` without its config: the arrays, layout, family, scaling."""
+def read_arrays(path, num_heads=None, patch_size=None):
+    """A file or hub folder -> `CheckpointData` without its config: the arrays, layout, family, scaling.
+
+    `patch_size`: the variant's (`"B/16"`), which cuts a NaFlex file's flat patch kernel where no
+    config.json says its patch size (a registry row's file, a file given with `variant=`).
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise registry.not_found(path)
@@ -129,7 +136,7 @@ def read_arrays(path, num_heads=None):
     for file in weights:
         state.update(formats.read_npz(file) if kind == "npz" else formats.read_safetensors(file))
     layout = formats.detect_layout(state)
-    data = CheckpointData(path, layout, {}, hub=hub)
+    data, flat = CheckpointData(path, layout, {}, hub=hub), False
     if hub is not None:
         data.family, data.scaling = hub.family, hub.scaling
     if layout == formats.ORIGINAL:
@@ -142,12 +149,19 @@ def read_arrays(path, num_heads=None):
         source = timm if layout == formats.TIMM else transformers
         num_heads = num_heads or (hub and hub.num_heads) or _guess_num_heads(state)
         data.facts, data.arrays = source.to_canonical(state, num_heads)
+        flat = EMBEDDING in data.arrays and data.arrays[EMBEDDING].ndim == 2  # NaFlex's Linear patch embedding
+        if flat:  # -> the conv kernel, by the patch size the config.json (or the variant) states
+            stated = hub.sizes.get("patch_size") if hub is not None else None
+            stated = (f"its config.json ({stated[0]})", stated[1]) if stated else None
+            stated = stated or (patch_size and ("the variant", patch_size))
+            unflatten_patch_kernel(data.arrays, stated and stated[1], stated and stated[0])
         ignored = [key for key in state if IGNORED.fullmatch(key)]
         if ignored:
             data.notes.append(f"ignored {len(ignored)} tensors that are no part of the image model ({ignored[0]}, ...)")
     if hub is None:  # a file alone: the family its tensors show, where they show one
         arrays = data.arrays
         name = "SigLIP" if PROBE in arrays else "DeiT" if DIST in arrays else "CLIP" if PRE_NORM in arrays else None
+        name = "SigLIP 2 NaFlex" if layout in (formats.TIMM, formats.HUGGING_FACE) and flat else name
         data.family = families.family(name) if name else None
     return data
 
@@ -171,7 +185,8 @@ def _read_hub_config(config, path):
 
 def _guess_num_heads(state):
     """A PyTorch file without config.json: the heads of the variants of its width, if they agree."""
-    width = next(v for k, v in state.items() if k == timm.WIDTH_KEY or k.endswith(transformers.WIDTH_KEYS)).shape[0]
+    width_keys = (timm.WIDTH_KEY, timm.NAFLEX_WIDTH_KEY)
+    width = next(v for k, v in state.items() if k in width_keys or k.endswith(transformers.WIDTH_KEYS)).shape[0]
     heads = {row.num_heads for row in VARIANTS.values() if row.hidden_dim == width}
     if len(heads) != 1:
         raise CheckpointError(

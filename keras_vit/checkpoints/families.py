@@ -162,6 +162,7 @@ _LOGITS_1K = dict(image_size=224, num_classes=1000, labels=LABELS_IN1K)
 _FEATURES_518 = dict(image_size=518, num_classes=0, output="features")
 _FEATURES_224 = dict(image_size=224, num_classes=0, output="features")
 _CLIP_512 = dict(image_size=224, num_classes=512, output="embedding")
+_NAFLEX = dict(image_size=256, num_classes=0, output="features")  # a 16 x 16 position table, patch 16
 
 
 # DINOv3's published weights (Siméoni et al. 2025): timm's copies (`timm/<architecture>.<tag>`) and Meta's
@@ -392,6 +393,33 @@ FAMILIES = (
         ),  # fmt: skip
     ),
     Family(
+        "SigLIP 2 NaFlex",
+        "Tschannen et al. 2025 (SigLIP 2); the fixed-resolution google/siglip2-*-patchN-SIZE towers are the SigLIP "
+        "record's",
+        timm=(r"naflexvit_(base|so400m)_patch16_siglip",),
+        transformers=("siglip2", "siglip2_vision_model"),
+        tensors={"class_token": False, "pooling": "map"},
+        options={"naflex": True, "activation": "gelu_tanh"},  # both timm factories and transformers: tanh GELU
+        scaling="vit",
+        checkpoints=(
+            # Apache-2.0 (the model cards of google/siglip2-*): keep the licence and notice with copies.
+            dict(variant="B/16", tag="siglip2_naflex", transformers="google/siglip2-base-patch16-naflex", **_NAFLEX),
+            dict(
+                variant="So400m/16",
+                tag="siglip2_naflex",
+                transformers="google/siglip2-so400m-patch16-naflex",
+                **_NAFLEX,
+            ),
+            dict(variant="B/16", tag="siglip2_naflex_timm", timm="naflexvit_base_patch16_siglip.v2_webli", **_NAFLEX),
+            dict(
+                variant="So400m/16",
+                tag="siglip2_naflex_timm",
+                timm="naflexvit_so400m_patch16_siglip.v2_webli",
+                **_NAFLEX,
+            ),
+        ),
+    ),
+    Family(
         "DINOv3",
         "Siméoni et al. 2025 (facebookresearch/dinov3); timm's port in eva.py",
         timm=(r"vit_(tiny|small|small_plus|base|large|huge_plus|7b)_patch16_dinov3(_qkvb)?",),
@@ -452,13 +480,11 @@ FAMILIES = (
         not_built="AIMv2 uses RMSNorm, a SwiGLU MLP and no projection biases, not built yet",
     ),
     Family(
-        "SigLIP 2 NaFlex",
-        "Tschannen et al. 2025",
-        timm=(r"naflexvit_\w+",),
-        transformers=("siglip2", "siglip2_vision_model"),
-        not_built="SigLIP 2's NaFlex models patchify outside the model and resize the position embedding per "
-        "image, not built yet; the fixed-resolution google/siglip2-*-patchN-SIZE checkpoints are SigLIP models "
-        "and load",
+        "Other NaFlex ViTs",
+        "timm's NaFlexVit beyond SigLIP 2's towers (gap / factorized / RoPE / RADIO variants)",
+        timm=(r"naflexvit_(?!(base|so400m)_patch16_siglip$)\w+",),
+        not_built="of timm's NaFlexVit models keras_vit builds SigLIP 2's towers (naflexvit_base_patch16_siglip, "
+        "naflexvit_so400m_patch16_siglip) only: this one's pooling, position embedding or prefix tokens differ",
     ),
     Family(
         "SwiGLU ViTs",

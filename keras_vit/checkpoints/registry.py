@@ -63,7 +63,7 @@ class Checkpoint:
     scaling: str = "vit"  # keras_vit.preprocessing.SCALINGS: [0, 255] -> [-1, 1]
     sha256: str = None
     file_name: str = None  # the cached file's name; the URL's last part when None
-    family: str = "ViT"  # "DeiT", "DeiT III", "DINOv2", "SigLIP", "CLIP"
+    family: str = "ViT"  # "DeiT", "DeiT III", "DINOv2", "SigLIP", "CLIP", "SigLIP 2 NaFlex"
     output: str = "logits"  # "logits", "features" (pooled, no head) or "embedding" (image-text space)
     options: tuple = ()  # (ViTConfig field, value) pairs the file does not tell, e.g. (("activation", "quick_gelu"),)
     notes: str = None  # what its licence requires of users, where that is more than an open licence (DINOv3's)
@@ -90,7 +90,7 @@ def _checkpoint(family, record):
         record.setdefault("file_name", f"{repository.replace('/', '_')}.safetensors")
     record.setdefault("labels", NO_LABELS)
     record.setdefault("scaling", family.scaling or "vit")
-    record.setdefault("pooling", "map" if family.name == "SigLIP" else "token")
+    record.setdefault("pooling", "map" if family.name in ("SigLIP", "SigLIP 2 NaFlex") else "token")
     return Checkpoint(family=family.name, **record)
 
 

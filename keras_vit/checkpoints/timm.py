@@ -42,9 +42,11 @@ from keras_vit.preprocessing import SCALINGS, check_scaling
 # --- reading -----------------------------------------------------------------------------
 
 WIDTH_KEY = "patch_embed.proj.weight"  # (D, C, p, p): how a timm state dict is recognised
+NAFLEX_WIDTH_KEY = "embeds.proj.weight"  # (D, p*p*C): timm's NaFlexVit (SigLIP 2's NaFlex)
 _TIMM_BLOCK = r"blocks\.(?P<block>\d+)\."
 TIMM_KEYS = [
-    (r"patch_embed\.proj" + LEAF, "embedding/{kind}", "conv"),
+    (r"(?:patch_embed|embeds)\.proj" + LEAF, "embedding/{kind}", "conv"),
+    (r"embeds\.pos_embed", POSEMB, "grid"),  # NaFlexVit's table, (1, rows, cols, D)
     (r"cls_token", CLS, "copy"),
     (r"dist_token", DIST, "copy"),  # DeiT's distillation token
     (r"reg_token", REGISTERS, "copy"),  # DINOv2's registers
@@ -85,6 +87,8 @@ def to_canonical(state, num_heads):
     `facts` are the `ViTConfig` fields the key names show: `fc_norm` is timm's norm after pooling.
     """
     facts = {"pooled_norm": True} if "fc_norm.weight" in state else {}
+    if NAFLEX_WIDTH_KEY in state:
+        facts["naflex"] = True
     return facts, from_pytorch(state, TIMM_KEYS, num_heads, fused=_FUSED)
 
 
@@ -93,7 +97,7 @@ _TOLD_BY_TENSORS = {
     "embed_dim", "depth", "mlp_ratio", "patch_size", "num_classes", "in_chans", "class_token", "reg_tokens",
     "no_embed_class", "pre_norm", "fc_norm", "qkv_bias", "drop_rate", "pos_drop_rate", "proj_drop_rate",
     "attn_drop_rate", "drop_path_rate", "weight_init", "init_values", "num_heads", "img_size", "global_pool",
-    "act_layer", "dynamic_img_size", "dynamic_img_pad", "pretrained_cfg_overlay",
+    "act_layer", "dynamic_img_size", "dynamic_img_pad", "pretrained_cfg_overlay", "pos_embed_grid_size",
 }  # fmt: skip
 # model_args -> the ViTConfig fields the tensors show, checked against them (a config.json that contradicts its
 # tensors is refused naming both).
@@ -145,9 +149,28 @@ def read_config(config):
     if args.get("patch_size") is not None:
         patch = args["patch_size"]
         hub.sizes["patch_size"] = ("patch_size", tuple(patch) if isinstance(patch, (list, tuple)) else (patch, patch))
+    if options.get("naflex"):
+        _naflex_sizes(name, args, hub, options)
     hub.options, hub.num_heads = options, args.get("num_heads") or families.timm_num_heads(name)
     hub.scaling = scaling_of(pretrained.get("mean"), pretrained.get("std"))
     return hub
+
+
+def _naflex_sizes(name, args, hub, options):
+    """NaFlexVit: the patch size (the name's unless `model_args` say) and the table's grid as `image_size`.
+
+    Its `img_size` is only the size timm's own fixed-size path would take; the model's is the
+    position table's grid (`pos_embed_grid_size`, 16 x 16 unless `model_args` say) times the patch.
+    """
+    if "patch_size" not in hub.sizes:
+        match = re.search(r"_patch(\d+)", name)
+        if match:
+            hub.sizes["patch_size"] = ("the architecture's name", (int(match[1]),) * 2)
+    patch = hub.sizes.get("patch_size", (None, None))[1]
+    grid = args.get("pos_embed_grid_size") or (16, 16)  # NaFlexVitCfg's default
+    grid = tuple(grid) if isinstance(grid, (list, tuple)) else (grid, grid)
+    if patch is not None:
+        options["image_size"] = tuple(g * p for g, p in zip(grid, patch))
 
 
 # Mean/std of the pixel statistics as `config.json`s give them (0..1 pixels) -> `preprocessing.SCALINGS`.

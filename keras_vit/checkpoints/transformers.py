@@ -10,6 +10,7 @@ Legend: `D` hidden_dim, `H` heads, `d` head_dim, `C` channels, `p` patch.
 """
 
 import dataclasses
+import math
 import re
 
 from keras_vit.checkpoints import families
@@ -112,6 +113,17 @@ def _dinov3_rotary(vision, problems):
     return dataclasses.replace(rotary, temperature=float(theta))
 
 
+def _naflex_options(vision, options, problems):
+    """`Siglip2VisionConfig`: the position table is `sqrt(num_patches)` square (transformers' own reading)."""
+    if not vision.get("vision_use_head", True):
+        problems.append("vision_use_head=False: a SigLIP 2 tower without its MAP head, not built")
+    patches, patch = vision.get("num_patches", 256), vision.get("patch_size", 16)
+    side = math.isqrt(patches)
+    if side * side != patches:
+        problems.append(f"num_patches={patches} is not a square grid of positions")
+    options["image_size"] = (side * patch, side * patch)
+
+
 def read_config(config, preprocessor=None):
     """transformers' `config.json` (and `preprocessor_config.json`, if any) -> a `families.HubConfig`."""
     model_type = config.get("model_type")
@@ -156,8 +168,10 @@ def read_config(config, preprocessor=None):
     if "image_size" in vision:
         size = vision["image_size"]
         options["image_size"] = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
-    if family.name == "SigLIP":
+    if family.name in ("SigLIP", "SigLIP 2 NaFlex"):
         options["pooling"] = "map"  # the only pooling whose weights the file has; the tensors say so too
+    if family.name == "SigLIP 2 NaFlex":
+        _naflex_options(vision, options, hub.problems)
     hub.sizes = {field: (key, vision[key]) for key, field in _SIZES.items() if vision.get(key) is not None}
     if vision.get("patch_size") is not None:
         patch = vision["patch_size"]

@@ -153,7 +153,16 @@ def test_every_family_record_is_one_frozen_row_named_once():
     with pytest.raises(TypeError):
         families.family("CLIP").options["layer_norm_epsilon"] = 1e-6  # all the way down
     built = [family for family in families.FAMILIES if not family.not_built]
-    assert [f.name for f in built] == ["ViT", "DeiT", "DeiT III", "DINOv2", "SigLIP", "CLIP", "DINOv3"]
+    assert [f.name for f in built] == [
+        "ViT",
+        "DeiT",
+        "DeiT III",
+        "DINOv2",
+        "SigLIP",
+        "CLIP",
+        "SigLIP 2 NaFlex",
+        "DINOv3",
+    ]
     assert all(row["variant"] and row["tag"] for family in built for row in family.checkpoints)
 
 

@@ -22,6 +22,12 @@ keras_vit, and no test imports it: the cases it ran are in `OUT/cases.json`.
     python tests/checkpoints/torch_reference.py factories OUT
         What timm's ViT factory functions set (heads, activation, LayerNorm epsilon), read from
         their source without building a model: `OUT/factories.json`.
+    python tests/checkpoints/torch_reference.py naflex OUT
+        SigLIP 2 NaFlex: a tiny random transformers `Siglip2VisionModel` (save_pretrained) and timm
+        `naflexvit_base_patch16_siglip` (save_for_hf) on one batch of two aspect ratios with padding
+        (`naflex_inputs.npz`, outputs `*.out.npy`), `F.interpolate`'s antialiased bilinear resize of
+        a position table to several grids (`naflex_resize.npz`), and `Siglip2ImageProcessor` on two
+        uint8 images and on the same as float (`naflex_processor.npz`).
     python tests/checkpoints/torch_reference.py timm-npz OUT CONFIG FILE.npz [CONFIG FILE.npz ...]
         Loads each `.npz` (written by keras_vit) into a fresh timm model of
         CONFIG with timm's own loader; writes `FILE.logits.npy`.
@@ -489,6 +495,81 @@ def timm_folders(out, images, folders):
         np.save(out / f"{folder}.out.npy", model(pixels).numpy())
 
 
+NAFLEX_GRID, NAFLEX_SHAPES, NAFLEX_LENGTH = (4, 4), ((3, 5), (6, 3)), 20  # table 4x4: each image shrinks one axis
+NAFLEX_RESIZE = ((3, 5), (6, 3), (1, 7), (4, 4), (9, 2), (2, 2))
+NAFLEX_IMAGES = ((37, 90), (120, 41))  # (height, width) of the processor's two images
+NAFLEX_MAX_PATCHES = 24
+
+
+def naflex_batch(generator, patch=8, channels=3):
+    """Patches `(2, L, p*p*C)`, spatial shapes `(2, 2)`, padding mask `(2, L)`: two aspect ratios, padded."""
+    patches = torch.randn(len(NAFLEX_SHAPES), NAFLEX_LENGTH, patch * patch * channels, generator=generator)
+    shapes = torch.tensor(NAFLEX_SHAPES)
+    mask = (torch.arange(NAFLEX_LENGTH)[None] < shapes.prod(-1)[:, None]).int()
+    return patches, shapes, mask
+
+
+@torch.no_grad()
+def make_naflex(out):
+    import timm
+    import torch.nn.functional as F
+    from timm.models._hub import save_for_hf
+    from transformers import Siglip2ImageProcessor, Siglip2VisionConfig, Siglip2VisionModel
+
+    out.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(SEED)
+    patches, shapes, mask = naflex_batch(generator)
+    np.savez(out / "naflex_inputs.npz", patches=patches.numpy(), spatial_shapes=shapes.numpy(), patch_mask=mask.numpy())
+    grid = NAFLEX_GRID[0] * NAFLEX_GRID[1]
+    config = _hf_tiny(Siglip2VisionConfig, patch_size=8, num_patches=grid, intermediate_size=128)
+    model = Siglip2VisionModel(config).eval()
+    randomize(model)
+    model.save_pretrained(out / "hf_siglip2")
+    result = model(pixel_values=patches, pixel_attention_mask=mask, spatial_shapes=shapes)
+    np.save(out / "hf_siglip2.out.npy", result.pooler_output.numpy())
+    np.save(out / "hf_siglip2.tokens.npy", result.last_hidden_state.numpy())
+    # A whole Siglip2Model (image and text towers, as google/siglip2-*-naflex files are): its image tower is read.
+    from transformers import Siglip2Config, Siglip2Model
+
+    text = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, vocab_size=50)
+    text.update(bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    full = Siglip2Model(Siglip2Config(text_config=text, vision_config=config.to_dict())).eval()
+    randomize(full)
+    full.save_pretrained(out / "hf_siglip2_full")
+    pooled = full.vision_model(pixel_values=patches, pixel_attention_mask=mask, spatial_shapes=shapes).pooler_output
+    np.save(out / "hf_siglip2_full.out.npy", pooled.numpy())
+    # timm's: the same architecture; its inputs are the patches' (row, column) coordinates and validity.
+    timm_model = timm.create_model(
+        "naflexvit_base_patch16_siglip", pretrained=False, patch_size=8, img_size=32, num_classes=0,
+        pos_embed_grid_size=NAFLEX_GRID, **_FAMILY_TINY,
+    ).eval()  # fmt: skip
+    randomize(timm_model)
+    save_for_hf(timm_model, out / "timm_naflex_siglip", safe_serialization=True)
+    index = torch.arange(NAFLEX_LENGTH)[None]
+    coord = torch.stack([index // shapes[:, 1:], index % shapes[:, 1:]], -1) * mask[..., None]
+    np.save(out / "timm_naflex_siglip.out.npy", timm_model(patches, patch_coord=coord, patch_valid=mask.bool()).numpy())
+    # The resize alone: torch's own antialiased bilinear, each grid.
+    table = torch.randn(1, 8, *NAFLEX_GRID, generator=generator)
+    resized = {"table": table[0].permute(1, 2, 0).numpy()}
+    for h, w in NAFLEX_RESIZE:
+        image = F.interpolate(table, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+        resized[f"{h}x{w}"] = image[0].permute(1, 2, 0).numpy()
+    np.savez(out / "naflex_resize.npz", **resized)
+    images = [torch.randint(0, 256, (3, *size), generator=generator, dtype=torch.uint8) for size in NAFLEX_IMAGES]
+    processor = Siglip2ImageProcessor(patch_size=8, max_num_patches=NAFLEX_MAX_PATCHES)
+    batch = processor(images=images, return_tensors="pt")
+    np.savez(
+        out / "naflex_processor.npz",
+        **{f"image_{i}": image.permute(1, 2, 0).numpy() for i, image in enumerate(images)},
+        patches=batch["pixel_values"].numpy(),
+        spatial_shapes=batch["spatial_shapes"].numpy(),
+        patch_mask=batch["pixel_attention_mask"].numpy(),
+        float_patches=processor(images=[image.float() for image in images], return_tensors="pt")[
+            "pixel_values"
+        ].numpy(),
+    )
+
+
 if __name__ == "__main__":
     command, directory = sys.argv[1], pathlib.Path(sys.argv[2])
     if command == "make":
@@ -497,6 +578,8 @@ if __name__ == "__main__":
         make_b16(directory)
     elif command == "factories":
         factories(directory)
+    elif command == "naflex":
+        make_naflex(directory)
     elif command == "timm-npz":
         timm_npz(directory, sys.argv[3:])
     elif command == "timm-folders":

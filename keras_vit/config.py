@@ -168,13 +168,13 @@ VARIANTS = {
     "B": Variant(hidden_dim=768, num_layers=12, num_heads=12, mlp_dim=3072),  # 86,567,656
     "L": Variant(hidden_dim=1024, num_layers=24, num_heads=16, mlp_dim=4096, dropout_rate=0.1),  # 304,326,632
     "H": Variant(hidden_dim=1280, num_layers=32, num_heads=16, mlp_dim=5120, dropout_rate=0.1),  # 632,045,800 (H/14)
+    # The shape-optimised ViT of "Getting ViT in Shape" (Alabdulmohsin et al. 2023): SigLIP's and SigLIP 2's So400m.
+    "So400m": Variant(hidden_dim=1152, num_layers=27, num_heads=16, mlp_dim=4304),  # 413,735,896
     # DINOv3's own sizes (Siméoni et al. 2025, Table 14), with SwiGLU MLPs (`mlp="swiglu"`: mlp_dim is each half);
     # counts are of DINOv3's backbones at patch 16 (4 registers, no head).
     "S+": Variant(hidden_dim=384, num_layers=12, num_heads=6, mlp_dim=1536),  # 28,683,264
     "H+": Variant(hidden_dim=1280, num_layers=32, num_heads=20, mlp_dim=5120),  # 840,509,440
     "7B": Variant(hidden_dim=4096, num_layers=40, num_heads=32, mlp_dim=8192),  # 6,716,030,976
-    # The shape-optimised ViT of "Getting ViT in Shape" (Alabdulmohsin et al. 2023): SigLIP's and SigLIP 2's So400m.
-    "So400m": Variant(hidden_dim=1152, num_layers=27, num_heads=16, mlp_dim=4304),  # 413,735,896
 }
 
 _NAME = re.compile(r"^(?P<variant>[A-Za-z0-9]+\+?)(?:/(?P<patch>\d+))?$")
@@ -319,6 +319,9 @@ class ViTConfig:
             antialiased), and padding is masked out of every attention and
             the MAP pooling. Needs `pooling="map"` and no prefix tokens.
             Defaults to `False`.
+        patch_norm: a norm (of the model's `norm` kind) on the patch
+            embedding, before the position embedding (AIMv2; timm's
+            `embed_norm_layer`). Defaults to `False`.
 
     Example:
 
@@ -370,6 +373,7 @@ class ViTConfig:
     map_mlp_dim: int = None
     # SigLIP 2 NaFlex (see the docstring); after issue 20's block options.
     naflex: bool = False
+    patch_norm: bool = False  # added after issue 20's fixed list (AIMv2)
     # 0.2.0's flat A-ViT arguments (`FLAT_ADAPTIVE`): folded into `adaptive_tokens`, not stored.
     halting_gate_scale: dataclasses.InitVar[float] = None
     halting_gate_center: dataclasses.InitVar[float] = None
@@ -460,7 +464,7 @@ class ViTConfig:
         if self.mlp not in MLPS:
             raise ValueError(f"Unknown mlp={self.mlp!r}; expected one of {MLPS}.")
         for key in ("mlp_norm", "qkv_bias", "key_bias", "proj_bias", "mlp_bias", "qk_norm", "attention_norm",
-                    "position_embedding"):  # fmt: skip
+                    "position_embedding", "patch_norm"):  # fmt: skip
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f"{key}={getattr(self, key)!r} must be True or False.")
         if not self.position_embedding:

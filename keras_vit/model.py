@@ -1,6 +1,6 @@
 """The ViT's forward graph, written once: `build_model(config)`, and the views that reuse it.
 
-    images -> patch embedding -> [prefix tokens] -> [position embedding] -> dropout -> [LayerNorm]
+    images -> patch embedding -> [norm] -> [prefix tokens] -> [position embedding] -> dropout -> [LayerNorm]
            -> blocks -> LayerNorm -> pooling -> [pre-logits Dense + tanh] -> [head]
     images -> [rotary embedding: the sine/cosine table every block's attention rotates with]
 
@@ -52,7 +52,7 @@ from keras_vit.layers.halting import Halting, HaltingLoss
 ROLES = {
     # before the first block (layer-wise decay's depth 0)
     "embedding": ("patch_embedding", "class_token", "distillation_token", "register_tokens", "position_embedding",
-                  "embedding_dropout", "pre_norm", "rotary_embedding", "padding_bias"),
+                  "embedding_dropout", "pre_norm", "rotary_embedding", "padding_bias", "patch_norm"),
     # after the last block, before the heads
     "readout": ("encoder_norm", "pooled_norm", "token_pooling", "gap_pooling", "map_pooling", "distillation_pooling",
                 "pre_logits"),
@@ -92,6 +92,7 @@ class ViTLayers:
     pooled_norm: bool = False  # `encoder_norm` (then named "pooled_norm") runs after the pooling
     rotary_embedding: keras.layers.Layer = None  # weightless: the table of a rotary position embedding
     padding_bias: keras.layers.Layer = None  # NaFlex: the padding mask -> the attention bias
+    patch_norm: keras.layers.Layer = None  # AIMv2's norm on the patch embedding
 
     @classmethod
     def create(cls, config):
@@ -149,6 +150,7 @@ class ViTLayers:
             if c.num_register_tokens
             else None,
             pre_norm=make_norm(c.norm, c.layer_norm_epsilon, name="pre_norm") if c.pre_norm else None,
+            patch_norm=make_norm(c.norm, c.layer_norm_epsilon, name="patch_norm") if c.patch_norm else None,
             distillation_pooling=ClassTokenPooling(1, name="distillation_pooling") if c.distillation else None,
             head_dist=keras.layers.Dense(
                 c.num_classes, kernel_initializer="zeros", dtype=float32_head, name="head_dist"
@@ -229,7 +231,7 @@ def image_layers(model, view):
 
 
 _OPTIONAL_LAYERS = ("distillation_token", "register_tokens", "pre_norm", "distillation_pooling", "head_dist",
-                    "head_average", "padding_bias")  # fmt: skip
+                    "head_average", "padding_bias", "patch_norm")  # fmt: skip
 
 
 def _block_options(config):
@@ -312,6 +314,7 @@ def model_config(model):
         rotary=rotary.settings if rotary is not None else None,
         **_map_fields(layers.pooling, first),
         naflex=naflex,
+        patch_norm=layers.patch_norm is not None,
     )
 
 
@@ -430,6 +433,7 @@ def embed(layers, images):
         return position(x, images) if dynamic else position(x)
 
     x = layers.patch_embedding(images)  # (B, N, D)
+    x = layers.patch_norm(x) if layers.patch_norm is not None else x  # AIMv2: before the position embedding
     embed_prefix = position is None or position.num_prefix_tokens > 0 or layers.num_prefix_tokens == 0
     if not embed_prefix:
         x = add_position(x)  # the patches only (timm's no_embed_class)

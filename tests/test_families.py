@@ -76,7 +76,14 @@ FAMILIES = {
         layer_norm_epsilon=1e-5,
     ),
     "aimv2": dict(
-        norm="rmsnorm", mlp="swiglu", qkv_bias=False, proj_bias=False, mlp_bias=False, qk_norm=True, pooling="gap"
+        norm="rmsnorm",
+        mlp="swiglu",
+        qkv_bias=False,
+        proj_bias=False,
+        mlp_bias=False,
+        qk_norm=True,
+        pooling="gap",
+        patch_norm=True,
     ),
     "naver_rope_axial": dict(
         rotary=Rotary("index", 100.0, grid_indexing="xy", rotate_half=False),
@@ -250,6 +257,8 @@ def reference_forward(c, w, images):
         patches = images.reshape(b, height // ph, ph, width // pw, pw, channels).transpose(0, 1, 3, 2, 4, 5)
         x = patches.reshape(b, -1, ph * pw * channels) @ w["embedding/kernel"].reshape(-1, c.hidden_dim)
         x = x + w.get("embedding/bias", 0)
+    if c.patch_norm:  # AIMv2: on the patches, before the position embedding
+        x = _norm(x, w, "embedding_norm", eps, c.norm)
     prefix = [w[key] for key in ("cls", "dist", "reg") if key in w]  # [class, distillation, registers..., patches]
     prefix = np.concatenate([np.broadcast_to(p, (b, *p.shape[1:])) for p in prefix], 1) if prefix else x[:, :0]
     position = w["Transformer/posembed_input/pos_embedding"] if c.position_embedding else 0

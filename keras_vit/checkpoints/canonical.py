@@ -39,6 +39,9 @@ QUERY = ORIGINAL_BLOCK.format(0) + BLOCK_ATTENTION + "query/kernel"  # (D, H, d)
 MLP_IN = ORIGINAL_BLOCK.format(0) + "MlpBlock_3/Dense_0/kernel"  # (D, mlp_dim)
 SWIGLU_IN = ORIGINAL_BLOCK.format(0) + "MlpBlock_3/Dense_0_gate/kernel"  # (D, mlp_dim): a SwiGLU MLP's gate
 LAYER_SCALE = ORIGINAL_BLOCK.format(0) + "LayerScale_0/scale"
+PATCH_NORM = "embedding_norm/scale"  # AIMv2's RMSNorm on the patch embedding, before the position embedding
+# A SwiGLU MLP's first layer, `silu(x W_gate) * (x W_value)` (see `SWIGLU_PARTS`): its gate and value kernels.
+SWIGLU_GATE, SWIGLU_VALUE = "MlpBlock_3/Dense_0_gate/", "MlpBlock_3/Dense_0_value/"
 
 
 # --- the prefix tokens' position slots ---------------------------------------------------
@@ -123,6 +126,24 @@ def from_pytorch(state, table, num_heads, fused=()):
     if HEAD[0] in out and HEAD[1] not in out:
         out[HEAD[1]] = np.zeros(out[HEAD[0]].shape[-1:], out[HEAD[0]].dtype)  # CLIP's projection has no bias
     return out
+
+
+def split_packed_swiglu(arrays):
+    """A packed SwiGLU (timm's `SwiGLUPacked`, transformers' `weights_in`: DINOv2 giant): one first layer of `2 * mlp_dim` outputs, gate first -> gate and value.
+
+    The shapes tell it, no name: a plain MLP's first layer has as many outputs as its second has
+    inputs, a packed SwiGLU's twice as many.
+    """
+    for key in [k for k in arrays if k.endswith("MlpBlock_3/Dense_0/kernel")]:
+        block = key[: -len("MlpBlock_3/Dense_0/kernel")]
+        out = arrays.get(block + "MlpBlock_3/Dense_1/kernel")
+        if out is None or arrays[key].shape[-1] != 2 * out.shape[0]:
+            continue
+        for leaf in ("kernel", "bias"):
+            packed = arrays.pop(block + f"MlpBlock_3/Dense_0/{leaf}", None)
+            if packed is not None:
+                arrays[block + SWIGLU_GATE + leaf], arrays[block + SWIGLU_VALUE + leaf] = np.split(packed, 2, axis=-1)
+    return arrays
 
 
 def _width(state, table):
@@ -231,6 +252,7 @@ _LAYER_KEYS = {
     "register_tokens": {"tokens": REGISTERS},
     "pre_norm": {ours: f"Transformer/pre_norm/{theirs}" for ours, theirs in _NORM.items()},
     "head_dist": {leaf: f"head_dist/{leaf}" for leaf in _LEAVES},
+    "patch_norm": {ours: f"embedding_norm/{theirs}" for ours, theirs in _NORM.items()},  # AIMv2
 }
 _BLOCK_KEYS = {
     **{f"norm_1/{ours}": f"LayerNorm_0/{theirs}" for ours, theirs in _NORM.items()},

@@ -26,6 +26,7 @@ from keras_vit.checkpoints.canonical import (
     LAYER_SCALE,
     MLP_IN,
     ORIGINAL_BLOCK,
+    PATCH_NORM,
     POSEMB,
     PRE_LOGITS,
     PRE_NORM,
@@ -48,11 +49,11 @@ _UNSEEN_FIELDS = (
     "pooling",
     "pooled_norm",
     "dynamic_image_size",
+    "naflex",
     "norm",
     "rotary",
     "position_embedding",  # seen (the table or none), but a model without one says so itself
     "image_size",  # the table's grid tells it, where the model has a table
-    "naflex",
 )
 
 
@@ -102,15 +103,17 @@ def read(path_or_name, *, variant=None, image_size=None, options=None, cache_dir
     row = registry.find_checkpoint(path_or_name)
     path = registry.fetch_checkpoint(row, cache_dir) if row else os.fspath(path_or_name)
     variant = variant or (row.variant if row else None)
+    given = {**dict(row.options if row else ()), **(options or {})}
     size, patch = parse_variant(variant) if variant else (None, None)
-    data = read_arrays(path, num_heads=size and size.num_heads, patch_size=patch and (patch, patch))
+    # A row of a size outside the table (AIMv2's) is filed under the nearest variant, its options the exact sizes.
+    num_heads = given.get("num_heads") or (size.num_heads if size else None)
+    data = read_arrays(path, num_heads=num_heads, patch_size=patch and (patch, patch))
     data.row = row
     if row is not None:
         data.family, data.scaling = families.family(row.family), row.scaling
-    given = {**dict(row.options if row else ()), **(options or {})}
     data.config = describe(data, image_size or (row.image_size if row else None), given=given)
     if variant:
-        _check_variant(variant, data.config, path)
+        _check_variant(variant, data.config, path, given)
     return data
 
 
@@ -131,7 +134,10 @@ def read_arrays(path, num_heads=None, patch_size=None):
     if kind == "keras":
         arrays, model = formats.read_keras(weights[0])  # already in the canonical layout
         config = model_config(model)  # what no tensor says, as the model was built
-        return CheckpointData(path, formats.KERAS, arrays, facts={key: getattr(config, key) for key in _UNSEEN_FIELDS})
+        facts = {key: getattr(config, key) for key in _UNSEEN_FIELDS}
+        if not config.position_embedding:  # a rotary model: no table tells its size, nor that it has none
+            facts.update(image_size=config.image_size, position_embedding=False)
+        return CheckpointData(path, formats.KERAS, arrays, facts=facts)
     state = {}
     for file in weights:
         state.update(formats.read_npz(file) if kind == "npz" else formats.read_safetensors(file))
@@ -162,6 +168,7 @@ def read_arrays(path, num_heads=None, patch_size=None):
         arrays = data.arrays
         name = "SigLIP" if PROBE in arrays else "DeiT" if DIST in arrays else "CLIP" if PRE_NORM in arrays else None
         name = "SigLIP 2 NaFlex" if layout in (formats.TIMM, formats.HUGGING_FACE) and flat else name
+        name = "AIMv2" if PATCH_NORM in arrays else name  # no other family norms its patch embedding
         data.family = families.family(name) if name else None
     return data
 
@@ -183,10 +190,19 @@ def _read_hub_config(config, path):
     )
 
 
+# AIMv2's patch-embedding norm in timm's, transformers' and Apple's names.
+_PATCH_NORMS = ("patch_embed.norm.weight", "embeddings.rms_norm.weight", "preprocessor.patchifier.norm.weight")
+
+
 def _guess_num_heads(state):
     """A PyTorch file without config.json: the heads of the variants of its width, if they agree."""
     width_keys = (timm.WIDTH_KEY, timm.NAFLEX_WIDTH_KEY)
     width = next(v for k, v in state.items() if k in width_keys or k.endswith(transformers.WIDTH_KEYS)).shape[0]
+    if any(key.endswith(_PATCH_NORMS) for key in state):
+        raise CheckpointError(
+            f"A width-{width} AIMv2 file (its patch embedding is normed) without config.json: AIMv2's head count is "
+            "not a ViT variant's (Apple's heads are 128 wide); pass num_heads=, or the hub folder with its config.json."
+        )
     heads = {row.num_heads for row in VARIANTS.values() if row.hidden_dim == width}
     if len(heads) != 1:
         raise CheckpointError(
@@ -323,6 +339,7 @@ def _block_options(data):
         qk_norm=f"{attention}query_norm/scale" in arrays,
         attention_norm=f"{attention}attention_norm/scale" in arrays,
         position_embedding=POSEMB in arrays,
+        patch_norm=PATCH_NORM in arrays,  # AIMv2
     )
     return {key: value for key, value in options.items() if value != ViTConfig.__dataclass_fields__[key].default}
 
@@ -380,10 +397,14 @@ def _prefix_slots(data, patch_size, image_size):
     )
 
 
-def _check_variant(variant, found, path):
-    """A `variant` the checkpoint contradicts is a mistake to report, not to build around silently."""
+def _check_variant(variant, found, path, given=()):
+    """A `variant` the checkpoint contradicts is a mistake to report, not to build around silently.
+
+    Sizes in `given` (the caller's or the registry row's fields) are checked instead of the variant's.
+    """
     arch, patch = parse_variant(variant)
     wanted = {key: getattr(arch, key) for key in ("hidden_dim", "num_layers", "num_heads", "mlp_dim")}
+    wanted.update({key: value for key, value in dict(given).items() if key in wanted})
     if patch is not None:
         wanted["patch_size"] = (patch, patch)
     differences = [

@@ -29,6 +29,7 @@ from keras_vit.checkpoints.canonical import (
     LEAF,
     MAP_ATTENTION,
     ORIGINAL_BLOCK,
+    PATCH_NORM,
     POSEMB,
     PROBE,
     QKV_GROUP,
@@ -36,6 +37,7 @@ from keras_vit.checkpoints.canonical import (
     CheckpointError,
     N,
     from_pytorch,
+    split_packed_swiglu,
 )
 from keras_vit.preprocessing import SCALINGS, check_scaling
 
@@ -74,6 +76,7 @@ TIMM_KEYS = [
     (_TIMM_BLOCK + r"attn\.(?P<qkv>q|v)_bias", BLOCK_ATTENTION + "{qkv}/bias", "heads_in"),
     (_TIMM_BLOCK + r"mlp\.fc1_g" + LEAF, "MlpBlock_3/Dense_0_gate/{kind}", "linear"),
     (_TIMM_BLOCK + r"mlp\.fc1_x" + LEAF, "MlpBlock_3/Dense_0_value/{kind}", "linear"),
+    (r"patch_embed\.norm" + LEAF, PATCH_NORM.replace("scale", "{norm}"), "copy"),  # AIMv2's norm on the patches
 ]
 _FUSED = [  # timm's block `qkv` and MAP head `kv`, split before the table applies
     (re.compile(r"(blocks\.\d+\.attn\.)qkv\.(weight|bias)"), "qkv"),
@@ -89,7 +92,7 @@ def to_canonical(state, num_heads):
     facts = {"pooled_norm": True} if "fc_norm.weight" in state else {}
     if NAFLEX_WIDTH_KEY in state:
         facts["naflex"] = True
-    return facts, from_pytorch(state, TIMM_KEYS, num_heads, fused=_FUSED)
+    return facts, split_packed_swiglu(from_pytorch(state, TIMM_KEYS, num_heads, fused=_FUSED))
 
 
 # What `config.json`'s `model_args` may hold: what the tensors tell, or what does not change inference.

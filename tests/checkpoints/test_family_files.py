@@ -154,11 +154,11 @@ def test_models_keras_vit_does_not_build_are_named(families, tmp_path):
     folder, _ = families
     shutil.copytree(folder / "timm_dinov2", tmp_path / "giant")
     config = json.loads((tmp_path / "giant" / "config.json").read_text())
-    config["architecture"] = "vit_giant_patch14_dinov2"
+    config["architecture"] = "vit_giant_patch14_reg1_tipsv2"
     (tmp_path / "giant" / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError) as error:  # by its name, in one line (test_family_table.py has more)
         build_from_checkpoint(tmp_path / "giant")
-    assert "'vit_giant_patch14_dinov2': its MLP is SwiGLU" in str(error.value) and "\n" not in str(error.value)
+    assert "'vit_giant_patch14_reg1_tipsv2': its SwiGLU MLP" in str(error.value) and "\n" not in str(error.value)
     config["architecture"] = "vit_small_patch14_dinov2"
     config["model_args"].update(qk_norm=True, act_layer="swish")
     (tmp_path / "giant" / "config.json").write_text(json.dumps(config))
@@ -227,6 +227,113 @@ def test_a_keras_file_of_a_family_model_keeps_what_no_tensor_shows(families, tmp
     assert _difference(again, folder, sizes["timm_clip_quickgelu"], "timm_clip_quickgelu.out.npy") < RELATIVE_TOLERANCE
 
 
+# Issue 20's families on the new layers: folder -> the ViTConfig fields it must come out with. Their outputs are
+# pooled features or logits as each reference returns them (`torch_reference.py`'s `make_new_families`).
+_AIMV2 = {"norm": "rmsnorm", "mlp": "swiglu", "qkv_bias": False, "proj_bias": False, "mlp_bias": False,
+          "patch_norm": True, "pooling": "gap", "class_token": False, "layer_norm_epsilon": 1e-5}  # fmt: skip
+_NAVER = Rotary("index", 100.0, grid_indexing="xy", rotate_half=False)
+NEW_FAMILIES = {
+    "timm_aimv2": {**_AIMV2, "num_heads": 8, "mlp_dim": 176},  # aimv2_large's 8 heads: its name tells them
+    "hf_aimv2": {**_AIMV2, "num_heads": 2, "mlp_dim": 128},
+    "apple_aimv2": {**_AIMV2, "num_heads": 8, "mlp_dim": 176},  # Apple's own layout of the same weights as timm's
+    "timm_medium_gap": {"qkv_bias": False, "num_heads": 8, "pooling": "gap", "class_token": False},
+    "timm_giant_dinov2": {"mlp": "swiglu", "mlp_dim": 64, "class_token": True},  # fc1 packs gate and value: 2 x 64
+    "timm_rope_axial": {"rotary": _NAVER, "position_embedding": False, "class_token": True},
+    "timm_rope_ape": {"rotary": _NAVER, "position_embedding": True, "class_token": True},
+    "timm_rope_reg4_gap": {
+        "rotary": Rotary("index", 10000.0, reference_grid=(16, 16), rotate_half=False),
+        "position_embedding": False,
+        "num_register_tokens": 4,
+        "key_bias": False,  # eva.py's key bias is a zero buffer, not in the file
+        "pooled_norm": True,
+        "pooling": "gap",
+    },
+    "hf_dinov2_giant": {"mlp": "swiglu", "mlp_dim": 128, "class_token": True},  # weights_in packs 2 x 128
+    "timm_so150m2": {"qkv_bias": False, "num_heads": 13, "num_register_tokens": 1, "pooling": "gap"},
+}
+NEW_FAMILY_NAMES = {
+    "timm_aimv2": "AIMv2", "hf_aimv2": "AIMv2", "apple_aimv2": "AIMv2",
+    "timm_medium_gap": "ViTs without query/key/value bias", "timm_giant_dinov2": "DINOv2 giant",
+    "timm_rope_axial": "RoPE ViT", "timm_rope_ape": "RoPE ViT", "timm_rope_reg4_gap": "timm's rotary ViTs",
+    "hf_dinov2_giant": "DINOv2", "timm_so150m2": "ViTs without query/key/value bias",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(NEW_FAMILIES))
+def test_issue_20_family_checkpoints_give_the_same_outputs(families, name):
+    folder, sizes = families
+    model, report = build_from_checkpoint(folder / name)
+    assert len(report.loaded) == len(model_variables(model)) and not report.skipped
+    for field, value in NEW_FAMILIES[name].items():
+        assert getattr(report.config, field) == value, field
+    assert report.family == NEW_FAMILY_NAMES[name]
+    difference = _difference(model, folder, sizes[name], f"{name}.out.npy")
+    print(f"{name}: max abs difference {difference:.2e} (relative to the largest output)")
+    assert difference < 1e-5
+
+
+@pytest.mark.parametrize("name", ["timm_rope_axial", "timm_rope_reg4_gap"])
+def test_rotary_families_at_a_non_square_size_equal_timm_there(families, name):
+    folder, _ = families
+    model, report = build_from_checkpoint(folder / name, image_size=(32, 48))  # 4x6 patches; native 4x4
+    assert report.config.image_size == (32, 48)
+    difference = _difference(model, folder, "non_square", f"{name}.non_square.npy")
+    print(f"{name} at 32x48: {difference:.2e}")
+    assert difference < 1e-5
+
+
+def test_aimv2_and_rope_mixed_parts_keras_vit_does_not_build_are_refused_by_name(families):
+    folder, _ = families
+    with pytest.raises(CheckpointError) as error:
+        build_from_checkpoint(folder / "timm_rope_mixed")
+    message = str(error.value)
+    assert "'vit_small_patch16_rope_mixed_224': RoPE-Mixed learns its rotary frequencies" in message
+    assert "\n" not in message
+    with pytest.raises(CheckpointError) as error:
+        build_from_checkpoint(folder / "hf_aimv2_head")
+    assert "use_head=True: AIMv2's attention-pooling head" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_an_aimv2_registry_row_of_a_size_outside_the_table_loads_the_file_alone(families, tmp_path, monkeypatch):
+    from keras_vit import checkpoints
+
+    folder, sizes = families
+    file = folder / "timm_aimv2" / "model.safetensors"
+    options = (("hidden_dim", 64), ("num_layers", 2), ("num_heads", 8), ("mlp_dim", 176), ("norm", "rmsnorm"),
+               ("layer_norm_epsilon", 1e-5), ("pooling", "gap"))  # fmt: skip
+    row = checkpoints.Checkpoint(
+        "tiny/8", "aimv2_test", file.as_uri(), 32, 0, "none", scaling="clip", family="AIMv2", output="features",
+        options=options, notes="a test row",
+    )  # fmt: skip
+    monkeypatch.setitem(checkpoints.CHECKPOINTS, row.name, row)
+    monkeypatch.setattr(checkpoints.registry, "CACHE_DIR", str(tmp_path / "cache"))
+    model, report = build_from_checkpoint("tiny/8:aimv2_test")  # filed under tiny/8 (2 heads), its sizes the row's
+    assert report.config.num_heads == 8 and report.config.patch_size == (8, 8) and report.family == "AIMv2"
+    assert _difference(model, folder, sizes["timm_aimv2"], "timm_aimv2.out.npy") < 1e-5
+    aimv2 = [r for r in checkpoints.CHECKPOINTS.values() if r.family == "AIMv2" and r is not row]
+    assert {"L/14:aimv2_apple_pt", "H/14:aimv2_3b_apple_pt_448", "L/14:hf_aimv2_apple_224"} <= {r.name for r in aimv2}
+    assert all("apple-ascl" in r.notes for r in aimv2)
+
+
+@pytest.mark.parametrize("name", ["timm_aimv2", "timm_rope_reg4_gap"])
+def test_a_keras_file_of_an_issue_20_family_keeps_what_no_tensor_shows(families, tmp_path, name):
+    folder, sizes = families
+    model, report = build_from_checkpoint(folder / name)
+    model.save(tmp_path / "model.keras")
+    again, again_report = build_from_checkpoint(tmp_path / "model.keras")  # RMSNorm, the rotary settings
+    assert again_report.config == report.config
+    assert _difference(again, folder, sizes[name], f"{name}.out.npy") < 1e-5
+
+
+def test_an_aimv2_file_alone_needs_its_head_count_and_then_equals_timm(families):
+    folder, sizes = families
+    with pytest.raises(CheckpointError, match=r"AIMv2 file .*pass num_heads="):
+        build_from_checkpoint(folder / "apple_aimv2" / "model.safetensors")  # width 64 would guess tiny's 2 heads
+    model, report = build_from_checkpoint(folder / "apple_aimv2" / "model.safetensors", num_heads=8)
+    assert report.family == "AIMv2" and report.config.norm == "rmsnorm" and report.config.patch_norm
+    assert _difference(model, folder, sizes["apple_aimv2"], "apple_aimv2.out.npy") < 1e-5
+
+
 # --- DINOv3, the first rotary family (issue 20) ---------------------------------------------
 
 DINOV3 = ["timm_dinov3", "timm_dinov3_plus_qkvb", "timm_dinov3_7b", "hf_dinov3", "hf_dinov3_gated"]
@@ -283,6 +390,22 @@ def test_naver_rope_mixed_is_refused_by_name(families, tmp_path):
         build_from_checkpoint(tmp_path / "mixed")
     assert "'vit_base_patch16_rope_mixed_224': RoPE-Mixed learns its rotary frequencies" in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_a_naver_registry_row_loads_the_weights_file_alone_with_its_rotary_settings(families, tmp_path, monkeypatch):
+    from keras_vit import checkpoints
+
+    folder, sizes = families
+    published = checkpoints.find_checkpoint("B/16:rope_axial_naver_in1k")
+    assert published.url.endswith("timm/vit_base_patch16_rope_224.naver_in1k/resolve/main/model.safetensors")
+    file = folder / "timm_rope_axial" / "model.safetensors"  # the tiny one, at tiny/8's sizes
+    row = checkpoints.Checkpoint(**{**published.__dict__, "variant": "tiny/8", "url": file.as_uri(), "image_size": 32,
+                                    "num_classes": 5, "file_name": "rope_test.safetensors"})  # fmt: skip
+    monkeypatch.setitem(checkpoints.CHECKPOINTS, row.name, row)
+    monkeypatch.setattr(checkpoints.registry, "CACHE_DIR", str(tmp_path / "cache"))
+    model, report = build_from_checkpoint(row.name)  # no config.json: the row says rotary, no position table
+    assert report.config.rotary == _NAVER and not report.config.position_embedding and report.family == "RoPE ViT"
+    assert _difference(model, folder, sizes["timm_rope_axial"], "timm_rope_axial.out.npy") < 1e-5
 
 
 def test_save_timm_of_dinov3_builds_in_timm_itself_and_equals_the_original(families, tmp_path, run_torch):

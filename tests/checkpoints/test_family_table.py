@@ -56,7 +56,7 @@ def test_every_timm_vit_is_built_as_its_factory_says_or_refused_in_one_line(fact
     "name, reason",
     [
         ("timm_pe_core", "'vit_pe_core_tiny_patch16_384': Perception Encoder uses a rotary position embedding"),
-        ("timm_rope", "'vit_base_patch16_rope_224': a rotary position embedding (RoPE), not built yet"),
+        ("timm_rope_mixed", "'vit_small_patch16_rope_mixed_224': RoPE-Mixed learns its rotary frequencies in every"),
         ("timm_relpos", "'vit_relpos_medium_patch16_224': a relative position bias in every block, not built"),
     ],
 )
@@ -91,12 +91,17 @@ def test_an_unknown_architecture_is_refused_naming_the_known_families(folder, tm
         build_from_checkpoint(tmp_path / "convnext")
 
 
-def test_a_transformers_model_type_keras_vit_does_not_build_is_refused_by_name(folder, tmp_path):
-    shutil.copytree(folder / "hf_dinov2", tmp_path / "naflex")
-    config = json.loads((tmp_path / "naflex" / "config.json").read_text())
-    (tmp_path / "naflex" / "config.json").write_text(json.dumps({**config, "model_type": "siglip2"}))
-    with pytest.raises(CheckpointError, match=r"model_type 'siglip2': SigLIP 2's NaFlex models patchify outside"):
-        build_from_checkpoint(tmp_path / "naflex")
+def test_a_transformers_model_type_keras_vit_does_not_know_is_refused_naming_the_known_ones(folder, tmp_path):
+    # Every transformers model_type the table names is built now (DINOv3 and SigLIP 2 NaFlex were the last
+    # refused): one no record claims is refused as unknown, in one line, listing those it builds.
+    shutil.copytree(folder / "hf_dinov2", tmp_path / "convnext")
+    config = json.loads((tmp_path / "convnext" / "config.json").read_text())
+    (tmp_path / "convnext" / "config.json").write_text(json.dumps({**config, "model_type": "convnext"}))
+    with pytest.raises(CheckpointError) as error:
+        build_from_checkpoint(tmp_path / "convnext")
+    message = str(error.value)
+    assert "model_type 'convnext' is not a ViT keras_vit knows; known: " in message and "dinov3_vit" in message
+    assert "\n" not in message
 
 
 @pytest.mark.parametrize(
@@ -162,6 +167,11 @@ def test_every_family_record_is_one_frozen_row_named_once():
         "CLIP",
         "SigLIP 2 NaFlex",
         "DINOv3",
+        "AIMv2",
+        "RoPE ViT",
+        "timm's rotary ViTs",
+        "ViTs without query/key/value bias",
+        "DINOv2 giant",
     ]
     assert all(row["variant"] and row["tag"] for family in built for row in family.checkpoints)
 

@@ -215,6 +215,7 @@ def make_families(out):
     dynamic.load_state_dict(load_file(out / "timm_dinov2_reg4" / "model.safetensors"))
     np.save(out / "timm_dinov2_reg4.dynamic.npy", dynamic(images["dynamic"]).numpy())
     cases.update(make_hf_families(out, images))
+    cases.update(make_new_families(out, images))
     cases.update(make_rotary_families(out, generator))
     (out / "families.json").write_text(json.dumps(cases))
 
@@ -462,7 +463,7 @@ def factories(out):
         source = inspect.getsource(timm.models._registry.model_entrypoint(name))
         heads = re.search(r"num_heads=(\d+)", source)
         act = re.search(r"act_layer=['\"]?([\w.]+)", source)
-        eps = re.search(r"LayerNorm, eps=([\d.e-]+)", source)
+        eps = re.search(r"(?:LayerNorm|RmsNorm), eps=([\d.e-]+)", source)
         found[name] = {
             "num_heads": int(heads[1]) if heads else None,
             "act_layer": act[1] if act else None,
@@ -478,21 +479,6 @@ def timm_npz(out, pairs):
         model = timm_model(config)
         model.load_pretrained(str(out / file))  # timm's own .npz reader (`_load_weights`)
         np.save(out / f"{file}.logits.npy", model(images).numpy())
-
-
-@torch.no_grad()
-def timm_folders(out, images, folders):
-    """Builds each hub folder (written by keras_vit's `save_timm`) the way timm does: `create_model(architecture,
-    **model_args)`, its state dict loaded strictly; writes `FOLDER.out.npy`, its outputs on `images` (`.npy`, NHWC)."""
-    import timm
-    from safetensors.torch import load_file
-
-    pixels = torch.from_numpy(np.load(images)).permute(0, 3, 1, 2)
-    for folder in folders:
-        config = json.loads((out / folder / "config.json").read_text())
-        model = timm.create_model(config["architecture"], pretrained=False, **config.get("model_args", {})).eval()
-        model.load_state_dict(load_file(out / folder / "model.safetensors"), strict=True)
-        np.save(out / f"{folder}.out.npy", model(pixels).numpy())
 
 
 NAFLEX_GRID, NAFLEX_SHAPES, NAFLEX_LENGTH = (4, 4), ((3, 5), (6, 3)), 20  # table 4x4: each image shrinks one axis
@@ -568,6 +554,133 @@ def make_naflex(out):
             "pixel_values"
         ].numpy(),
     )
+
+
+# Issue 20's families on the new layers (RMSNorm, SwiGLU, bias flags, rotary): folder -> (timm architecture,
+# arguments). AIMv2 keeps its factory's 8 heads (its name tells them); the others are `_FAMILY_TINY` (2 heads, in
+# their config.json's `model_args`).
+NEW_TIMM_FAMILIES = {
+    "timm_aimv2": ("aimv2_large_patch14_224", dict(embed_dim=64, depth=2, patch_size=8, img_size=32, num_classes=0)),
+    "timm_medium_gap": (
+        "vit_medium_patch16_gap_256",
+        dict(embed_dim=64, depth=2, patch_size=8, img_size=32, num_classes=5),
+    ),
+    "timm_giant_dinov2": ("vit_giant_patch14_dinov2", dict(**_FAMILY_TINY, img_size=28, patch_size=14, num_classes=0)),
+    "timm_rope_axial": ("vit_base_patch16_rope_224", dict(**_FAMILY_TINY, img_size=32, patch_size=8, num_classes=5)),
+    "timm_rope_ape": ("vit_small_patch16_rope_ape_224", dict(**_FAMILY_TINY, img_size=32, patch_size=8, num_classes=5)),
+    "timm_rope_reg4_gap": (
+        "vit_betwixt_patch16_rope_reg4_gap_256",
+        dict(**_FAMILY_TINY, img_size=32, patch_size=8, num_classes=5),
+    ),
+    # so150m2's 13 heads by its name (width 52: 4 per head), one register, no qkv bias.
+    "timm_so150m2": ("vit_so150m2_patch16_reg1_gap_256", dict(embed_dim=52, depth=1, patch_size=8, img_size=32)),
+}
+NON_SQUARE = (32, 48)  # the rotary families again at a 4x6 patch grid: `<folder>.non_square.npy`
+ROTARY_FOLDERS = ("timm_rope_axial", "timm_rope_reg4_gap")
+
+
+@torch.no_grad()
+def make_new_families(out, images):
+    """Issue 20's families: timm and transformers AIMv2 (and Apple's own AIMv2 layout), timm's ViTs without
+    query/key/value bias, DINOv2 giant's SwiGLU, Naver's and timm's rotary ViTs; `rope_mixed` saved to be refused."""
+    import timm
+    from timm.models._hub import save_for_hf
+
+    generator = torch.Generator().manual_seed(SEED + 20)
+    images["non_square"] = torch.randn(2, 3, *NON_SQUARE, generator=generator)
+    np.save(out / "images_non_square.npy", images["non_square"].permute(0, 2, 3, 1).numpy())
+    cases = {}
+    for folder, (architecture, args) in NEW_TIMM_FAMILIES.items():
+        model = timm.create_model(architecture, pretrained=False, **args).eval()
+        randomize(model)
+        save_for_hf(model, out / folder, safe_serialization=True)
+        np.save(out / f"{folder}.out.npy", model(images[args["img_size"]]).numpy())
+        cases[folder] = args["img_size"]
+        if folder in ROTARY_FOLDERS:  # no position table: the same weights run at any grid
+            wide = timm.create_model(architecture, pretrained=False, **{**args, "img_size": NON_SQUARE}).eval()
+            wide.load_state_dict(model.state_dict())
+            np.save(out / f"{folder}.non_square.npy", wide(images["non_square"]).numpy())
+        if folder == "timm_aimv2":
+            write_apple_aimv2(model, out, images[32])
+            cases["apple_aimv2"] = 32
+    model = timm.create_model("vit_small_patch16_rope_mixed_224", pretrained=False, depth=1, img_size=32).eval()
+    save_for_hf(model, out / "timm_rope_mixed", safe_serialization=True)
+    cases.update(make_hf_aimv2(out, images))
+    return cases
+
+
+@torch.no_grad()
+def write_apple_aimv2(model, out, images):
+    """The timm AIMv2 as Apple's hub repositories store it (`apple/aimv2-*`, their own modeling code): timm's
+    `_convert_aimv2` read backwards, checked by loading it back through timm's own filter."""
+    from safetensors.torch import save_file
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    renames = [("patch_embed.", "preprocessor.patchifier."), ("pos_embed", "preprocessor.pos_embed"),
+               ("norm1", "norm_1"), ("norm2", "norm_2"), ("mlp.fc1_g", "mlp.fc1"), ("mlp.fc1_x", "mlp.fc3")]  # fmt: skip
+    state = {}
+    for key, value in model.state_dict().items():
+        for old, new in renames:
+            key = key.replace(old, new)
+        key = "post_trunk_norm.weight" if key == "norm.weight" else key
+        state[key if key.startswith("preprocessor.") else f"trunk.{key}"] = value.contiguous()
+    again = checkpoint_filter_fn(dict(state), model)
+    assert sorted(again) == sorted(model.state_dict()), "not timm's AIMv2 layout"
+    assert all(torch.equal(again[k], v) for k, v in model.state_dict().items())
+    folder = out / "apple_aimv2"
+    folder.mkdir()
+    save_file(state, folder / "model.safetensors")
+    width = model.embed_dim
+    config = {
+        "architectures": ["AIMv2Model"], "model_type": "aimv2", "hidden_size": width,
+        "intermediate_size": model.blocks[0].mlp.fc2.in_features, "num_attention_heads": model.blocks[0].attn.num_heads,
+        "num_hidden_layers": len(model.blocks), "num_channels": 3, "image_size": 32, "patch_size": 8,
+        "projection_dropout": 0.0, "qkv_bias": False, "use_bias": False, "rms_norm_eps": 1e-05,
+    }  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(config))
+    np.save(out / "apple_aimv2.out.npy", model(images).numpy())  # Apple's trunk: the same final tokens
+
+
+@torch.no_grad()
+def make_hf_aimv2(out, images):
+    """transformers' `Aimv2VisionModel`: without its attention-pooling head (the pre-trained encoders, whose
+    features are the final tokens: `last_hidden_state`, mean-pooled here) and with it (refused)."""
+    from transformers import Aimv2VisionConfig, Aimv2VisionModel
+
+    cases = {}
+    for folder, head in (("hf_aimv2", False), ("hf_aimv2_head", True)):
+        config = _hf_tiny(Aimv2VisionConfig, intermediate_size=128, image_size=32, patch_size=8, use_head=head)
+        model = Aimv2VisionModel(config).eval()
+        randomize(model)
+        model.save_pretrained(out / folder)
+        outputs = model(pixel_values=images[32])
+        pooled = outputs.pooler_output if head else outputs.last_hidden_state.mean(dim=1)
+        np.save(out / f"{folder}.out.npy", pooled.numpy())
+        cases[folder] = 32
+    from transformers import Dinov2Config, Dinov2Model  # DINOv2 giant's SwiGLU MLP, as facebook/dinov2-giant
+
+    giant = Dinov2Model(_hf_tiny(Dinov2Config, image_size=28, patch_size=14, mlp_ratio=3, use_swiglu_ffn=True))
+    giant.eval()
+    randomize(giant)
+    giant.save_pretrained(out / "hf_dinov2_giant")
+    np.save(out / "hf_dinov2_giant.out.npy", giant(pixel_values=images[28]).pooler_output.numpy())
+    cases["hf_dinov2_giant"] = 28
+    return cases
+
+
+@torch.no_grad()
+def timm_folders(out, images, folders):
+    """Builds each hub folder (written by keras_vit's `save_timm`) the way timm does: `create_model(architecture,
+    **model_args)`, its state dict loaded strictly; writes `FOLDER.out.npy`, its outputs on `images` (`.npy`, NHWC)."""
+    import timm
+    from safetensors.torch import load_file
+
+    pixels = torch.from_numpy(np.load(images)).permute(0, 3, 1, 2)
+    for folder in folders:
+        config = json.loads((out / folder / "config.json").read_text())
+        model = timm.create_model(config["architecture"], pretrained=False, **config.get("model_args", {})).eval()
+        model.load_state_dict(load_file(out / folder / "model.safetensors"), strict=True)
+        np.save(out / f"{folder}.out.npy", model(pixels).numpy())
 
 
 if __name__ == "__main__":

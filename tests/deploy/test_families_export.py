@@ -5,8 +5,9 @@ block), through `run_folder.save` / `load_model` and `export_model` (float32 Lit
 files are the plain ViT's tests; ONNX where the onnx extra is installed). The DINOv2-style model takes any image size: its
 SavedModel's `serving_default` too, its LiteRT file at the size in `keras_vit.json`.
 
-An export takes ~35 s here, so the default suite runs two models that carry every option between
-them (`COMBINED`); the six families as they are are marked `slow`.
+An export takes ~35 s here, so the default suite runs three models that carry every option between
+them (`COMBINED`; the third, issue 20's: rotary, SwiGLU, RMSNorm, the bias flags, the norms); the
+families as they are are marked `slow`.
 """
 
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 
 import keras_vit
 from keras_vit import run_folder
+from keras_vit.config import Rotary
 from keras_vit.deploy import export, litert, onnx, saved_model
 from keras_vit.preprocessing import preprocessing_model
 
@@ -29,6 +31,71 @@ FAMILIES = {  # name: (variant, image size, options), as each family's checkpoin
     "siglip": ("tiny/8", 32, dict(pooling="map", activation="gelu_tanh")),
     "clip": ("tiny/8", 32, dict(pre_norm=True, patch_bias=False, activation="quick_gelu", layer_norm_epsilon=1e-5)),
     "gap_fc_norm": ("tiny/8", 32, dict(pooling="gap", pooled_norm=True)),
+    # Issue 20's families, as their records build them (the rotary table computed in the graph from the grid).
+    "dinov3": (
+        "tiny/8",
+        32,
+        dict(
+            rotary=Rotary(),
+            position_embedding=False,
+            num_register_tokens=4,
+            layer_scale_init=1e-5,
+            embed_prefix_tokens=False,
+            dynamic_image_size=True,
+            mlp="swiglu",
+            qkv_bias=False,
+            layer_norm_epsilon=1e-5,
+        ),
+    ),  # fmt: skip
+    "eva02_clip": (
+        "tiny/8",
+        32,
+        dict(
+            rotary=Rotary("index", 10000.0, reference_grid=(4, 4), rotate_half=False),
+            mlp="swiglu",
+            mlp_norm=True,
+            key_bias=False,
+            attention_norm=True,
+        ),
+    ),  # fmt: skip
+    "pe_core": (
+        "tiny/8",
+        32,
+        dict(
+            rotary=Rotary(
+                "index", 10000.0, reference_grid=(4, 4), grid_offset=1.0, grid_indexing="xy", rotate_half=False
+            ),
+            pooling="map",
+            class_token=True,
+            pre_norm=True,
+            map_num_heads=4,
+            map_mlp_dim=96,
+            layer_norm_epsilon=1e-5,
+        ),
+    ),  # fmt: skip
+    "aimv2": (
+        "tiny/8",
+        32,
+        dict(
+            norm="rmsnorm",
+            mlp="swiglu",
+            qkv_bias=False,
+            proj_bias=False,
+            mlp_bias=False,
+            patch_norm=True,
+            pooling="gap",
+            layer_norm_epsilon=1e-5,
+        ),
+    ),  # fmt: skip
+    "naver_rope_axial": (
+        "tiny/8",
+        32,
+        dict(
+            rotary=Rotary("index", 100.0, grid_indexing="xy", rotate_half=False),
+            position_embedding=False,
+            layer_scale_init=1e-5,
+        ),
+    ),  # fmt: skip
 }
 COMBINED = {  # every option of FAMILIES in two models
     "token_options": (
@@ -40,6 +107,20 @@ COMBINED = {  # every option of FAMILIES in two models
         "tiny/14",
         28,
         {**FAMILIES["dinov2_registers"][2], **FAMILIES["siglip"][2], "pooled_norm": True},
+    ),  # fmt: skip
+    "issue_20_options": (  # rotary at any size without a table, and every new block option
+        "tiny/8",
+        32,
+        {
+            **FAMILIES["dinov3"][2],
+            **FAMILIES["aimv2"][2],
+            "mlp_norm": True,
+            "attention_norm": True,
+            "qk_norm": True,
+            "qkv_bias": True,
+            "key_bias": False,
+            "pooling": "token",
+        },
     ),  # fmt: skip
 }
 CASES = [*COMBINED, *(pytest.param(name, marks=pytest.mark.slow) for name in sorted(FAMILIES))]

@@ -38,6 +38,16 @@ MAP_ATTENTION = "MAPHead_0/MultiHeadDotProductAttention_0/"
 QUERY = ORIGINAL_BLOCK.format(0) + BLOCK_ATTENTION + "query/kernel"  # (D, H, d): the width and the heads
 MLP_IN = ORIGINAL_BLOCK.format(0) + "MlpBlock_3/Dense_0/kernel"  # (D, mlp_dim)
 LAYER_SCALE = ORIGINAL_BLOCK.format(0) + "LayerScale_0/scale"
+# The newer blocks' parts (EVA-02, Perception Encoder; `model_variables` below): SwiGLU's two halves
+# (`silu(gate) * value`), the norm inside the MLP before its output projection (EVA's `scale_mlp`), the norm
+# before the attention's output projection (EVA-CLIP's `scale_attn_inner`).
+MLP_GATE, MLP_VALUE = "MlpBlock_3/Dense_0_gate/", "MlpBlock_3/Dense_0_value/"
+MLP_NORM = "MlpBlock_3/LayerNorm_0/"
+ATTENTION_NORM = BLOCK_ATTENTION + "attention_norm/"
+KEY_BIAS = ORIGINAL_BLOCK.format(0) + BLOCK_ATTENTION + "key/bias"
+QUERY_BIAS = ORIGINAL_BLOCK.format(0) + BLOCK_ATTENTION + "query/bias"
+ENCODER_NORM = "Transformer/encoder_norm/scale"
+MAP_MLP_IN = "MAPHead_0/MlpBlock_0/Dense_0/kernel"  # (D, the MAP head's MLP width)
 
 
 # --- the prefix tokens' position slots ---------------------------------------------------

@@ -17,18 +17,26 @@ import os
 
 from keras_vit.checkpoints import big_vision, families, formats, registry, timm, transformers
 from keras_vit.checkpoints.canonical import (
+    ATTENTION_NORM,
     CLS,
     DIST,
     EMBEDDING,
     HEAD,
     IGNORED,
+    KEY_BIAS,
     LAYER_SCALE,
+    MAP_MLP_IN,
+    MLP_GATE,
     MLP_IN,
+    MLP_NORM,
+    MLP_VALUE,
+    ORIGINAL_BLOCK,
     POSEMB,
     PRE_LOGITS,
     PRE_NORM,
     PROBE,
     QUERY,
+    QUERY_BIAS,
     REGISTERS,
     CheckpointError,
     prefix_count,
@@ -100,7 +108,7 @@ def read(path_or_name, *, variant=None, image_size=None, options=None, cache_dir
     given = {**dict(row.options if row else ()), **(options or {})}
     data.config = describe(data, image_size or (row.image_size if row else None), given=given)
     if variant:
-        _check_variant(variant, data.config, path)
+        _check_variant(variant, data.config, path, given.get("mlp_dim"))
     return data
 
 
@@ -217,14 +225,24 @@ def describe(data, image_size=None, given=()):
     """
     arrays, hub = data.arrays, data.hub
     try:
-        kernel, query, mlp = arrays[EMBEDDING], arrays[QUERY], arrays[MLP_IN]
+        kernel, query = arrays[EMBEDDING], arrays[QUERY]
+        mlp = arrays.get(ORIGINAL_BLOCK.format(0) + MLP_VALUE + "kernel")  # SwiGLU's halves: each mlp_dim wide
+        mlp = arrays[MLP_IN] if mlp is None else mlp
     except KeyError as e:
         raise CheckpointError(f"The checkpoint has no {e.args[0]!r}: it is not a ViT checkpoint.") from None
     if POSEMB not in arrays:
         refuse(
             data, ["no absolute position embedding: a rotary-position ViT (DINOv3, EVA-02, RoPE ViTs), not built yet"]
         )
-    options = {**_family_defaults(data, given), **(hub.options if hub else {}), **data.facts}
+    options = {
+        **_family_defaults(data, given),
+        **(hub.options if hub else {}),
+        **data.facts,
+        **_block_parts(arrays, mlp.shape[1]),
+    }
+    if hub is None and data.row is None and options["qkv_bias"] and not options["key_bias"] and "rotary" not in given:
+        refuse(data, ["a query/key/value projection without a key bias (timm's eva.py: EVA-02), whose rotary "
+                      "position embedding no tensor shows; pass the hub folder with its config.json"])  # fmt: skip
     blocks = {key.split("/")[1] for key in arrays if key.startswith("Transformer/encoderblock_")}
     patch_size = tuple(kernel.shape[:2])
     native = options.pop("image_size", None)
@@ -269,6 +287,21 @@ def describe(data, image_size=None, given=()):
         if problems:
             refuse(data, problems)
     return config
+
+
+def _block_parts(arrays, mlp_dim):
+    """The block options the tensors show (block 0's: every block has the same parts), and the MAP head's width."""
+    block = ORIGINAL_BLOCK.format(0)
+    parts = {
+        "mlp": "swiglu" if f"{block}{MLP_GATE}kernel" in arrays else "mlp",
+        "mlp_norm": f"{block}{MLP_NORM}scale" in arrays,
+        "attention_norm": f"{block}{ATTENTION_NORM}scale" in arrays,
+        "qkv_bias": QUERY_BIAS in arrays,
+    }
+    parts["key_bias"] = KEY_BIAS in arrays or not parts["qkv_bias"]
+    if MAP_MLP_IN in arrays and arrays[MAP_MLP_IN].shape[1] != mlp_dim:
+        parts["map_mlp_dim"] = arrays[MAP_MLP_IN].shape[1]
+    return parts
 
 
 def refuse(data, problems):
@@ -324,10 +357,14 @@ def _prefix_slots(data, patch_size, image_size):
     )
 
 
-def _check_variant(variant, found, path):
-    """A `variant` the checkpoint contradicts is a mistake to report, not to build around silently."""
+def _check_variant(variant, found, path, mlp_dim=None):
+    """A `variant` the checkpoint contradicts is a mistake to report, not to build around silently.
+
+    `mlp_dim`, when given, is the MLP width the caller (or a registry row: EVA-02's SwiGLU) says instead of the row's.
+    """
     arch, patch = parse_variant(variant)
     wanted = {key: getattr(arch, key) for key in ("hidden_dim", "num_layers", "num_heads", "mlp_dim")}
+    wanted["mlp_dim"] = mlp_dim or wanted["mlp_dim"]
     if patch is not None:
         wanted["patch_size"] = (patch, patch)
     differences = [

@@ -19,6 +19,7 @@ import re
 import types
 
 from keras_vit.checkpoints.canonical import CheckpointError
+from keras_vit.config import Rotary
 
 LABELS_IN21K, LABELS_IN1K = "imagenet21k", "imagenet1k"
 NO_LABELS = "none"  # feature extractors and image-text embeddings
@@ -103,7 +104,7 @@ def timm_num_heads(architecture):
     for pattern, heads in TIMM_HEADS:
         if re.fullmatch(pattern, architecture):
             return heads
-    match = re.match(r"(?:vit|deit3?|flexivit)_([a-z0-9]+?)(?:_|$)", architecture)
+    match = re.match(r"(?:vit_pe_(?:core|lang|spatial)|eva02|vit|deit3?|flexivit)_([a-z0-9]+?)(?:_|$)", architecture)
     return TIMM_SIZE_HEADS.get(match[1]) if match else None
 
 
@@ -158,6 +159,75 @@ _LOGITS_1K = dict(image_size=224, num_classes=1000, labels=LABELS_IN1K)
 _FEATURES_518 = dict(image_size=518, num_classes=0, output="features")
 _FEATURES_224 = dict(image_size=224, num_classes=0, output="features")
 _CLIP_512 = dict(image_size=224, num_classes=512, output="embedding")
+
+
+# EVA-02 (timm's eva02_* factories): index coordinates scaled to the 16x16 grid of 224/14, interleaved pairs.
+_EVA_ROTARY = Rotary("index", 10000.0, reference_grid=(16, 16), rotate_half=False)
+
+
+def _pe_rotary(reference, offset=1.0):
+    """Perception Encoder's (timm's vit_pe_* factories): xy indices offset by 1 (not for gigantic)."""
+    return Rotary("index", 10000.0, reference_grid=reference, grid_offset=offset, grid_indexing="xy", rotate_half=False)
+
+
+_PE_ROTARY = (
+    (r".*_gigantic_.*", _pe_rotary((32, 32), offset=0.0)),
+    (r"vit_pe_core_base_.*", _pe_rotary((14, 14))),
+    (r".*", _pe_rotary((24, 24))),
+)
+_EVA02_MIT = "MIT licence (baaivision/EVA; timm's default_cfgs say mit): copies keep its copyright and licence notice"
+_PE_APACHE = (
+    "Apache-2.0 (facebook/perception_models; timm's default_cfgs say apache-2.0): copies keep the licence and "
+    "its notices, and changed files say so"
+)
+_EVA02_MLP = {"Ti": 512, "S": 1024, "B": 2048, "L": 2730}  # int(D * 4 * 2/3), each SwiGLU half
+
+
+def _eva02_checkpoints():
+    """timm's EVA-02 hub weights (eva.py `default_cfgs`): MIM pre-training, ImageNet fine-tunes, EVA-CLIP towers."""
+    sizes = {"Ti": "tiny", "S": "small", "B": "base", "L": "large"}
+    mim = [("Ti", "in22k"), ("S", "in22k"), ("B", "in22k"), ("L", "in22k"), ("L", "m38m")]
+    for variant, data in mim:  # pre-training only: features
+        yield dict(variant=f"{variant}/14", tag=f"eva02_mim_{data}", timm=f"eva02_{sizes[variant]}_patch14_224.mim_{data}",
+                   **_FEATURES_224, pooling="gap", options=_eva02_options(variant), notes=_EVA02_MIT)  # fmt: skip
+    fine_tunes = [("Ti", 336, "mim_in22k_ft_in1k"), ("S", 336, "mim_in22k_ft_in1k"), ("B", 448, "mim_in22k_ft_in1k"),
+                  ("B", 448, "mim_in22k_ft_in22k_in1k"), ("L", 448, "mim_in22k_ft_in1k"), ("L", 448, "mim_m38m_ft_in1k"),
+                  ("L", 448, "mim_in22k_ft_in22k_in1k"), ("L", 448, "mim_m38m_ft_in22k_in1k")]  # fmt: skip
+    for variant, size, tag in fine_tunes:
+        yield dict(variant=f"{variant}/14", tag=f"eva02_{tag}", timm=f"eva02_{sizes[variant]}_patch14_{size}.{tag}",
+                   image_size=size, num_classes=1000, labels=LABELS_IN1K, pooling="gap",
+                   options=_eva02_options(variant), notes=_EVA02_MIT)  # fmt: skip
+    for variant, tag in (("B", "mim_in22k_ft_in22k"), ("L", "mim_in22k_ft_in22k"), ("L", "mim_m38m_ft_in22k")):
+        yield dict(variant=f"{variant}/14", tag=f"eva02_{tag}", timm=f"eva02_{sizes[variant]}_patch14_448.{tag}",
+                   image_size=448, num_classes=21841, labels="imagenet22k", pooling="gap",
+                   options=_eva02_options(variant), notes=_EVA02_MIT)  # fmt: skip
+    clip = [("B/16", "eva02_base_patch16_clip_224", 224, 512, "eva02_clip_merged2b"),
+            ("L/14", "eva02_large_patch14_clip_224", 224, 768, "eva02_clip_merged2b"),
+            ("L/14", "eva02_large_patch14_clip_336", 336, 768, "eva02_clip_merged2b_336")]  # fmt: skip
+    for variant, architecture, size, width, tag in clip:
+        yield dict(variant=variant, tag=tag, timm=f"{architecture}.merged2b", image_size=size, num_classes=width,
+                   output="embedding", options=_eva02_options(variant[0], clip=True), notes=_EVA02_MIT)  # fmt: skip
+
+
+def _eva02_options(variant, clip=False):
+    """What an EVA-02 weights file alone does not tell (its config.json would, through the architecture's name)."""
+    options = {"rotary": _EVA_ROTARY, "mlp_dim": _EVA02_MLP[variant]}
+    if not clip:
+        options.update(pooling="gap", pooled_norm=True)  # timm's avg pooling (of the patches) then fc_norm
+    return tuple(options.items())
+
+
+def _pe_checkpoints():
+    """timm's Perception Encoder core towers (eva.py `default_cfgs`): the image tower and its projection."""
+    rows = [("Ti/16", "tiny", "patch16_384", 384, 512), ("S/16", "small", "patch16_384", 384, 512),
+            ("B/16", "base", "patch16_224", 224, 1024), ("L/14", "large", "patch14_336", 336, 1024)]  # fmt: skip
+    for variant, size, shape, image_size, width in rows:
+        architecture = f"vit_pe_core_{size}_{shape}"
+        rotary = next(r for pattern, r in _PE_ROTARY if re.fullmatch(pattern, architecture))
+        yield dict(variant=variant, tag="pe_core", timm=f"{architecture}.fb", image_size=image_size, num_classes=width,
+                   output="embedding", pooling="map",
+                   options=(("layer_norm_epsilon", 1e-5), ("map_num_heads", 8), ("rotary", rotary)),
+                   notes=_PE_APACHE)  # fmt: skip
 
 
 _SIZES = "(tiny|xsmall|small|medium|mediumd|betwixt|base|large|huge|giant|gigantic|so400m|so150m)"
@@ -348,6 +418,35 @@ FAMILIES = (
             ),
         ),  # fmt: skip
     ),
+    Family(
+        "EVA-02",
+        "Fang et al. 2024 (EVA-02); its CLIP towers: Sun et al. 2023 (EVA-CLIP)",
+        timm=(r"eva02_(tiny|small|base|large)_patch14_(224|336|448)", r"eva02_(base_patch16|large_patch14)_clip_\d+"),
+        # timm's eva.py: absolute and rotary positions, SwiGLU, no key bias (fused `qkv` with `q_bias` and
+        # `v_bias` for Ti and S, unfused `q_proj`/`k_proj`/`v_proj` for B and L), mean pooling then `fc_norm`.
+        tensors={"class_token": True, "mlp": "swiglu", "qkv_bias": True, "key_bias": False, "pre_norm": False},
+        options={"rotary": _EVA_ROTARY, "mlp": "swiglu"},
+        timm_tensors=(
+            (r"eva02_(tiny|small)_.*", {"mlp_norm": False, "attention_norm": False}),
+            (r".*_clip_.*", {"mlp_norm": True, "attention_norm": True}),  # EVA-CLIP's scale_attn_inner
+            (r".*", {"mlp_norm": True, "attention_norm": False}),  # B and L: the norm inside SwiGLU (scale_mlp)
+        ),
+        scaling="clip",
+        checkpoints=tuple(_eva02_checkpoints()),
+    ),
+    Family(
+        "Perception Encoder",
+        "Bolya et al. 2025 (Meta's PE core towers)",
+        timm=(r"vit_pe_core_(tiny|small|base|large|gigantic)_patch\d+_\d+",),
+        # timm's eva.py with attn_type='rope': a pre-norm, a patch embedding without bias, a MAP head of 8
+        # heads whose MLP is 4x wide, every LayerNorm at eps 1e-5, rotary on xy indices offset by 1.
+        tensors={"pooling": "map", "pre_norm": True, "patch_bias": False, "qkv_bias": True, "key_bias": True},
+        options={"layer_norm_epsilon": 1e-5, "map_num_heads": 8},
+        timm_options=tuple((pattern, {"rotary": rotary}) for pattern, rotary in _PE_ROTARY),
+        timm_tensors=((r".*_gigantic_.*", {"class_token": False}), (r".*", {"class_token": True})),
+        scaling="vit",
+        checkpoints=tuple(_pe_checkpoints()),
+    ),
     # Not built yet: what each needs is issue 20's (a layer, then the record's fields above).
     Family(
         "DINOv3",
@@ -357,10 +456,11 @@ FAMILIES = (
         not_built="DINOv3 uses a rotary position embedding (RoPE), not built yet",
     ),
     Family(
-        "Perception Encoder",
+        "Perception Encoder lang / spatial",
         "Bolya et al. 2025",
-        timm=(r"vit_pe_(core|lang|spatial)_\w+",),
-        not_built="Perception Encoder uses a rotary position embedding, not built yet",
+        timm=(r"vit_pe_(lang|spatial)_\w+",),
+        not_built="Perception Encoder's lang and spatial towers end without a final norm (timm's "
+        "use_post_transformer_norm=False), not built yet; its core towers (vit_pe_core_*) load",
     ),
     Family(
         "RoPE ViT",
@@ -375,10 +475,10 @@ FAMILIES = (
         not_built="a relative position bias in every block, not built",
     ),
     Family(
-        "EVA-02",
-        "Fang et al. 2024",
-        timm=(r"eva02_\w+",),
-        not_built="EVA's rotary position embedding and SwiGLU MLP, not built yet",
+        "EVA-02 enormous",
+        "Sun et al. 2023 (EVA-CLIP)",
+        timm=(r"eva02_enormous_\w+",),
+        not_built="its blocks normalise after each residual branch (timm's use_post_norm), not built",
     ),
     Family(
         "AIMv2",

@@ -63,6 +63,7 @@ class Checkpoint:
     family: str = "ViT"  # "DeiT", "DeiT III", "DINOv2", "SigLIP", "CLIP"
     output: str = "logits"  # "logits", "features" (pooled, no head) or "embedding" (image-text space)
     options: tuple = ()  # (ViTConfig field, value) pairs the file does not tell, e.g. (("activation", "quick_gelu"),)
+    notes: str = None  # what the weights' licence asks of their users, and where they come from
 
     @property
     def name(self):

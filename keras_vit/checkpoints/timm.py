@@ -23,11 +23,15 @@ import numpy as np
 
 from keras_vit.checkpoints import families
 from keras_vit.checkpoints.canonical import (
+    ATTENTION_NORM,
     BLOCK_ATTENTION,
     CLS,
     DIST,
     LEAF,
     MAP_ATTENTION,
+    MLP_GATE,
+    MLP_NORM,
+    MLP_VALUE,
     ORIGINAL_BLOCK,
     POSEMB,
     PROBE,
@@ -56,6 +60,15 @@ TIMM_KEYS = [
     (_TIMM_BLOCK + r"ls" + N + r"\.gamma", "LayerScale_{n}/scale", "copy"),
     (_TIMM_BLOCK + r"norm2" + LEAF, "LayerNorm_2/{norm}", "copy"),
     (_TIMM_BLOCK + r"mlp\.fc" + N + LEAF, "MlpBlock_3/Dense_{n}/{kind}", "linear"),
+    # eva.py's blocks (EVA-02, Perception Encoder): unfused projections without a key bias, or a fused one
+    # whose query and value biases are their own tensors; SwiGLU's gate and value; the inner norms.
+    (_TIMM_BLOCK + r"attn\.(?P<qkv>q|k|v)_proj" + LEAF, BLOCK_ATTENTION + "{qkv}/{kind}", "heads_in"),
+    (_TIMM_BLOCK + r"attn\.(?P<qkv>q|v)_(?P<leaf>bias)", BLOCK_ATTENTION + "{qkv}/{kind}", "heads_in"),
+    (_TIMM_BLOCK + r"attn\.norm" + LEAF, ATTENTION_NORM + "{norm}", "copy"),
+    (_TIMM_BLOCK + r"gamma_" + N, "LayerScale_{n}/scale", "copy"),
+    (_TIMM_BLOCK + r"mlp\.fc1_g" + LEAF, MLP_GATE + "{kind}", "linear"),
+    (_TIMM_BLOCK + r"mlp\.fc1_x" + LEAF, MLP_VALUE + "{kind}", "linear"),
+    (_TIMM_BLOCK + r"mlp\.norm" + LEAF, MLP_NORM + "{norm}", "copy"),
     # `fc_norm` is the final norm applied after pooling (`norm` is then an Identity, absent).
     (r"(?:fc_)?norm" + LEAF, "Transformer/encoder_norm/{norm}", "copy"),
     (r"attn_pool\.latent", PROBE, "copy"),  # SigLIP's attention pooling
@@ -79,7 +92,26 @@ def to_canonical(state, num_heads):
     `facts` are the `ViTConfig` fields the key names show: `fc_norm` is timm's norm after pooling.
     """
     facts = {"pooled_norm": True} if "fc_norm.weight" in state else {}
-    return facts, from_pytorch(state, TIMM_KEYS, num_heads, fused=_FUSED)
+    return facts, from_pytorch(_split_packed_swiglu(state), TIMM_KEYS, num_heads, fused=_FUSED)
+
+
+_PACKED_FC1 = re.compile(r"(blocks\.\d+\.mlp\.)fc1\.(weight|bias)")
+
+
+def _split_packed_swiglu(state):
+    """timm's packed SwiGLU (`GluMlp`, gate first: `silu(gate) * value`) -> its `fc1_g` and `fc1_x` halves.
+
+    The tensors tell it: a packed first layer is twice as wide as the second layer's input.
+    """
+    out = {}
+    for key, value in state.items():
+        match = _PACKED_FC1.fullmatch(key)
+        fc2 = state.get(f"{match[1]}fc2.weight") if match else None
+        if fc2 is not None and value.shape[0] == 2 * fc2.shape[1]:
+            out[f"{match[1]}fc1_g.{match[2]}"], out[f"{match[1]}fc1_x.{match[2]}"] = np.split(value, 2, axis=0)
+        else:
+            out[key] = value
+    return out
 
 
 # What `config.json`'s `model_args` may hold: what the tensors tell, or what does not change inference.

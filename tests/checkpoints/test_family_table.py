@@ -55,7 +55,6 @@ def test_every_timm_vit_is_built_as_its_factory_says_or_refused_in_one_line(fact
 @pytest.mark.parametrize(
     "name, reason",
     [
-        ("timm_pe_core", "'vit_pe_core_tiny_patch16_384': Perception Encoder uses a rotary position embedding"),
         ("timm_dinov3", "'vit_small_patch16_dinov3': DINOv3 uses a rotary position embedding (RoPE), not built yet"),
         ("timm_rope", "'vit_base_patch16_rope_224': a rotary position embedding (RoPE), not built yet"),
         ("timm_relpos", "'vit_relpos_medium_patch16_224': a relative position bias in every block, not built"),
@@ -154,5 +153,31 @@ def test_every_family_record_is_one_frozen_row_named_once():
     with pytest.raises(TypeError):
         families.family("CLIP").options["layer_norm_epsilon"] = 1e-6  # all the way down
     built = [family for family in families.FAMILIES if not family.not_built]
-    assert [f.name for f in built] == ["ViT", "DeiT", "DeiT III", "DINOv2", "SigLIP", "CLIP"]
+    assert [f.name for f in built] == [
+        "ViT",
+        "DeiT",
+        "DeiT III",
+        "DINOv2",
+        "SigLIP",
+        "CLIP",
+        "EVA-02",
+        "Perception Encoder",
+    ]
     assert all(row["variant"] and row["tag"] for family in built for row in family.checkpoints)
+
+
+def test_the_rotary_families_rotate_as_their_timm_factories_say(factories):
+    checked = 0
+    for name, factory in factories.items():
+        if "rotary" not in factory:
+            continue
+        try:
+            options, _ = families.timm_family(name).timm_facts(name)
+        except CheckpointError:
+            continue  # refused by name (the first test)
+        rows, cols, offset, indexing = factory["rotary"]
+        rotary = options["rotary"]
+        assert rotary.reference_grid == (rows, cols) and rotary.grid_offset == offset, name
+        assert rotary.grid_indexing == indexing and rotary.coordinates == "index" and not rotary.rotate_half, name
+        checked += 1
+    assert checked == 16  # EVA-02 Ti/S/B/L at two sizes each, its three CLIP towers, the five PE core towers

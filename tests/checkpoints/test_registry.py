@@ -84,7 +84,15 @@ def test_registry_rows_are_consistent():
 
 def test_family_rows_say_what_they_output_and_build_from_their_options():
     rows = [row for row in checkpoints.CHECKPOINTS.values() if row.family != "ViT"]
-    assert {row.family for row in rows} == {"DeiT", "DeiT III", "DINOv2", "SigLIP", "CLIP"}
+    assert {row.family for row in rows} == {
+        "DeiT",
+        "DeiT III",
+        "DINOv2",
+        "SigLIP",
+        "CLIP",
+        "EVA-02",
+        "Perception Encoder",
+    }
     fields = set(keras_vit.ViTConfig.__dataclass_fields__)
     for row in rows:
         assert row.output in ("logits", "features", "embedding") and (row.num_classes == 0) == (

@@ -206,7 +206,50 @@ def make_families(out):
     dynamic.load_state_dict(load_file(out / "timm_dinov2_reg4" / "model.safetensors"))
     np.save(out / "timm_dinov2_reg4.dynamic.npy", dynamic(images["dynamic"]).numpy())
     cases.update(make_hf_families(out, images))
+    cases.update(make_rotary_families(out, images))
     (out / "families.json").write_text(json.dumps(cases))
+
+
+# eva.py's families with a rotary embedding: folder -> (timm architecture, its tiny arguments). Width 64, 2 blocks,
+# 2 heads of 32 (the factories' own rotary settings: EVA-02's ref_feat_shape 16x16, PE's xy grid offset by 1);
+# each also run with `dynamic_img_size=True` at ROTARY_SIZE, a non-square grid, on the same weights.
+_ROTARY_TINY = dict(embed_dim=64, depth=2, num_heads=2, img_size=32, patch_size=8)
+TIMM_ROTARY_FAMILIES = {
+    # fused qkv with separate query/value biases, packed SwiGLU, mean pooling then fc_norm
+    "timm_eva02_tiny": ("eva02_tiny_patch14_224", dict(num_classes=5)),
+    # unfused q/k/v without a key bias, SwiGLU with its inner norm (scale_mlp)
+    "timm_eva02_base": ("eva02_base_patch14_224", dict(num_classes=0)),
+    # the CLIP tower: the norm inside attention (scale_attn_inner), class-token pooling, a projection head
+    "timm_eva02_clip": ("eva02_base_patch16_clip_224", dict(num_classes=16)),
+    # pre-norm, no patch bias, LayerNorm eps 1e-5, a MAP head of 8 heads, rotary xy with grid offset 1
+    "timm_pe_core_tiny": ("vit_pe_core_tiny_patch16_384", dict(num_classes=16)),
+    # no class token, rotary without the grid offset
+    "timm_pe_core_gigantic": ("vit_pe_core_gigantic_patch14_448", dict(num_classes=16, mlp_ratio=3.0)),
+}
+ROTARY_SIZE = (32, 48)
+
+
+@torch.no_grad()
+def make_rotary_families(out, images):
+    import timm
+    from timm.models._hub import save_for_hf
+
+    generator = torch.Generator().manual_seed(SEED + 1)
+    wide = torch.randn(2, 3, *ROTARY_SIZE, generator=generator)
+    np.save(out / "images_{}x{}.npy".format(*ROTARY_SIZE), wide.permute(0, 2, 3, 1).numpy())
+    cases = {}
+    for folder, (architecture, args) in TIMM_ROTARY_FAMILIES.items():
+        model = timm.create_model(architecture, pretrained=False, **{**_ROTARY_TINY, **args}).eval()
+        randomize(model)
+        save_for_hf(model, out / folder, safe_serialization=True)
+        np.save(out / f"{folder}.out.npy", model(images[32]).numpy())
+        dynamic = timm.create_model(
+            architecture, pretrained=False, dynamic_img_size=True, **{**_ROTARY_TINY, **args}
+        ).eval()
+        dynamic.load_state_dict(model.state_dict())
+        np.save(out / f"{folder}.dynamic.npy", dynamic(wide).numpy())
+        cases[folder] = 32
+    return cases
 
 
 def _hf_tiny(config_class, **extra):
@@ -389,7 +432,7 @@ def factories(out):
     """What timm's factory functions set, read from their source: `OUT/factories.json`.
 
     `{architecture: {"num_heads": int or None, "act_layer": str or None, "eps": float or None}}` for every
-    ViT-shaped timm architecture (vision_transformer.py and deit.py), without building any model.
+    ViT-shaped timm architecture (vision_transformer.py, deit.py and eva.py), without building any model.
     """
     import inspect
     import re
@@ -397,7 +440,7 @@ def factories(out):
     import timm
 
     found = {}
-    for name in timm.list_models(module=["vision_transformer", "deit"]):
+    for name in timm.list_models(module=["vision_transformer", "deit", "eva"]):
         source = inspect.getsource(timm.models._registry.model_entrypoint(name))
         heads = re.search(r"num_heads=(\d+)", source)
         act = re.search(r"act_layer=['\"]?([\w.]+)", source)
@@ -407,6 +450,15 @@ def factories(out):
             "act_layer": act[1] if act else None,
             "eps": float(eps[1]) if eps else None,
         }
+        if "use_rot_pos_emb=True" in source:  # eva.py's rotary settings: [ref rows, ref cols, offset, indexing]
+            ref = re.search(r"ref_feat_shape=\((\d+), (\d+)\)", source)
+            offset = re.search(r"rope_grid_offset=([\d.]+)", source)
+            indexing = re.search(r"rope_grid_indexing='(\w+)'", source)
+            found[name]["rotary"] = [
+                *(map(int, ref.groups()) if ref else (None, None)),
+                float(offset[1]) if offset else 0.0,
+                indexing[1] if indexing else "ij",
+            ]
     (out / "factories.json").write_text(json.dumps(found))
 
 

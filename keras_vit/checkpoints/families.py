@@ -226,7 +226,7 @@ def _pe_checkpoints():
         rotary = next(r for pattern, r in _PE_ROTARY if re.fullmatch(pattern, architecture))
         yield dict(variant=variant, tag="pe_core", timm=f"{architecture}.fb", image_size=image_size, num_classes=width,
                    output="embedding", pooling="map",
-                   options=(("layer_norm_epsilon", 1e-5), ("map_num_heads", 8), ("rotary", rotary)),
+                   options=(("pooling", "map"), ("layer_norm_epsilon", 1e-5), ("map_num_heads", 8), ("rotary", rotary)),
                    notes=_PE_APACHE)  # fmt: skip
 
 

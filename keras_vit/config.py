@@ -20,6 +20,9 @@ import re
 
 POOLINGS = ("token", "gap", "map")
 ACTIVATIONS = ("gelu", "gelu_tanh", "quick_gelu")
+NORMS = ("layernorm", "rmsnorm")
+MLPS = ("mlp", "swiglu")
+ROTARY_COORDINATES = ("normalized", "index")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +71,81 @@ FLAT_ADAPTIVE = {
     "halting_target_depth": "target_depth",
 }
 _FLAT_NAME = {field: name for name, field in FLAT_ADAPTIVE.items()}  # errors say the names the flags use
+
+
+@dataclasses.dataclass(frozen=True)
+class Rotary:
+    """A 2-D rotary position embedding (RoPE) on the patch tokens: `ViTConfig.rotary`, `None` when off.
+
+    Each head's queries and keys are rotated by angles that grow with the
+    patch's row and column, so the attention logits depend on where two
+    patches are relative to each other; prefix tokens (class, registers) are
+    not rotated. With `d` the head width and `k = 0 .. d/4 - 1`, the angles
+    are `c * f_k`, `f_k = temperature ** (-k / (d/4))`, for each of the two
+    coordinates `c` of a patch: the first `d/4` from the first coordinate,
+    the next `d/4` from the second. The settings of timm's `pos_embed_sincos`
+    (`RotaryEmbeddingDinoV3`, `RotaryEmbeddingCat`), named as there where
+    they have a name:
+
+        DINOv3:        Rotary()  (the defaults)
+        EVA-02:        Rotary("index", 10000.0, reference_grid=(16, 16), rotate_half=False)
+        PE:            Rotary("index", 10000.0, reference_grid=(24, 24), grid_offset=1.0,
+                              grid_indexing="xy", rotate_half=False)
+        Naver RoPE-Axial: Rotary("index", 100.0, grid_indexing="xy", rotate_half=False)
+
+    (Naver's RoPE-Mixed learns its frequencies per block: not this record, refused by name.)
+
+    Args:
+        coordinates: `"normalized"` (DINOv3): patch centres `(i + 0.5 +
+            grid_offset) / n` mapped to `[-1, 1]` for a grid of `n` along that
+            axis, angles times `2 pi` (timm's `grid_type='centered'`); the same
+            image covers the same range at any resolution. `"index"` (EVA-02,
+            PE, Naver): the patch's index `i + grid_offset`, rescaled by
+            `reference_grid` when given. Defaults to `"normalized"`.
+        temperature: the base of the frequencies (timm's `rope_temperature`,
+            DINOv3's `base`). Defaults to `100.0`, DINOv3's.
+        reference_grid: `(rows, cols)` the index coordinates are scaled to,
+            `i * reference / n` (EVA's `ref_feat_shape`: the grid of the
+            pretraining resolution), or `None` for none. Defaults to `None`.
+        grid_offset: added to each index before use (PE's `rope_grid_offset=1`).
+            Defaults to `0.0`.
+        grid_indexing: `"ij"` (the first coordinate is the row) or `"xy"` (the
+            column: PE, Naver; timm's `rope_grid_indexing`). Defaults to `"ij"`.
+        rotate_half: pair channel `j` with `j + d/2` (`rotate_half`, DINOv3)
+            instead of `2j` with `2j + 1` (interleaved pairs: EVA, PE, Naver).
+            Defaults to `True`.
+
+    Example:
+
+    >>> Rotary("index", 10000.0, reference_grid=(16, 16), rotate_half=False).reference_grid
+    (16, 16)
+    """
+
+    coordinates: str = "normalized"
+    temperature: float = 100.0
+    reference_grid: tuple = None
+    grid_offset: float = 0.0
+    grid_indexing: str = "ij"
+    rotate_half: bool = True
+
+    def __post_init__(self):
+        if self.coordinates not in ROTARY_COORDINATES:
+            raise ValueError(f"Unknown rotary coordinates={self.coordinates!r}; expected one of {ROTARY_COORDINATES}.")
+        for key in ("temperature", "grid_offset"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                raise ValueError(f"rotary {key}={value!r} must be a number.")
+            object.__setattr__(self, key, float(value))
+        if not self.temperature > 0:
+            raise ValueError(f"rotary temperature={self.temperature!r} must be positive.")
+        if self.reference_grid is not None:
+            object.__setattr__(self, "reference_grid", to_pair(self.reference_grid, "rotary reference_grid"))
+            if self.coordinates != "index":
+                raise ValueError("rotary reference_grid rescales index coordinates: use it with coordinates='index'.")
+        if self.grid_indexing not in ("ij", "xy"):
+            raise ValueError(f"rotary grid_indexing={self.grid_indexing!r} must be 'ij' or 'xy'.")
+        if not isinstance(self.rotate_half, bool):
+            raise ValueError(f"rotary rotate_half={self.rotate_half!r} must be True or False.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,6 +274,35 @@ class ViTConfig:
             resampled in the graph to each input's patch grid (bicubic,
             antialiased, as timm's `dynamic_img_size`). Defaults to `False`.
 
+    The options of the 2025-26 families (DINOv3, EVA-02, PE, AIMv2; all off by default):
+
+    Args:
+        norm: every norm of the model, `"layernorm"` or `"rmsnorm"` (Keras'
+            `RMSNormalization`, `x / rms(x) * scale`: AIMv2), each with
+            `layer_norm_epsilon`. Defaults to `"layernorm"`.
+        mlp: `"mlp"` (Dense, activation, Dense) or `"swiglu"` (`silu(x W_g) *
+            (x W_v)`, then the output Dense: `mlp_dim` is the width of each
+            half; EVA-02, DINOv3 S+/H+, AIMv2). Defaults to `"mlp"`.
+        mlp_norm: a norm inside the MLP, before its output projection (EVA's
+            `scale_mlp`). Defaults to `False`.
+        qkv_bias: the query/key/value projection has a bias. Defaults to `True`.
+        key_bias: `False` keeps the key part of that bias at zero (EVA's
+            `k_bias` buffer, DINOv3's `mask_k_bias`); only with `qkv_bias`.
+            Defaults to `True`.
+        proj_bias: the attention's output projection has a bias. Defaults to `True`.
+        mlp_bias: the MLP's Dense layers have biases. Defaults to `True`.
+        qk_norm: a norm on each head's queries and keys. Defaults to `False`.
+        attention_norm: a norm on the attention's output before its output
+            projection (EVA-CLIP's `scale_attn_inner`). Defaults to `False`.
+        position_embedding: the learned absolute position table. `False`:
+            none (DINOv3, Naver's RoPE ViTs). Defaults to `True`.
+        rotary: a `Rotary` record, the 2-D rotary embedding on the patch
+            tokens' queries and keys, or `None` for none. Defaults to `None`.
+        map_num_heads: heads of the MAP head (`pooling="map"`), `None` for
+            `num_heads`. Defaults to `None`.
+        map_mlp_dim: the MAP head's MLP width, `None` for `mlp_dim`.
+            Defaults to `None`.
+
     Example:
 
     >>> config = ViTConfig.from_variant("B/16", image_size=384, num_classes=10)
@@ -230,6 +337,20 @@ class ViTConfig:
     pooled_norm: bool = False
     dynamic_image_size: bool = False
     adaptive_tokens: AdaptiveTokens = None
+    # The 2025-26 families' options (see the docstring); appended, in the order issue 20 fixed.
+    norm: str = "layernorm"
+    mlp: str = "mlp"
+    mlp_norm: bool = False
+    qkv_bias: bool = True
+    key_bias: bool = True
+    proj_bias: bool = True
+    mlp_bias: bool = True
+    qk_norm: bool = False
+    attention_norm: bool = False
+    position_embedding: bool = True
+    rotary: Rotary = None
+    map_num_heads: int = None
+    map_mlp_dim: int = None
     # 0.2.0's flat A-ViT arguments (`FLAT_ADAPTIVE`): folded into `adaptive_tokens`, not stored.
     halting_gate_scale: dataclasses.InitVar[float] = None
     halting_gate_center: dataclasses.InitVar[float] = None
@@ -269,6 +390,7 @@ class ViTConfig:
         ):
             raise ValueError(f"layer_norm_epsilon={self.layer_norm_epsilon!r} must be a positive number.")
         self._check_family_options(set_field)
+        self._check_block_options(set_field)
         set_field("adaptive_tokens", adaptive_record(self, dict(zip(FLAT_ADAPTIVE, flat_adaptive))))
 
     def _check_family_options(self, set_field):
@@ -294,6 +416,43 @@ class ViTConfig:
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"Unknown activation={self.activation!r}; expected one of {ACTIVATIONS}.")
 
+    def _check_block_options(self, set_field):
+        if self.norm not in NORMS:
+            raise ValueError(f"Unknown norm={self.norm!r}; expected one of {NORMS}.")
+        if self.mlp not in MLPS:
+            raise ValueError(f"Unknown mlp={self.mlp!r}; expected one of {MLPS}.")
+        for key in ("mlp_norm", "qkv_bias", "key_bias", "proj_bias", "mlp_bias", "qk_norm", "attention_norm",
+                    "position_embedding"):  # fmt: skip
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"{key}={getattr(self, key)!r} must be True or False.")
+        if not self.position_embedding:
+            if self.dynamic_image_size and self.rotary is None:
+                raise ValueError(
+                    "dynamic_image_size=True with position_embedding=False and no rotary embedding: nothing in "
+                    "the model depends on the image size; leave dynamic_image_size at False."
+                )
+            set_field("embed_prefix_tokens", True)  # where a table is added: without one, one spelling
+        if self.rotary is not None:
+            if not isinstance(self.rotary, Rotary):
+                raise ValueError(f"rotary={self.rotary!r} must be None or a keras_vit.config.Rotary record.")
+            head_dim = self.hidden_dim // self.num_heads
+            if head_dim % 4:
+                raise ValueError(
+                    f"rotary needs a head width divisible by 4 (two coordinates, sine and cosine pairs); "
+                    f"hidden_dim={self.hidden_dim} / num_heads={self.num_heads} = {head_dim}."
+                )
+        for key, model_value in (("map_num_heads", self.num_heads), ("map_mlp_dim", self.mlp_dim)):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            positive_int(value, key)
+            if self.pooling != "map":
+                raise ValueError(f"{key}={value!r} sizes the MAP head: it needs pooling='map' (got {self.pooling!r}).")
+            if value == model_value:
+                set_field(key, None)  # the blocks' own: one spelling, so equal models compare equal
+        if self.map_num_heads is not None and self.hidden_dim % self.map_num_heads:
+            raise ValueError(f"hidden_dim={self.hidden_dim} is not divisible by map_num_heads={self.map_num_heads}.")
+
     @classmethod
     def from_variant(cls, variant, **overrides):
         """The table's row for `variant` (`"B/16"`), with `overrides` (any field) applied.
@@ -316,10 +475,14 @@ class ViTConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self):
-        """Plain JSON types (pairs as lists), as stored in `keras_vit.json`."""
-        return {
-            key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()
-        }
+        """Plain JSON types (pairs as lists, records as dicts), as stored in `keras_vit.json`."""
+
+        def plain(value):
+            if isinstance(value, dict):
+                return {key: plain(v) for key, v in value.items()}
+            return list(value) if isinstance(value, tuple) else value
+
+        return {key: plain(value) for key, value in dataclasses.asdict(self).items()}
 
     @classmethod
     def from_dict(cls, fields):
@@ -329,6 +492,8 @@ class ViTConfig:
         if unknown:
             raise ValueError(f"Unknown ViTConfig field(s) {unknown}; known: {sorted(names)}.")
         fields = dict(fields)
+        if isinstance(fields.get("rotary"), dict):
+            fields["rotary"] = Rotary(**fields["rotary"])
         if isinstance(fields.get("adaptive_tokens"), dict):
             fields["adaptive_tokens"] = AdaptiveTokens(**fields["adaptive_tokens"])
         elif not fields.get("adaptive_tokens"):  # 0.2.0 stored its flat defaults with `false`

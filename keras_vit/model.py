@@ -1,7 +1,8 @@
 """The ViT's forward graph, written once: `build_model(config)`, and the views that reuse it.
 
-    images -> patch embedding -> [prefix tokens] -> position embedding -> dropout -> [LayerNorm]
+    images -> patch embedding -> [prefix tokens] -> [position embedding] -> dropout -> [LayerNorm]
            -> blocks -> LayerNorm -> pooling -> [pre-logits Dense + tanh] -> [head]
+    images -> [rotary embedding: the sine/cosine table every block's attention rotates with]
 
 The prefix tokens are the class token, DeiT's distillation token and
 registers, in that order (`[class, distillation, registers..., patches]`),
@@ -33,12 +34,13 @@ from keras_vit.layers import (
     AttentionPooling,
     ClassToken,
     ClassTokenPooling,
-    LayerNorm,
     PatchAveragePooling,
     PatchEmbedding,
     RegisterTokens,
+    RotaryEmbedding,
     TransformerBlock,
 )
+from keras_vit.layers.functions import make_norm
 from keras_vit.layers.halting import Halting, HaltingLoss
 
 # Every layer of the graph by its role, named once. `ViTLayers` holds them; layer-wise decay
@@ -48,7 +50,7 @@ from keras_vit.layers.halting import Halting, HaltingLoss
 ROLES = {
     # before the first block (layer-wise decay's depth 0)
     "embedding": ("patch_embedding", "class_token", "distillation_token", "register_tokens", "position_embedding",
-                  "embedding_dropout", "pre_norm"),
+                  "embedding_dropout", "pre_norm", "rotary_embedding"),
     # after the last block, before the heads
     "readout": ("encoder_norm", "pooled_norm", "token_pooling", "gap_pooling", "map_pooling", "distillation_pooling",
                 "pre_logits"),
@@ -86,6 +88,7 @@ class ViTLayers:
     head_dist: keras.layers.Layer = None
     head_average: keras.layers.Layer = None
     pooled_norm: bool = False  # `encoder_norm` (then named "pooled_norm") runs after the pooling
+    rotary_embedding: keras.layers.Layer = None  # weightless: the table of a rotary position embedding
 
     @classmethod
     def create(cls, config):
@@ -94,12 +97,15 @@ class ViTLayers:
         policy = keras.config.dtype_policy()
         float32_head = "float32" if policy.name.startswith("mixed") else policy
         dynamic = dict(grid=c.grid, patch_size=c.patch_size) if c.dynamic_image_size else {}
+        rotary = c.rotary
         return cls(
             patch_embedding=PatchEmbedding(c.patch_size, c.hidden_dim, use_bias=c.patch_bias, name="patch_embedding"),
             class_token=ClassToken(name="class_token") if c.class_token else None,
             position_embedding=AddPositionEmbedding(
                 c.num_prefix_tokens if c.embed_prefix_tokens else 0, name="position_embedding", **dynamic
-            ),
+            )
+            if c.position_embedding
+            else None,
             embedding_dropout=keras.layers.Dropout(c.dropout_rate, name="embedding_dropout"),
             blocks=[
                 TransformerBlock(
@@ -111,12 +117,13 @@ class ViTLayers:
                     layer_norm_epsilon=c.layer_norm_epsilon,
                     activation=c.activation,
                     layer_scale_init=c.layer_scale_init,
+                    **_block_options(c),
                     name=f"block_{i}",
                 )
                 for i in range(c.num_layers)
             ],
-            encoder_norm=LayerNorm(
-                epsilon=c.layer_norm_epsilon, name="pooled_norm" if c.pooled_norm else "encoder_norm"
+            encoder_norm=make_norm(
+                c.norm, c.layer_norm_epsilon, name="pooled_norm" if c.pooled_norm else "encoder_norm"
             ),
             pooling=_pooling(c),
             # flax nn.Dense's defaults, which the original code's pre_logits uses: lecun_normal, zero bias.
@@ -133,7 +140,7 @@ class ViTLayers:
             register_tokens=RegisterTokens(c.num_register_tokens, name="register_tokens")
             if c.num_register_tokens
             else None,
-            pre_norm=LayerNorm(epsilon=c.layer_norm_epsilon, name="pre_norm") if c.pre_norm else None,
+            pre_norm=make_norm(c.norm, c.layer_norm_epsilon, name="pre_norm") if c.pre_norm else None,
             distillation_pooling=ClassTokenPooling(1, name="distillation_pooling") if c.distillation else None,
             head_dist=keras.layers.Dense(
                 c.num_classes, kernel_initializer="zeros", dtype=float32_head, name="head_dist"
@@ -142,6 +149,18 @@ class ViTLayers:
             else None,
             head_average=keras.layers.Average(dtype=float32_head, name="head_average") if c.distillation else None,
             pooled_norm=c.pooled_norm,
+            # float32 under a mixed policy: the angles of far patches need it (the rotation casts back).
+            rotary_embedding=RotaryEmbedding(
+                c.hidden_dim // c.num_heads,
+                c.patch_size,
+                c.num_prefix_tokens,
+                grid=c.grid,
+                **dataclasses.asdict(rotary),
+                dtype=float32_head,
+                name="rotary_embedding",
+            )
+            if rotary is not None
+            else None,
         )
 
     @classmethod
@@ -153,7 +172,7 @@ class ViTLayers:
             key=lambda block: int(block.name.rpartition("_")[2]),
         )
         norm = layers.get("encoder_norm") or layers.get("pooled_norm")
-        missing = [name for name in ("patch_embedding", "position_embedding") if name not in layers]
+        missing = [name for name in ("patch_embedding",) if name not in layers]
         missing += [] if norm is not None else ["encoder_norm"]
         if missing or not blocks:
             raise ValueError(
@@ -163,7 +182,7 @@ class ViTLayers:
         return cls(
             patch_embedding=layers["patch_embedding"],
             class_token=layers.get("class_token"),
-            position_embedding=layers["position_embedding"],
+            position_embedding=layers.get("position_embedding"),
             embedding_dropout=layers["embedding_dropout"],
             blocks=blocks,
             encoder_norm=norm,
@@ -172,6 +191,7 @@ class ViTLayers:
             head=layers.get("head"),
             **{name: layers.get(name) for name in _OPTIONAL_LAYERS},
             pooled_norm=norm.name == "pooled_norm",
+            rotary_embedding=layers.get("rotary_embedding"),
         )
 
     @property
@@ -192,12 +212,34 @@ _OPTIONAL_LAYERS = ("distillation_token", "register_tokens", "pre_norm", "distil
                     "head_average")  # fmt: skip
 
 
+def _block_options(config):
+    """`TransformerBlock`'s arguments for the 2025-26 families' options of `config`."""
+    c = config
+    return dict(
+        norm=c.norm,
+        mlp=c.mlp,
+        mlp_norm=c.mlp_norm,
+        qkv_bias=c.qkv_bias,
+        key_bias=c.key_bias,
+        proj_bias=c.proj_bias,
+        mlp_bias=c.mlp_bias,
+        qk_norm=c.qk_norm,
+        attention_norm=c.attention_norm,
+        rotate_half=c.rotary.rotate_half if c.rotary is not None else True,
+    )
+
+
 def _pooling(config):
     if config.pooling == "token":
         return ClassTokenPooling(name="token_pooling")
     if config.pooling == "map":
         return AttentionPooling(
-            config.num_heads, config.mlp_dim, config.layer_norm_epsilon, config.activation, name="map_pooling"
+            config.map_num_heads or config.num_heads,
+            config.map_mlp_dim or config.mlp_dim,
+            config.layer_norm_epsilon,
+            config.activation,
+            norm=config.norm,
+            name="map_pooling",
         )
     if config.num_prefix_tokens:
         return PatchAveragePooling(config.num_prefix_tokens, name="gap_pooling")
@@ -208,8 +250,9 @@ def model_config(model):
     """The `ViTConfig` of a model made by `build_model` (or loaded from its `.keras` file), read from its layers."""
     layers = ViTLayers.of(model)
     first, last = layers.blocks[0], layers.blocks[-1]
-    position = layers.position_embedding
-    dynamic = getattr(position, "patch_size", None) is not None
+    position, rotary = layers.position_embedding, layers.rotary_embedding
+    dynamic = None in model.input_shape[1:3]
+    grid = position.grid if position is not None else rotary.grid if rotary is not None else None
     patch = layers.patch_embedding.patch_size
     pooling = {ClassTokenPooling: "token", AttentionPooling: "map"}.get(type(layers.pooling), "gap")
     return ViTConfig(
@@ -218,7 +261,7 @@ def model_config(model):
         num_heads=first.num_heads,
         mlp_dim=first.mlp_dim,
         patch_size=patch,
-        image_size=tuple(g * p for g, p in zip(position.grid, patch)) if dynamic else tuple(model.input_shape[1:3]),
+        image_size=tuple(g * p for g, p in zip(grid, patch)) if dynamic else tuple(model.input_shape[1:3]),
         num_channels=model.input_shape[-1],
         num_classes=layers.head.units if layers.head is not None else 0,
         include_top=layers.head is not None,
@@ -231,7 +274,7 @@ def model_config(model):
         class_token=layers.class_token is not None,
         num_register_tokens=layers.register_tokens.num_tokens if layers.register_tokens is not None else 0,
         distillation=layers.distillation_token is not None,
-        embed_prefix_tokens=position.num_prefix_tokens > 0 or layers.num_prefix_tokens == 0,
+        embed_prefix_tokens=position is None or position.num_prefix_tokens > 0 or layers.num_prefix_tokens == 0,
         layer_scale_init=getattr(first, "layer_scale_init", None),
         pre_norm=layers.pre_norm is not None,
         patch_bias=getattr(layers.patch_embedding, "use_bias", True),
@@ -239,6 +282,27 @@ def model_config(model):
         pooled_norm=layers.pooled_norm,
         dynamic_image_size=dynamic,
         **_halting_fields(model),
+        **_block_fields(first),
+        position_embedding=position is not None,
+        rotary=rotary.settings if rotary is not None else None,
+        **_map_fields(layers.pooling, first),
+    )
+
+
+def _block_fields(block):
+    """The `ViTConfig` fields of the 2025-26 options as a block holds them (0.2.0's blocks: the defaults)."""
+    options = ("norm", "mlp_norm", "qkv_bias", "key_bias", "proj_bias", "mlp_bias", "qk_norm", "attention_norm")
+    fields = {key: getattr(block, key) for key in options if hasattr(block, key)}
+    return {**fields, "mlp": getattr(block, "mlp_kind", "mlp")}
+
+
+def _map_fields(pooling, block):
+    """`map_num_heads` and `map_mlp_dim` of a MAP head, `None` where they are the blocks' own."""
+    if not isinstance(pooling, AttentionPooling):
+        return {}
+    return dict(
+        map_num_heads=None if pooling.num_heads == block.num_heads else pooling.num_heads,
+        map_mlp_dim=None if pooling.mlp_dim == block.mlp_dim else pooling.mlp_dim,
     )
 
 
@@ -280,6 +344,9 @@ class TokenState:
         sizes: `(B, T, 1)`, the patches each token stands for (token
             merging), or `None` for ones.
         num_prefix_tokens: class, distillation and register tokens at the front.
+        rotary: the `(T0, 2d)` sine/cosine table of a rotary embedding
+            (`keras_vit.layers.RotaryEmbedding`), indexed by `positions`; or
+            `None` for a model without one.
     """
 
     tokens: object
@@ -287,13 +354,14 @@ class TokenState:
     attention_bias: object = None
     sizes: object = None
     num_prefix_tokens: int = 0
+    rotary: object = None
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
 
     def block_arguments(self):
         """What a `TransformerBlock` call takes from the state besides the tokens (what is not `None`)."""
-        fields = {"attention_bias": self.attention_bias, "positions": self.positions}
+        fields = {"attention_bias": self.attention_bias, "positions": self.positions, "rotary": self.rotary}
         return {name: value for name, value in fields.items() if value is not None}
 
 
@@ -324,10 +392,12 @@ def embed(layers, images):
     dynamic = getattr(position, "patch_size", None) is not None
 
     def add_position(x):
+        if position is None:  # no absolute table (DINOv3, Naver's RoPE ViTs): positions come from the rotary
+            return x
         return position(x, images) if dynamic else position(x)
 
     x = layers.patch_embedding(images)  # (B, N, D)
-    embed_prefix = position.num_prefix_tokens > 0 or layers.num_prefix_tokens == 0
+    embed_prefix = position is None or position.num_prefix_tokens > 0 or layers.num_prefix_tokens == 0
     if not embed_prefix:
         x = add_position(x)  # the patches only (timm's no_embed_class)
     for prefix in layers.prefix_tokens:
@@ -336,7 +406,8 @@ def embed(layers, images):
         x = add_position(x)
     x = layers.embedding_dropout(x)
     x = layers.pre_norm(x) if layers.pre_norm is not None else x
-    return TokenState(x, num_prefix_tokens=layers.num_prefix_tokens)
+    rotary = layers.rotary_embedding(images) if layers.rotary_embedding is not None else None  # (T, 2d)
+    return TokenState(x, num_prefix_tokens=layers.num_prefix_tokens, rotary=rotary)
 
 
 def readout(layers, tokens):

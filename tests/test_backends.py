@@ -49,6 +49,19 @@ assert report.variant == "tiny/4"
 np.testing.assert_allclose(keras.ops.convert_to_numpy(keras_vit.apply_token_merging(model, r=0)(x)), logits, atol=1e-5)
 assert keras_vit.apply_token_merging(model, r=4)(x).shape == (32, 3)
 assert len(keras_vit.attention_model(model)(x)["attention"]) == 2
+
+# The 2025-26 options (issue 20): rotary at two sizes, SwiGLU, RMSNorm, qk-norm, the bias flags.
+from keras_vit.config import Rotary
+
+rotary = keras_vit.build_vit(
+    "tiny/4", image_size=16, num_classes=3, rotary=Rotary(), position_embedding=False, dynamic_image_size=True,
+    num_register_tokens=1, mlp="swiglu", norm="rmsnorm", qk_norm=True, key_bias=False, attention_norm=True,
+    mlp_norm=True,
+)  # fmt: skip
+rotary.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+rotary.fit(x, y, epochs=1, batch_size=8, verbose=0)
+assert rotary(x[:, :, :8]).shape == (32, 3) and np.all(np.isfinite(keras.ops.convert_to_numpy(rotary(x))))
+assert len(keras_vit.attention_model(rotary)(x[:, :8])["attention"]) == 2
 assert "tensorflow" not in sys.modules, "the core imported TensorFlow on the way"
 
 # Last: Keras' own serialisation imports TensorFlow when it is installed (`serialization_lib` checks

@@ -17,6 +17,7 @@ from scipy.special import erf
 import keras_vit
 from keras_vit.checkpoints.canonical import model_variables
 from keras_vit.checkpoints.resample import resample_position_embedding
+from keras_vit.config import Rotary
 from keras_vit.model import model_config
 
 TINY = dict(hidden_dim=16, num_layers=2, num_heads=2, mlp_dim=32, patch_size=4, image_size=(8, 12), num_classes=3)
@@ -43,6 +44,44 @@ FAMILIES = {
         ponder_loss_weight=1e-3,
         distribution_prior_weight=2e-3,
         halting_target_depth=1,
+    ),
+    # The 2025-26 families (issue 20), in small: each sets the options its architecture has.
+    "dinov3": dict(
+        rotary=Rotary(),
+        position_embedding=False,
+        num_register_tokens=2,
+        layer_scale_init=1e-5,
+        qkv_bias=False,
+        mlp="swiglu",
+        layer_norm_epsilon=1e-5,
+        dynamic_image_size=True,
+    ),
+    "eva02_clip": dict(
+        rotary=Rotary("index", 10000.0, reference_grid=(3, 3), rotate_half=False),
+        key_bias=False,
+        mlp="swiglu",
+        mlp_norm=True,
+        attention_norm=True,
+        pooling="gap",
+        class_token=True,
+        pooled_norm=True,
+    ),
+    "pe_core": dict(
+        rotary=Rotary("index", 10000.0, reference_grid=(3, 2), grid_offset=1.0, grid_indexing="xy", rotate_half=False),
+        pooling="map",
+        class_token=True,
+        map_num_heads=4,
+        map_mlp_dim=24,
+        pre_norm=True,
+        layer_norm_epsilon=1e-5,
+    ),
+    "aimv2": dict(
+        norm="rmsnorm", mlp="swiglu", qkv_bias=False, proj_bias=False, mlp_bias=False, qk_norm=True, pooling="gap"
+    ),
+    "naver_rope_axial": dict(
+        rotary=Rotary("index", 100.0, grid_indexing="xy", rotate_half=False),
+        position_embedding=False,
+        layer_scale_init=1e-5,
     ),
 }
 WITHOUT_REFERENCE = {"adaptive"}
@@ -86,10 +125,45 @@ def _canonical(model):
 # --- the reference -----------------------------------------------------------------------
 
 
-def _norm(x, w, name, eps):
+def _norm(x, w, name, eps, kind="layernorm"):
+    if kind == "rmsnorm":  # Zhang & Sennrich 2019: no centring, no bias
+        return x / np.sqrt((x**2).mean(-1, keepdims=True) + eps) * w[f"{name}/scale"]
     mean = x.mean(-1, keepdims=True)
     var = ((x - mean) ** 2).mean(-1, keepdims=True)
     return (x - mean) / np.sqrt(var + eps) * w[f"{name}/scale"] + w[f"{name}/bias"]
+
+
+def _rotary_sin_cos(rotary, grid, head_dim):
+    """`(N, d)` sines and cosines of timm's `build_rotary_pos_embed` / `RotaryEmbeddingDinoV3`, in NumPy."""
+    shape, reference = list(grid), rotary.reference_grid and list(rotary.reference_grid)
+    if rotary.grid_indexing == "xy":  # timm swaps the shapes, then meshgrid(indexing="xy") swaps the axes back
+        shape, reference = shape[::-1], reference and reference[::-1]
+    if rotary.coordinates == "normalized":
+        axes = [(np.arange(0.5, n) + rotary.grid_offset) / n for n in shape]
+    else:
+        axes = [np.arange(n) + rotary.grid_offset for n in shape]
+        if reference:
+            axes = [t / n * r for t, n, r in zip(axes, shape, reference)]
+    coords = np.stack(np.meshgrid(*axes, indexing=rotary.grid_indexing), -1).reshape(-1, 2)  # (N, 2)
+    if rotary.coordinates == "normalized":
+        coords = 2 * coords - 1
+    bands = head_dim // 4
+    frequencies = rotary.temperature ** -(np.arange(bands) / bands)
+    if rotary.coordinates == "normalized":  # DINOv3: 2 pi / period
+        frequencies = 2 * np.pi * frequencies
+    angles = (coords[:, :, None] * frequencies).reshape(len(coords), -1)  # (N, d/2)
+    angles = np.concatenate([angles, angles], -1) if rotary.rotate_half else np.repeat(angles, 2, -1)
+    return np.sin(angles), np.cos(angles)
+
+
+def _rotate(x, sin, cos, rotate_half):
+    """timm's `apply_rot_embed`: `x * cos + partner(x) * sin`, `x` `(B, h, N, d)`."""
+    if rotate_half:
+        half = x.shape[-1] // 2
+        partner = np.concatenate([-x[..., half:], x[..., :half]], -1)
+    else:
+        partner = np.stack([-x[..., 1::2], x[..., ::2]], -1).reshape(x.shape)
+    return x * cos + partner * sin
 
 
 def _act(x, activation):
@@ -100,19 +174,44 @@ def _act(x, activation):
     return x / (1 + np.exp(-1.702 * x))  # quick_gelu
 
 
-def _attention(query_tokens, tokens, w, name):
-    q = np.einsum("btd,dhk->bhtk", query_tokens, w[f"{name}/query/kernel"]) + w[f"{name}/query/bias"][None, :, None]
-    k = np.einsum("btd,dhk->bhtk", tokens, w[f"{name}/key/kernel"]) + w[f"{name}/key/bias"][None, :, None]
-    v = np.einsum("btd,dhk->bhtk", tokens, w[f"{name}/value/kernel"]) + w[f"{name}/value/bias"][None, :, None]
+def _attention(query_tokens, tokens, w, name, c=None, rotary=None):
+    """Multi-head attention; with a config `c`, its options (absent biases, qk-norm, rotary, inner norm)."""
+
+    def project(x, part):
+        bias = w.get(f"{name}/{part}/bias", np.zeros(w[f"{name}/{part}/kernel"].shape[1:]))
+        return np.einsum("btd,dhk->bhtk", x, w[f"{name}/{part}/kernel"]) + bias[None, :, None]
+
+    q, k, v = project(query_tokens, "query"), project(tokens, "key"), project(tokens, "value")
+    if c is not None and c.qk_norm:
+        q = _norm(q, w, f"{name}/query_norm", c.layer_norm_epsilon, c.norm)
+        k = _norm(k, w, f"{name}/key_norm", c.layer_norm_epsilon, c.norm)
+    if rotary is not None:  # the patches only: the prefix tokens are not rotated
+        sin, cos, prefix = rotary
+        q[:, :, prefix:] = _rotate(q[:, :, prefix:], sin, cos, c.rotary.rotate_half)
+        k[:, :, prefix:] = _rotate(k[:, :, prefix:], sin, cos, c.rotary.rotate_half)
     logits = q @ k.transpose(0, 1, 3, 2) / np.sqrt(q.shape[-1])
     weights = np.exp(logits - logits.max(-1, keepdims=True))
     weights /= weights.sum(-1, keepdims=True)
-    return np.einsum("bhtk,hkd->btd", weights @ v, w[f"{name}/out/kernel"]) + w[f"{name}/out/bias"]
+    y = (weights @ v).transpose(0, 2, 1, 3)  # (B, T, h, d)
+    if c is not None and c.attention_norm:
+        y = _norm(y.reshape(*y.shape[:2], -1), w, f"{name}/attention_norm", c.layer_norm_epsilon, c.norm)
+        y = y.reshape(*y.shape[:2], q.shape[1], -1)
+    return np.einsum("bthk,hkd->btd", y, w[f"{name}/out/kernel"]) + w.get(f"{name}/out/bias", 0)
 
 
-def _mlp(x, w, name, activation):
-    h = _act(x @ w[f"{name}/Dense_0/kernel"] + w[f"{name}/Dense_0/bias"], activation)
-    return h @ w[f"{name}/Dense_1/kernel"] + w[f"{name}/Dense_1/bias"]
+def _mlp(x, w, name, activation, c=None):
+    if c is not None and c.mlp == "swiglu":  # Shazeer 2020: silu(x W_gate) * (x W_value)
+        gate = x @ w[f"{name}/Dense_0_gate/kernel"] + w.get(f"{name}/Dense_0_gate/bias", 0)
+        h = (
+            gate
+            / (1 + np.exp(-gate))
+            * (x @ w[f"{name}/Dense_0_value/kernel"] + w.get(f"{name}/Dense_0_value/bias", 0))
+        )
+    else:
+        h = _act(x @ w[f"{name}/Dense_0/kernel"] + w.get(f"{name}/Dense_0/bias", 0), activation)
+    if c is not None and c.mlp_norm:
+        h = _norm(h, w, f"{name}/LayerNorm_0", c.layer_norm_epsilon, c.norm)
+    return h @ w[f"{name}/Dense_1/kernel"] + w.get(f"{name}/Dense_1/bias", 0)
 
 
 def reference_forward(c, w, images):
@@ -124,21 +223,27 @@ def reference_forward(c, w, images):
     x = x + w.get("embedding/bias", 0)
     prefix = [w[key] for key in ("cls", "dist", "reg") if key in w]  # [class, distillation, registers..., patches]
     prefix = np.concatenate([np.broadcast_to(p, (b, *p.shape[1:])) for p in prefix], 1) if prefix else x[:, :0]
-    position = w["Transformer/posembed_input/pos_embedding"]
+    position = w["Transformer/posembed_input/pos_embedding"] if c.position_embedding else 0
     if c.embed_prefix_tokens:
         x = np.concatenate([prefix, x], 1) + position
     else:
         x = np.concatenate([prefix, x + position], 1)
+    rotary = None
+    if c.rotary is not None:
+        grid = (height // ph, width // pw)
+        rotary = (*_rotary_sin_cos(c.rotary, grid, c.hidden_dim // c.num_heads), prefix.shape[1])
+    norm = c.norm
     if c.pre_norm:
-        x = _norm(x, w, "Transformer/pre_norm", eps)
+        x = _norm(x, w, "Transformer/pre_norm", eps, norm)
     for i in range(c.num_layers):
         block = f"Transformer/encoderblock_{i}/"
-        y = _attention(*[_norm(x, w, block + "LayerNorm_0", eps)] * 2, w, block + "MultiHeadDotProductAttention_1")
+        y = _norm(x, w, block + "LayerNorm_0", eps, norm)
+        y = _attention(y, y, w, block + "MultiHeadDotProductAttention_1", c, rotary)
         x = x + y * w.get(block + "LayerScale_0/scale", 1)
-        y = _mlp(_norm(x, w, block + "LayerNorm_2", eps), w, block + "MlpBlock_3", c.activation)
+        y = _mlp(_norm(x, w, block + "LayerNorm_2", eps, norm), w, block + "MlpBlock_3", c.activation, c)
         x = x + y * w.get(block + "LayerScale_1/scale", 1)
     if not c.pooled_norm:
-        x = _norm(x, w, "Transformer/encoder_norm", eps)
+        x = _norm(x, w, "Transformer/encoder_norm", eps, norm)
     if c.pooling == "token":
         pooled = x[:, 0]
     elif c.pooling == "gap":
@@ -146,9 +251,10 @@ def reference_forward(c, w, images):
     else:  # big_vision's MAPHead
         probe = np.broadcast_to(w["MAPHead_0/probe"], (b, 1, c.hidden_dim))
         y = _attention(probe, x, w, "MAPHead_0/MultiHeadDotProductAttention_0")
-        pooled = (y + _mlp(_norm(y, w, "MAPHead_0/LayerNorm_0", eps), w, "MAPHead_0/MlpBlock_0", c.activation))[:, 0]
+        y = y + _mlp(_norm(y, w, "MAPHead_0/LayerNorm_0", eps, norm), w, "MAPHead_0/MlpBlock_0", c.activation)
+        pooled = y[:, 0]
     if c.pooled_norm:
-        pooled = _norm(pooled, w, "Transformer/encoder_norm", eps)
+        pooled = _norm(pooled, w, "Transformer/encoder_norm", eps, norm)
     if c.representation_size is not None:
         pooled = np.tanh(pooled @ w["pre_logits/kernel"] + w["pre_logits/bias"])
     out = pooled @ w["head/kernel"] + w["head/bias"] if c.include_top else pooled
@@ -259,3 +365,47 @@ def test_features_model_returns_grids_and_the_pooled_class_token(to_numpy):
 def test_family_options_are_checked(change, match):
     with pytest.raises(ValueError, match=match):
         keras_vit.ViTConfig(**TINY, **change)
+
+
+# --- the views on a rotary model (issue 20): the rotation follows the tokens ---------------
+
+
+def test_attention_maps_and_features_run_on_a_rotary_model(to_numpy):
+    config = _config("dinov3").replace(include_top=False)  # registers, no position table, any size
+    model = _perturbed(config)
+    images = np.random.default_rng(7).normal(size=(2, 12, 8, 3)).astype("float32")  # not the native 8x12
+    view = keras_vit.attention_model(model)(images)
+    np.testing.assert_allclose(to_numpy(view["logits"]), to_numpy(model(images)), rtol=1e-5, atol=1e-5)
+    assert to_numpy(view["attention"][-1]).shape == (2, 2, 3 + 6, 3 + 6)
+    features = keras_vit.features_model(model, blocks=[-1], norm=True, prefix_tokens=True)(images)
+    np.testing.assert_allclose(
+        to_numpy(features["block_1_prefix"])[:, 0], to_numpy(model(images)), rtol=1e-5, atol=1e-5
+    )
+    assert to_numpy(features["block_1"]).shape == (2, 3, 2, 16)
+
+
+def test_token_merging_carries_the_rotary_positions(to_numpy):
+    config = _config("naver_rope_axial").replace(image_size=(16, 12))  # a class token alone: merging applies
+    model = _perturbed(config, seed=1)
+    images = _images(config, 2, seed=8)
+    np.testing.assert_array_equal(to_numpy(keras_vit.apply_token_merging(model, 0)(images)), to_numpy(model(images)))
+    merged = keras_vit.apply_token_merging(model, 3)
+    assert merged.get_layer("block_1").output[0].shape == (None, 13 - 6, 16)
+    assert np.all(np.isfinite(to_numpy(merged(images))))
+
+
+def test_gathered_a_vit_path_on_a_rotary_model_equals_the_masked_one(to_numpy):
+    """The gathered path drops halted tokens: the survivors must keep their own rotation rows."""
+    from keras_vit.views.adaptive import gathered_forward, halting_model
+
+    config = _config("naver_rope_axial").replace(
+        num_layers=3, adaptive_tokens=True, halting_gate_scale=5.0, halting_gate_center=0.0
+    )
+    model = _perturbed(config, seed=2)
+    images = _images(config, 2, seed=9)
+    masked = to_numpy(halting_model(model)(images))
+    assert len(np.unique(masked["depth"])) > 1, "the gate should halt tokens after different blocks"
+    for i in range(2):
+        logits, depth = to_numpy(gathered_forward(model, images[i : i + 1], all_tokens=True))
+        np.testing.assert_allclose(logits, masked["logits"][i : i + 1], rtol=1e-4, atol=1e-4)
+        np.testing.assert_array_equal(depth, masked["depth"][i : i + 1])

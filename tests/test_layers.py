@@ -19,9 +19,11 @@ from keras_vit.layers import (
     PatchEmbedding,
     PatchGrid,
     RegisterTokens,
+    RotaryEmbedding,
     SelfAttention,
     TokenSlice,
     TransformerBlock,
+    apply_rotary,
     gelu,
     gelu_for_training,
 )
@@ -118,6 +120,87 @@ CASES = {
         (2, 8),
     ),
     "token_slice": (lambda: TokenSlice(0, 3), (2, 7, 8), {}, (2, 3, 8)),
+    # The 2025-26 families' options (issue 20).
+    "rotary_embedding": (
+        lambda: RotaryEmbedding(head_dim=8, patch_size=4, num_prefix_tokens=1, grid=(2, 3)),
+        (2, 8, 12, 3),
+        {},
+        (7, 16),  # one table for the batch: (prefix + patches, sines | cosines)
+    ),
+    "rotary_embedding_index": (
+        lambda: RotaryEmbedding(
+            head_dim=4,
+            patch_size=(4, 2),
+            coordinates="index",
+            temperature=10000.0,
+            reference_grid=(3, 3),
+            grid_offset=1.0,
+            grid_indexing="xy",
+            rotate_half=False,
+        ),
+        (2, 8, 12, 3),
+        {},
+        (12, 8),
+    ),
+    "self_attention_with_options": (
+        lambda: SelfAttention(
+            num_heads=2, key_bias=False, proj_bias=False, qk_norm=True, attention_norm=True, norm="rmsnorm"
+        ),
+        (2, 7, 8),
+        {
+            "qkv/kernel": (8, 24),
+            "query_bias": (8,),
+            "value_bias": (8,),
+            "output/kernel": (8, 8),
+            "query_norm/scale": (4,),
+            "key_norm/scale": (4,),
+            "attention_norm/scale": (8,),
+        },
+        (2, 7, 8),
+    ),
+    "transformer_block_swiglu": (
+        lambda: TransformerBlock(
+            num_heads=2, mlp_dim=16, mlp="swiglu", mlp_norm=True, qkv_bias=False, mlp_bias=False, qk_norm=True
+        ),
+        (2, 7, 8),
+        {
+            "norm_1/gamma": (8,),
+            "norm_1/beta": (8,),
+            "attention/qkv/kernel": (8, 24),
+            "attention/output/kernel": (8, 8),
+            "attention/output/bias": (8,),
+            "attention/query_norm/gamma": (4,),
+            "attention/query_norm/beta": (4,),
+            "attention/key_norm/gamma": (4,),
+            "attention/key_norm/beta": (4,),
+            "norm_2/gamma": (8,),
+            "norm_2/beta": (8,),
+            "mlp_dense_1/kernel": (8, 32),  # (gate | value)
+            "mlp_norm/gamma": (16,),
+            "mlp_norm/beta": (16,),
+            "mlp_dense_2/kernel": (16, 8),
+        },
+        (2, 7, 8),
+    ),
+    "attention_pooling_rmsnorm": (
+        lambda: AttentionPooling(num_heads=4, mlp_dim=12, norm="rmsnorm"),
+        (2, 7, 8),
+        {
+            "probe": (1, 1, 8),
+            "query/kernel": (8, 8),
+            "query/bias": (8,),
+            "key_value/kernel": (8, 16),
+            "key_value/bias": (16,),
+            "output/kernel": (8, 8),
+            "output/bias": (8,),
+            "norm/scale": (8,),
+            "mlp_dense_1/kernel": (8, 12),
+            "mlp_dense_1/bias": (12,),
+            "mlp_dense_2/kernel": (12, 8),
+            "mlp_dense_2/bias": (8,),
+        },
+        (2, 8),
+    ),
 }
 # Layers of two inputs, which the table's one-input checks cannot call; their own tests below.
 TWO_INPUTS = {"PatchGrid"}
@@ -451,3 +534,72 @@ def test_gelu_for_training_under_mixed_precision_equals_keras_gelu(policy, value
     tolerance = HALF_TOLERANCE[policy]
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance)
+
+
+# --- the rotary embedding (issue 20) ---------------------------------------------------
+
+
+def test_rotary_leaves_the_prefix_tokens_and_keeps_each_pairs_norm(to_numpy):
+    x = _random((2, 3, 8, 8))
+    for rotate_half in (True, False):  # the table's layout and the rotation's pairing go together
+        layer = RotaryEmbedding(head_dim=8, patch_size=4, num_prefix_tokens=2, rotate_half=rotate_half)
+        table = layer(_random((1, 8, 12, 3)))  # (8, 16)
+        y = to_numpy(apply_rotary(x, table, rotate_half))
+        np.testing.assert_array_equal(y[:, :, :2], x[:, :, :2])
+        pairs = (
+            (lambda a: np.stack([a[..., :4], a[..., 4:]], -1)) if rotate_half else (lambda a: a.reshape(2, 3, 8, 4, 2))
+        )
+        np.testing.assert_allclose(np.linalg.norm(pairs(y), axis=-1), np.linalg.norm(pairs(x), axis=-1), rtol=1e-5)
+        assert not np.allclose(y[:, :, 2:], x[:, :, 2:])
+
+
+def test_rotary_logits_depend_on_the_offset_between_patches_only(to_numpy):
+    """RoPE's point (Su et al. 2021): with index coordinates, q.k of two patches sees only their displacement."""
+    layer = RotaryEmbedding(head_dim=8, patch_size=1, coordinates="index", rotate_half=False)
+    table = layer(_random((1, 4, 4, 1)))  # 16 patches, row-major
+    q, k = np.broadcast_to(_random((8,)), (1, 1, 16, 8)), np.broadcast_to(_random((8,), 1), (1, 1, 16, 8))
+    logits = to_numpy(apply_rotary(q, table, False))[0, 0] @ to_numpy(apply_rotary(k, table, False))[0, 0].T
+    np.testing.assert_allclose(logits[0 * 4 + 0, 1 * 4 + 2], logits[2 * 4 + 1, 3 * 4 + 3], rtol=1e-4)  # both (+1, +2)
+    assert not np.isclose(logits[0, 1 * 4 + 2], logits[0, 2 * 4 + 1])
+
+
+def test_rotary_rows_follow_the_positions_of_moved_tokens(to_numpy):
+    table = RotaryEmbedding(head_dim=8, patch_size=4, num_prefix_tokens=1)(_random((1, 8, 12, 3)))  # 7 tokens
+    x = _random((2, 2, 7, 8))
+    order = np.array([[0, 5, 2, 6], [0, 1, 4, 3]], "int32")  # each image keeps its own tokens, in its own order
+    moved = np.take_along_axis(x, order[:, None, :, None], axis=2)
+    expected = np.take_along_axis(to_numpy(apply_rotary(x, table)), order[:, None, :, None], axis=2)
+    np.testing.assert_allclose(to_numpy(apply_rotary(moved, table, positions=order)), expected, rtol=1e-6)
+
+
+def test_rotary_table_at_a_dynamic_size_equals_the_static_one(to_numpy):
+    layer = RotaryEmbedding(head_dim=8, patch_size=4, num_prefix_tokens=1, coordinates="normalized")
+    model = keras.Model(inputs := keras.Input((None, None, 3)), layer(inputs))
+    images = _random((1, 12, 20, 3))
+    np.testing.assert_allclose(to_numpy(model(images)), to_numpy(layer(images)), rtol=1e-6, atol=1e-7)
+    assert to_numpy(model(images)).shape == (1 + 15, 16)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(head_dim=6), "head_dim=6 must be a multiple of 4"),
+        (dict(coordinates="pixel"), "Unknown rotary coordinates='pixel'"),
+        (dict(grid_indexing="yx"), "rotary grid_indexing='yx' must be 'ij' or 'xy'"),
+        (dict(reference_grid=(16, 16)), "reference_grid rescales index coordinates"),
+        (dict(temperature=0), "rotary temperature=0.0 must be positive"),
+    ],
+)
+def test_rotary_embedding_rejects_invalid_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        RotaryEmbedding(**{"head_dim": 8, "patch_size": 4, **kwargs})
+
+
+def test_rms_norm_is_keras_own_and_computes_timms():
+    norm = vit_layers.functions.make_norm("rmsnorm", 1e-5, "norm")
+    assert type(norm) is keras.layers.RMSNormalization
+    x = _random((3, 8))
+    norm.build(x.shape)
+    norm.scale.assign(_random((8,), 1))
+    expected = x / np.sqrt((x**2).mean(-1, keepdims=True) + 1e-5) * keras.ops.convert_to_numpy(norm.scale)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(norm(x)), expected, rtol=1e-5)

@@ -200,7 +200,7 @@ def _convert(match, template, transform, value, num_heads):
 
 # --- which tensor each model variable holds -------------------------------------------------
 
-_NORM = {"gamma": "scale", "beta": "bias"}
+_NORM = {"gamma": "scale", "beta": "bias", "scale": "scale"}  # LayerNorm's two, RMSNormalization's one
 _LEAVES = ("kernel", "bias")
 # Our layer name -> {weight path inside the layer: key in the original checkpoints}.
 _LAYER_KEYS = {
@@ -225,7 +225,15 @@ _BLOCK_KEYS = {
     **{f"mlp_dense_{i + 1}/{leaf}": f"MlpBlock_3/Dense_{i}/{leaf}" for i in range(2) for leaf in _LEAVES},
     "layer_scale_1/scale": "LayerScale_0/scale",
     "layer_scale_2/scale": "LayerScale_1/scale",
-}
+    # The 2025-26 options (no original code has them: named after the block's own keys).
+    **{f"attention/{norm}/{ours}": f"{BLOCK_ATTENTION}{norm}/{theirs}" for ours, theirs in _NORM.items()
+       for norm in ("query_norm", "key_norm", "attention_norm")},
+    **{f"mlp_norm/{ours}": f"MlpBlock_3/LayerNorm_0/{theirs}" for ours, theirs in _NORM.items()},
+}  # fmt: skip
+# SwiGLU: `mlp_dense_1` holds (gate | value) side by side, two checkpoint tensors each (timm's packed `fc1`).
+SWIGLU_PARTS = ("Dense_0_gate", "Dense_0_value")
+# Without a key bias (`key_bias=False`) the query and value biases are weights of their own.
+_SPLIT_BIASES = {"attention/query_bias": "query", "attention/value_bias": "value"}
 # big_vision's MAPHead (SigLIP): our `AttentionPooling` weights -> its keys. The attention projections are
 # per head as in the blocks; keys and values share one fused `(D, 2D)` kernel, as timm's `kv`.
 _MAP = "MAPHead_0/"
@@ -273,6 +281,13 @@ def _block_variables(layer):
             shape = (dim, heads, dim // heads) if inner.endswith("kernel") else (heads, dim // heads)
             for i, part in enumerate(_QKV_PARTS):
                 out[prefix + _FUSED_QKV[inner].format(part)] = _View(variable, shape, i, 3)
+        elif inner in _SPLIT_BIASES:
+            out[f"{prefix}{BLOCK_ATTENTION}{_SPLIT_BIASES[inner]}/bias"] = _View(variable, (heads, dim // heads))
+        elif inner.startswith("mlp_dense_1/") and getattr(layer, "mlp_kind", "mlp") == "swiglu":
+            leaf = inner.rpartition("/")[2]
+            shape = (*variable.shape[:-1], dim // 2)
+            for i, part in enumerate(SWIGLU_PARTS):
+                out[f"{prefix}MlpBlock_3/{part}/{leaf}"] = _View(variable, shape, i, 2)
         elif inner == "attention/output/kernel":
             out[prefix + _BLOCK_KEYS[inner]] = _View(variable, (heads, dim // heads, dim))
         else:

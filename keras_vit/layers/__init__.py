@@ -3,6 +3,7 @@
     image -> PatchEmbedding -> ClassToken (RegisterTokens) -> AddPositionEmbedding   embedding.py
           -> TransformerBlock x L (SelfAttention, LayerScale)                        blocks.py
           -> LayerNorm -> ClassTokenPooling | PatchAveragePooling | AttentionPooling  pooling.py
+    images -> RotaryEmbedding: the sine/cosine table the attention rotates with  rotary.py
     LayerNorm and GELU with hand-written gradients, the MLP's activation             functions.py
 
 Every layer takes its sizes in `__init__`, creates all its weights in `build`
@@ -28,6 +29,7 @@ from keras_vit.layers.pooling import (
     PatchGrid,
     TokenSlice,
 )
+from keras_vit.layers.rotary import RotaryEmbedding, apply_rotary, rotary_angles
 
 __all__ = [
     "AddPositionEmbedding",
@@ -40,12 +42,15 @@ __all__ = [
     "PatchEmbedding",
     "PatchGrid",
     "RegisterTokens",
+    "RotaryEmbedding",
     "SelfAttention",
     "TokenSlice",
     "TransformerBlock",
     "activate",
     "antialiased_bicubic_matrix",
+    "apply_rotary",
     "gelu",
     "gelu_for_training",
     "layer_norm",
+    "rotary_angles",
 ]

@@ -9,9 +9,10 @@ Legend: `B` batch, `T` tokens, `D` hidden_dim, `h` heads, `d = D / h`.
 import keras
 from keras import ops
 
-from keras_vit.config import ACTIVATIONS, positive_int, rate
-from keras_vit.layers.functions import LayerNorm, activate
+from keras_vit.config import ACTIVATIONS, MLPS, positive_int, rate
+from keras_vit.layers.functions import activate, boolean, make_norm, norm_kind
 from keras_vit.layers.policies import dtype_config
+from keras_vit.layers.rotary import apply_rotary
 
 _register = keras.saving.register_keras_serializable(package="keras_vit")
 
@@ -34,18 +35,37 @@ class SelfAttention(keras.layers.Layer):
     rung of the ladder). The test suite checks this layer against Keras'
     `MultiHeadAttention` holding the same weights.
 
+    The options of the newer families (`keras_vit.ViTConfig` has each):
+    bias flags per projection, a norm on each head's queries and keys
+    (`qk_norm`), a norm before the output projection (`attention_norm`), and
+    a rotary embedding applied to the queries and keys after their norms.
+
     Args:
         num_heads: attention heads; must divide `D`.
         dropout_rate: dropout on the attention weights. Defaults to `0.0`.
+        qkv_bias: the query/key/value projection has a bias. Defaults to `True`.
+        key_bias: with `qkv_bias`, `False` leaves the keys without one (the
+            projection is then bias-free and the query and value biases are
+            the weights `query_bias` and `value_bias`). Defaults to `True`.
+        proj_bias: the output projection has a bias. Defaults to `True`.
+        qk_norm: norms `query_norm` and `key_norm` over each head's `d`
+            channels. Defaults to `False`.
+        attention_norm: a norm `attention_norm` over `D` before the output
+            projection. Defaults to `False`.
+        norm: `"layernorm"` or `"rmsnorm"`, for those norms. Defaults to `"layernorm"`.
+        layer_norm_epsilon: their epsilon. Defaults to `1e-6`.
+        rotate_half: how a rotary table pairs channels (see
+            `keras_vit.config.Rotary`); read only with `rotary`. Defaults to `True`.
 
     Call arguments:
         tokens: `(B, T, D)`.
         attention_bias: optional logits bias broadcastable to
             `(B, heads, T, T)` (token merging adds `log(size)` of the keys).
         positions: optional `(B, T)` int32, each token's index in the
-            embedded sequence (`keras_vit.model.TokenState`), for a
-            position-dependent attention (a rotary embedding); attention with
-            an absolute position embedding, as here, does not read it.
+            embedded sequence (`keras_vit.model.TokenState`): which row of
+            `rotary` each token takes. `None`: token `i` is at `i`.
+        rotary: optional `(T0, 2d)` table of a `RotaryEmbedding`, rotating
+            the queries and keys (`keras_vit.layers.rotary`).
         training: whether dropout is active.
         return_attention_scores: also return the `(B, heads, T, T)` weights.
         return_keys: also return the keys, `(B, heads, T, d)`.
@@ -54,26 +74,64 @@ class SelfAttention(keras.layers.Layer):
         `(B, T, D)`, followed by the weights and keys when asked.
     """
 
-    def __init__(self, num_heads, dropout_rate=0.0, **kwargs):
+    def __init__(
+        self,
+        num_heads,
+        dropout_rate=0.0,
+        qkv_bias=True,
+        key_bias=True,
+        proj_bias=True,
+        qk_norm=False,
+        attention_norm=False,
+        norm="layernorm",
+        layer_norm_epsilon=1e-6,
+        rotate_half=True,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.num_heads = positive_int(num_heads, "num_heads")
         self.dropout_rate = rate(dropout_rate, "dropout_rate")
+        for key, value in (("qkv_bias", qkv_bias), ("key_bias", key_bias), ("proj_bias", proj_bias),
+                           ("qk_norm", qk_norm), ("attention_norm", attention_norm), ("rotate_half", rotate_half)):  # fmt: skip
+            setattr(self, key, boolean(value, key))
+        self.norm = norm_kind(norm)
+        self.layer_norm_epsilon = layer_norm_epsilon
 
     def build(self, input_shape):
         hidden_dim = input_shape[-1]
         if hidden_dim % self.num_heads:
             raise ValueError(f"hidden_dim={hidden_dim} is not divisible by num_heads={self.num_heads}.")
+        head_dim = hidden_dim // self.num_heads
         # Columns of `qkv` are (query | key | value), each head-major (heads, d), as timm's `qkv`.
         # Each part is initialised as the original code's own (D, D) xavier-uniform projection:
         # fan_avg over the fused (D, 3D) kernel is 2D, so scale 2 gives the limit sqrt(3 / D).
         qkv_init = keras.initializers.VarianceScaling(2.0, mode="fan_avg", distribution="uniform")
-        self.qkv = keras.layers.Dense(3 * hidden_dim, kernel_initializer=qkv_init, dtype=self.dtype_policy, name="qkv")
+        fused_bias = self.qkv_bias and self.key_bias
+        self.qkv = keras.layers.Dense(
+            3 * hidden_dim, use_bias=fused_bias, kernel_initializer=qkv_init, dtype=self.dtype_policy, name="qkv"
+        )
+        self.query_bias = self.value_bias = None
+        if self.qkv_bias and not self.key_bias:  # a key bias would cancel in the softmax anyway: EVA fixes it at 0
+            self.query_bias = self.add_weight(name="query_bias", shape=(hidden_dim,), initializer="zeros")
+            self.value_bias = self.add_weight(name="value_bias", shape=(hidden_dim,), initializer="zeros")
         self.output_dense = keras.layers.Dense(
-            hidden_dim, kernel_initializer="glorot_uniform", dtype=self.dtype_policy, name="output"
+            hidden_dim,
+            use_bias=self.proj_bias,
+            kernel_initializer="glorot_uniform",
+            dtype=self.dtype_policy,
+            name="output",
         )
         self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy, name="dropout")
+        norm = dict(kind=self.norm, epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy)
+        self.query_norm = make_norm(name="query_norm", **norm) if self.qk_norm else None
+        self.key_norm = make_norm(name="key_norm", **norm) if self.qk_norm else None
+        self.attention_norm_layer = make_norm(name="attention_norm", **norm) if self.attention_norm else None
         self.qkv.build((None, hidden_dim))
         self.output_dense.build((None, hidden_dim))
+        for layer, width in ((self.query_norm, head_dim), (self.key_norm, head_dim),
+                             (self.attention_norm_layer, hidden_dim)):  # fmt: skip
+            if layer is not None:
+                layer.build((None, width))
 
     def call(
         self,
@@ -83,13 +141,22 @@ class SelfAttention(keras.layers.Layer):
         return_attention_scores=False,
         return_keys=False,
         positions=None,
+        rotary=None,
     ):
         batch, length, dim = ops.shape(tokens)[0], ops.shape(tokens)[1], tokens.shape[-1]
         heads = self.num_heads
         qkv = self.qkv(ops.reshape(tokens, (-1, dim)))  # (B*T, 3D)
+        if self.query_bias is not None:
+            query_bias, value_bias = (ops.cast(bias, qkv.dtype) for bias in (self.query_bias, self.value_bias))
+            qkv = qkv + ops.concatenate([query_bias, ops.zeros_like(query_bias), value_bias], axis=0)
         qkv = ops.transpose(ops.reshape(qkv, (batch, length, 3, heads, dim // heads)), (2, 0, 3, 1, 4))
         # unstack, not qkv[i]: the gradient of a slice writes a zero-filled copy of all of qkv, per slice.
         query, key, value = ops.unstack(qkv, 3, axis=0)  # (B, heads, T, d) each
+        if self.query_norm is not None:
+            query, key = self.query_norm(query), self.key_norm(key)
+        if rotary is not None:  # after the norms, as timm
+            query = apply_rotary(query, rotary, self.rotate_half, positions)
+            key = apply_rotary(key, rotary, self.rotate_half, positions)
         query = query * ((dim // heads) ** -0.5)
         logits = ops.matmul(query, ops.swapaxes(key, -1, -2))  # (B, heads, T, T)
         if attention_bias is not None:
@@ -97,7 +164,10 @@ class SelfAttention(keras.layers.Layer):
         # Softmax in float32 under mixed precision (the casts vanish in float32).
         weights = ops.cast(ops.softmax(ops.cast(logits, "float32"), axis=-1), logits.dtype)
         y = ops.matmul(self.dropout(weights, training=training), value)  # (B, heads, T, d)
-        y = self.output_dense(ops.reshape(ops.transpose(y, (0, 2, 1, 3)), (-1, dim)))  # (B*T, D)
+        y = ops.reshape(ops.transpose(y, (0, 2, 1, 3)), (-1, dim))  # (B*T, D)
+        if self.attention_norm_layer is not None:
+            y = self.attention_norm_layer(y)
+        y = self.output_dense(y)
         outputs = (ops.reshape(y, (batch, length, dim)),)
         outputs += (weights,) if return_attention_scores else ()
         outputs += (key,) if return_keys else ()
@@ -111,6 +181,7 @@ class SelfAttention(keras.layers.Layer):
         return_attention_scores=False,
         return_keys=False,
         positions=None,
+        rotary=None,
     ):
         # Symbolic calls see the flags here (`compute_output_shape` does not), so they return the
         # same tuple as eager ones: tokens, then weights, then keys.
@@ -132,6 +203,14 @@ class SelfAttention(keras.layers.Layer):
             "dtype": dtype_config(self),
             "num_heads": self.num_heads,
             "dropout_rate": self.dropout_rate,
+            "qkv_bias": self.qkv_bias,
+            "key_bias": self.key_bias,
+            "proj_bias": self.proj_bias,
+            "qk_norm": self.qk_norm,
+            "attention_norm": self.attention_norm,
+            "norm": self.norm,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "rotate_half": self.rotate_half,
         }
 
 
@@ -205,6 +284,16 @@ class TransformerBlock(keras.layers.Layer):
         layer_scale_init: with a value, each branch's output is multiplied
             by a learned per-channel `LayerScale` starting there (DeiT III,
             DINOv2): `x = x + DropPath(gamma * branch(x))`. Defaults to `None`.
+        norm: `"layernorm"` or `"rmsnorm"`, every norm of the block.
+            Defaults to `"layernorm"`.
+        mlp: `"mlp"` or `"swiglu"`: `mlp_dense_1` then holds the gate and
+            value halves side by side (`2 * mlp_dim` outputs, one matmul),
+            `silu(gate) * value` feeds `mlp_dense_2`. Defaults to `"mlp"`.
+        mlp_norm: a norm `mlp_norm` over `mlp_dim` before `mlp_dense_2`
+            (EVA's `scale_mlp`). Defaults to `False`.
+        mlp_bias: the MLP's Dense layers have biases. Defaults to `True`.
+        qkv_bias, key_bias, proj_bias, qk_norm, attention_norm, rotate_half:
+            the attention's (see `SelfAttention`).
 
     Call arguments:
         tokens: `(B, T, D)`.
@@ -214,6 +303,7 @@ class TransformerBlock(keras.layers.Layer):
             `(B, heads, T, T)` (adaptive tokens mask halted keys with it).
         positions: optional `(B, T)` int32 token positions, passed to the
             attention (see `SelfAttention`).
+        rotary: optional rotary table, passed to the attention.
 
     Returns:
         `(B, T, D)` (and the attention weights when asked).
@@ -229,6 +319,16 @@ class TransformerBlock(keras.layers.Layer):
         layer_norm_epsilon=1e-6,
         activation="gelu",
         layer_scale_init=None,
+        norm="layernorm",
+        mlp="mlp",
+        mlp_norm=False,
+        qkv_bias=True,
+        key_bias=True,
+        proj_bias=True,
+        mlp_bias=True,
+        qk_norm=False,
+        attention_norm=False,
+        rotate_half=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -244,6 +344,14 @@ class TransformerBlock(keras.layers.Layer):
         if layer_scale_init is not None and not (isinstance(layer_scale_init, (int, float)) and layer_scale_init > 0):
             raise ValueError(f"layer_scale_init={layer_scale_init!r} must be a positive number or None.")
         self.layer_scale_init = layer_scale_init
+        self.norm = norm_kind(norm)
+        if mlp not in MLPS:
+            raise ValueError(f"Unknown mlp={mlp!r}; expected one of {MLPS}.")
+        self.mlp_kind = mlp
+        for key, value in (("mlp_norm", mlp_norm), ("qkv_bias", qkv_bias), ("key_bias", key_bias),
+                           ("proj_bias", proj_bias), ("mlp_bias", mlp_bias), ("qk_norm", qk_norm),
+                           ("attention_norm", attention_norm), ("rotate_half", rotate_half)):  # fmt: skip
+            setattr(self, key, boolean(value, key))
 
     def build(self, input_shape):
         hidden_dim = input_shape[-1]
@@ -251,17 +359,31 @@ class TransformerBlock(keras.layers.Layer):
             raise ValueError(f"hidden_dim={hidden_dim} is not divisible by num_heads={self.num_heads}.")
         # The original code's initialisers: xavier-uniform kernels, tiny normal MLP biases.
         dense = dict(
+            use_bias=self.mlp_bias,
             kernel_initializer="glorot_uniform",
             bias_initializer=keras.initializers.RandomNormal(stddev=1e-6),
             dtype=self.dtype_policy,
         )
-        norm = dict(epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy)
-        self.norm_1 = LayerNorm(name="norm_1", **norm)
+        norm = dict(kind=self.norm, epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy)
+        self.norm_1 = make_norm(name="norm_1", **norm)
         self.attention = SelfAttention(
-            self.num_heads, self.attention_dropout_rate, dtype=self.dtype_policy, name="attention"
+            self.num_heads,
+            self.attention_dropout_rate,
+            qkv_bias=self.qkv_bias,
+            key_bias=self.key_bias,
+            proj_bias=self.proj_bias,
+            qk_norm=self.qk_norm,
+            attention_norm=self.attention_norm,
+            norm=self.norm,
+            layer_norm_epsilon=self.layer_norm_epsilon,
+            rotate_half=self.rotate_half,
+            dtype=self.dtype_policy,
+            name="attention",
         )
-        self.norm_2 = LayerNorm(name="norm_2", **norm)
-        self.mlp_dense_1 = keras.layers.Dense(self.mlp_dim, name="mlp_dense_1", **dense)  # GELU in `mlp`
+        self.norm_2 = make_norm(name="norm_2", **norm)
+        halves = 2 if self.mlp_kind == "swiglu" else 1  # SwiGLU: (gate | value), one matmul
+        self.mlp_dense_1 = keras.layers.Dense(halves * self.mlp_dim, name="mlp_dense_1", **dense)  # activation in `mlp`
+        self.mlp_norm_layer = make_norm(name="mlp_norm", **norm) if self.mlp_norm else None
         self.mlp_dense_2 = keras.layers.Dense(hidden_dim, name="mlp_dense_2", **dense)
         self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy, name="dropout")
         self.drop_path = keras.layers.Dropout(
@@ -279,15 +401,20 @@ class TransformerBlock(keras.layers.Layer):
         self.attention.build(input_shape)
         self.norm_2.build(flat)
         self.mlp_dense_1.build(flat)
+        if self.mlp_norm_layer is not None:
+            self.mlp_norm_layer.build((None, self.mlp_dim))
         self.mlp_dense_2.build((None, self.mlp_dim))
 
-    def call(self, tokens, training=None, return_attention_scores=False, attention_bias=None, positions=None):
+    def call(
+        self, tokens, training=None, return_attention_scores=False, attention_bias=None, positions=None, rotary=None
+    ):
         x, *scores = self.attend(
             tokens,
             training=training,
             attention_bias=attention_bias,
             return_attention_scores=return_attention_scores,
             positions=positions,
+            rotary=rotary,
         )
         x = self.feed_forward(x, training=training)
         return (x, *scores) if return_attention_scores else x
@@ -300,6 +427,7 @@ class TransformerBlock(keras.layers.Layer):
         return_attention_scores=False,
         return_keys=False,
         positions=None,
+        rotary=None,
     ):
         """The first half of the block, `x + DropPath(Dropout(MSA(LN(x))))`.
 
@@ -314,6 +442,7 @@ class TransformerBlock(keras.layers.Layer):
             return_attention_scores=return_attention_scores,
             return_keys=return_keys,
             positions=positions,
+            rotary=rotary,
         )
         y, extras = (outputs[0], outputs[1:]) if isinstance(outputs, tuple) else (outputs, ())
         return (self.residual(tokens, y, training, self.layer_scale_1), *extras)
@@ -323,7 +452,7 @@ class TransformerBlock(keras.layers.Layer):
         return self.residual(tokens, self.mlp(tokens, training), training, self.layer_scale_2)
 
     def compute_output_spec(
-        self, tokens, training=None, return_attention_scores=False, attention_bias=None, positions=None
+        self, tokens, training=None, return_attention_scores=False, attention_bias=None, positions=None, rotary=None
     ):
         # Symbolic calls see the flag here (`compute_output_shape` does not): tokens, then weights.
         out = keras.KerasTensor(tokens.shape, dtype=self.compute_dtype)
@@ -340,11 +469,21 @@ class TransformerBlock(keras.layers.Layer):
         return x + self.drop_path(y, training=training)
 
     def mlp(self, tokens, training=None):
-        """`Dense(Dropout(GELU(Dense(LN(tokens)))))` on the flattened tokens: `(B, T, D)`."""
+        """`Dense(Dropout(GELU(Dense(LN(tokens)))))` on the flattened tokens: `(B, T, D)`.
+
+        SwiGLU in place of GELU(Dense) with `mlp="swiglu"`; the `mlp_norm` before the last Dense when asked.
+        """
         dim = tokens.shape[-1]
-        y = self.mlp_dense_1(self.norm_2(ops.reshape(tokens, (-1, dim))))  # (B*T, mlp_dim)
-        y = activate(y, self.activation, training)
-        y = self.mlp_dense_2(self.dropout(y, training=training))  # (B*T, D)
+        y = self.mlp_dense_1(self.norm_2(ops.reshape(tokens, (-1, dim))))  # (B*T, mlp_dim), SwiGLU 2 * mlp_dim
+        if self.mlp_kind == "swiglu":
+            gate, value = y[:, : self.mlp_dim], y[:, self.mlp_dim :]  # timm's packed fc1: gate first
+            y = ops.silu(gate) * value
+        else:
+            y = activate(y, self.activation, training)
+        y = self.dropout(y, training=training)
+        if self.mlp_norm_layer is not None:
+            y = self.mlp_norm_layer(y)
+        y = self.mlp_dense_2(y)  # (B*T, D)
         return ops.reshape(y, ops.shape(tokens))
 
     def compute_output_shape(self, input_shape):
@@ -362,4 +501,14 @@ class TransformerBlock(keras.layers.Layer):
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "activation": self.activation,
             "layer_scale_init": self.layer_scale_init,
+            "norm": self.norm,
+            "mlp": self.mlp_kind,
+            "mlp_norm": self.mlp_norm,
+            "qkv_bias": self.qkv_bias,
+            "key_bias": self.key_bias,
+            "proj_bias": self.proj_bias,
+            "mlp_bias": self.mlp_bias,
+            "qk_norm": self.qk_norm,
+            "attention_norm": self.attention_norm,
+            "rotate_half": self.rotate_half,
         }

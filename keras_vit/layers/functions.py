@@ -114,3 +114,32 @@ class LayerNorm(keras.layers.LayerNormalization):
         if not config.get("rms_scaling"):  # deprecated in Keras and not an `__init__` argument
             config.pop("rms_scaling", None)
         return config
+
+
+# --- the norm of a model, by name ------------------------------------------------------
+
+
+def norm_kind(value):
+    """`value` if it names a norm (`keras_vit.config.NORMS`), else a `ValueError`."""
+    if value not in ("layernorm", "rmsnorm"):
+        raise ValueError(f"Unknown norm={value!r}; expected 'layernorm' or 'rmsnorm'.")
+    return value
+
+
+def make_norm(kind, epsilon, name, dtype=None):
+    """A new norm layer over the last axis: our `LayerNorm`, or Keras' own `RMSNormalization`.
+
+    Keras' `RMSNormalization` computes `x * rsqrt(mean(x^2) + eps) * scale` in
+    at least float32, as timm's `RmsNorm` and transformers' RMS norms do;
+    its weight is `scale`.
+    """
+    if norm_kind(kind) == "rmsnorm":
+        return keras.layers.RMSNormalization(epsilon=epsilon, dtype=dtype, name=name)
+    return LayerNorm(epsilon=epsilon, dtype=dtype, name=name)
+
+
+def boolean(value, name):
+    """`value` if it is `True` or `False`, else a `ValueError` naming it."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} must be True or False.")
+    return value

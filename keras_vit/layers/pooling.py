@@ -12,7 +12,7 @@ import keras
 from keras import ops
 
 from keras_vit.config import ACTIVATIONS, positive_int, to_pair
-from keras_vit.layers.functions import LayerNorm, activate
+from keras_vit.layers.functions import activate, make_norm, norm_kind
 from keras_vit.layers.policies import dtype_config
 
 _register = keras.saving.register_keras_serializable(package="keras_vit")
@@ -91,6 +91,8 @@ class AttentionPooling(keras.layers.Layer):
         mlp_dim: hidden size of the MLP.
         layer_norm_epsilon: Defaults to `1e-6`.
         activation: of the MLP (see `keras_vit.ViTConfig`). Defaults to `"gelu"`.
+        norm: `"layernorm"` or `"rmsnorm"`, the norm before the MLP.
+            Defaults to `"layernorm"`.
 
     Call arguments:
         tokens: `(B, T, D)`.
@@ -99,8 +101,9 @@ class AttentionPooling(keras.layers.Layer):
         `(B, D)`.
     """
 
-    def __init__(self, num_heads, mlp_dim, layer_norm_epsilon=1e-6, activation="gelu", **kwargs):
+    def __init__(self, num_heads, mlp_dim, layer_norm_epsilon=1e-6, activation="gelu", norm="layernorm", **kwargs):
         super().__init__(**kwargs)
+        self.norm_kind = norm_kind(norm)
         self.num_heads = positive_int(num_heads, "num_heads")
         self.mlp_dim = positive_int(mlp_dim, "mlp_dim")
         self.layer_norm_epsilon = layer_norm_epsilon
@@ -119,7 +122,7 @@ class AttentionPooling(keras.layers.Layer):
         self.query = keras.layers.Dense(dim, name="query", **dense)
         self.key_value = keras.layers.Dense(2 * dim, name="key_value", **dense)
         self.output_dense = keras.layers.Dense(dim, name="output", **dense)
-        self.norm = LayerNorm(epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name="norm")
+        self.norm = make_norm(self.norm_kind, self.layer_norm_epsilon, "norm", dtype=self.dtype_policy)
         self.mlp_dense_1 = keras.layers.Dense(self.mlp_dim, name="mlp_dense_1", **dense)
         self.mlp_dense_2 = keras.layers.Dense(dim, name="mlp_dense_2", **dense)
         for layer, width in ((self.query, dim), (self.key_value, dim), (self.output_dense, dim), (self.norm, dim),
@@ -151,6 +154,7 @@ class AttentionPooling(keras.layers.Layer):
             "mlp_dim": self.mlp_dim,
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "activation": self.activation,
+            "norm": self.norm_kind,
         }
 
 

@@ -115,7 +115,7 @@ class GatheredHook:
         self.index += 1
         with warnings.catch_warnings():  # one token left (the class token) is a softmax over one key: fine
             warnings.filterwarnings("ignore", message="You are using a softmax over axis -1")
-            tokens = block(tokens, training=False)  # (1, Ta, D): every token here is active
+            tokens = block(tokens, training=False, **state.block_arguments())  # (1, Ta, D): every token here is active
         x = ops.cast(tokens[0], "float32")  # (Ta, D)
         positions = state.positions[0]  # (Ta,)
         _, going, weight, self.score_sum, self.remainder = halting_step(

@@ -33,7 +33,7 @@ def attention_model(model):
 
     def record(block, state):
         tokens, scores = BlockWithAttention(block, name=f"{block.name}_attention")(
-            state.tokens
+            state.tokens, **state.block_arguments()
         )  # (B, T, D), (B, h, T, T)
         attention.append(scores)
         return state.replace(tokens=tokens)
@@ -65,8 +65,10 @@ class BlockWithAttention(keras.layers.Layer):
         if not self.block.built:  # a block deserialised from a saved attention model
             self.block.build(input_shape)
 
-    def call(self, tokens, training=None):
-        return self.block(tokens, training=training, return_attention_scores=True)
+    def call(self, tokens, training=None, attention_bias=None, positions=None, rotary=None):
+        extras = dict(attention_bias=attention_bias, positions=positions, rotary=rotary)  # the TokenState's
+        extras = {key: value for key, value in extras.items() if value is not None}
+        return self.block(tokens, training=training, return_attention_scores=True, **extras)
 
     def get_config(self):
         return {**super().get_config(), "block": keras.saving.serialize_keras_object(self.block)}

@@ -53,10 +53,11 @@ def features_model(model, blocks=None, *, norm=False, prefix_tokens=False):
     indices = sorted({i % count for i in chosen})
     images = keras.Input(shape=model.input_shape[1:], name="images")
     grid = PatchGrid(layers.num_prefix_tokens, layers.patch_embedding.patch_size, name="patch_grid")
-    x = embed(layers, images).tokens
+    state = embed(layers, images)
+    x = state.tokens
     outputs = {}
     for i, block in enumerate(layers.blocks[: indices[-1] + 1]):
-        x = block(x)
+        x = block(x, **state.block_arguments())
         if i in indices:
             y = layers.encoder_norm(x) if norm else x
             outputs[f"block_{i}"] = grid(y, images)

@@ -48,10 +48,13 @@ class TokenMerging(keras.layers.Wrapper):
         positions: optional `(B, T)` int32, each token's index in the
             embedded sequence (`keras_vit.model.TokenState`); a merged token
             keeps the position of the token it merged into.
+        rotary: optional rotary table (`keras_vit.layers.RotaryEmbedding`):
+            the block rotates each token by its position's row, so positions
+            are tracked (from `arange(T)` when not given).
 
     Returns:
         `(tokens, sizes)`: `(B, T - r, D)` and `(B, T - r, 1)`; with
-        `positions`, `(tokens, sizes, positions)`.
+        `positions` or `rotary`, `(tokens, sizes, positions)`.
     """
 
     def __init__(self, layer, r, class_token=True, **kwargs):
@@ -61,7 +64,7 @@ class TokenMerging(keras.layers.Wrapper):
         self.r = _check_r(r)
         self.class_token = bool(class_token)
 
-    def build(self, tokens_shape, sizes_shape=None, positions_shape=None):
+    def build(self, tokens_shape, sizes_shape=None, positions_shape=None, rotary_shape=None):
         if not self.layer.built:
             self.layer.build(tokens_shape)
         self.built = True
@@ -70,30 +73,35 @@ class TokenMerging(keras.layers.Wrapper):
         """How many pairs merge among `length` tokens."""
         return min(self.r, (length - int(self.class_token)) // 2)
 
-    def call(self, tokens, sizes=None, positions=None):
+    def call(self, tokens, sizes=None, positions=None, rotary=None):
         block = self.layer
         if sizes is None:
             sizes = ops.ones_like(tokens[..., :1])
+        if rotary is not None and positions is None:  # the rotary rows must follow the merged tokens
+            positions = ops.broadcast_to(ops.arange(tokens.shape[1], dtype="int32")[None], ops.shape(tokens)[:2])
+        where = {} if rotary is None else dict(positions=positions, rotary=rotary)
         r = self.merged(tokens.shape[1])
         if r == 0:
-            outputs = block(tokens, training=False), sizes
+            outputs = block(tokens, training=False, **where), sizes
             return outputs if positions is None else (*outputs, positions)
         # Proportional attention: a token standing for `size` patches counts `size` times.
         bias = ops.expand_dims(ops.transpose(ops.log(sizes), (0, 2, 1)), 1)  # (B, 1, 1, T)
-        x, keys = block.attend(tokens, training=False, attention_bias=bias, return_keys=True)
+        x, keys = block.attend(tokens, training=False, attention_bias=bias, return_keys=True, **where)
         merge = bipartite_soft_matching(ops.mean(keys, axis=1), r, self.class_token)
         x, sizes = merge_weighted(merge, x, sizes)
         outputs = block.feed_forward(x, training=False), sizes
         return outputs if positions is None else (*outputs, merge.positions(positions))
 
-    def compute_output_shape(self, tokens_shape, sizes_shape=None, positions_shape=None):
+    def compute_output_shape(self, tokens_shape, sizes_shape=None, positions_shape=None, rotary_shape=None):
         batch, length, dim = tokens_shape
         length = None if length is None else length - self.merged(length)
         shapes = (batch, length, dim), (batch, length, 1)
-        return shapes if positions_shape is None else (*shapes, (batch, length))
+        return shapes if positions_shape is None and rotary_shape is None else (*shapes, (batch, length))
 
-    def compute_output_spec(self, tokens, sizes=None, positions=None):
-        shapes = self.compute_output_shape(tokens.shape, None, None if positions is None else positions.shape)
+    def compute_output_spec(self, tokens, sizes=None, positions=None, rotary=None):
+        shapes = self.compute_output_shape(
+            tokens.shape, None, None if positions is None else positions.shape, None if rotary is None else rotary.shape
+        )
         dtypes = (self.compute_dtype, self.compute_dtype, "int32")
         return tuple(keras.KerasTensor(shape, dtype=dtype) for shape, dtype in zip(shapes, dtypes))
 
@@ -194,10 +202,10 @@ def apply_token_merging(model, r):
 
     def merge(block, state):
         merging = TokenMerging(block, r_of[block.name], name=block.name)
-        if state.positions is None:  # (B, T, 1) sizes: how many patches each token stands for
+        if state.positions is None and state.rotary is None:  # (B, T, 1) sizes: how many patches each token stands for
             tokens, sizes = merging(state.tokens, state.sizes)
             return state.replace(tokens=tokens, sizes=sizes)
-        tokens, sizes, positions = merging(state.tokens, state.sizes, state.positions)
+        tokens, sizes, positions = merging(state.tokens, state.sizes, state.positions, rotary=state.rotary)
         return state.replace(tokens=tokens, sizes=sizes, positions=positions)
 
     images = keras.Input(shape=model.input_shape[1:], name=model.inputs[0].name)

@@ -302,6 +302,10 @@ class ViTConfig:
             `num_heads`. Defaults to `None`.
         map_mlp_dim: the MAP head's MLP width, `None` for `mlp_dim`.
             Defaults to `None`.
+        encoder_norm: the final norm after the blocks (after the pooling with
+            `pooled_norm`). `False`: none (Perception Encoder's lang and
+            spatial towers, timm's `use_post_transformer_norm=False`).
+            Defaults to `True`.
 
     Example:
 
@@ -351,6 +355,7 @@ class ViTConfig:
     rotary: Rotary = None
     map_num_heads: int = None
     map_mlp_dim: int = None
+    encoder_norm: bool = True
     # 0.2.0's flat A-ViT arguments (`FLAT_ADAPTIVE`): folded into `adaptive_tokens`, not stored.
     halting_gate_scale: dataclasses.InitVar[float] = None
     halting_gate_center: dataclasses.InitVar[float] = None
@@ -422,9 +427,11 @@ class ViTConfig:
         if self.mlp not in MLPS:
             raise ValueError(f"Unknown mlp={self.mlp!r}; expected one of {MLPS}.")
         for key in ("mlp_norm", "qkv_bias", "key_bias", "proj_bias", "mlp_bias", "qk_norm", "attention_norm",
-                    "position_embedding"):  # fmt: skip
+                    "position_embedding", "encoder_norm"):  # fmt: skip
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f"{key}={getattr(self, key)!r} must be True or False.")
+        if self.pooled_norm and not self.encoder_norm:
+            raise ValueError("pooled_norm=True moves the final norm after the pooling: it needs encoder_norm=True.")
         if not self.position_embedding:
             if self.dynamic_image_size and self.rotary is None:
                 raise ValueError(

@@ -124,7 +124,9 @@ class ViTLayers:
             ],
             encoder_norm=make_norm(
                 c.norm, c.layer_norm_epsilon, name="pooled_norm" if c.pooled_norm else "encoder_norm"
-            ),
+            )
+            if c.encoder_norm
+            else None,
             pooling=_pooling(c),
             # flax nn.Dense's defaults, which the original code's pre_logits uses: lecun_normal, zero bias.
             pre_logits=keras.layers.Dense(
@@ -171,9 +173,8 @@ class ViTLayers:
             (layer for name, layer in layers.items() if isinstance(layer, TransformerBlock)),
             key=lambda block: int(block.name.rpartition("_")[2]),
         )
-        norm = layers.get("encoder_norm") or layers.get("pooled_norm")
+        norm = layers.get("encoder_norm") or layers.get("pooled_norm")  # None: no final norm (PE lang, spatial)
         missing = [name for name in ("patch_embedding",) if name not in layers]
-        missing += [] if norm is not None else ["encoder_norm"]
         if missing or not blocks:
             raise ValueError(
                 f"{model.name!r} is not a keras_vit ViT (it lacks {missing or 'transformer blocks'}); "
@@ -190,7 +191,7 @@ class ViTLayers:
             pre_logits=layers.get("pre_logits"),
             head=layers.get("head"),
             **{name: layers.get(name) for name in _OPTIONAL_LAYERS},
-            pooled_norm=norm.name == "pooled_norm",
+            pooled_norm=norm is not None and norm.name == "pooled_norm",
             rotary_embedding=layers.get("rotary_embedding"),
         )
 
@@ -286,6 +287,7 @@ def model_config(model):
         position_embedding=position is not None,
         rotary=rotary.settings if rotary is not None else None,
         **_map_fields(layers.pooling, first),
+        encoder_norm=layers.encoder_norm is not None,
     )
 
 
@@ -412,7 +414,7 @@ def embed(layers, images):
 
 def readout(layers, tokens):
     """The last block's tokens `(B, T, D)` -> logits `(B, C)`, or the pooled features `(B, D)` without a head."""
-    if not layers.pooled_norm:
+    if not layers.pooled_norm and layers.encoder_norm is not None:
         tokens = layers.encoder_norm(tokens)
     x = layers.pooling(tokens)  # (B, D)
     if layers.pooled_norm:

@@ -170,10 +170,23 @@ def _pe_rotary(reference, offset=1.0):
     return Rotary("index", 10000.0, reference_grid=reference, grid_offset=offset, grid_indexing="xy", rotate_half=False)
 
 
-_PE_ROTARY = (
-    (r".*_gigantic_.*", _pe_rotary((32, 32), offset=0.0)),
-    (r"vit_pe_core_base_.*", _pe_rotary((14, 14))),
-    (r".*", _pe_rotary((24, 24))),
+# Per timm factory, first match: the rotary settings, the core towers' MAP head of 8 heads, and the lang and
+# spatial towers' missing final norm (use_post_transformer_norm=False).
+_PE_OPTIONS = (
+    (r"vit_pe_core_gigantic_.*", {"rotary": _pe_rotary((32, 32), offset=0.0), "map_num_heads": 8}),
+    (r"vit_pe_core_base_.*", {"rotary": _pe_rotary((14, 14)), "map_num_heads": 8}),
+    (r"vit_pe_core_.*", {"rotary": _pe_rotary((24, 24)), "map_num_heads": 8}),
+    (r"vit_pe_\w+_gigantic_.*", {"rotary": _pe_rotary((32, 32), 0.0), "encoder_norm": False, "layer_scale_init": 0.1}),
+    (r"vit_pe_lang_.*", {"rotary": _pe_rotary((32, 32)), "encoder_norm": False, "layer_scale_init": 0.1}),
+    (r".*", {"rotary": _pe_rotary((32, 32)), "encoder_norm": False}),
+)
+# What their tensors show: the core towers' MAP head; no class token in gigantic; LayerScale in lang and gigantic.
+_PE_TENSORS = (
+    (r"vit_pe_core_gigantic_.*", {"pooling": "map", "class_token": False}),
+    (r"vit_pe_core_.*", {"pooling": "map", "class_token": True}),
+    (r"vit_pe_\w+_gigantic_.*", {"class_token": False, "layer_scale": True}),
+    (r"vit_pe_lang_.*", {"class_token": True, "layer_scale": True}),
+    (r".*", {"class_token": True, "layer_scale": False}),
 )
 _EVA02_MIT = "MIT licence (baaivision/EVA; timm's default_cfgs say mit): copies keep its copyright and licence notice"
 _PE_APACHE = (
@@ -218,16 +231,23 @@ def _eva02_options(variant, clip=False):
 
 
 def _pe_checkpoints():
-    """timm's Perception Encoder core towers (eva.py `default_cfgs`): the image tower and its projection."""
-    rows = [("Ti/16", "tiny", "patch16_384", 384, 512), ("S/16", "small", "patch16_384", 384, 512),
-            ("B/16", "base", "patch16_224", 224, 1024), ("L/14", "large", "patch14_336", 336, 1024)]  # fmt: skip
-    for variant, size, shape, image_size, width in rows:
-        architecture = f"vit_pe_core_{size}_{shape}"
-        rotary = next(r for pattern, r in _PE_ROTARY if re.fullmatch(pattern, architecture))
-        yield dict(variant=variant, tag="pe_core", timm=f"{architecture}.fb", image_size=image_size, num_classes=width,
-                   output="embedding", pooling="map",
-                   options=(("pooling", "map"), ("layer_norm_epsilon", 1e-5), ("map_num_heads", 8), ("rotary", rotary)),
-                   notes=_PE_APACHE)  # fmt: skip
+    """timm's Perception Encoder towers (eva.py `default_cfgs`): core (image tower and projection), spatial (features).
+
+    The lang towers (23 and 47 blocks) and the gigantic ones (width 1536) are no variant of the table: load
+    them from their hub folders.
+    """
+    rows = [("Ti/16", "core_tiny_patch16_384", 384, 512), ("S/16", "core_small_patch16_384", 384, 512),
+            ("B/16", "core_base_patch16_224", 224, 1024), ("L/14", "core_large_patch14_336", 336, 1024),
+            ("Ti/16", "spatial_tiny_patch16_512", 512, 0), ("S/16", "spatial_small_patch16_512", 512, 0),
+            ("B/16", "spatial_base_patch16_512", 512, 0), ("L/14", "spatial_large_patch14_448", 448, 0)]  # fmt: skip
+    for variant, name, image_size, width in rows:
+        architecture = f"vit_pe_{name}"
+        options = {"layer_norm_epsilon": 1e-5, **_first(_PE_OPTIONS, architecture)}
+        options["pooling"] = "map" if width else "gap"
+        output = dict(output="embedding") if width else dict(output="features")
+        yield dict(variant=variant, tag=f"pe_{name.split('_')[0]}", timm=f"{architecture}.fb", image_size=image_size,
+                   num_classes=width, pooling=options["pooling"], options=tuple(options.items()), notes=_PE_APACHE,
+                   **output)  # fmt: skip
 
 
 _SIZES = "(tiny|xsmall|small|medium|mediumd|betwixt|base|large|huge|giant|gigantic|so400m|so150m)"
@@ -436,14 +456,14 @@ FAMILIES = (
     ),
     Family(
         "Perception Encoder",
-        "Bolya et al. 2025 (Meta's PE core towers)",
-        timm=(r"vit_pe_core_(tiny|small|base|large|gigantic)_patch\d+_\d+",),
-        # timm's eva.py with attn_type='rope': a pre-norm, a patch embedding without bias, a MAP head of 8
-        # heads whose MLP is 4x wide, every LayerNorm at eps 1e-5, rotary on xy indices offset by 1.
-        tensors={"pooling": "map", "pre_norm": True, "patch_bias": False, "qkv_bias": True, "key_bias": True},
-        options={"layer_norm_epsilon": 1e-5, "map_num_heads": 8},
-        timm_options=tuple((pattern, {"rotary": rotary}) for pattern, rotary in _PE_ROTARY),
-        timm_tensors=((r".*_gigantic_.*", {"class_token": False}), (r".*", {"class_token": True})),
+        "Bolya et al. 2025 (Meta's PE core, lang and spatial towers)",
+        timm=(r"vit_pe_(core|lang|spatial)_(tiny|small|base|large|gigantic)_patch\d+_\d+",),
+        # timm's eva.py with attn_type='rope': a pre-norm, a patch embedding without bias, every LayerNorm at
+        # eps 1e-5, rotary on xy indices offset by 1; core: a MAP head of 8 heads whose MLP is 4x wide.
+        tensors={"pre_norm": True, "patch_bias": False, "qkv_bias": True, "key_bias": True, "mlp": "mlp"},
+        options={"layer_norm_epsilon": 1e-5},
+        timm_options=_PE_OPTIONS,
+        timm_tensors=_PE_TENSORS,
         scaling="vit",
         checkpoints=tuple(_pe_checkpoints()),
     ),
@@ -454,13 +474,6 @@ FAMILIES = (
         timm=(r"vit_\w+_dinov3\w*",),
         transformers=("dinov3_vit",),
         not_built="DINOv3 uses a rotary position embedding (RoPE), not built yet",
-    ),
-    Family(
-        "Perception Encoder lang / spatial",
-        "Bolya et al. 2025",
-        timm=(r"vit_pe_(lang|spatial)_\w+",),
-        not_built="Perception Encoder's lang and spatial towers end without a final norm (timm's "
-        "use_post_transformer_norm=False), not built yet; its core towers (vit_pe_core_*) load",
     ),
     Family(
         "RoPE ViT",

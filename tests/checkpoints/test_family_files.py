@@ -207,7 +207,7 @@ def test_a_keras_file_of_a_family_model_keeps_what_no_tensor_shows(families, tmp
     assert _difference(again, folder, sizes["timm_clip_quickgelu"], "timm_clip_quickgelu.out.npy") < RELATIVE_TOLERANCE
 
 
-# timm's eva.py families with a rotary embedding (EVA-02, Perception Encoder core): folder -> the ViTConfig fields
+# timm's eva.py families with a rotary embedding (EVA-02, Perception Encoder): folder -> the ViTConfig fields
 # it must come out with. Each equals timm at 32x32 and, on the same weights, at 32x48 (a 4x6 grid) against timm's
 # `dynamic_img_size` run: the rotary angles and the resampled position table at a non-square grid.
 ROTARY_TOLERANCE = 1e-5
@@ -225,6 +225,8 @@ ROTARY_FAMILIES = {
         "vit",
     ),
     "timm_pe_core_gigantic": ({"class_token": False, "map_num_heads": 8, "map_mlp_dim": 256, "mlp_dim": 192}, "vit"),
+    "timm_pe_lang": ({"encoder_norm": False, "pooling": "gap", "class_token": True, "layer_scale_init": 0.1}, "vit"),
+    "timm_pe_spatial": ({"encoder_norm": False, "pooling": "gap", "layer_scale_init": None, "pre_norm": True}, "vit"),
 }  # fmt: skip
 
 

@@ -180,4 +180,4 @@ def test_the_rotary_families_rotate_as_their_timm_factories_say(factories):
         assert rotary.reference_grid == (rows, cols) and rotary.grid_offset == offset, name
         assert rotary.grid_indexing == indexing and rotary.coordinates == "index" and not rotary.rotate_half, name
         checked += 1
-    assert checked == 16  # EVA-02 Ti/S/B/L at two sizes each, its three CLIP towers, the five PE core towers
+    assert checked == 23  # EVA-02 Ti/S/B/L at two sizes each, its three CLIP towers; PE's 5 core, 2 lang, 5 spatial

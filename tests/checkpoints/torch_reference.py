@@ -225,6 +225,9 @@ TIMM_ROTARY_FAMILIES = {
     "timm_pe_core_tiny": ("vit_pe_core_tiny_patch16_384", dict(num_classes=16)),
     # no class token, rotary without the grid offset
     "timm_pe_core_gigantic": ("vit_pe_core_gigantic_patch14_448", dict(num_classes=16, mlp_ratio=3.0)),
+    # no final norm: the mean of the patch tokens as they leave the last block; lang has LayerScale
+    "timm_pe_lang": ("vit_pe_lang_large_patch14_448", dict(num_classes=0)),
+    "timm_pe_spatial": ("vit_pe_spatial_tiny_patch16_512", dict(num_classes=0)),
 }
 ROTARY_SIZE = (32, 48)
 

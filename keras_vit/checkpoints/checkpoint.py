@@ -52,6 +52,9 @@ _UNSEEN_FIELDS = (
     "pooling",
     "pooled_norm",
     "dynamic_image_size",
+    "rotary",
+    "map_num_heads",
+    "encoder_norm",
 )
 
 
@@ -240,7 +243,8 @@ def describe(data, image_size=None, given=()):
         **data.facts,
         **_block_parts(arrays, mlp.shape[1]),
     }
-    if hub is None and data.row is None and options["qkv_bias"] and not options["key_bias"] and "rotary" not in given:
+    eva = options["qkv_bias"] and not options["key_bias"]  # timm's eva.py blocks: EVA-02, rotary in no tensor
+    if eva and hub is None and data.row is None and not options.get("rotary") and "rotary" not in given:
         refuse(data, ["a query/key/value projection without a key bias (timm's eva.py: EVA-02), whose rotary "
                       "position embedding no tensor shows; pass the hub folder with its config.json"])  # fmt: skip
     blocks = {key.split("/")[1] for key in arrays if key.startswith("Transformer/encoderblock_")}

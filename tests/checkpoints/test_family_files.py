@@ -267,3 +267,13 @@ def test_an_eva02_file_alone_is_refused_and_its_registry_row_tells_what_the_tens
     model, report = build_from_checkpoint("tiny/8:eva02_test")
     assert report.family == "EVA-02" and report.config.pooling == "gap" and report.config.mlp == "swiglu"
     assert _difference(model, folder, 32, "timm_eva02_tiny.out.npy") < ROTARY_TOLERANCE
+
+
+@pytest.mark.parametrize("name", ["timm_eva02_clip", "timm_pe_lang"])
+def test_a_keras_file_of_a_rotary_family_model_keeps_its_rotary_and_heads(families, tmp_path, name):
+    folder, _ = families
+    model, report = build_from_checkpoint(folder / name)
+    model.save(tmp_path / "model.keras")
+    again, again_report = build_from_checkpoint(tmp_path / "model.keras")
+    assert again_report.config == report.config and again_report.config.rotary == report.config.rotary
+    assert _difference(again, folder, 32, f"{name}.out.npy") < ROTARY_TOLERANCE

@@ -234,6 +234,11 @@ def save_timm(model, path, *, scaling=None):
             1e-5, a patch bias that is not `not pre_norm`).
     """
     config = model_config(model)
+    eva = [
+        f"{key}={getattr(config, key)!r}" for key, plain in timm.EVA_OPTIONS.items() if getattr(config, key) != plain
+    ]
+    if eva:  # EVA-02, Perception Encoder: timm's eva.py builds them, whose state dict this does not write
+        raise ValueError(f"timm's VisionTransformer cannot express {', '.join(eva)} (timm's eva.py models).")
     arrays = {key: np.asarray(variable.numpy(), "float32") for key, variable in model_variables(model).items()}
     state = timm.to_timm(arrays, pooled_norm=config.pooled_norm)
     path = os.fspath(path)

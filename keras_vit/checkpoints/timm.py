@@ -203,6 +203,13 @@ _TIMM_NAMES = {
 }
 
 
+# ViTConfig options of eva.py's models (EVA-02, Perception Encoder) at the values timm's VisionTransformer has.
+EVA_OPTIONS = {
+    "rotary": None, "mlp": "mlp", "mlp_norm": False, "key_bias": True, "attention_norm": False, "encoder_norm": True,
+    "map_num_heads": None, "map_mlp_dim": None,
+}  # fmt: skip
+
+
 def to_timm(canonical, pooled_norm=False):
     """The original layout -> a timm `VisionTransformer` state dict (NumPy arrays).
 

@@ -277,3 +277,11 @@ def test_a_keras_file_of_a_rotary_family_model_keeps_its_rotary_and_heads(famili
     again, again_report = build_from_checkpoint(tmp_path / "model.keras")
     assert again_report.config == report.config and again_report.config.rotary == report.config.rotary
     assert _difference(again, folder, 32, f"{name}.out.npy") < ROTARY_TOLERANCE
+
+
+def test_save_timm_refuses_an_eva_model_naming_what_timms_vision_transformer_lacks(families, tmp_path):
+    folder, _ = families
+    model, _ = build_from_checkpoint(folder / "timm_eva02_tiny")
+    with pytest.raises(ValueError, match=r"cannot express rotary=Rotary\(.*mlp='swiglu'.*key_bias=False"):
+        save_timm(model, tmp_path / "eva.safetensors")
+    assert not (tmp_path / "eva.safetensors").exists()

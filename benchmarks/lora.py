@@ -7,7 +7,10 @@ Each way runs in its own process (peak memory is the process's high-water mark, 
 which TensorFlow's CPU allocator does not report otherwise): the model is built with random
 weights (the checkpoint), then `full` trains every weight with AdamW, `lora` trains rank-`r`
 adapters on qkv + proj and the head (`keras_vit.enable_lora`, as `keras-vit train --lora`),
-`lora_mlp` adds the MLP to the targets, and `probe` trains the head alone (`--freeze-backbone`).
+`lora_mlp` adds the MLP to the targets, `probe` trains the head alone (`--freeze-backbone`), and
+`full_bfloat16` is `full` under Keras' `mixed_bfloat16` policy (`keras-vit train --precision
+mixed_bfloat16`: bfloat16 compute, float32 weights; fast where the CPU has AVX-512 BF16 or AMX,
+whose flags the report's first line gives).
 Step time is the median `train_on_batch` after two warm-up steps. Accuracy is not measured here:
 `docs/fine_tuning.md` gives the runs' test top-1 with their commands.
 """
@@ -20,7 +23,7 @@ import subprocess
 import sys
 import time
 
-WAYS = ("full", "lora", "lora_mlp", "probe")
+WAYS = ("full", "lora", "lora_mlp", "probe", "full_bfloat16")
 
 
 def run_one(way, variant, image_size, batch_size, rank, steps):
@@ -32,6 +35,8 @@ def run_one(way, variant, image_size, batch_size, rank, steps):
     import keras_vit
     from keras_vit.training.train import freeze_backbone
 
+    if way == "full_bfloat16":
+        keras.config.set_dtype_policy("mixed_bfloat16")
     model = keras_vit.build_vit(variant, image_size=image_size, num_classes=10)
     if way == "lora":
         keras_vit.enable_lora(model, rank)
@@ -62,6 +67,16 @@ def run_one(way, variant, image_size, batch_size, rank, steps):
     }
 
 
+def _bfloat16_flags():
+    """The CPU's bfloat16 instructions, as /proc/cpuinfo names them ("none" without)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return "unknown"
+    return " ".join(sorted(f for f in flags if f in ("avx512_bf16", "amx_bf16", "amx_tile"))) or "none"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", default="S/16")
@@ -88,7 +103,8 @@ def main():
         rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
     full = rows[0]
     print(
-        f"{args.variant} at {args.image_size}, batch {args.batch_size}, LoRA rank {args.rank}, {os.cpu_count()} cores"
+        f"{args.variant} at {args.image_size}, batch {args.batch_size}, LoRA rank {args.rank}, {os.cpu_count()} cores, "
+        f"CPU flags: {_bfloat16_flags()}"
     )
     print("| way | trainable parameters | share | peak RSS (MB) | step (ms) | step vs full |")
     print("|---|---|---|---|---|---|")

@@ -49,6 +49,12 @@ def _stderr_silenced():
 def quiet_tensorflow():
     """Imports TensorFlow with its harmless start-up warnings hidden (no GPU here is not news)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # torch's CPU kernels run on OpenMP threads that by default spin while they wait for work; in
+    # keras-vit they share the cores with tf.data's threads, and a spinning thread holds a core the
+    # pipeline (or a neighbour) needs. Passive waiting made torch's train step 3-10x faster on a
+    # shared 2-core machine (docs/training.md, "On JAX and PyTorch"). Only OpenMP runtimes read this:
+    # TensorFlow and XLA keep their own thread pools. Must be set before torch loads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     with _stderr_silenced():
         # Keras (and with it the backend) first: on the torch backend Keras loads triton, whose
         # native library segfaults when it loads after TensorFlow's (`import tensorflow; import

@@ -107,18 +107,33 @@ def test_masked_tokens_do_not_change_the_others(model, images, to_numpy):
     np.testing.assert_array_equal(before[active == 1], after[active == 1])
 
 
-def test_gathered_path_equals_the_masked_path(model, images, to_numpy):
-    view = halting_model(model)
-    outputs = to_numpy(view(images))
-    assert len(np.unique(outputs["depth"])) > 1, "the gate should halt tokens after different blocks"
-    for i in range(len(images)):
-        logits, depth = to_numpy(gathered_forward(model, images[i : i + 1], all_tokens=True))
-        np.testing.assert_allclose(logits, outputs["logits"][i : i + 1], atol=1e-5)
-        np.testing.assert_array_equal(depth, outputs["depth"][i : i + 1])
-        fast_logits, fast_depth = to_numpy(gathered_forward(model, images[i : i + 1]))
+@pytest.mark.parametrize("distillation", [False, True])
+def test_gathered_path_equals_the_masked_path_at_batch_1_and_32(tiny_vit, randomize, distillation, to_numpy):
+    """Halted tokens removed after every block, the batch run on its longest active prefix: the
+    masked graph's logits and depths, for a distilled model too (its head also reads token 1)."""
+    model = tiny_vit(num_layers=4, adaptive_tokens=True, distillation=distillation, halting_gate_scale=1.0,
+                     halting_gate_center=1.0)  # fmt: skip
+    model = randomize(model, seed=0, scale=0.3)
+    images = np.random.default_rng(1).normal(size=(32, 16, 16, 3)).astype("float32")
+    outputs = to_numpy(halting_model(model)(images))
+    assert len(np.unique(outputs["depth"])) == 4, "the gate should halt tokens after every block"
+    for batch in (1, 32):
+        logits, depth = to_numpy(gathered_forward(model, images[:batch], all_tokens=True))
+        np.testing.assert_allclose(logits, outputs["logits"][:batch], atol=1e-5)
+        np.testing.assert_array_equal(depth, outputs["depth"][:batch])
+        fast_logits, fast_depth = to_numpy(gathered_forward(model, images[:batch]))
         np.testing.assert_allclose(fast_logits, logits, atol=1e-5)
-        assert np.all(fast_depth <= depth) and fast_depth[0, 0] == depth[0, 0]  # the class token ran as far
-    np.testing.assert_allclose(outputs["logits"], to_numpy(model(images)), atol=1e-6)
+        assert np.all(fast_depth <= depth) and np.all(fast_depth[:, 0] == depth[:, 0])  # the class token ran as far
+    np.testing.assert_allclose(outputs["logits"], to_numpy(model(images)), atol=1e-5)
+
+
+@pytest.mark.tensorflow
+def test_gathered_path_runs_in_a_tf_function_with_a_dynamic_token_axis(model, images):
+    import tensorflow as tf
+
+    compiled = tf.function(lambda x: gathered_forward(model, x)[0], reduce_retracing=True)
+    np.testing.assert_allclose(compiled(images).numpy(), gathered_forward(model, images)[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(compiled(images[:1]).numpy(), gathered_forward(model, images[:1])[0].numpy(), atol=1e-5)
 
 
 def test_statistics_of_depths():

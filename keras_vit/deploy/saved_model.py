@@ -69,12 +69,12 @@ def serving_archive(model, metadata, top_k=5):
 
 
 def gathered_archive(model):
-    """An A-ViT model's batch-1 path (`keras_vit.adaptive.gathered_forward`) as a `serve` endpoint.
+    """An A-ViT model's path with halted tokens removed (`keras_vit.views.adaptive.gathered_forward`) as `serve`.
 
-    `images`: float32 `(1, H, W, 3)`, preprocessed -> `(1, num_classes)`
-    logits. Halted tokens are gathered out, so the graph has data-dependent
-    shapes (`tf.where`): TensorFlow runs it; LiteRT's converter does not take
-    it with builtin operators only (docs/deployment.md).
+    `images`: float32 `(B, H, W, 3)`, preprocessed, any batch -> `(B, num_classes)`
+    logits. Halted tokens are gathered out after every block, so the token
+    axis is data-dependent: TensorFlow and TF Serving run it; LiteRT's
+    converter does not take it with builtin operators only (docs/deployment.md).
     """
     height, width, channels = model.input_shape[1:]
     archive = keras.export.ExportArchive()
@@ -82,7 +82,7 @@ def gathered_archive(model):
     archive.add_endpoint(
         "serve",
         lambda images: gathered_forward(model, images)[0],
-        input_signature=[tf.TensorSpec((1, height, width, channels), tf.float32, name="images")],
+        input_signature=[tf.TensorSpec((None, height, width, channels), tf.float32, name="images")],
     )
     return archive
 

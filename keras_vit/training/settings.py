@@ -51,7 +51,7 @@ class TrainConfig:
     dropout_rate: float = _field(None, "dropout (default: the variant's)")
     drop_path_rate: float = _field(0.0, "stochastic depth of the last block")
     precision: str = _field("float32", "mixed_float16 on GPU, mixed_bfloat16 on TPU", PRECISIONS)
-    jit_compile: bool = _field(False, "compile with XLA")
+    jit_compile: bool = _field(False, "compile with XLA (TensorFlow) or torch.compile (torch); JAX always compiles")
     strategy: str = _field("auto", "tf.distribute strategy (TensorFlow backend)", STRATEGIES)
     data_parallel: bool = _field(
         None, "JAX: split each batch over every device, keras.distribution.DataParallel (default: when several)"

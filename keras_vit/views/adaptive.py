@@ -4,7 +4,7 @@
     model.fit(...)                                   # task loss + ponder loss + distribution prior
     view = halting_model(model)                      # {"logits": (B, C), "depth": (B, T)}
     halting_statistics(view.predict(images)["depth"], num_layers=2)
-    logits, depth = gathered_forward(model, images[:1])   # halted tokens really removed
+    logits, depth = gathered_forward(model, images)      # halted tokens really removed, any batch
 
 The mechanism (the `Halting` layers `build_vit(adaptive_tokens=True)` puts
 after every block, the losses, the one halting step) is in
@@ -16,9 +16,10 @@ layers through `keras_vit.model.forward`, as token merging and attention maps do
   without halting, to see what the gate would do.
 - `plain_model`: the same weights with halting disabled (every token runs
   every block), for accuracy and speed comparisons.
-- `gathered_forward`: one image at a time, halted tokens gathered out, so
-  later blocks run on fewer tokens, and no block runs once the class token
-  (all the head reads) has halted. Same logits as the masked graph.
+- `gathered_forward`: halted tokens gathered out after every block, at any
+  batch size, so later blocks run on fewer tokens, and an image's tokens
+  stop once its class token (all the head reads) has halted. Same logits as
+  the masked graph.
 
 Legend: `B` batch, `T` tokens (class token first), `D` hidden_dim, `L` blocks, `(R, C)` patch grid.
 """
@@ -30,7 +31,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_vit.layers.halting import halting_step
+from keras_vit.layers.halting import MASK_BIAS, halting_step
 from keras_vit.model import HaltingHook, ViTLayers, forward, model_config
 
 
@@ -87,77 +88,123 @@ def depth_map(depth, grid):
 
 
 class GatheredHook:
-    """`forward`'s hook for one image: runs each block on the active tokens only.
+    """`forward`'s hook for a batch: halted tokens leave the computation for every later block.
 
-    After each block the halted tokens are gathered out (`ops.where` +
-    `ops.take`), so the token count shrinks, and the state's `positions`
-    follow them (each active token's index in the embedded sequence). The
-    halting arithmetic is the masked graph's (`halting_step`); only the
-    class token's weighted output is kept, as only it reaches the head. With
-    `all_tokens=False` every token is dropped once the class token halts (the
-    logits are then final); `True` runs the rest too, to count every token's depth.
+    After each block, each image's tokens are put in order, active ones first
+    (in their sequence order), and the next block runs on the longest active
+    prefix in the batch: `T' = max over images of the active tokens`, so it
+    costs what the busiest image needs, and at batch 1 exactly the active
+    tokens. An image with fewer active tokens than `T'` carries halted ones in
+    its prefix: they are masked out of attention as in the masked graph (the
+    same -1000 logits bias on their keys) and their halting sums stay as they
+    are, so every image's outputs equal the masked graph's. The state's
+    `positions` follow the tokens (each one's index in the embedded
+    sequence), for position-dependent attention and for the depth count.
+
+    Only the tokens the head reads (the class token, and the distillation
+    token of a distilled model) keep their halting-weighted output. With
+    `all_tokens=False` an image's tokens all leave once its readout tokens
+    have halted (its logits are final); `True` runs every token to its own
+    halt, to count every token's depth.
+
+    `T'` depends on the data: eager on every backend, and in a `tf.function`
+    (hence a SavedModel) with a dynamic token axis; `jax.jit` and LiteRT need
+    static shapes, so they take the masked graph (`halting_model`).
     """
 
     def __init__(self, config, all_tokens=False):
         self.config, self.all_tokens = config, all_tokens
+        self.readout_tokens = 1 + int(config.distillation)  # class [, distillation]: what the head reads
         self.index = 0
 
+    def _start(self, state):
+        tokens = state.tokens
+        batch, length = ops.shape(tokens)[0], tokens.shape[1]
+        self.length = length
+        self.score_sum = ops.zeros((batch, length))
+        self.remainder = ops.ones((batch, length))
+        self.active = ops.ones((batch, length))
+        self.depth = ops.zeros((batch, length))
+        self.readout = ops.zeros((batch, self.readout_tokens, tokens.shape[-1]))
+        positions = ops.broadcast_to(ops.arange(length, dtype="int32")[None], (batch, length))
+        return state.replace(positions=positions)
+
     def __call__(self, block, state):
-        c, tokens = self.config, state.tokens
+        c = self.config
         if self.index == 0:
-            length = tokens.shape[1]
-            state = state.replace(positions=ops.arange(length, dtype="int32")[None])  # (1, T)
-            self.score_sum = ops.zeros((length,))
-            self.remainder = ops.ones((length,))
-            self.depth = ops.zeros((length,))
-            self.class_output = ops.zeros((1, 1, tokens.shape[-1]))
+            state = self._start(state)
         last = self.index == c.num_layers - 1
         self.index += 1
+        tokens, positions = state.tokens, state.positions
+        if tokens.shape[1] == 0:  # every image's readout halted (eager: the shape is known): nothing runs
+            return state.replace(tokens=ops.cast(self.readout, tokens.dtype)) if last else state
         with warnings.catch_warnings():  # one token left (the class token) is a softmax over one key: fine
             warnings.filterwarnings("ignore", message="You are using a softmax over axis -1")
-            tokens = block(tokens, training=False, **state.block_arguments())  # (1, Ta, D): every token here is active
-        x = ops.cast(tokens[0], "float32")  # (Ta, D)
-        positions = state.positions[0]  # (Ta,)
+            tokens = block(tokens, training=False, **state.block_arguments())  # (B, T', D)
+        x = ops.cast(tokens, "float32")
         _, going, weight, self.score_sum, self.remainder = halting_step(
-            x[:, 0],
+            x[..., 0],
             self.score_sum,
             self.remainder,
-            1.0,
+            self.active,
             c.adaptive_tokens.gate_scale,
             c.adaptive_tokens.gate_center,
             last,
         )
-        is_class = ops.cast(positions == 0, "float32")
-        self.class_output = self.class_output + ops.sum(x * (weight * is_class)[:, None], axis=0)[None, None]
-        self.depth = self.depth + ops.scatter(positions[:, None], ops.ones_like(weight), ops.shape(self.depth))
-        if last:
-            return state.replace(tokens=ops.cast(self.class_output, tokens.dtype))  # (1, 1, D): all the pooling reads
+        # A token dropped while it could still go on (its image's readout had halted) stays out.
+        going, weight = going * self.active, weight * self.active
+        # (B, T', R) and (B, T', T): which readout slot, which original token, each row is.
+        is_readout = ops.cast(positions[..., None] == ops.arange(self.readout_tokens, dtype="int32"), "float32")
+        self.readout = self.readout + ops.einsum("btr,btd->brd", is_readout * weight[..., None], x)
+        is_token = ops.cast(positions[..., None] == ops.arange(self.length, dtype="int32"), "float32")
+        self.depth = self.depth + ops.einsum("btn,bt->bn", is_token, self.active)
+        if last:  # (B, R, D): all the readout reads
+            return state.replace(tokens=ops.cast(self.readout, tokens.dtype), positions=None, attention_bias=None)
         keep = going > 0.5
-        if not self.all_tokens:  # nothing else reaches the head once the class token has halted
-            keep = ops.logical_and(keep, ops.any(ops.logical_and(keep, positions == 0)))
-        index = ops.where(keep)[0]  # a data-dependent shape: the point of this path
-        self.score_sum, self.remainder = (ops.take(t, index, axis=0) for t in (self.score_sum, self.remainder))
-        return state.replace(tokens=ops.take(tokens, index, axis=1), positions=ops.take(state.positions, index, axis=1))
+        if not self.all_tokens:  # nothing else reaches the head once an image's readout tokens have halted
+            readout_going = ops.any(ops.logical_and(keep, positions < self.readout_tokens), axis=1)
+            keep = ops.logical_and(keep, readout_going[:, None])
+        keep = ops.cast(keep, "float32")
+        # Active first, each group in sequence order; then the longest active prefix of the batch.
+        order = ops.argsort((1.0 - keep) * (2 * self.length) + ops.cast(positions, "float32"), axis=1)
+        count = ops.max(ops.sum(keep, axis=1))
+        try:
+            count = int(count)  # eager: a plain slice
+        except TypeError:  # inside a tf.function: a slice with a tensor bound
+            count = ops.cast(count, "int32")
+        order = order[:, :count]
+
+        def take(t):  # (B, T, ...) -> (B, T', ...) in `order`
+            index = order if len(t.shape) == 2 else ops.broadcast_to(order[..., None], (*ops.shape(order), t.shape[-1]))
+            return ops.take_along_axis(t, index, axis=1)
+
+        self.score_sum, self.remainder, self.active = (take(t) for t in (self.score_sum, self.remainder, keep))
+        return state.replace(
+            tokens=take(tokens),
+            positions=take(positions),
+            attention_bias=(1.0 - self.active)[:, None, None, :] * MASK_BIAS,  # (B, 1, 1, T'): halted keys out
+        )
 
 
 def gathered_forward(model, images, all_tokens=False, **fields):
-    """Logits of one image with halted tokens removed: `(logits (1, C), depth (1, T))`.
+    """Logits of a batch with halted tokens removed: `(logits (B, C), depth (B, T))`.
 
-    Eager (or inside a `tf.function`, as `keras_vit.deploy` exports it);
-    the same logits as `halting_model` up to float rounding. `depth` counts
-    the blocks each token ran; without `all_tokens`, tokens still active
-    when the class token halts stop there too (see `GatheredHook`).
+    Eager on every backend, or inside a `tf.function` (as `keras_vit.deploy`
+    exports it); the same logits as `halting_model` up to float rounding, at
+    any batch size (see `GatheredHook`). `depth` counts the blocks each token
+    ran; without `all_tokens`, tokens still active when their image's class
+    token halts stop there too.
 
     Args:
         model: a `build_vit` model with adaptive tokens (or any class-token
             model, with `fields` giving the gate).
-        images: `(1, H, W, C)`, preprocessed as for the model.
+        images: `(B, H, W, C)`, preprocessed as for the model.
         all_tokens: run every token to its own halt (for depth maps).
             Defaults to `False`.
         **fields: `ViTConfig` halting fields overriding the model's.
     """
-    if images.shape[0] != 1:
-        raise ValueError(f"gathered_forward takes one image, shape (1, H, W, C); got {tuple(images.shape)}.")
+    if len(images.shape) != 4:
+        raise ValueError(f"gathered_forward takes a batch of images, shape (B, H, W, C); got {tuple(images.shape)}.")
     hook = GatheredHook(_adaptive_config(model, fields), all_tokens=all_tokens)
     logits = forward(ViTLayers.of(model), images, hook)
-    return logits, hook.depth[None]
+    return logits, hook.depth

@@ -32,16 +32,17 @@ def test_compression_quick_times_every_mode_against_float32_of_the_same_run(repo
     assert "flags:" in stdout and isinstance(report["flags"], list)
 
 
-@pytest.mark.slow  # ~1-3 min on 2 cores: four child processes
+@pytest.mark.slow  # ~1-3 min on 2 cores: five child processes
 def test_lora_quick_counts_what_each_way_trains(repo, tmp_path):
     report, _ = _run(repo, "lora.py", tmp_path)
     rows = {row["way"]: row for row in report["rows"]}
-    assert list(rows) == ["full", "lora", "lora_mlp", "probe"]
+    assert list(rows) == ["full", "lora", "lora_mlp", "probe", "full_bfloat16"]
     assert rows["full"]["trainable_parameters"] == rows["full"]["total_parameters"] == 75_082  # tiny/4, 10 classes
     # tiny/4: 2 blocks, D=64, rank 4; qkv (64->192) and proj (64->64), the MLP (64->128->64) too; a 650-weight head.
     assert rows["lora"]["trainable_parameters"] == 650 + 2 * 4 * ((64 + 192) + (64 + 64))
     assert rows["lora_mlp"]["trainable_parameters"] == rows["lora"]["trainable_parameters"] + 2 * 4 * 2 * (64 + 128)
     assert rows["probe"]["trainable_parameters"] == 650
+    assert rows["full_bfloat16"]["trainable_parameters"] == 75_082  # the policy changes compute, not weights
     assert all(row["step_ms"] > 0 and row["peak_rss_mb"] > 0 for row in rows.values())
 
 

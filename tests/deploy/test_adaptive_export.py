@@ -32,5 +32,5 @@ def test_the_gathered_path_exports_to_saved_model(adaptive, tmp_path):
     images = np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype("float32")
     gathered_archive(adaptive).write_out(str(tmp_path / "gathered"), verbose=False)
     loaded = tf.saved_model.load(str(tmp_path / "gathered"))
-    for i in range(2):
-        np.testing.assert_allclose(loaded.serve(images[i : i + 1]).numpy(), adaptive(images[i : i + 1]), atol=1e-5)
+    np.testing.assert_allclose(loaded.serve(images).numpy(), adaptive(images), atol=1e-5)  # any batch
+    np.testing.assert_allclose(loaded.serve(images[:1]).numpy(), adaptive(images[:1]), atol=1e-5)

@@ -22,6 +22,8 @@ keras_vit, and no test imports it: the cases it ran are in `OUT/cases.json`.
     python tests/checkpoints/torch_reference.py factories OUT
         What timm's ViT factory functions set (heads, activation, LayerNorm epsilon), read from
         their source without building a model: `OUT/factories.json`.
+    python tests/checkpoints/torch_reference.py parameters OUT ARCHITECTURE:CLASSES [...]
+        Parameter counts of full-size timm models (random, nothing downloads): `OUT/parameters.json`.
     python tests/checkpoints/torch_reference.py timm-npz OUT CONFIG FILE.npz [CONFIG FILE.npz ...]
         Loads each `.npz` (written by keras_vit) into a fresh timm model of
         CONFIG with timm's own loader; writes `FILE.logits.npy`.
@@ -474,6 +476,18 @@ def timm_npz(out, pairs):
         np.save(out / f"{file}.logits.npy", model(images).numpy())
 
 
+def parameters(out, names):
+    """Parameter counts of timm models at full size, `ARCHITECTURE:CLASSES` each: `OUT/parameters.json`."""
+    import timm
+
+    counts = {}
+    for name in names:
+        architecture, classes = name.split(":")
+        model = timm.create_model(architecture, pretrained=False, num_classes=int(classes))
+        counts[name] = sum(p.numel() for p in model.parameters())
+    (out / "parameters.json").write_text(json.dumps(counts))
+
+
 if __name__ == "__main__":
     command, directory = sys.argv[1], pathlib.Path(sys.argv[2])
     if command == "make":
@@ -484,5 +498,7 @@ if __name__ == "__main__":
         factories(directory)
     elif command == "timm-npz":
         timm_npz(directory, sys.argv[3:])
+    elif command == "parameters":
+        parameters(directory, sys.argv[3:])
     else:
         raise SystemExit(f"unknown command {command!r}")

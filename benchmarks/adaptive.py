@@ -2,6 +2,7 @@
 
     python benchmarks/adaptive.py [--num-layers 8] [--epochs 15] [--fine-tune-epochs 10] [--rounds 7]
     python benchmarks/adaptive.py --speed-only S/16 --gate-centers 30 5 2 0   # random weights at 224
+    python benchmarks/adaptive.py --speed-only S/16 --keep-class-token        # only patch tokens halt
 
 Trains a plain ViT (tiny width, `--num-layers` blocks, 32x32, patch 4: 65
 tokens) on the built-in digits, then fine-tunes the same weights with
@@ -18,7 +19,11 @@ timed round-robin over `--rounds` rounds of 64 test images) and at batch 64.
 
 `--speed-only VARIANT` skips training: random weights at 224, random images,
 and for each gate centre the mean depth it gives and the images/s at batch 1
-of the plain forward and the gathered path (the same weights).
+of the plain forward and the gathered path (the same weights). With random
+weights the class token halts within a few blocks, and the gathered path stops
+there (nothing else reaches the head): most of its speed-up comes from that.
+`--keep-class-token` adds, per centre, the gathered path with the class token
+run through every block (`ClassTokenKept`), so that only patch tokens halt.
 """
 
 import argparse
@@ -30,11 +35,36 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from keras import ops  # noqa: E402
 
 import keras_vit  # noqa: E402
-from keras_vit.model import model_config  # noqa: E402
+from keras_vit.model import ViTLayers, forward, model_config  # noqa: E402
 from keras_vit.training import data  # noqa: E402
-from keras_vit.views.adaptive import gathered_forward, halting_model, halting_statistics, plain_model  # noqa: E402
+from keras_vit.views.adaptive import (  # noqa: E402
+    GatheredHook,
+    gathered_forward,
+    halting_model,
+    halting_statistics,
+    plain_model,
+)
+
+
+class ClassTokenKept(GatheredHook):
+    """The gathered path with the class token run through every block whatever its gate: only patches halt.
+
+    For speed alone: its logits are not the model's (the class token's halting
+    weights run on past its halt). Every other token halts as in `GatheredHook`.
+    """
+
+    def keep(self, going, positions):
+        return ops.logical_or(going, positions < self.readout_tokens)
+
+
+def class_token_kept_forward(model, images, center):
+    """`(logits (1, C), depth (1, T))` of one image through `ClassTokenKept`: the blocks each token ran."""
+    config = model_config(model)
+    hook = ClassTokenKept(config.replace(adaptive_tokens=config.adaptive_tokens or True, halting_gate_center=center))
+    return forward(ViTLayers.of(model), images, hook), hook.depth
 
 
 def arrays(split, num_classes=10):
@@ -75,33 +105,51 @@ def images_per_second(functions, images, rounds):
     return {name: len(images) / float(np.median(t)) for name, t in times.items()}
 
 
-def speed_only(variant, centers, rounds, count=8):
-    """Random weights: how fast the gathered path is at the depths some gate centres give."""
+def speed_only(variant, centers, rounds, keep_class_token=False, count=8):
+    """Random weights: how fast the gathered path is at the depths some gate centres give.
+
+    Besides the speed, each row gives the work the path really did: the blocks
+    a token ran on it, averaged over tokens ("blocks run"), from the path's own
+    depth count (eager, image by image). On the gathered path that stops at the
+    class token's halt; the "mean depth" column is each token's own halt.
+    """
+    keras.utils.set_random_seed(0)
     model = keras_vit.build_vit(variant, adaptive_tokens=True)
+    num_layers = model_config(model).num_layers
     images = np.random.default_rng(0).uniform(-1, 1, (count, 224, 224, 3)).astype("float32")
     disabled = plain_model(model)
     one = tf.TensorSpec((1, 224, 224, 3), tf.float32)
     functions = {"halting disabled": (compiled(lambda x: disabled(x, training=False), one), False)}
-    depths = {}
+    rows = []  # (path, centre, mean depth, class token depth, blocks run)
+
+    def gathered(x, center):
+        return gathered_forward(model, x, halting_gate_center=center)
+
+    def kept(x, center):
+        return class_token_kept_forward(model, x, center)
+
+    paths = [("gathered", gathered)] + ([("class token kept", kept)] if keep_class_token else [])
     for center in centers:
         depth = halting_model(model, halting_gate_center=center).predict(images, verbose=0)["depth"]
-        depths[center] = (halting_statistics(depth, model_config(model).num_layers), float(depth[:, 0].mean()))
-
-        def gathered(x, center=center):
-            return gathered_forward(model, x, halting_gate_center=center)[0]
-
-        functions[f"gathered, centre {center}"] = (compiled(gathered, one), False)
+        for path, function in paths:
+            ran = np.concatenate([function(x[None], center)[1] for x in images])
+            mean_depth = depth[:, 1:].mean() if path == "gathered" else ran[:, 1:].mean()  # patches' own halts
+            rows.append((path, center, mean_depth, float(ran[:, 0].mean()), float(ran.mean())))
+            functions[f"{path}, centre {center}"] = (
+                compiled(lambda x, function=function, center=center: function(x, center)[0], one),
+                False,
+            )
     speeds = images_per_second(functions, images, rounds)
     print(f"{variant} at 224, random weights, batch 1, {count} images; load average {os.getloadavg()[0]:.2f}\n")
-    print("| path | gate centre | mean depth | class token depth | images/s | speed-up |")
-    print("|---|---|---|---|---|---|")
+    print("| path | gate centre | patch tokens' mean depth | class token depth | blocks run | images/s | speed-up |")
+    print("|---|---|---|---|---|---|---|")
     base = speeds["halting disabled"]
-    print(f"| halting disabled | | {model_config(model).num_layers} | | {base:.2f} | 1.00x |")
-    for center in centers:
-        name, (stats, class_depth) = f"gathered, centre {center}", depths[center]
-        speed = speeds[name]
+    print(f"| halting disabled | | {num_layers} | {num_layers} | {num_layers} | {base:.2f} | 1.00x |")
+    for path, center, mean_depth, class_depth, ran in rows:
+        speed = speeds[f"{path}, centre {center}"]
         print(
-            f"| gathered | {center:g} | {stats['mean_depth']:.2f} | {class_depth:.2f} | {speed:.2f} | {speed / base:.2f}x |"
+            f"| {path} | {center:g} | {mean_depth:.2f} | {class_depth:.2f} | {ran:.2f} | {speed:.2f} | "
+            f"{speed / base:.2f}x |"
         )
 
 
@@ -115,9 +163,12 @@ def main():
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--speed-only", metavar="VARIANT", help="random weights at 224, e.g. S/16: speed only")
     parser.add_argument("--gate-centers", type=float, nargs="+", default=[30.0, 5.0, 2.0, 0.0])
+    parser.add_argument(
+        "--keep-class-token", action="store_true", help="--speed-only: also with the class token never halting"
+    )
     args = parser.parse_args()
     if args.speed_only:
-        return speed_only(args.speed_only, args.gate_centers, args.rounds)
+        return speed_only(args.speed_only, args.gate_centers, args.rounds, args.keep_class_token)
     keras.utils.set_random_seed(0)
     splits = data.load("digits")
     (train_x, train_y), (test_x, test_y) = arrays(splits.train), arrays(splits.test)

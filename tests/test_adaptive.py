@@ -136,6 +136,19 @@ def test_gathered_path_runs_in_a_tf_function_with_a_dynamic_token_axis(model, im
     np.testing.assert_allclose(compiled(images[:1]).numpy(), gathered_forward(model, images[:1])[0].numpy(), atol=1e-5)
 
 
+def test_gathered_path_keeps_the_distillation_token(tiny_vit, randomize, images, to_numpy):
+    """DeiT's head_dist reads token 1: the gathered path runs it to its own halt, as the masked graph."""
+    gate = dict(halting_gate_scale=1.0, halting_gate_center=2.0)  # class and distillation tokens halt apart
+    model = randomize(tiny_vit(num_layers=4, distillation=True, adaptive_tokens=True, **gate), seed=0, scale=0.3)
+    outputs = to_numpy(halting_model(model)(images))
+    assert np.any(outputs["depth"][:, 1] > outputs["depth"][:, 0]), "the distillation token should outlive the class"
+    for i in range(len(images)):
+        for all_tokens in (True, False):
+            logits, depth = to_numpy(gathered_forward(model, images[i : i + 1], all_tokens=all_tokens))
+            np.testing.assert_allclose(logits, outputs["logits"][i : i + 1], atol=1e-5)
+            np.testing.assert_array_equal(depth[0, :2], outputs["depth"][i, :2])
+
+
 def test_statistics_of_depths():
     stats = halting_statistics(np.array([[1, 2, 4], [4, 4, 3]]), num_layers=4)
     assert stats == {"mean_depth": 3.0, "active_fraction": [1.0, 5 / 6, 4 / 6, 3 / 6]}

@@ -109,21 +109,30 @@ def adapt_representation(targets, source, drop, notes):
 
 
 def adapt_head(targets, source, reset_head, notes):
-    if HEAD[0] not in targets:
-        if HEAD[0] in source:
-            for key in HEAD:
+    """A new head at zeros where the class count differs (or when asked); DeiT's distillation head alike."""
+    for head, name in ((HEAD, "head"), (DISTILLATION_HEAD, "distillation head")):
+        _adapt_one_head(head, name, targets, source, reset_head, notes)
+
+
+DISTILLATION_HEAD = ("head_dist/kernel", "head_dist/bias")
+
+
+def _adapt_one_head(head, name, targets, source, reset_head, notes):
+    if head[0] not in targets:
+        if head[0] in source:
+            for key in head:
                 source.pop(key, None)
-            notes.append("the model has no head: the checkpoint's head was not loaded")
+            notes.append(f"the model has no {name}: the checkpoint's {name} was not loaded")
         return
-    ours = tuple(targets[HEAD[0]].shape)
-    theirs = tuple(source[HEAD[0]].shape) if HEAD[0] in source else None
+    ours = tuple(targets[head[0]].shape)
+    theirs = tuple(source[head[0]].shape) if head[0] in source else None
     if reset_head is True or (reset_head == "auto" and theirs != ours):
-        for key in HEAD:
+        for key in head:
             source[key] = np.zeros(targets[key].shape, "float32")
-        was = f"{theirs[-1]} classes" if theirs else "no head"
-        notes.append(f"new head at zeros for {ours[-1]} classes (the checkpoint has {was})")
-    elif theirs == ours and not np.any(source[HEAD[0]]):
-        notes.append("the checkpoint's head is all zeros (an ImageNet-21k pre-training file): fine-tune it")
+        was = f"{theirs[-1]} classes" if theirs else f"no {name}"
+        notes.append(f"new {name} at zeros for {ours[-1]} classes (the checkpoint has {was})")
+    elif theirs == ours and not np.any(source[head[0]]):
+        notes.append(f"the checkpoint's {name} is all zeros (an ImageNet-21k pre-training file): fine-tune it")
 
 
 def adapt_channels(targets, source, notes):

@@ -194,7 +194,10 @@ def halting_losses(state, mean_scores, ponder_loss_weight, distribution_prior_we
     dropped when not positive (their `if distr_prior_loss > 0`; the target is
     not normalised, so the KL can be negative). Their per-block mean slices
     `[1:]` off the batch axis, presumably meant for the class token; this
-    averages every image and token.
+    averages every image and token. Theirs also scores halted tokens from
+    the block's output for their zeroed input (not zero, with a gradient);
+    `Halting` zeroes a halted token's channel first, so it adds
+    `sigmoid(-gate_center)`, a constant (docs/training.md, adaptive tokens).
     """
     ponder = ponder_loss_weight * ops.mean(state[..., PONDER])
     scores = ops.mean(ops.stack(mean_scores), axis=1)  # (L,)

@@ -4,6 +4,7 @@
     digits.py       the built-in dataset, as a TFDS builder (scikit-learn's 1,797 digits)
     optimizers.py   AdamW / SGD as the papers use them (Keras only; registered by `import keras_vit`)
     distribute.py   tf.distribute strategies and the multi-worker work-around
+    distillation.py DeiT's hard-label distillation from a teacher (`keras-vit train --teacher`)
     train.py        `train(TrainConfig)` and `keras-vit train` / `evaluate`
     reports.py      curves and the confusion matrix
 

@@ -48,8 +48,8 @@ class TrainConfig:
     randaugment: bool = _field(False, "Keras RandAugment on training images")
     mixup: float = _field(0.0, "MixUp alpha (0: off)")
     cutmix: float = _field(0.0, "CutMix factor (0: off)")
-    dropout_rate: float = _field(None, "dropout (default: the variant's)")
-    drop_path_rate: float = _field(0.0, "stochastic depth of the last block")
+    dropout_rate: float = _field(None, "dropout (default: the variant's; 0.1 for the default tiny/4 from scratch)")
+    drop_path_rate: float = _field(None, "stochastic depth of the last block (default: 0; 0.1 for the default tiny/4)")
     precision: str = _field("float32", "mixed_float16 on GPU, mixed_bfloat16 on TPU", PRECISIONS)
     jit_compile: bool = _field(False, "compile with XLA (TensorFlow) or torch.compile (torch); JAX always compiles")
     strategy: str = _field("auto", "tf.distribute strategy (TensorFlow backend)", STRATEGIES)
@@ -68,6 +68,9 @@ class TrainConfig:
     overwrite: bool = _field(False, "replace an existing --output run")
     resume: bool = _field(False, "continue the run in --output where it stopped")
     weights: str = _field(None, "checkpoint file or registry name to fine-tune from")
+    teacher: str = _field(
+        None, "DeiT hard distillation: a run folder (or its model.keras) of a trained model with the same classes"
+    )
     freeze_backbone: bool = _field(False, "train the head alone on the frozen --weights (a linear probe)")
     layer_decay: float = _field(None, "layer-wise learning-rate decay for full fine-tuning, e.g. 0.75 (default: off)")
     lora: int = _field(None, "LoRA rank: train low-rank adapters and the head on the frozen --weights, e.g. 4")

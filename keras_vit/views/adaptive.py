@@ -160,11 +160,7 @@ class GatheredHook:
         self.depth = self.depth + ops.einsum("btn,bt->bn", is_token, self.active)
         if last:  # (B, R, D): all the readout reads
             return state.replace(tokens=ops.cast(self.readout, tokens.dtype), positions=None, attention_bias=None)
-        keep = going > 0.5
-        if not self.all_tokens:  # nothing else reaches the head once an image's readout tokens have halted
-            readout_going = ops.any(ops.logical_and(keep, positions < self.readout_tokens), axis=1)
-            keep = ops.logical_and(keep, readout_going[:, None])
-        keep = ops.cast(keep, "float32")
+        keep = ops.cast(self.keep(going > 0.5, positions), "float32")
         # Active first, each group in sequence order; then the longest active prefix of the batch.
         order = ops.argsort((1.0 - keep) * (2 * self.length) + ops.cast(positions, "float32"), axis=1)
         count = ops.max(ops.sum(keep, axis=1))
@@ -184,6 +180,19 @@ class GatheredHook:
             positions=take(positions),
             attention_bias=(1.0 - self.active)[:, None, None, :] * MASK_BIAS,  # (B, 1, 1, T'): halted keys out
         )
+
+    def keep(self, going, positions):
+        """Which tokens the next block runs on, `(B, T')` bool: those still going, while their image's readout goes.
+
+        Args:
+            going: `(B, T')` bool, the tokens that have not halted.
+            positions: `(B, T')` int32, their indices in the embedded sequence.
+        """
+        if self.all_tokens:
+            return going
+        # Nothing else reaches the head once an image's readout tokens have halted.
+        readout_going = ops.any(ops.logical_and(going, positions < self.readout_tokens), axis=1)
+        return ops.logical_and(going, readout_going[:, None])
 
 
 def gathered_forward(model, images, all_tokens=False, **fields):

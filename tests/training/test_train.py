@@ -612,3 +612,19 @@ def test_an_unreadable_class_folder_is_one_line_naming_it(capsys):
     assert (
         err.strip().splitlines()[-1].startswith(f"keras-vit train: error: {root / 'photos' / 'dog'}: permission denied")
     )
+
+
+def test_the_default_model_from_scratch_is_regularized_and_others_keep_their_rates():
+    """The main job's tiny/4 gets dropout and stochastic depth 0.1 (it overfits 1,257 digits without);
+    a named variant keeps its row's dropout, a fine-tune its checkpoint's, and flags win."""
+    from keras_vit.training.settings import TrainConfig
+    from keras_vit.training.train import resolve
+
+    default = resolve(TrainConfig())
+    assert (default.variant, default.dropout_rate, default.drop_path_rate) == ("tiny/4", 0.1, 0.1)
+    named = resolve(TrainConfig(variant="S/16"))
+    assert (named.dropout_rate, named.drop_path_rate) == (None, 0.0)
+    tuned = resolve(TrainConfig(weights="Ti/16:augreg_in21k"))
+    assert (tuned.dropout_rate, tuned.drop_path_rate) == (None, 0.0)
+    asked = resolve(TrainConfig(dropout_rate=0.0, drop_path_rate=0.2))
+    assert (asked.dropout_rate, asked.drop_path_rate) == (0.0, 0.2)

@@ -152,6 +152,7 @@ def read_arrays(path, num_heads=None):
     if hub is None:  # a file alone: the family its tensors show, where they show one
         arrays = data.arrays
         name = "SigLIP" if PROBE in arrays else "DeiT" if DIST in arrays else "CLIP" if PRE_NORM in arrays else None
+        name = "Perception Encoder" if PROBE in arrays and PRE_NORM in arrays else name  # PE core: MAP after a pre-norm
         data.family = families.family(name) if name else None
     return data
 
@@ -325,6 +326,12 @@ def _family_defaults(data, given):
     defaults = dict(data.family.options)
     if layout in (formats.HUGGING_FACE, formats.BIG_VISION):  # timm's SigLIP runs exact GELU; these tanh
         defaults.update(data.family.transformers_options)
+    if data.family.name == "Perception Encoder" and "rotary" not in given:
+        raise CheckpointError(
+            f"{data.path} is a Perception Encoder tower (a MAP head after a pre-norm), whose rotary position "
+            "embedding its tensors do not tell: pass the model folder with its config.json, or build it from "
+            "its registry name (e.g. 'B/16:pe_core')."
+        )
     if data.family.name == "CLIP" and "activation" not in given:
         raise CheckpointError(
             f"{data.path} is a CLIP image tower, whose activation its tensors do not tell: pass "

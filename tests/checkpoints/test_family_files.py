@@ -285,3 +285,18 @@ def test_save_timm_refuses_an_eva_model_naming_what_timms_vision_transformer_lac
     with pytest.raises(ValueError, match=r"cannot express rotary=Rotary\(.*mlp='swiglu'.*key_bias=False"):
         save_timm(model, tmp_path / "eva.safetensors")
     assert not (tmp_path / "eva.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("timm_pe_core_gigantic", "is a Perception Encoder tower (a MAP head after a pre-norm)"),  # no class token
+        ("timm_pe_core_tiny", "is a Perception Encoder tower (a MAP head after a pre-norm)"),
+        ("timm_eva02_base", "without a key bias (timm's eva.py: EVA-02)"),
+    ],
+)
+def test_a_rotary_family_file_alone_is_refused_never_loaded_without_its_rotary(families, name, reason):
+    folder, _ = families
+    with pytest.raises(CheckpointError) as error:
+        build_from_checkpoint(folder / name / "model.safetensors")
+    assert reason in str(error.value)

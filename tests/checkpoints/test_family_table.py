@@ -70,7 +70,7 @@ def test_a_timm_model_keras_vit_does_not_build_is_refused_by_name_in_one_line(fo
 @pytest.mark.parametrize(
     "name, reason",
     [
-        ("timm_pe_core", "SigLIP models have class_token=False, the tensors class_token=True"),
+        ("timm_pe_core", "is a Perception Encoder tower (a MAP head after a pre-norm), whose rotary position"),
         ("timm_dinov3", "no absolute position embedding: a rotary-position ViT"),
         ("timm_rope", "no absolute position embedding: a rotary-position ViT"),
     ],

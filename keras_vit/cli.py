@@ -406,7 +406,8 @@ def _add_predict(subparsers, parents):
     parser.add_argument(
         "--model",
         required=True,
-        help=".keras file or its folder, SavedModel or export folder, .tflite or .onnx file",
+        help=".keras file or its folder, SavedModel or export folder, .tflite or .onnx file, or a timm / "
+        "transformers checkpoint folder (with its config.json)",
     )
     parser.add_argument("--top-k", type=int, default=5, help="labels per image (default: 5)")
     parser.add_argument(

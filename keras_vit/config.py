@@ -168,9 +168,16 @@ VARIANTS = {
     "B": Variant(hidden_dim=768, num_layers=12, num_heads=12, mlp_dim=3072),  # 86,567,656
     "L": Variant(hidden_dim=1024, num_layers=24, num_heads=16, mlp_dim=4096, dropout_rate=0.1),  # 304,326,632
     "H": Variant(hidden_dim=1280, num_layers=32, num_heads=16, mlp_dim=5120, dropout_rate=0.1),  # 632,045,800 (H/14)
+    # The shape-optimised ViT of "Getting ViT in Shape" (Alabdulmohsin et al. 2023): SigLIP's and SigLIP 2's So400m.
+    "So400m": Variant(hidden_dim=1152, num_layers=27, num_heads=16, mlp_dim=4304),  # 413,735,896
+    # DINOv3's own sizes (Siméoni et al. 2025, Table 14), with SwiGLU MLPs (`mlp="swiglu"`: mlp_dim is each half);
+    # counts are of DINOv3's backbones at patch 16 (4 registers, no head).
+    "S+": Variant(hidden_dim=384, num_layers=12, num_heads=6, mlp_dim=1536),  # 28,683,264
+    "H+": Variant(hidden_dim=1280, num_layers=32, num_heads=20, mlp_dim=5120),  # 840,509,440
+    "7B": Variant(hidden_dim=4096, num_layers=40, num_heads=32, mlp_dim=8192),  # 6,716,030,976
 }
 
-_NAME = re.compile(r"^(?P<variant>[A-Za-z]+)(?:/(?P<patch>\d+))?$")
+_NAME = re.compile(r"^(?P<variant>[A-Za-z0-9]+\+?)(?:/(?P<patch>\d+))?$")
 
 
 def parse_variant(name):
@@ -302,6 +309,19 @@ class ViTConfig:
             `num_heads`. Defaults to `None`.
         map_mlp_dim: the MAP head's MLP width, `None` for `mlp_dim`.
             Defaults to `None`.
+        naflex: SigLIP 2's NaFlex input (Tschannen et al. 2025): each image
+            cut into patches at its own aspect ratio, outside the model
+            (`keras_vit.preprocessing.naflex_inputs`). The model takes three
+            inputs, `patches` `(B, N, p*p*C)`, `spatial_shapes` `(B, 2)` (each
+            image's patch grid, rows and columns) and `patch_mask` `(B, N)`
+            (1 for a patch, 0 for padding); the position embedding, learned
+            on `image_size`'s grid, is resized to each image's grid (bilinear,
+            antialiased), and padding is masked out of every attention and
+            the MAP pooling. Needs `pooling="map"` and no prefix tokens.
+            Defaults to `False`.
+        patch_norm: a norm (of the model's `norm` kind) on the patch
+            embedding, before the position embedding (AIMv2; timm's
+            `embed_norm_layer`). Defaults to `False`.
         encoder_norm: the final norm after the blocks (after the pooling with
             `pooled_norm`). `False`: none (Perception Encoder's lang and
             spatial towers, timm's `use_post_transformer_norm=False`).
@@ -355,6 +375,9 @@ class ViTConfig:
     rotary: Rotary = None
     map_num_heads: int = None
     map_mlp_dim: int = None
+    # SigLIP 2 NaFlex (see the docstring); after issue 20's block options.
+    naflex: bool = False
+    patch_norm: bool = False  # added after issue 20's fixed list (AIMv2)
     encoder_norm: bool = True
     # 0.2.0's flat A-ViT arguments (`FLAT_ADAPTIVE`): folded into `adaptive_tokens`, not stored.
     halting_gate_scale: dataclasses.InitVar[float] = None
@@ -402,7 +425,7 @@ class ViTConfig:
         if self.class_token is None:
             set_field("class_token", self.pooling == "token")
         for key in ("class_token", "distillation", "embed_prefix_tokens", "pre_norm", "patch_bias", "pooled_norm",
-                    "dynamic_image_size"):  # fmt: skip
+                    "dynamic_image_size", "naflex"):  # fmt: skip
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f"{key}={getattr(self, key)!r} must be True or False.")
         if self.pooling == "token" and not self.class_token:
@@ -420,6 +443,25 @@ class ViTConfig:
             raise ValueError(f"layer_scale_init={scale!r} must be a positive number, or None for no LayerScale.")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"Unknown activation={self.activation!r}; expected one of {ACTIVATIONS}.")
+        if self.naflex:
+            self._check_naflex()
+
+    def _check_naflex(self):
+        if self.pooling != "map" or self.num_prefix_tokens:
+            raise ValueError(
+                f"naflex=True builds SigLIP 2's NaFlex tower, which pools with pooling='map' and has no class, "
+                f"distillation or register tokens; got pooling={self.pooling!r} with {self.num_prefix_tokens} "
+                "prefix token(s)."
+            )
+        if self.dynamic_image_size:
+            raise ValueError(
+                "naflex=True already takes any patch grid (spatial_shapes): leave dynamic_image_size at False."
+            )
+        if not self.position_embedding or self.rotary is not None:
+            raise ValueError(
+                "naflex=True resizes the learned position table to each image's grid: it needs "
+                "position_embedding=True and no rotary embedding."
+            )
 
     def _check_block_options(self, set_field):
         if self.norm not in NORMS:
@@ -427,7 +469,7 @@ class ViTConfig:
         if self.mlp not in MLPS:
             raise ValueError(f"Unknown mlp={self.mlp!r}; expected one of {MLPS}.")
         for key in ("mlp_norm", "qkv_bias", "key_bias", "proj_bias", "mlp_bias", "qk_norm", "attention_norm",
-                    "position_embedding", "encoder_norm"):  # fmt: skip
+                    "position_embedding", "patch_norm", "encoder_norm"):  # fmt: skip
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f"{key}={getattr(self, key)!r} must be True or False.")
         if self.pooled_norm and not self.encoder_norm:

@@ -1,6 +1,6 @@
 """The ViT's forward graph, written once: `build_model(config)`, and the views that reuse it.
 
-    images -> patch embedding -> [prefix tokens] -> [position embedding] -> dropout -> [LayerNorm]
+    images -> patch embedding -> [norm] -> [prefix tokens] -> [position embedding] -> dropout -> [LayerNorm]
            -> blocks -> LayerNorm -> pooling -> [pre-logits Dense + tanh] -> [head]
     images -> [rotary embedding: the sine/cosine table every block's attention rotates with]
 
@@ -34,6 +34,8 @@ from keras_vit.layers import (
     AttentionPooling,
     ClassToken,
     ClassTokenPooling,
+    NaFlexPositionEmbedding,
+    PaddingBias,
     PatchAveragePooling,
     PatchEmbedding,
     RegisterTokens,
@@ -50,7 +52,7 @@ from keras_vit.layers.halting import Halting, HaltingLoss
 ROLES = {
     # before the first block (layer-wise decay's depth 0)
     "embedding": ("patch_embedding", "class_token", "distillation_token", "register_tokens", "position_embedding",
-                  "embedding_dropout", "pre_norm", "rotary_embedding"),
+                  "embedding_dropout", "pre_norm", "rotary_embedding", "padding_bias", "patch_norm"),
     # after the last block, before the heads
     "readout": ("encoder_norm", "pooled_norm", "token_pooling", "gap_pooling", "map_pooling", "distillation_pooling",
                 "pre_logits"),
@@ -89,6 +91,8 @@ class ViTLayers:
     head_average: keras.layers.Layer = None
     pooled_norm: bool = False  # `encoder_norm` (then named "pooled_norm") runs after the pooling
     rotary_embedding: keras.layers.Layer = None  # weightless: the table of a rotary position embedding
+    padding_bias: keras.layers.Layer = None  # NaFlex: the padding mask -> the attention bias
+    patch_norm: keras.layers.Layer = None  # AIMv2's norm on the patch embedding
 
     @classmethod
     def create(cls, config):
@@ -98,14 +102,19 @@ class ViTLayers:
         float32_head = "float32" if policy.name.startswith("mixed") else policy
         dynamic = dict(grid=c.grid, patch_size=c.patch_size) if c.dynamic_image_size else {}
         rotary = c.rotary
+        if c.naflex:  # SigLIP 2: the table resized to each image's grid
+            position = NaFlexPositionEmbedding(c.grid, name="position_embedding")
+        elif c.position_embedding:
+            prefix = c.num_prefix_tokens if c.embed_prefix_tokens else 0
+            position = AddPositionEmbedding(prefix, name="position_embedding", **dynamic)
+        else:
+            position = None
         return cls(
-            patch_embedding=PatchEmbedding(c.patch_size, c.hidden_dim, use_bias=c.patch_bias, name="patch_embedding"),
+            patch_embedding=PatchEmbedding(
+                c.patch_size, c.hidden_dim, use_bias=c.patch_bias, patchified=c.naflex, name="patch_embedding"
+            ),
             class_token=ClassToken(name="class_token") if c.class_token else None,
-            position_embedding=AddPositionEmbedding(
-                c.num_prefix_tokens if c.embed_prefix_tokens else 0, name="position_embedding", **dynamic
-            )
-            if c.position_embedding
-            else None,
+            position_embedding=position,
             embedding_dropout=keras.layers.Dropout(c.dropout_rate, name="embedding_dropout"),
             blocks=[
                 TransformerBlock(
@@ -143,6 +152,7 @@ class ViTLayers:
             if c.num_register_tokens
             else None,
             pre_norm=make_norm(c.norm, c.layer_norm_epsilon, name="pre_norm") if c.pre_norm else None,
+            patch_norm=make_norm(c.norm, c.layer_norm_epsilon, name="patch_norm") if c.patch_norm else None,
             distillation_pooling=ClassTokenPooling(1, name="distillation_pooling") if c.distillation else None,
             head_dist=keras.layers.Dense(
                 c.num_classes, kernel_initializer="zeros", dtype=float32_head, name="head_dist"
@@ -163,6 +173,7 @@ class ViTLayers:
             )
             if rotary is not None
             else None,
+            padding_bias=PaddingBias(name="padding_bias") if c.naflex else None,
         )
 
     @classmethod
@@ -209,8 +220,19 @@ class ViTLayers:
         )
 
 
+def image_layers(model, view):
+    """`ViTLayers.of(model)` for a view that feeds images (`view` names it); a NaFlex model is refused in one line."""
+    layers = ViTLayers.of(model)
+    if layers.padding_bias is not None:
+        raise ValueError(
+            f"{view} takes a model of images; {model.name!r} is a NaFlex model (patches, spatial_shapes, "
+            "patch_mask), which it does not take yet."
+        )
+    return layers
+
+
 _OPTIONAL_LAYERS = ("distillation_token", "register_tokens", "pre_norm", "distillation_pooling", "head_dist",
-                    "head_average")  # fmt: skip
+                    "head_average", "padding_bias", "patch_norm")  # fmt: skip
 
 
 def _block_options(config):
@@ -252,9 +274,14 @@ def model_config(model):
     layers = ViTLayers.of(model)
     first, last = layers.blocks[0], layers.blocks[-1]
     position, rotary = layers.position_embedding, layers.rotary_embedding
-    dynamic = None in model.input_shape[1:3]
+    naflex = isinstance(position, NaFlexPositionEmbedding)  # three inputs: patches, their grids, a mask
+    dynamic = not naflex and None in model.input_shape[1:3]
     grid = position.grid if position is not None else rotary.grid if rotary is not None else None
     patch = layers.patch_embedding.patch_size
+    if dynamic or naflex:  # the input's size is not fixed: the learned grid is the model's size
+        image_size = tuple(g * p for g, p in zip(grid, patch))
+    else:
+        image_size = tuple(model.input_shape[1:3])
     pooling = {ClassTokenPooling: "token", AttentionPooling: "map"}.get(type(layers.pooling), "gap")
     return ViTConfig(
         hidden_dim=layers.patch_embedding.hidden_dim,
@@ -262,8 +289,8 @@ def model_config(model):
         num_heads=first.num_heads,
         mlp_dim=first.mlp_dim,
         patch_size=patch,
-        image_size=tuple(g * p for g, p in zip(grid, patch)) if dynamic else tuple(model.input_shape[1:3]),
-        num_channels=model.input_shape[-1],
+        image_size=image_size,
+        num_channels=layers.patch_embedding.projection.kernel.shape[2],
         num_classes=layers.head.units if layers.head is not None else 0,
         include_top=layers.head is not None,
         pooling=pooling,
@@ -287,6 +314,8 @@ def model_config(model):
         position_embedding=position is not None,
         rotary=rotary.settings if rotary is not None else None,
         **_map_fields(layers.pooling, first),
+        naflex=naflex,
+        patch_norm=layers.patch_norm is not None,
         encoder_norm=layers.encoder_norm is not None,
     )
 
@@ -349,6 +378,9 @@ class TokenState:
         rotary: the `(T0, 2d)` sine/cosine table of a rotary embedding
             (`keras_vit.layers.RotaryEmbedding`), indexed by `positions`; or
             `None` for a model without one.
+        padding_bias: `(B, 1, 1, T)`, the bias that hides padding tokens
+            (SigLIP 2's NaFlex input), or `None` without padding: the MAP
+            pooling reads it (`attention_bias` starts as the same tensor).
     """
 
     tokens: object
@@ -357,6 +389,7 @@ class TokenState:
     sizes: object = None
     num_prefix_tokens: int = 0
     rotary: object = None
+    padding_bias: object = None
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -377,7 +410,8 @@ def forward(layers, images, block_hook=call_block):
 
     Args:
         layers: a `ViTLayers`.
-        images: the input tensor.
+        images: the input tensor; for a NaFlex model (`ViTConfig.naflex`)
+            the dict of its three inputs (`patches`, `spatial_shapes`, `patch_mask`).
         block_hook: `hook(block, state) -> state` (a `TokenState`), how each
             block is called: token merging merges tokens there, attention maps
             record the weights, A-ViT halts tokens. Defaults to calling the block.
@@ -385,11 +419,13 @@ def forward(layers, images, block_hook=call_block):
     state = embed(layers, images)  # tokens (B, T, D)
     for block in layers.blocks:
         state = block_hook(block, state)
-    return readout(layers, state.tokens)
+    return readout(layers, state.tokens, state.padding_bias)
 
 
 def embed(layers, images):
     """Images `(B, H, W, C)` -> the `TokenState` the first block sees, its tokens `(B, T, D)`."""
+    if layers.padding_bias is not None:
+        return _embed_patches(layers, images)
     position = layers.position_embedding
     dynamic = getattr(position, "patch_size", None) is not None
 
@@ -399,6 +435,7 @@ def embed(layers, images):
         return position(x, images) if dynamic else position(x)
 
     x = layers.patch_embedding(images)  # (B, N, D)
+    x = layers.patch_norm(x) if layers.patch_norm is not None else x  # AIMv2: before the position embedding
     embed_prefix = position is None or position.num_prefix_tokens > 0 or layers.num_prefix_tokens == 0
     if not embed_prefix:
         x = add_position(x)  # the patches only (timm's no_embed_class)
@@ -412,11 +449,24 @@ def embed(layers, images):
     return TokenState(x, num_prefix_tokens=layers.num_prefix_tokens, rotary=rotary)
 
 
-def readout(layers, tokens):
-    """The last block's tokens `(B, T, D)` -> logits `(B, C)`, or the pooled features `(B, D)` without a head."""
+def _embed_patches(layers, inputs):
+    """NaFlex: `{"patches": (B, N, p*p*C), "spatial_shapes": (B, 2), "patch_mask": (B, N)}` -> the first `TokenState`."""
+    x = layers.patch_embedding(inputs["patches"])  # (B, N, D)
+    x = layers.position_embedding(x, inputs["spatial_shapes"])  # each image's table, at its own grid
+    x = layers.embedding_dropout(x)
+    x = layers.pre_norm(x) if layers.pre_norm is not None else x
+    bias = layers.padding_bias(inputs["patch_mask"])  # (B, 1, 1, N): padding keys hidden from every query
+    return TokenState(x, attention_bias=bias, padding_bias=bias)
+
+
+def readout(layers, tokens, padding_bias=None):
+    """The last block's tokens `(B, T, D)` -> logits `(B, C)`, or the pooled features `(B, D)` without a head.
+
+    `padding_bias`: the `TokenState`'s, which the MAP pooling takes (NaFlex).
+    """
     if not layers.pooled_norm and layers.encoder_norm is not None:
         tokens = layers.encoder_norm(tokens)
-    x = layers.pooling(tokens)  # (B, D)
+    x = layers.pooling(tokens) if padding_bias is None else layers.pooling(tokens, attention_bias=padding_bias)
     if layers.pooled_norm:
         x = layers.encoder_norm(x)
     for layer in (layers.pre_logits, layers.head):
@@ -468,16 +518,31 @@ def build_model(config, name=None):
     """The functional `keras.Model` of a `ViTConfig`, with new (randomly initialised) weights.
 
     Returns:
-        A model with one input named `images`, `(B, H, W, C)` float images,
+        A model with one input named `images`, `(B, H, W, C)` float images
+        (a NaFlex model: three, `patches` `(B, N, p*p*C)` float,
+        `spatial_shapes` `(B, 2)` int32 and `patch_mask` `(B, N)` int32),
         returning `(B, num_classes)` logits (float32 under a mixed precision
         policy), or the pooled `(B, D)` features without a head.
     """
     if not isinstance(config, ViTConfig):
         raise TypeError(f"config={config!r} must be a keras_vit.ViTConfig.")
-    size = (None, None) if config.dynamic_image_size else config.image_size
-    images = keras.Input(shape=(*size, config.num_channels), name="images")
+    if config.naflex:
+        images = naflex_inputs(config)
+    else:
+        size = (None, None) if config.dynamic_image_size else config.image_size
+        images = keras.Input(shape=(*size, config.num_channels), name="images")
     hook = HaltingHook(config) if config.adaptive_tokens else call_block
     return keras.Model(images, forward(ViTLayers.create(config), images, hook), name=name or default_name(config))
+
+
+def naflex_inputs(config, num_patches=None):
+    """The three `keras.Input`s of a NaFlex model, by name; `num_patches` fixes `N` (`None`: any)."""
+    rows, cols = config.patch_size
+    return {
+        "patches": keras.Input(shape=(num_patches, rows * cols * config.num_channels), name="patches"),
+        "spatial_shapes": keras.Input(shape=(2,), dtype="int32", name="spatial_shapes"),
+        "patch_mask": keras.Input(shape=(num_patches,), dtype="int32", name="patch_mask"),
+    }
 
 
 def default_name(config):
@@ -486,4 +551,5 @@ def default_name(config):
     if variant is None:
         return "vit_custom"
     rows, cols = config.patch_size
-    return f"vit_{variant.split('/')[0].lower()}{rows if rows == cols else f'{rows}x{cols}'}"
+    size = variant.split("/")[0].lower().replace("+", "plus")  # DINOv3's S+: vit_splus16
+    return f"vit_{size}{rows if rows == cols else f'{rows}x{cols}'}"

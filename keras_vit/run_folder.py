@@ -128,7 +128,8 @@ def check_model_matches_metadata(model, metadata, path):
     top classes, or a TensorFlow shape error deep inside the export.
     """
     labels, image_size = metadata["labels"], list(metadata["image_size"])
-    takes_any_size = None in model.input_shape[1:3]  # dynamic_image_size: keras_vit.json's size is the one used
+    # dynamic_image_size: keras_vit.json's size is the one used; NaFlex takes patches of any grid.
+    takes_any_size = takes_patches(model) or None in model.input_shape[1:3]
     if model.output_shape[-1] != len(labels):
         raise ValueError(
             f"{path} has {model.output_shape[-1]} outputs but {METADATA} beside it lists "
@@ -164,8 +165,15 @@ def save(model, folder, *, labels, scaling="vit", **extra):
 def input_size(model):
     """`(height, width)` of the images a model is fed: its input's, or for a model that takes any size
     (`dynamic_image_size=True`) the size it was built at, which preprocessing and export then use."""
+    if takes_patches(model):
+        return model_config(model).image_size  # the position table's grid, in pixels
     size = tuple(model.input_shape[1:3])
     return model_config(model).image_size if None in size else size
+
+
+def takes_patches(model):
+    """Whether `model` takes SigLIP 2's NaFlex input (patches, their grids, a padding mask), not images."""
+    return isinstance(model.input, dict) and "patches" in model.input
 
 
 def save_model(model, run):

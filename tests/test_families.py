@@ -16,7 +16,7 @@ from scipy.special import erf
 
 import keras_vit
 from keras_vit.checkpoints.canonical import model_variables
-from keras_vit.checkpoints.resample import resample_position_embedding
+from keras_vit.checkpoints.resample import interpolation_matrix, resample_position_embedding
 from keras_vit.config import Rotary
 from keras_vit.model import model_config
 
@@ -76,13 +76,22 @@ FAMILIES = {
         layer_norm_epsilon=1e-5,
     ),
     "aimv2": dict(
-        norm="rmsnorm", mlp="swiglu", qkv_bias=False, proj_bias=False, mlp_bias=False, qk_norm=True, pooling="gap"
+        norm="rmsnorm",
+        mlp="swiglu",
+        qkv_bias=False,
+        proj_bias=False,
+        mlp_bias=False,
+        qk_norm=True,
+        pooling="gap",
+        patch_norm=True,
     ),
     "naver_rope_axial": dict(
         rotary=Rotary("index", 100.0, grid_indexing="xy", rotate_half=False),
         position_embedding=False,
         layer_scale_init=1e-5,
     ),
+    # SigLIP 2's NaFlex: pre-patchified input at each image's own grid, padded (`_images` makes the three inputs).
+    "naflex": dict(pooling="map", activation="gelu_tanh", naflex=True, include_top=False),
     # Perception Encoder's lang tower: no final norm, LayerScale, mean of the patches.
     "pe_lang": dict(
         rotary=Rotary("index", 10000.0, reference_grid=(3, 2), grid_offset=1.0, grid_indexing="xy", rotate_half=False),
@@ -95,6 +104,7 @@ FAMILIES = {
         layer_norm_epsilon=1e-5,
     ),
 }
+NAFLEX_SHAPES, NAFLEX_LENGTH = ((1, 5), (3, 2)), 7  # patch grids of the batch's images (the table's is 2 x 3)
 WITHOUT_REFERENCE = {"adaptive"}
 
 
@@ -103,8 +113,22 @@ def _config(family):
 
 
 def _images(config, batch, seed):
+    if config.naflex:
+        return _naflex_inputs(config, batch, seed)
     height, width = config.image_size
     return np.random.default_rng(seed).normal(size=(batch, height, width, config.num_channels)).astype("float32")
+
+
+def _naflex_inputs(config, batch, seed):
+    """`patches`, `spatial_shapes`, `patch_mask` for `batch` images of the `NAFLEX_SHAPES` grids, in turn."""
+    shapes = np.array([NAFLEX_SHAPES[i % len(NAFLEX_SHAPES)] for i in range(batch)], "int32")
+    rows, cols = config.patch_size
+    size = (batch, NAFLEX_LENGTH, rows * cols * config.num_channels)
+    return {
+        "patches": np.random.default_rng(seed).normal(size=size).astype("float32"),
+        "spatial_shapes": shapes,
+        "patch_mask": (np.arange(NAFLEX_LENGTH)[None] < shapes.prod(-1)[:, None]).astype("int32"),
+    }
 
 
 def test_every_config_field_is_set_off_its_default_by_some_family_case():
@@ -116,6 +140,12 @@ def test_every_config_field_is_set_off_its_default_by_some_family_case():
         name for name, default in defaults.items() if all(case.get(name, default) == default for case in cases)
     ]
     assert uncovered == [], f"no family case in FAMILIES sets {uncovered}: add one"
+
+
+def _float64(images):
+    if isinstance(images, dict):  # NaFlex's three inputs: the patches in float64
+        return {**images, "patches": images["patches"].astype("float64")}
+    return images.astype("float64")
 
 
 def _perturbed(config, seed=0):
@@ -185,7 +215,7 @@ def _act(x, activation):
     return x / (1 + np.exp(-1.702 * x))  # quick_gelu
 
 
-def _attention(query_tokens, tokens, w, name, c=None, rotary=None):
+def _attention(query_tokens, tokens, w, name, c=None, rotary=None, keys=None):
     """Multi-head attention; with a config `c`, its options (absent biases, qk-norm, rotary, inner norm)."""
 
     def project(x, part):
@@ -201,6 +231,8 @@ def _attention(query_tokens, tokens, w, name, c=None, rotary=None):
         q[:, :, prefix:] = _rotate(q[:, :, prefix:], sin, cos, c.rotary.rotate_half)
         k[:, :, prefix:] = _rotate(k[:, :, prefix:], sin, cos, c.rotary.rotate_half)
     logits = q @ k.transpose(0, 1, 3, 2) / np.sqrt(q.shape[-1])
+    if keys is not None:  # (B, T): the keys attended to; padding gets no weight
+        logits = np.where(keys[:, None, None, :], logits, -np.inf)
     weights = np.exp(logits - logits.max(-1, keepdims=True))
     weights /= weights.sum(-1, keepdims=True)
     y = (weights @ v).transpose(0, 2, 1, 3)  # (B, T, h, d)
@@ -227,15 +259,23 @@ def _mlp(x, w, name, activation, c=None):
 
 def reference_forward(c, w, images):
     """The forward pass of a `ViTConfig` with the original checkpoint's weights `w`, in float64 NumPy."""
-    b, height, width, channels = images.shape
-    (ph, pw), eps = c.patch_size, c.layer_norm_epsilon
-    patches = images.reshape(b, height // ph, ph, width // pw, pw, channels).transpose(0, 1, 3, 2, 4, 5)
-    x = patches.reshape(b, -1, ph * pw * channels) @ w["embedding/kernel"].reshape(-1, c.hidden_dim)
-    x = x + w.get("embedding/bias", 0)
+    (ph, pw), eps, keys = c.patch_size, c.layer_norm_epsilon, None
+    if c.naflex:
+        x, keys = _naflex_embed(c, w, images), images["patch_mask"].astype(bool)
+        b = x.shape[0]
+    else:
+        b, height, width, channels = images.shape
+        patches = images.reshape(b, height // ph, ph, width // pw, pw, channels).transpose(0, 1, 3, 2, 4, 5)
+        x = patches.reshape(b, -1, ph * pw * channels) @ w["embedding/kernel"].reshape(-1, c.hidden_dim)
+        x = x + w.get("embedding/bias", 0)
+    if c.patch_norm:  # AIMv2: on the patches, before the position embedding
+        x = _norm(x, w, "embedding_norm", eps, c.norm)
     prefix = [w[key] for key in ("cls", "dist", "reg") if key in w]  # [class, distillation, registers..., patches]
     prefix = np.concatenate([np.broadcast_to(p, (b, *p.shape[1:])) for p in prefix], 1) if prefix else x[:, :0]
     position = w["Transformer/posembed_input/pos_embedding"] if c.position_embedding else 0
-    if c.embed_prefix_tokens:
+    if c.naflex:
+        pass  # `_naflex_embed` added each image's resized table
+    elif c.embed_prefix_tokens:
         x = np.concatenate([prefix, x], 1) + position
     else:
         x = np.concatenate([prefix, x + position], 1)
@@ -249,7 +289,7 @@ def reference_forward(c, w, images):
     for i in range(c.num_layers):
         block = f"Transformer/encoderblock_{i}/"
         y = _norm(x, w, block + "LayerNorm_0", eps, norm)
-        y = _attention(y, y, w, block + "MultiHeadDotProductAttention_1", c, rotary)
+        y = _attention(y, y, w, block + "MultiHeadDotProductAttention_1", c, rotary, keys)
         x = x + y * w.get(block + "LayerScale_0/scale", 1)
         y = _mlp(_norm(x, w, block + "LayerNorm_2", eps, norm), w, block + "MlpBlock_3", c.activation, c)
         x = x + y * w.get(block + "LayerScale_1/scale", 1)
@@ -261,7 +301,7 @@ def reference_forward(c, w, images):
         pooled = x[:, c.num_prefix_tokens :].mean(1)
     else:  # big_vision's MAPHead
         probe = np.broadcast_to(w["MAPHead_0/probe"], (b, 1, c.hidden_dim))
-        y = _attention(probe, x, w, "MAPHead_0/MultiHeadDotProductAttention_0")
+        y = _attention(probe, x, w, "MAPHead_0/MultiHeadDotProductAttention_0", keys=keys)
         y = y + _mlp(_norm(y, w, "MAPHead_0/LayerNorm_0", eps, norm), w, "MAPHead_0/MlpBlock_0", c.activation)
         pooled = y[:, 0]
     if c.pooled_norm:
@@ -275,6 +315,20 @@ def reference_forward(c, w, images):
     return out
 
 
+def _naflex_embed(c, w, inputs):
+    """NaFlex: the patches' projection plus the table resized to each image's grid by torch's antialiased
+    bilinear matrices (`checkpoints.resample`, NumPy); padding gets the resized table's first position."""
+    x = inputs["patches"] @ w["embedding/kernel"].reshape(-1, c.hidden_dim) + w.get("embedding/bias", 0)
+    table = w["Transformer/posembed_input/pos_embedding"][0].reshape(*c.grid, -1)
+    for i, (h, wide) in enumerate(inputs["spatial_shapes"]):
+        rows = interpolation_matrix(c.grid[0], int(h), "bilinear", antialias=True)
+        cols = interpolation_matrix(c.grid[1], int(wide), "bilinear", antialias=True)
+        resized = np.einsum("ih,hwd,jw->ijd", rows, table, cols).reshape(h * wide, -1)
+        padding = np.broadcast_to(resized[:1], (x.shape[1] - h * wide, resized.shape[1]))
+        x[i] += np.concatenate([resized, padding])
+    return x
+
+
 # --- each family -------------------------------------------------------------------------
 
 
@@ -282,9 +336,9 @@ def reference_forward(c, w, images):
 def test_family_equals_the_reference_forward(family, to_numpy):
     config = _config(family)
     model = _perturbed(config)
-    images = _images(config, 2, seed=1).astype("float64")
-    expected = reference_forward(config, _canonical(model), images)
-    got = to_numpy(model(images.astype("float32")))
+    images = _images(config, 2, seed=1)
+    expected = reference_forward(config, _canonical(model), _float64(images))
+    got = to_numpy(model(images))
     np.testing.assert_allclose(got, expected, rtol=2e-4, atol=2e-4 * np.abs(expected).max())
 
 
@@ -302,7 +356,7 @@ def test_family_config_is_read_back_and_saves_in_safe_mode(family, tmp_path, to_
     assert model_config(loaded) == config
 
 
-@pytest.mark.parametrize("family", ["deit3", "siglip", "dinov2_registers", "vit_original"])
+@pytest.mark.parametrize("family", ["deit3", "siglip", "dinov2_registers", "vit_original", "naflex"])
 def test_family_checkpoint_round_trip(family, tmp_path, to_numpy):
     """save_npz writes every new weight under its canonical key, and load_weights reads it back."""
     config = _config(family)

@@ -15,6 +15,8 @@ from keras_vit.layers import (
     ClassTokenPooling,
     LayerNorm,
     LayerScale,
+    NaFlexPositionEmbedding,
+    PaddingBias,
     PatchAveragePooling,
     PatchEmbedding,
     PatchGrid,
@@ -201,9 +203,17 @@ CASES = {
         },
         (2, 8),
     ),
+    # SigLIP 2's NaFlex: pre-patchified input, its padding mask as an attention bias.
+    "patch_embedding_patchified": (
+        lambda: PatchEmbedding(patch_size=(4, 2), hidden_dim=8, patchified=True),
+        (2, 6, 24),
+        {"projection/kernel": (4, 2, 3, 8), "projection/bias": (8,)},
+        (2, 6, 8),
+    ),
+    "padding_bias": (lambda: PaddingBias(), (2, 7), {}, (2, 1, 1, 7)),
 }
 # Layers of two inputs, which the table's one-input checks cannot call; their own tests below.
-TWO_INPUTS = {"PatchGrid"}
+TWO_INPUTS = {"PatchGrid", "NaFlexPositionEmbedding"}
 BASE_CONFIG_KEYS = set(keras.layers.Layer().get_config())
 BASE_INIT_PARAMS = set(inspect.signature(keras.layers.Layer.__init__).parameters) | {"self", "kwargs"}
 
@@ -237,6 +247,43 @@ def test_patch_grid_contract_and_shape(tmp_path, to_numpy):
     inputs = keras.Input((None, 8)), keras.Input((None, None, 3))
     symbolic = layer(*inputs)
     assert tuple(symbolic.shape) == (None, None, None, 8)
+
+
+def test_naflex_position_embedding_contract_and_shape(tmp_path, to_numpy):
+    layer = NaFlexPositionEmbedding(grid=(2, 3))
+    assert type(layer).from_config(layer.get_config()).get_config() == layer.get_config()
+    inputs = keras.Input((None, 8)), keras.Input((2,), dtype="int32")
+    model = keras.Model(inputs, layer(*inputs))
+    assert [tuple(w.shape) for w in layer.weights] == [(1, 6, 8)] and tuple(model.output.shape) == (None, None, 8)
+    layer.embedding.assign(_random((1, 6, 8), seed=1))
+    tokens, shapes = _random((2, 5, 8)), np.array([[2, 3], [1, 4]], "int32")
+    out = to_numpy(model((tokens, shapes)))
+    # At the table's own grid the table is added as it is; padding (index 4 of the 1x4 image) gets position 0.
+    np.testing.assert_allclose(out[0, :5], tokens[0] + to_numpy(layer.embedding)[0, :5], atol=1e-6)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    np.testing.assert_array_equal(to_numpy(loaded((tokens, shapes))), out)
+    np.testing.assert_allclose(out[1, 4] - tokens[1, 4], out[1, 0] - tokens[1, 0], atol=1e-6)
+
+
+def test_patchified_patch_embedding_equals_the_conv_on_the_same_image(to_numpy):
+    conv, flat = PatchEmbedding(patch_size=(4, 2), hidden_dim=8), PatchEmbedding((4, 2), 8, patchified=True)
+    images = _random((2, 8, 6, 3))
+    conv.build(images.shape)
+    flat.build((None, None, 24))
+    flat.set_weights(conv.get_weights())
+    patches = images.reshape(2, 2, 4, 3, 2, 3).transpose(0, 1, 3, 2, 4, 5).reshape(2, 6, 24)  # (row, col, channel)
+    np.testing.assert_allclose(to_numpy(flat(patches)), to_numpy(conv(images)), atol=1e-5)
+    with pytest.raises(ValueError, match=r"patches of shape \(B, N, p\*p\*C\) with patch_size=\(4, 2\)"):
+        PatchEmbedding((4, 2), 8, patchified=True).build((None, None, 25))
+
+
+def test_padding_bias_hides_padding_keys_and_is_finite_where_it_must_be(to_numpy):
+    bias = to_numpy(PaddingBias()(np.array([[1, 1, 0], [1, 0, 0]], "int32")))
+    assert bias.shape == (2, 1, 1, 3)
+    np.testing.assert_array_equal(bias[:, 0, 0], [[0, 0, -1e9], [0, -1e9, -1e9]])
+    half = to_numpy(PaddingBias(dtype="mixed_float16")(np.array([[1, 0]], "int32")))
+    assert half[0, 0, 0, 0] == 0 and not np.isnan(half).any()  # -1e9 is -inf in float16, never 0 * inf
 
 
 def test_config_mirrors_init_and_round_trips(case):

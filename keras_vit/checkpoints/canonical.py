@@ -37,6 +37,7 @@ BLOCK_ATTENTION = "MultiHeadDotProductAttention_1/"
 MAP_ATTENTION = "MAPHead_0/MultiHeadDotProductAttention_0/"
 QUERY = ORIGINAL_BLOCK.format(0) + BLOCK_ATTENTION + "query/kernel"  # (D, H, d): the width and the heads
 MLP_IN = ORIGINAL_BLOCK.format(0) + "MlpBlock_3/Dense_0/kernel"  # (D, mlp_dim)
+SWIGLU_IN = ORIGINAL_BLOCK.format(0) + "MlpBlock_3/Dense_0_gate/kernel"  # (D, mlp_dim): a SwiGLU MLP's gate
 LAYER_SCALE = ORIGINAL_BLOCK.format(0) + "LayerScale_0/scale"
 # The newer blocks' parts (EVA-02, Perception Encoder; `model_variables` below): SwiGLU's two halves
 # (`silu(gate) * value`), the norm inside the MLP before its output projection (EVA's `scale_mlp`), the norm
@@ -48,6 +49,9 @@ KEY_BIAS = ORIGINAL_BLOCK.format(0) + BLOCK_ATTENTION + "key/bias"
 QUERY_BIAS = ORIGINAL_BLOCK.format(0) + BLOCK_ATTENTION + "query/bias"
 ENCODER_NORM = "Transformer/encoder_norm/scale"
 MAP_MLP_IN = "MAPHead_0/MlpBlock_0/Dense_0/kernel"  # (D, the MAP head's MLP width)
+PATCH_NORM = "embedding_norm/scale"  # AIMv2's RMSNorm on the patch embedding, before the position embedding
+# A SwiGLU MLP's first layer, `silu(x W_gate) * (x W_value)` (see `SWIGLU_PARTS`): its gate and value kernels.
+SWIGLU_GATE, SWIGLU_VALUE = "MlpBlock_3/Dense_0_gate/", "MlpBlock_3/Dense_0_value/"
 
 
 # --- the prefix tokens' position slots ---------------------------------------------------
@@ -134,6 +138,24 @@ def from_pytorch(state, table, num_heads, fused=()):
     return out
 
 
+def split_packed_swiglu(arrays):
+    """A packed SwiGLU (timm's `SwiGLUPacked`, transformers' `weights_in`: DINOv2 giant): one first layer of `2 * mlp_dim` outputs, gate first -> gate and value.
+
+    The shapes tell it, no name: a plain MLP's first layer has as many outputs as its second has
+    inputs, a packed SwiGLU's twice as many.
+    """
+    for key in [k for k in arrays if k.endswith("MlpBlock_3/Dense_0/kernel")]:
+        block = key[: -len("MlpBlock_3/Dense_0/kernel")]
+        out = arrays.get(block + "MlpBlock_3/Dense_1/kernel")
+        if out is None or arrays[key].shape[-1] != 2 * out.shape[0]:
+            continue
+        for leaf in ("kernel", "bias"):
+            packed = arrays.pop(block + f"MlpBlock_3/Dense_0/{leaf}", None)
+            if packed is not None:
+                arrays[block + SWIGLU_GATE + leaf], arrays[block + SWIGLU_VALUE + leaf] = np.split(packed, 2, axis=-1)
+    return arrays
+
+
 def _width(state, table):
     """D, from the patch embedding's `(D, C, p, p)` weight (the table's `conv` row); `None` without one."""
     for key, value in state.items():
@@ -183,12 +205,16 @@ def _convert(match, template, transform, value, num_heads):
     split_axis = -1 if transform == "heads_out" else 0  # the (out, in) axis that holds H*d
     if transform.startswith("heads") and value.shape[split_axis] % num_heads:
         transform = "linear"  # cannot split into heads: keep it flat, loading reports its shape
-    if transform == "conv" and kind == "kernel":
+    if transform == "conv" and kind == "kernel" and value.ndim == 2:
+        value = value.T  # NaFlex's Linear over flat patches, (D, p*p*C) -> (p*p*C, D): `unflatten_patch_kernel`
+    elif transform == "conv" and kind == "kernel":
         value = value.transpose(2, 3, 1, 0)  # (D, C, p, p) -> (p, p, C, D)
     elif transform == "token":
         value = value.reshape(1, 1, -1)  # (D,) -> (1, 1, D)
     elif transform == "posemb":
         value = value[None]  # (N, D) -> (1, N, D)
+    elif transform == "grid":
+        value = value.reshape(1, -1, value.shape[-1])  # timm's NaFlex table (1, rows, cols, D) -> (1, N, D)
     elif kind == "kernel" and transform in ("linear", "heads_in", "heads_out"):
         value = value.T  # (out, in) -> (in, out)
     if transform == "heads_in":  # (D, H*d) -> (D, H, d); bias (H*d,) -> (H, d)
@@ -196,6 +222,26 @@ def _convert(match, template, transform, value, num_heads):
     elif transform == "heads_out" and kind == "kernel":  # (H*d, D) -> (H, d, D)
         value = value.reshape(num_heads, -1, value.shape[-1])
     return name, value
+
+
+def unflatten_patch_kernel(arrays, patch_size, where):
+    """A linear patch embedding's `(p*p*C, D)` kernel (SigLIP 2's NaFlex) -> the conv kernel `(p, p, C, D)`, in place.
+
+    Both transformers and timm flatten a patch in `(row, column, channel)` order, the conv
+    kernel's own; the patch size comes from `where` the file says it (its config.json), never
+    from a guess at `p*p*C`.
+    """
+    kernel = arrays[EMBEDDING]
+    if kernel.ndim == 4:
+        return
+    if patch_size is None or kernel.shape[0] % (patch_size[0] * patch_size[1]):
+        said = "nothing says its patch size" if patch_size is None else f"{where} says patch_size={patch_size}"
+        raise CheckpointError(
+            f"The patch embedding is a Linear layer over {kernel.shape[0]} flattened patch values (a NaFlex model) "
+            f"and {said}, which cannot cut them: pass the model folder with its config.json."
+        )
+    rows, cols = patch_size
+    arrays[EMBEDDING] = kernel.reshape(rows, cols, -1, kernel.shape[-1])
 
 
 # --- which tensor each model variable holds -------------------------------------------------
@@ -216,6 +262,7 @@ _LAYER_KEYS = {
     "register_tokens": {"tokens": REGISTERS},
     "pre_norm": {ours: f"Transformer/pre_norm/{theirs}" for ours, theirs in _NORM.items()},
     "head_dist": {leaf: f"head_dist/{leaf}" for leaf in _LEAVES},
+    "patch_norm": {ours: f"embedding_norm/{theirs}" for ours, theirs in _NORM.items()},  # AIMv2
 }
 _BLOCK_KEYS = {
     **{f"norm_1/{ours}": f"LayerNorm_0/{theirs}" for ours, theirs in _NORM.items()},

@@ -17,29 +17,27 @@ import os
 
 from keras_vit.checkpoints import big_vision, families, formats, registry, timm, transformers
 from keras_vit.checkpoints.canonical import (
-    ATTENTION_NORM,
+    BLOCK_ATTENTION,
     CLS,
     DIST,
     EMBEDDING,
     HEAD,
     IGNORED,
-    KEY_BIAS,
     LAYER_SCALE,
     MAP_MLP_IN,
-    MLP_GATE,
     MLP_IN,
-    MLP_NORM,
-    MLP_VALUE,
     ORIGINAL_BLOCK,
+    PATCH_NORM,
     POSEMB,
     PRE_LOGITS,
     PRE_NORM,
     PROBE,
     QUERY,
-    QUERY_BIAS,
     REGISTERS,
+    SWIGLU_IN,
     CheckpointError,
     prefix_count,
+    unflatten_patch_kernel,
 )
 from keras_vit.config import VARIANTS, ViTConfig, parse_variant, to_pair
 from keras_vit.model import model_config
@@ -52,9 +50,13 @@ _UNSEEN_FIELDS = (
     "pooling",
     "pooled_norm",
     "dynamic_image_size",
+    "naflex",
+    "norm",
     "rotary",
     "map_num_heads",
     "encoder_norm",
+    "position_embedding",  # seen (the table or none), but a model without one says so itself
+    "image_size",  # the table's grid tells it, where the model has a table
 )
 
 
@@ -104,19 +106,26 @@ def read(path_or_name, *, variant=None, image_size=None, options=None, cache_dir
     row = registry.find_checkpoint(path_or_name)
     path = registry.fetch_checkpoint(row, cache_dir) if row else os.fspath(path_or_name)
     variant = variant or (row.variant if row else None)
-    data = read_arrays(path, num_heads=parse_variant(variant)[0].num_heads if variant else None)
+    given = {**dict(row.options if row else ()), **(options or {})}
+    size, patch = parse_variant(variant) if variant else (None, None)
+    # A row of a size outside the table (AIMv2's) is filed under the nearest variant, its options the exact sizes.
+    num_heads = given.get("num_heads") or (size.num_heads if size else None)
+    data = read_arrays(path, num_heads=num_heads, patch_size=patch and (patch, patch))
     data.row = row
     if row is not None:
         data.family, data.scaling = families.family(row.family), row.scaling
-    given = {**dict(row.options if row else ()), **(options or {})}
     data.config = describe(data, image_size or (row.image_size if row else None), given=given)
     if variant:
-        _check_variant(variant, data.config, path, given.get("mlp_dim"))
+        _check_variant(variant, data.config, path, given)
     return data
 
 
-def read_arrays(path, num_heads=None):
-    """A file or hub folder -> `CheckpointData` without its config: the arrays, layout, family, scaling."""
+def read_arrays(path, num_heads=None, patch_size=None):
+    """A file or hub folder -> `CheckpointData` without its config: the arrays, layout, family, scaling.
+
+    `patch_size`: the variant's (`"B/16"`), which cuts a NaFlex file's flat patch kernel where no
+    config.json says its patch size (a registry row's file, a file given with `variant=`).
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise registry.not_found(path)
@@ -128,12 +137,15 @@ def read_arrays(path, num_heads=None):
     if kind == "keras":
         arrays, model = formats.read_keras(weights[0])  # already in the canonical layout
         config = model_config(model)  # what no tensor says, as the model was built
-        return CheckpointData(path, formats.KERAS, arrays, facts={key: getattr(config, key) for key in _UNSEEN_FIELDS})
+        facts = {key: getattr(config, key) for key in _UNSEEN_FIELDS}
+        if not config.position_embedding:  # a rotary model: no table tells its size, nor that it has none
+            facts.update(image_size=config.image_size, position_embedding=False)
+        return CheckpointData(path, formats.KERAS, arrays, facts=facts)
     state = {}
     for file in weights:
         state.update(formats.read_npz(file) if kind == "npz" else formats.read_safetensors(file))
     layout = formats.detect_layout(state)
-    data = CheckpointData(path, layout, {}, hub=hub)
+    data, flat = CheckpointData(path, layout, {}, hub=hub), False
     if hub is not None:
         data.family, data.scaling = hub.family, hub.scaling
     if layout == formats.ORIGINAL:
@@ -146,12 +158,20 @@ def read_arrays(path, num_heads=None):
         source = timm if layout == formats.TIMM else transformers
         num_heads = num_heads or (hub and hub.num_heads) or _guess_num_heads(state)
         data.facts, data.arrays = source.to_canonical(state, num_heads)
+        flat = EMBEDDING in data.arrays and data.arrays[EMBEDDING].ndim == 2  # NaFlex's Linear patch embedding
+        if flat:  # -> the conv kernel, by the patch size the config.json (or the variant) states
+            stated = hub.sizes.get("patch_size") if hub is not None else None
+            stated = (f"its config.json ({stated[0]})", stated[1]) if stated else None
+            stated = stated or (patch_size and ("the variant", patch_size))
+            unflatten_patch_kernel(data.arrays, stated and stated[1], stated and stated[0])
         ignored = [key for key in state if IGNORED.fullmatch(key)]
         if ignored:
             data.notes.append(f"ignored {len(ignored)} tensors that are no part of the image model ({ignored[0]}, ...)")
     if hub is None:  # a file alone: the family its tensors show, where they show one
         arrays = data.arrays
         name = "SigLIP" if PROBE in arrays else "DeiT" if DIST in arrays else "CLIP" if PRE_NORM in arrays else None
+        name = "SigLIP 2 NaFlex" if layout in (formats.TIMM, formats.HUGGING_FACE) and flat else name
+        name = "AIMv2" if PATCH_NORM in arrays else name  # no other family norms its patch embedding
         name = "Perception Encoder" if PROBE in arrays and PRE_NORM in arrays else name  # PE core: MAP after a pre-norm
         data.family = families.family(name) if name else None
     return data
@@ -174,9 +194,19 @@ def _read_hub_config(config, path):
     )
 
 
+# AIMv2's patch-embedding norm in timm's, transformers' and Apple's names.
+_PATCH_NORMS = ("patch_embed.norm.weight", "embeddings.rms_norm.weight", "preprocessor.patchifier.norm.weight")
+
+
 def _guess_num_heads(state):
     """A PyTorch file without config.json: the heads of the variants of its width, if they agree."""
-    width = next(v for k, v in state.items() if k == timm.WIDTH_KEY or k.endswith(transformers.WIDTH_KEYS)).shape[0]
+    width_keys = (timm.WIDTH_KEY, timm.NAFLEX_WIDTH_KEY)
+    width = next(v for k, v in state.items() if k in width_keys or k.endswith(transformers.WIDTH_KEYS)).shape[0]
+    if any(key.endswith(_PATCH_NORMS) for key in state):
+        raise CheckpointError(
+            f"A width-{width} AIMv2 file (its patch embedding is normed) without config.json: AIMv2's head count is "
+            "not a ViT variant's (Apple's heads are 128 wide); pass num_heads=, or the hub folder with its config.json."
+        )
     heads = {row.num_heads for row in VARIANTS.values() if row.hidden_dim == width}
     if len(heads) != 1:
         raise CheckpointError(
@@ -230,28 +260,30 @@ def describe(data, image_size=None, given=()):
     arrays, hub = data.arrays, data.hub
     try:
         kernel, query = arrays[EMBEDDING], arrays[QUERY]
-        mlp = arrays.get(ORIGINAL_BLOCK.format(0) + MLP_VALUE + "kernel")  # SwiGLU's halves: each mlp_dim wide
-        mlp = arrays[MLP_IN] if mlp is None else mlp
+        mlp = arrays[MLP_IN] if MLP_IN in arrays else arrays[SWIGLU_IN]
     except KeyError as e:
         raise CheckpointError(f"The checkpoint has no {e.args[0]!r}: it is not a ViT checkpoint.") from None
-    if POSEMB not in arrays:
+    options = {**_family_defaults(data, given), **(hub.options if hub else {}), **data.facts}
+    given = dict(given)
+    rotary = options.get("rotary") or given.get("rotary")
+    if POSEMB not in arrays and options.get("position_embedding", True) and rotary is None:
         refuse(
-            data, ["no absolute position embedding: a rotary-position ViT (DINOv3, EVA-02, RoPE ViTs), not built yet"]
-        )
-    options = {
-        **_family_defaults(data, given),
-        **(hub.options if hub else {}),
-        **data.facts,
-        **_block_parts(arrays, mlp.shape[1]),
-    }
-    eva = options["qkv_bias"] and not options["key_bias"]  # timm's eva.py blocks: EVA-02, rotary in no tensor
-    if eva and hub is None and data.row is None and not options.get("rotary") and "rotary" not in given:
+            data,
+            ["no absolute position embedding, and neither a config.json naming its family nor a rotary= argument "
+             "says what stands in for it (DINOv3's rotary embedding, ...)"],
+        )  # fmt: skip
+    if data.hub is None and data.row is None and _block_options(data).get("key_bias") is False and rotary is None:
         refuse(data, ["a query/key/value projection without a key bias (timm's eva.py: EVA-02), whose rotary "
                       "position embedding no tensor shows; pass the hub folder with its config.json"])  # fmt: skip
     blocks = {key.split("/")[1] for key in arrays if key.startswith("Transformer/encoderblock_")}
     patch_size = tuple(kernel.shape[:2])
     native = options.pop("image_size", None)
-    embedded, grid = _prefix_slots(data, patch_size, native or image_size)
+    if POSEMB in arrays:
+        embedded, grid = _prefix_slots(data, patch_size, native or image_size)
+    else:  # no table: nothing tells the grid but the config
+        embedded, grid = True, None
+        if (native or image_size) is None:
+            raise CheckpointError(f"{data.path} has no position embedding to tell its image size: pass image_size=.")
     if image_size is None:
         image_size = native or [g * p for g, p in zip(grid, patch_size)]
     pooling = "map" if PROBE in arrays else "token" if CLS in arrays else "gap"  # what the tensors allow
@@ -274,7 +306,7 @@ def describe(data, image_size=None, given=()):
         representation_size=arrays[PRE_LOGITS[0]].shape[1] if PRE_LOGITS[0] in arrays else None,
         num_classes=arrays[HEAD[0]].shape[1] if HEAD[0] in arrays else 0,
         include_top=HEAD[0] in arrays,
-        **options,
+        **{**_block_options(data), **options},
     )
     if hub is None and data.family is not None and data.row is None and data.layout != formats.KERAS:
         # A file alone, its family told by its tensors: they must show all of it (a class token beside a
@@ -294,19 +326,30 @@ def describe(data, image_size=None, given=()):
     return config
 
 
-def _block_parts(arrays, mlp_dim):
-    """The block options the tensors show (block 0's: every block has the same parts), and the MAP head's width."""
-    block = ORIGINAL_BLOCK.format(0)
-    parts = {
-        "mlp": "swiglu" if f"{block}{MLP_GATE}kernel" in arrays else "mlp",
-        "mlp_norm": f"{block}{MLP_NORM}scale" in arrays,
-        "attention_norm": f"{block}{ATTENTION_NORM}scale" in arrays,
-        "qkv_bias": QUERY_BIAS in arrays,
-    }
-    parts["key_bias"] = KEY_BIAS in arrays or not parts["qkv_bias"]
-    if MAP_MLP_IN in arrays and arrays[MAP_MLP_IN].shape[1] != mlp_dim:
-        parts["map_mlp_dim"] = arrays[MAP_MLP_IN].shape[1]
-    return parts
+def _block_options(data):
+    """The `ViTConfig` options of the blocks that their tensors show (biases, SwiGLU, the inner norms).
+
+    A value bias without a query bias (or the reverse) is no attention keras_vit builds: refused.
+    """
+    arrays, block = data.arrays, ORIGINAL_BLOCK.format(0)
+    attention = block + BLOCK_ATTENTION
+    qkv_bias = f"{attention}query/bias" in arrays
+    if qkv_bias != (f"{attention}value/bias" in arrays):
+        refuse(data, ["a query bias without a value bias, or the reverse: not an attention keras_vit builds"])
+    options = dict(
+        mlp="swiglu" if SWIGLU_IN in arrays else "mlp",
+        mlp_norm=f"{block}MlpBlock_3/LayerNorm_0/scale" in arrays,
+        qkv_bias=qkv_bias,
+        key_bias=not qkv_bias or f"{attention}key/bias" in arrays,
+        proj_bias=f"{attention}out/bias" in arrays,
+        mlp_bias=f"{block}MlpBlock_3/Dense_1/bias" in arrays,
+        qk_norm=f"{attention}query_norm/scale" in arrays,
+        attention_norm=f"{attention}attention_norm/scale" in arrays,
+        position_embedding=POSEMB in arrays,
+        patch_norm=PATCH_NORM in arrays,  # AIMv2
+        map_mlp_dim=arrays[MAP_MLP_IN].shape[1] if MAP_MLP_IN in arrays else None,  # PE's 4x, beside other MLPs
+    )
+    return {key: value for key, value in options.items() if value != ViTConfig.__dataclass_fields__[key].default}
 
 
 def refuse(data, problems):
@@ -368,14 +411,14 @@ def _prefix_slots(data, patch_size, image_size):
     )
 
 
-def _check_variant(variant, found, path, mlp_dim=None):
+def _check_variant(variant, found, path, given=()):
     """A `variant` the checkpoint contradicts is a mistake to report, not to build around silently.
 
-    `mlp_dim`, when given, is the MLP width the caller (or a registry row: EVA-02's SwiGLU) says instead of the row's.
+    Sizes in `given` (the caller's or the registry row's fields) are checked instead of the variant's.
     """
     arch, patch = parse_variant(variant)
     wanted = {key: getattr(arch, key) for key in ("hidden_dim", "num_layers", "num_heads", "mlp_dim")}
-    wanted["mlp_dim"] = mlp_dim or wanted["mlp_dim"]
+    wanted.update({key: value for key, value in dict(given).items() if key in wanted})
     if patch is not None:
         wanted["patch_size"] = (patch, patch)
     differences = [

@@ -76,7 +76,8 @@ class Family:
         options = {**self.options, **_first(self.timm_options, architecture)}
         tensors = {**self.tensors, **_first(self.timm_tensors, architecture)}
         registers = re.search(r"_reg(\d+)", architecture)  # timm's names say their registers
-        tensors["num_register_tokens"] = int(registers[1]) if registers else 0
+        if registers or "num_register_tokens" not in tensors:  # else the family's record says (DINOv3: 4)
+            tensors["num_register_tokens"] = int(registers[1]) if registers else 0
         return options, tensors
 
 
@@ -91,6 +92,12 @@ TIMM_HEADS = (
     (r"vit_base_patch16_gap_224", 16),
     (r"vit_base_patch(16|32)_plus_.*", 14),
     (r"vit_giant_patch14_(reg\d_)?dinov2|vit_giant_patch14_reg1_tipsv2", 24),
+    (r"aimv2_large_.*", 8),  # AIMv2's head widths are 128 (apple/ml-aim): fewer heads than their size words
+    (r"aimv2_huge_.*", 12),
+    (r"aimv2_1b_.*", 16),
+    (r"aimv2_3b_.*", 24),
+    (r"vit_huge_plus_patch16_dinov3(_qkvb)?", 20),
+    (r"vit_7b_patch16_dinov3(_qkvb)?", 32),
 )
 TIMM_SIZE_HEADS = {
     "tiny": 3, "xsmall": 4, "wee": 4, "pwee": 4, "little": 5, "small": 6, "medium": 8, "mediumd": 8,
@@ -159,6 +166,96 @@ _LOGITS_1K = dict(image_size=224, num_classes=1000, labels=LABELS_IN1K)
 _FEATURES_518 = dict(image_size=518, num_classes=0, output="features")
 _FEATURES_224 = dict(image_size=224, num_classes=0, output="features")
 _CLIP_512 = dict(image_size=224, num_classes=512, output="embedding")
+_NAFLEX = dict(image_size=256, num_classes=0, output="features")  # a 16 x 16 position table, patch 16
+
+
+# AIMv2's sizes (timm's factories, apple/ml-aim): the variant a row is filed under, and the fields that make it exact.
+_AIMV2 = {
+    "large": ("L/14", dict(hidden_dim=1024, num_layers=24, num_heads=8, mlp_dim=2816)),
+    "huge": ("H/14", dict(hidden_dim=1536, num_layers=24, num_heads=12, mlp_dim=4096)),
+    "1b": ("H/14", dict(hidden_dim=2048, num_layers=24, num_heads=16, mlp_dim=5632)),
+    "3b": ("H/14", dict(hidden_dim=3072, num_layers=24, num_heads=24, mlp_dim=8192)),
+}
+_AIMV2_LICENCE = (
+    "Apple's licence: timm's card says apple-ascl (Apple Sample Code License); Apple's own repositories name "
+    "apple-ascl or apple-amlr (research use only, no commercial use): read the repository's LICENSE before use"
+)
+# What every AIMv2 file is, beside its size: the weights file alone does not say RMSNorm, its epsilon, the pooling.
+_AIMV2_OPTIONS = (("norm", "rmsnorm"), ("layer_norm_epsilon", 1e-5), ("pooling", "gap"))
+
+
+def _aimv2_checkpoints():
+    """timm's `aimv2_*.apple_pt` repositories and Apple's own (`apple/aimv2-*`, Apple's layout), as keyword records."""
+    timm_rows = [(size, res, tag) for size in _AIMV2 for res in (224, 336, 448) for tag in ("apple_pt",)]
+    timm_rows += [("large", 224, "apple_pt_dist"), ("large", 336, "apple_pt_dist")]
+    for size, res, tag in timm_rows:
+        variant, sizes = _AIMV2[size]
+        name = f"aimv2_{'' if size in ('large', 'huge') else size + '_'}{tag}{'' if res == 224 else f'_{res}'}"
+        yield dict(variant=variant, tag=name, timm=f"aimv2_{size}_patch14_{res}.{tag}", image_size=res,
+                   num_classes=0, output="features", options=(*sizes.items(), *_AIMV2_OPTIONS),
+                   notes=_AIMV2_LICENCE)  # fmt: skip
+    apple = [("large", 224, ""), ("large", 336, ""), ("large", 448, ""), ("huge", 224, ""), ("1b", 336, ""),
+             ("large", 224, "-distilled")]  # fmt: skip
+    for size, res, suffix in apple:
+        variant, sizes = _AIMV2[size]
+        word = size.upper() if size[0].isdigit() else size  # Apple spells them aimv2-1B-..., aimv2-large-...
+        tag = f"hf_aimv2_{'' if size in ('large', 'huge') else size + '_'}apple{suffix.replace('-', '_')}_{res}"
+        yield dict(variant=variant, tag=tag, transformers=f"apple/aimv2-{word}-patch14-{res}{suffix}", image_size=res,
+                   num_classes=0, output="features", options=(*sizes.items(), *_AIMV2_OPTIONS),
+                   notes=_AIMV2_LICENCE)  # fmt: skip
+
+
+# DINOv3's published weights (Siméoni et al. 2025): timm's copies (`timm/<architecture>.<tag>`) and Meta's
+# transformers repositories, each "pretrain" backbone (no head). Their licence is not an open one: the DINOv3
+# License (https://ai.meta.com/resources/models-and-libraries/dinov3-license/) lets users use, modify and
+# redistribute them, but a redistribution must carry the licence and its notice, and users must follow Meta's
+# acceptable-use terms and the export and trade laws it names; the Hub asks users to accept it before the
+# files download. Every row's `notes` says so. `pooling="token"` reads the class token, as upstream (and
+# transformers' pooler_output); timm's own default is the patch mean (`pooling="gap"`, pass it to get timm's).
+DINOV3_LICENCE = (
+    "DINOv3 License (https://ai.meta.com/resources/models-and-libraries/dinov3-license/): not an open licence; "
+    "use and redistribution only under its terms (keep the licence and notice with copies, Meta's acceptable-use "
+    "policy, trade controls); accept it on the Hub before downloading"
+)
+_DINOV3_SIZES = {  # timm's size word -> (variant, Meta's repository word)
+    "small": ("S/16", "vits16"), "small_plus": ("S+/16", "vits16plus"), "base": ("B/16", "vitb16"),
+    "large": ("L/16", "vitl16"), "huge_plus": ("H+/16", "vith16plus"), "7b": ("7B/16", "vit7b16"),
+}  # fmt: skip
+# The published (size, data) pairs: every size on LVD-1689M, the large one also on satellite images (SAT-493M).
+# The 7B ones (`vit_7b_patch16_dinov3.{lvd1689m,sat493m}`, `facebook/dinov3-vit7b16-pretrain-*`) are published
+# too, as sharded files, which a row (one file) cannot fetch: keras_vit builds them (the 7B/16 variant) from
+# their downloaded folder.
+_DINOV3_DATA = {"lvd1689m": ("small", "small_plus", "base", "large", "huge_plus"), "sat493m": ("large",)}
+
+
+def _dinov3_checkpoints():
+    """DINOv3's published backbones as keyword records: timm's (with and without `_qkvb`) and Meta's repositories."""
+    common = dict(num_classes=0, output="features", notes=DINOV3_LICENCE, options=(("pooling", "token"),))
+    for data, sizes in _DINOV3_DATA.items():
+        # The satellite weights expect their own pixel statistics (`preprocessing.SCALINGS["dinov3_sat"]`).
+        scaling = {"scaling": "imagenet" if data == "lvd1689m" else "dinov3_sat"}
+        for size in sizes:
+            variant, word = _DINOV3_SIZES[size]
+            for suffix in ("", "_qkvb"):
+                architecture = f"vit_{size}_patch16_dinov3{suffix}"
+                yield dict(variant=variant, tag=f"dinov3{suffix}_{data}", timm=f"{architecture}.{data}", image_size=256,
+                           **common, **scaling)  # fmt: skip
+            yield dict(variant=variant, tag=f"hf_dinov3_{data}", transformers=f"facebook/dinov3-{word}-pretrain-{data}",
+                       image_size=224, **common, **scaling)  # fmt: skip
+
+
+# Naver's RoPE-Axial ViTs (naver-ai/rope-vit, Apache-2.0), as timm publishes them: DeiT III-style ImageNet-1k
+# classifiers at 224, with (`_ape`) and without an absolute position table beside the rotary embedding.
+_NAVER_ROTARY = Rotary("index", 100.0, grid_indexing="xy", rotate_half=False)
+
+
+def _naver_checkpoints():
+    for size, variant in (("small", "S/16"), ("base", "B/16"), ("large", "L/16")):
+        for ape in (False, True):
+            architecture = f"vit_{size}_patch16_rope_{'ape_' if ape else ''}224"
+            yield dict(variant=variant, tag=f"rope_axial_{'ape_' if ape else ''}naver_in1k",
+                       timm=f"{architecture}.naver_in1k", **_LOGITS_1K,
+                       options=(("rotary", _NAVER_ROTARY), ("position_embedding", ape)), notes="Apache-2.0")  # fmt: skip
 
 
 # EVA-02 (timm's eva02_* factories): index coordinates scaled to the 16x16 grid of 224/14, interleaved pairs.
@@ -467,19 +564,60 @@ FAMILIES = (
         scaling="vit",
         checkpoints=tuple(_pe_checkpoints()),
     ),
-    # Not built yet: what each needs is issue 20's (a layer, then the record's fields above).
     Family(
-        "DINOv3",
-        "Siméoni et al. 2025",
-        timm=(r"vit_\w+_dinov3\w*",),
-        transformers=("dinov3_vit",),
-        not_built="DINOv3 uses a rotary position embedding (RoPE), not built yet",
+        "SigLIP 2 NaFlex",
+        "Tschannen et al. 2025 (SigLIP 2); the fixed-resolution google/siglip2-*-patchN-SIZE towers are the SigLIP "
+        "record's",
+        timm=(r"naflexvit_(base|so400m)_patch16_siglip",),
+        transformers=("siglip2", "siglip2_vision_model"),
+        tensors={"class_token": False, "pooling": "map"},
+        options={"naflex": True, "activation": "gelu_tanh"},  # both timm factories and transformers: tanh GELU
+        scaling="vit",
+        checkpoints=(
+            # Apache-2.0 (the model cards of google/siglip2-*): keep the licence and notice with copies.
+            dict(variant="B/16", tag="siglip2_naflex", transformers="google/siglip2-base-patch16-naflex", **_NAFLEX),
+            dict(
+                variant="So400m/16",
+                tag="siglip2_naflex",
+                transformers="google/siglip2-so400m-patch16-naflex",
+                **_NAFLEX,
+            ),
+            dict(variant="B/16", tag="siglip2_naflex_timm", timm="naflexvit_base_patch16_siglip.v2_webli", **_NAFLEX),
+            dict(
+                variant="So400m/16",
+                tag="siglip2_naflex_timm",
+                timm="naflexvit_so400m_patch16_siglip.v2_webli",
+                **_NAFLEX,
+            ),
+        ),
     ),
     Family(
-        "RoPE ViT",
-        "Heo et al. 2024 (Naver)",
-        timm=(r"vit_\w+_rope\w*",),
-        not_built="a rotary position embedding (RoPE), not built yet",
+        "DINOv3",
+        "Siméoni et al. 2025 (facebookresearch/dinov3); timm's port in eva.py",
+        timm=(r"vit_(tiny|small|small_plus|base|large|huge_plus|7b)_patch16_dinov3(_qkvb)?",),
+        transformers=("dinov3_vit",),
+        # 4 registers after the class token, LayerScale, no position table: a rotary embedding of the patch
+        # centres, normalised to [-1, 1] (so any size runs natively), pairs j and j + d/2, base 100.
+        tensors={"layer_scale": True, "class_token": True, "position_embedding": False, "num_register_tokens": 4},
+        options={
+            "rotary": Rotary(),
+            "position_embedding": False,
+            "layer_norm_epsilon": 1e-5,
+            "dynamic_image_size": True,
+        },
+        # timm's Eva pools with `avg` unless told (its config.json's global_pool says); upstream reads the class
+        # token, as transformers' pooler_output.
+        timm_options=((r".*", {"pooling": "gap"}),),
+        transformers_options={"pooling": "token"},
+        scaling=_IMAGENET,
+        checkpoints=tuple(_dinov3_checkpoints()),
+    ),
+    # Not built yet: what each needs is issue 20's (a layer, then the record's fields above).
+    Family(
+        "RoPE-Mixed ViT",
+        "Heo et al. 2024 (Naver, naver-ai/rope-vit)",
+        timm=(r"vit_\w+_rope_mixed\w*",),
+        not_built="RoPE-Mixed learns its rotary frequencies in every block, not built (RoPE-Axial is)",
     ),
     Family(
         "ViT with relative positions",
@@ -494,32 +632,17 @@ FAMILIES = (
         not_built="its blocks normalise after each residual branch (timm's use_post_norm), not built",
     ),
     Family(
-        "AIMv2",
-        "Fini et al. 2024",
-        timm=(r"aimv2_\w+",),
-        transformers=("aimv2", "aimv2_vision_model"),
-        not_built="AIMv2 uses RMSNorm, a SwiGLU MLP and no projection biases, not built yet",
-    ),
-    Family(
-        "SigLIP 2 NaFlex",
-        "Tschannen et al. 2025",
-        timm=(r"naflexvit_\w+",),
-        transformers=("siglip2", "siglip2_vision_model"),
-        not_built="SigLIP 2's NaFlex models patchify outside the model and resize the position embedding per "
-        "image, not built yet; the fixed-resolution google/siglip2-*-patchN-SIZE checkpoints are SigLIP models "
-        "and load",
+        "Other NaFlex ViTs",
+        "timm's NaFlexVit beyond SigLIP 2's towers (gap / factorized / RoPE / RADIO variants)",
+        timm=(r"naflexvit_(?!(base|so400m)_patch16_siglip$)\w+",),
+        not_built="of timm's NaFlexVit models keras_vit builds SigLIP 2's towers (naflexvit_base_patch16_siglip, "
+        "naflexvit_so400m_patch16_siglip) only: this one's pooling, position embedding or prefix tokens differ",
     ),
     Family(
         "SwiGLU ViTs",
-        "DINOv2 giant, TIPSv2 giant",
-        timm=(r"vit_giant_patch14_(reg\d_)?dinov2", r"vit_giant_\w+_tipsv2"),
-        not_built="its MLP is SwiGLU, not built yet",
-    ),
-    Family(
-        "ViTs without query/key/value bias",
-        "timm's medium/betwixt gap and so150m2 models",
-        timm=(r"vit_(medium|betwixt)_patch16_gap_\d+", r"vit_so150m2_\w+"),
-        not_built="qkv_bias=False (attention without query/key/value biases), not built yet",
+        "TIPSv2 giant",
+        timm=(r"vit_giant_\w+_tipsv2",),
+        not_built="its SwiGLU MLP and TIPSv2's other parts are not compared with timm yet, so not loaded",
     ),
     Family(
         "Differential / parallel ViTs",
@@ -533,10 +656,67 @@ FAMILIES = (
         timm=(r"beit3_\w+", r"vit_intern300m_\w+", r"eva_\w+", r"vit_\w+_tipsv2"),
         not_built="not checked against timm yet (BEiT 3's extra norms, InternViT's missing final norm; TIPSv2 and "
         "EVA v1 not compared), so not loaded",
+    ),  # Built on issue 20's layers (RMSNorm, SwiGLU, the bias flags, the rotary embedding).
+    Family(
+        "AIMv2",
+        "Fini et al. 2024, Multimodal Autoregressive Pre-training of Large Vision Encoders (apple/ml-aim)",
+        timm=(r"aimv2_(large|huge|1b|3b)_patch14_(224|336|448)",),
+        transformers=("aimv2", "aimv2_vision_model"),
+        # RMSNorm everywhere (on the patch embedding too), SwiGLU, no attention or MLP biases, no class token.
+        tensors={
+            "class_token": False,
+            "mlp": "swiglu",
+            "qkv_bias": False,
+            "proj_bias": False,
+            "mlp_bias": False,
+            "patch_norm": True,
+        },  # fmt: skip
+        # timm pools by the mean of the normed tokens (global_pool='avg', no fc_norm); transformers' and Apple's
+        # encoders return the normed tokens, whose mean is the same.
+        options={"norm": "rmsnorm", "layer_norm_epsilon": 1e-5, "pooling": "gap"},
+        scaling="clip",
+        checkpoints=tuple(_aimv2_checkpoints()),
+    ),
+    Family(
+        "RoPE ViT",
+        "Heo et al. 2024, Rotary Position Embedding for Vision Transformer (Naver): RoPE-Axial, and with absolute "
+        "positions too (_ape)",
+        timm=(r"vit_(small|base|large)_patch16_rope_(ape_)?224",),
+        tensors={"class_token": True, "layer_scale": True},
+        timm_tensors=((r".*_ape_224", {"position_embedding": True}), (r".*", {"position_embedding": False})),
+        timm_options=((r".*_ape_224", {"position_embedding": True}), (r".*", {"position_embedding": False})),
+        options={"rotary": _NAVER_ROTARY},
+        scaling=_IMAGENET,
+        checkpoints=tuple(_naver_checkpoints()),
+    ),
+    Family(
+        "timm's rotary ViTs",
+        "timm's SBB ViTs with EVA's rotary embedding (eva.py: vit_*_patch16_rope_reg*_gap_256)",
+        timm=(r"vit_(medium|mediumd|betwixt|base)_patch16_rope_reg\d_gap_256",),
+        tensors={"class_token": False, "layer_scale": True, "position_embedding": False},
+        options={
+            "rotary": Rotary("index", 10000.0, reference_grid=(16, 16), rotate_half=False),
+            "position_embedding": False,
+            "pooling": "gap",
+        },
+    ),
+    Family(
+        "ViTs without query/key/value bias",
+        "timm's medium/betwixt gap and so150m2 models",
+        timm=(r"vit_(medium|betwixt)_patch16_gap_\d+", r"vit_so150m2_patch16_reg1_gap_\d+"),
+        tensors={"qkv_bias": False, "class_token": False, "layer_scale": True},
+    ),
+    Family(
+        "DINOv2 giant",
+        "Oquab et al. 2023; with registers: Darcet et al. 2024 (its MLP is SwiGLU, packed as timm's SwiGLUPacked)",
+        timm=(r"vit_giant_patch14_(reg\d_)?dinov2",),
+        tensors={"layer_scale": True, "class_token": True, "mlp": "swiglu"},
+        scaling=_IMAGENET,
     ),
 )
-# The table's first ViT family matches the older, shorter timm names too, so the refusals go first.
-_TIMM_ORDER = tuple(f for f in FAMILIES if f.not_built) + tuple(f for f in FAMILIES if not f.not_built)
+# The table's first ViT family matches the older, shorter timm names too (and the medium/betwixt gap models of a
+# later record), so the refusals go first, then the built records from the last: the plain ViT's, widest, last.
+_TIMM_ORDER = tuple(f for f in FAMILIES if f.not_built) + tuple(f for f in reversed(FAMILIES) if not f.not_built)
 
 
 @dataclasses.dataclass

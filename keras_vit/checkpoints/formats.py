@@ -152,7 +152,7 @@ def detect_layout(arrays):
         return BIG_VISION
     if "embedding/kernel" in keys:
         return ORIGINAL
-    if timm.WIDTH_KEY in keys:
+    if timm.WIDTH_KEY in keys or timm.NAFLEX_WIDTH_KEY in keys:
         return TIMM
     if any(k.endswith(transformers.WIDTH_KEYS) for k in keys):
         return HUGGING_FACE

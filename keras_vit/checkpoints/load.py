@@ -123,7 +123,8 @@ def load_weights(
 
 def model_grid(model):
     """`(rows, cols)` of the model's patch grid."""
-    position = model.get_layer("position_embedding")
+    layers = {layer.name: layer for layer in model.layers}
+    position = layers.get("position_embedding") or layers.get("rotary_embedding")  # DINOv3 has no table
     if getattr(position, "grid", None) is not None:  # a model of any input size: the grid it learned at
         return position.grid
     patch = model.get_layer("patch_embedding").patch_size
@@ -234,13 +235,11 @@ def save_timm(model, path, *, scaling=None):
             1e-5, a patch bias that is not `not pre_norm`).
     """
     config = model_config(model)
-    eva = [
-        f"{key}={getattr(config, key)!r}" for key, plain in timm.EVA_OPTIONS.items() if getattr(config, key) != plain
-    ]
-    if eva:  # EVA-02, Perception Encoder: timm's eva.py builds them, whose state dict this does not write
-        raise ValueError(f"timm's VisionTransformer cannot express {', '.join(eva)} (timm's eva.py models).")
+    eva = timm.eva_problems(config)
+    if eva:  # EVA-02, Perception Encoder: timm builds them with eva.py's own names, which this does not write
+        raise ValueError(f"timm's VisionTransformer cannot express {', '.join(eva)} (timm's EVA-02 / PE models).")
     arrays = {key: np.asarray(variable.numpy(), "float32") for key, variable in model_variables(model).items()}
-    state = timm.to_timm(arrays, pooled_norm=config.pooled_norm)
+    state = timm.to_timm(arrays, pooled_norm=config.pooled_norm, eva=config.rotary is not None)
     path = os.fspath(path)
     if path.endswith(".safetensors"):
         _write_safetensors(state, path)

@@ -28,7 +28,10 @@ Sources:
   (no head: DINOv2, SigLIP's MAP output) or an `"embedding"` (the head is the
   image-text projection: CLIP, big_vision SigLIP); `options` are the
   `ViTConfig` fields the weights file alone does not tell (EVA-02's and PE's
-  rotary settings among them); `notes`, what the weights' licence asks.
+  rotary settings among them).
+- DINOv3 (Siméoni et al. 2025): timm's copies and Meta's `facebook/dinov3-*`
+  repositories, every size (S, S+, B, L, H+, 7B). Under the DINOv3 License,
+  not an open one: each row's `notes` says what it requires of users.
 
 No SHA-256 is recorded yet: they were not downloaded on the machine that wrote
 this table (it has no access to those hosts). `get_file` then skips the check;
@@ -63,10 +66,10 @@ class Checkpoint:
     scaling: str = "vit"  # keras_vit.preprocessing.SCALINGS: [0, 255] -> [-1, 1]
     sha256: str = None
     file_name: str = None  # the cached file's name; the URL's last part when None
-    family: str = "ViT"  # "DeiT", "DeiT III", "DINOv2", "SigLIP", "CLIP"
+    family: str = "ViT"  # "DeiT", "DeiT III", "DINOv2", "SigLIP", "CLIP", "SigLIP 2 NaFlex"
     output: str = "logits"  # "logits", "features" (pooled, no head) or "embedding" (image-text space)
     options: tuple = ()  # (ViTConfig field, value) pairs the file does not tell, e.g. (("activation", "quick_gelu"),)
-    notes: str = None  # what the weights' licence asks of their users, and where they come from
+    notes: str = None  # what its licence requires of users, where that is more than an open licence (DINOv3's)
 
     @property
     def name(self):
@@ -90,7 +93,7 @@ def _checkpoint(family, record):
         record.setdefault("file_name", f"{repository.replace('/', '_')}.safetensors")
     record.setdefault("labels", NO_LABELS)
     record.setdefault("scaling", family.scaling or "vit")
-    record.setdefault("pooling", "map" if family.name == "SigLIP" else "token")
+    record.setdefault("pooling", "map" if family.name in ("SigLIP", "SigLIP 2 NaFlex") else "token")
     return Checkpoint(family=family.name, **record)
 
 

@@ -29,10 +29,9 @@ from keras_vit.checkpoints.canonical import (
     DIST,
     LEAF,
     MAP_ATTENTION,
-    MLP_GATE,
     MLP_NORM,
-    MLP_VALUE,
     ORIGINAL_BLOCK,
+    PATCH_NORM,
     POSEMB,
     PROBE,
     QKV_GROUP,
@@ -40,15 +39,18 @@ from keras_vit.checkpoints.canonical import (
     CheckpointError,
     N,
     from_pytorch,
+    split_packed_swiglu,
 )
 from keras_vit.preprocessing import SCALINGS, check_scaling
 
 # --- reading -----------------------------------------------------------------------------
 
 WIDTH_KEY = "patch_embed.proj.weight"  # (D, C, p, p): how a timm state dict is recognised
+NAFLEX_WIDTH_KEY = "embeds.proj.weight"  # (D, p*p*C): timm's NaFlexVit (SigLIP 2's NaFlex)
 _TIMM_BLOCK = r"blocks\.(?P<block>\d+)\."
 TIMM_KEYS = [
-    (r"patch_embed\.proj" + LEAF, "embedding/{kind}", "conv"),
+    (r"(?:patch_embed|embeds)\.proj" + LEAF, "embedding/{kind}", "conv"),
+    (r"embeds\.pos_embed", POSEMB, "grid"),  # NaFlexVit's table, (1, rows, cols, D)
     (r"cls_token", CLS, "copy"),
     (r"dist_token", DIST, "copy"),  # DeiT's distillation token
     (r"reg_token", REGISTERS, "copy"),  # DINOv2's registers
@@ -60,14 +62,9 @@ TIMM_KEYS = [
     (_TIMM_BLOCK + r"ls" + N + r"\.gamma", "LayerScale_{n}/scale", "copy"),
     (_TIMM_BLOCK + r"norm2" + LEAF, "LayerNorm_2/{norm}", "copy"),
     (_TIMM_BLOCK + r"mlp\.fc" + N + LEAF, "MlpBlock_3/Dense_{n}/{kind}", "linear"),
-    # eva.py's blocks (EVA-02, Perception Encoder): unfused projections without a key bias, or a fused one
-    # whose query and value biases are their own tensors; SwiGLU's gate and value; the inner norms.
+    # EVA-02 (eva.py): unfused projections, the key's without a bias; the norms inside attention and SwiGLU.
     (_TIMM_BLOCK + r"attn\.(?P<qkv>q|k|v)_proj" + LEAF, BLOCK_ATTENTION + "{qkv}/{kind}", "heads_in"),
-    (_TIMM_BLOCK + r"attn\.(?P<qkv>q|v)_(?P<leaf>bias)", BLOCK_ATTENTION + "{qkv}/{kind}", "heads_in"),
     (_TIMM_BLOCK + r"attn\.norm" + LEAF, ATTENTION_NORM + "{norm}", "copy"),
-    (_TIMM_BLOCK + r"gamma_" + N, "LayerScale_{n}/scale", "copy"),
-    (_TIMM_BLOCK + r"mlp\.fc1_g" + LEAF, MLP_GATE + "{kind}", "linear"),
-    (_TIMM_BLOCK + r"mlp\.fc1_x" + LEAF, MLP_VALUE + "{kind}", "linear"),
     (_TIMM_BLOCK + r"mlp\.norm" + LEAF, MLP_NORM + "{norm}", "copy"),
     # `fc_norm` is the final norm applied after pooling (`norm` is then an Identity, absent).
     (r"(?:fc_)?norm" + LEAF, "Transformer/encoder_norm/{norm}", "copy"),
@@ -79,6 +76,13 @@ TIMM_KEYS = [
     (r"pre_logits\.fc" + LEAF, "pre_logits/{kind}", "linear"),  # older timm's representation layer
     (r"head" + LEAF, "head/{kind}", "linear"),
     (r"head_dist" + LEAF, "head_dist/{kind}", "linear"),
+    # timm's Eva (DINOv3, eva.py): LayerScale as `gamma_1/2`, the query and value biases beside a bias-free `qkv`
+    # (the key's is a zero buffer, not in the file), SwiGLU's gate and value halves as `fc1_g` / `fc1_x`.
+    (_TIMM_BLOCK + r"gamma_" + N, "LayerScale_{n}/scale", "copy"),
+    (_TIMM_BLOCK + r"attn\.(?P<qkv>q|v)_bias", BLOCK_ATTENTION + "{qkv}/bias", "heads_in"),
+    (_TIMM_BLOCK + r"mlp\.fc1_g" + LEAF, "MlpBlock_3/Dense_0_gate/{kind}", "linear"),
+    (_TIMM_BLOCK + r"mlp\.fc1_x" + LEAF, "MlpBlock_3/Dense_0_value/{kind}", "linear"),
+    (r"patch_embed\.norm" + LEAF, PATCH_NORM.replace("scale", "{norm}"), "copy"),  # AIMv2's norm on the patches
 ]
 _FUSED = [  # timm's block `qkv` and MAP head `kv`, split before the table applies
     (re.compile(r"(blocks\.\d+\.attn\.)qkv\.(weight|bias)"), "qkv"),
@@ -92,26 +96,9 @@ def to_canonical(state, num_heads):
     `facts` are the `ViTConfig` fields the key names show: `fc_norm` is timm's norm after pooling.
     """
     facts = {"pooled_norm": True} if "fc_norm.weight" in state else {}
-    return facts, from_pytorch(_split_packed_swiglu(state), TIMM_KEYS, num_heads, fused=_FUSED)
-
-
-_PACKED_FC1 = re.compile(r"(blocks\.\d+\.mlp\.)fc1\.(weight|bias)")
-
-
-def _split_packed_swiglu(state):
-    """timm's packed SwiGLU (`GluMlp`, gate first: `silu(gate) * value`) -> its `fc1_g` and `fc1_x` halves.
-
-    The tensors tell it: a packed first layer is twice as wide as the second layer's input.
-    """
-    out = {}
-    for key, value in state.items():
-        match = _PACKED_FC1.fullmatch(key)
-        fc2 = state.get(f"{match[1]}fc2.weight") if match else None
-        if fc2 is not None and value.shape[0] == 2 * fc2.shape[1]:
-            out[f"{match[1]}fc1_g.{match[2]}"], out[f"{match[1]}fc1_x.{match[2]}"] = np.split(value, 2, axis=0)
-        else:
-            out[key] = value
-    return out
+    if NAFLEX_WIDTH_KEY in state:
+        facts["naflex"] = True
+    return facts, split_packed_swiglu(from_pytorch(state, TIMM_KEYS, num_heads, fused=_FUSED))
 
 
 # What `config.json`'s `model_args` may hold: what the tensors tell, or what does not change inference.
@@ -119,7 +106,7 @@ _TOLD_BY_TENSORS = {
     "embed_dim", "depth", "mlp_ratio", "patch_size", "num_classes", "in_chans", "class_token", "reg_tokens",
     "no_embed_class", "pre_norm", "fc_norm", "qkv_bias", "drop_rate", "pos_drop_rate", "proj_drop_rate",
     "attn_drop_rate", "drop_path_rate", "weight_init", "init_values", "num_heads", "img_size", "global_pool",
-    "act_layer", "dynamic_img_size", "dynamic_img_pad", "pretrained_cfg_overlay",
+    "act_layer", "dynamic_img_size", "dynamic_img_pad", "pretrained_cfg_overlay", "pos_embed_grid_size",
 }  # fmt: skip
 # model_args -> the ViTConfig fields the tensors show, checked against them (a config.json that contradicts its
 # tensors is refused naming both).
@@ -171,9 +158,28 @@ def read_config(config):
     if args.get("patch_size") is not None:
         patch = args["patch_size"]
         hub.sizes["patch_size"] = ("patch_size", tuple(patch) if isinstance(patch, (list, tuple)) else (patch, patch))
+    if options.get("naflex"):
+        _naflex_sizes(name, args, hub, options)
     hub.options, hub.num_heads = options, args.get("num_heads") or families.timm_num_heads(name)
     hub.scaling = scaling_of(pretrained.get("mean"), pretrained.get("std"))
     return hub
+
+
+def _naflex_sizes(name, args, hub, options):
+    """NaFlexVit: the patch size (the name's unless `model_args` say) and the table's grid as `image_size`.
+
+    Its `img_size` is only the size timm's own fixed-size path would take; the model's is the
+    position table's grid (`pos_embed_grid_size`, 16 x 16 unless `model_args` say) times the patch.
+    """
+    if "patch_size" not in hub.sizes:
+        match = re.search(r"_patch(\d+)", name)
+        if match:
+            hub.sizes["patch_size"] = ("the architecture's name", (int(match[1]),) * 2)
+    patch = hub.sizes.get("patch_size", (None, None))[1]
+    grid = args.get("pos_embed_grid_size") or (16, 16)  # NaFlexVitCfg's default
+    grid = tuple(grid) if isinstance(grid, (list, tuple)) else (grid, grid)
+    if patch is not None:
+        options["image_size"] = tuple(g * p for g, p in zip(grid, patch))
 
 
 # Mean/std of the pixel statistics as `config.json`s give them (0..1 pixels) -> `preprocessing.SCALINGS`.
@@ -181,6 +187,7 @@ _SCALINGS = {
     ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)): "vit",  # [-1, 1]: SigLIP, the original ViT
     ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)): "imagenet",
     ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)): "clip",
+    ((0.43, 0.411, 0.296), (0.213, 0.156, 0.143)): "dinov3_sat",
 }
 
 
@@ -203,20 +210,35 @@ _TIMM_NAMES = {
 }
 
 
-# ViTConfig options of eva.py's models (EVA-02, Perception Encoder) at the values timm's VisionTransformer has.
-EVA_OPTIONS = {
-    "rotary": None, "mlp": "mlp", "mlp_norm": False, "key_bias": True, "attention_norm": False, "encoder_norm": True,
-    "map_num_heads": None, "map_mlp_dim": None,
-}  # fmt: skip
+# What EVA-02 and Perception Encoder models have and neither timm's VisionTransformer nor its DINOv3 (the layouts
+# `to_timm` writes) has: their values there.
+_EVA_ONLY = {
+    "mlp_norm": False,
+    "attention_norm": False,
+    "encoder_norm": True,
+    "map_num_heads": None,
+    "map_mlp_dim": None,
+}
 
 
-def to_timm(canonical, pooled_norm=False):
+def eva_problems(config):
+    """The settings of an EVA-02 / PE `config` that `to_timm`'s layouts cannot express (sentences; none: writable)."""
+    problems = [f"{key}={getattr(config, key)!r}" for key, plain in _EVA_ONLY.items() if getattr(config, key) != plain]
+    rotary = config.rotary
+    if rotary is not None and (rotary.reference_grid is not None or rotary.grid_offset):  # EVA's, PE's rotary
+        problems.insert(0, f"rotary={rotary!r}")
+    return problems
+
+
+def to_timm(canonical, pooled_norm=False, eva=False):
     """The original layout -> a timm `VisionTransformer` state dict (NumPy arrays).
 
     The inverse of `TIMM_KEYS`, written out rather than derived from its regexes: fused
     `qkv` / `kv` projections are joined here, and `pooled_norm` models' final norm is timm's
     `fc_norm`. Every key must have a timm name; one that has none (a `pre_logits` layer,
-    which timm's ViT no longer has) is an error naming it.
+    which timm's ViT no longer has) is an error naming it. With `eva`, the names of timm's
+    `Eva` (DINOv3): LayerScale `gamma_1/2`, the query and value biases beside a bias-free
+    `qkv`; a SwiGLU MLP is written as `fc1_g` / `fc1_x` either way.
     """
     out, used = {}, set()
 
@@ -224,8 +246,10 @@ def to_timm(canonical, pooled_norm=False):
         used.add(key)
         return canonical[key]
 
-    def linear(name, prefix):  # a Dense: (in, out) kernel -> (out, in) weight
-        out[f"{name}.weight"], out[f"{name}.bias"] = take(f"{prefix}/kernel").T, take(f"{prefix}/bias")
+    def linear(name, prefix):  # a Dense: (in, out) kernel -> (out, in) weight; its bias if it has one
+        out[f"{name}.weight"] = take(f"{prefix}/kernel").T
+        if f"{prefix}/bias" in canonical:
+            out[f"{name}.bias"] = take(f"{prefix}/bias")
 
     def norm(name, prefix):
         out[f"{name}.weight"], out[f"{name}.bias"] = take(f"{prefix}/scale"), take(f"{prefix}/bias")
@@ -242,15 +266,20 @@ def to_timm(canonical, pooled_norm=False):
     for i in blocks:
         prefix, timm = ORIGINAL_BLOCK.format(i), f"blocks.{i}."
         norm(f"{timm}norm1", prefix + "LayerNorm_0")
-        _attention(take, prefix + BLOCK_ATTENTION, out, f"{timm}attn.", ("qkv",))
+        _attention(take, prefix + BLOCK_ATTENTION, out, f"{timm}attn.", ("qkv",), canonical)
         norm(f"{timm}norm2", prefix + "LayerNorm_2")
         for n in (0, 1):
             if f"{prefix}LayerScale_{n}/scale" in canonical:
-                out[f"{timm}ls{n + 1}.gamma"] = take(f"{prefix}LayerScale_{n}/scale")
-            linear(f"{timm}mlp.fc{n + 1}", f"{prefix}MlpBlock_3/Dense_{n}")
+                out[f"{timm}gamma_{n + 1}" if eva else f"{timm}ls{n + 1}.gamma"] = take(f"{prefix}LayerScale_{n}/scale")
+        if f"{prefix}MlpBlock_3/Dense_0_gate/kernel" in canonical:  # SwiGLU, as timm's `SwiGLU` (DINOv3 S+, H+, 7B)
+            linear(f"{timm}mlp.fc1_g", f"{prefix}MlpBlock_3/Dense_0_gate")
+            linear(f"{timm}mlp.fc1_x", f"{prefix}MlpBlock_3/Dense_0_value")
+        else:
+            linear(f"{timm}mlp.fc1", f"{prefix}MlpBlock_3/Dense_0")
+        linear(f"{timm}mlp.fc2", f"{prefix}MlpBlock_3/Dense_1")
     norm("fc_norm" if pooled_norm else "norm", "Transformer/encoder_norm")
     if PROBE in canonical:
-        _attention(take, MAP_ATTENTION, out, "attn_pool.", ("q", "kv"))
+        _attention(take, MAP_ATTENTION, out, "attn_pool.", ("q", "kv"), canonical)
         norm("attn_pool.norm", "MAPHead_0/LayerNorm_0")
         for n in (0, 1):
             linear(f"attn_pool.mlp.fc{n + 1}", f"MAPHead_0/MlpBlock_0/Dense_{n}")
@@ -263,20 +292,32 @@ def to_timm(canonical, pooled_norm=False):
     return {key: np.ascontiguousarray(value, "float32") for key, value in out.items()}
 
 
-def _attention(take, prefix, out, timm, fused):
-    """Per-head query/key/value/out -> timm's Linear layers (`qkv` fused, or `q` and `kv`)."""
+def _attention(take, prefix, out, timm, fused, canonical):
+    """Per-head query/key/value/out -> timm's Linear layers (`qkv` fused, or `q` and `kv`).
+
+    Without a key bias the query and value biases are Eva's `q_bias` and `v_bias` beside a
+    bias-free `qkv`; without any, `qkv` alone.
+    """
     parts = {"qkv": ("query", "key", "value"), "q": ("query",), "kv": ("key", "value")}
     for name in fused:
         kernels = [take(f"{prefix}{part}/kernel") for part in parts[name]]  # (D, H, d) each
         out[f"{timm}{name}.weight"] = np.concatenate([k.reshape(k.shape[0], -1).T for k in kernels])
-        out[f"{timm}{name}.bias"] = np.concatenate([take(f"{prefix}{part}/bias").reshape(-1) for part in parts[name]])
+        biases = [part for part in parts[name] if f"{prefix}{part}/bias" in canonical]
+        if biases == list(parts[name]):
+            out[f"{timm}{name}.bias"] = np.concatenate([take(f"{prefix}{part}/bias").reshape(-1) for part in biases])
+        else:
+            for part in biases:  # Eva: `q_bias`, `v_bias`
+                out[f"{timm}{part[0]}_bias"] = take(f"{prefix}{part}/bias").reshape(-1)
     kernel = take(f"{prefix}out/kernel")  # (H, d, D)
     out[f"{timm}proj.weight"] = kernel.reshape(-1, kernel.shape[-1]).T
-    out[f"{timm}proj.bias"] = take(f"{prefix}out/bias")
+    if f"{prefix}out/bias" in canonical:
+        out[f"{timm}proj.bias"] = take(f"{prefix}out/bias")
 
 
 def write_config(config, scaling):
     """timm's `config.json` for `config`: an architecture whose factory sets what `model_args` cannot."""
+    if config.rotary is not None:
+        return _write_dinov3_config(config, scaling)
     problems = []
     if config.representation_size is not None:
         problems.append("a representation layer (timm's ViT has none)")
@@ -303,6 +344,49 @@ def write_config(config, scaling):
         "input_size": [config.num_channels, *config.image_size], "fixed_input_size": not config.dynamic_image_size,
         "num_classes": config.num_classes, "first_conv": "patch_embed.proj", "classifier": "head",
         "interpolation": "bicubic", "crop_pct": 1.0,
+    }  # fmt: skip
+    if scaling is not None:
+        mean, std = SCALINGS[check_scaling(scaling)]
+        pretrained.update(mean=[m / 255 for m in mean], std=[s / 255 for s in std])
+    return {
+        "architecture": architecture, "num_classes": config.num_classes, "num_features": config.hidden_dim,
+        "global_pool": pooling, "model_args": args, "pretrained_cfg": pretrained,
+    }  # fmt: skip
+
+
+def _write_dinov3_config(config, scaling):
+    """timm's `config.json` for a DINOv3 model: the `vit_*_patch16_dinov3[_qkvb]` factory that builds its blocks.
+
+    The factories fix what `model_args` cannot say (the rotary settings, 4 registers, LayerScale, epsilon 1e-5,
+    the key bias held at zero, SwiGLU aligned to 8); a model that differs in any of them is refused naming each.
+    """
+    dinov3 = families.family("DINOv3")
+    wanted = {**dinov3.options, "num_register_tokens": 4, "class_token": True, "proj_bias": True, "mlp_bias": True,
+              "norm": "layernorm", "mlp_norm": False, "qk_norm": False, "attention_norm": False, "pre_norm": False,
+              "patch_bias": True, "representation_size": None, "pooled_norm": False, "distillation": False}  # fmt: skip
+    problems = [f"{key}={getattr(config, key)!r} (DINOv3's: {value!r})" for key, value in wanted.items()
+                if key != "dynamic_image_size" and getattr(config, key) != value]  # fmt: skip
+    if config.layer_scale_init is None:
+        problems.append("no LayerScale")
+    if config.qkv_bias and config.key_bias:
+        problems.append("a key bias (timm's DINOv3 holds it at zero)")
+    if config.mlp == "swiglu" and config.mlp_dim % 8:
+        problems.append(f"mlp_dim={config.mlp_dim} (timm aligns SwiGLU to 8)")
+    if problems:
+        raise ValueError(f"timm's DINOv3 models cannot express {'; '.join(problems)}: write the state dict alone.")
+    size = "small_plus" if config.mlp == "swiglu" else "small"  # the factory's blocks; model_args give the sizes
+    architecture = f"vit_{size}_patch16_dinov3{'_qkvb' if config.qkv_bias else ''}"
+    pooling = {"token": "token", "gap": "avg", "map": "map"}[config.pooling]
+    args = {
+        "img_size": list(config.image_size), "patch_size": list(config.patch_size), "in_chans": config.num_channels,
+        "num_classes": config.num_classes, "global_pool": pooling, "embed_dim": config.hidden_dim,
+        "depth": config.num_layers, "num_heads": config.num_heads, "mlp_ratio": config.mlp_dim / config.hidden_dim,
+        "init_values": config.layer_scale_init,
+    }  # fmt: skip
+    pretrained = {
+        "input_size": [config.num_channels, *config.image_size], "fixed_input_size": False,
+        "num_classes": config.num_classes, "first_conv": "patch_embed.proj", "classifier": "head",
+        "interpolation": "bicubic", "crop_pct": 1.0, "license": "dinov3-license",
     }  # fmt: skip
     if scaling is not None:
         mean, std = SCALINGS[check_scaling(scaling)]

@@ -32,7 +32,7 @@ import numpy as np
 from keras_vit import files
 from keras_vit.deploy import integrity, litert, onnx, parity, precision, saved_model
 from keras_vit.preprocessing import preprocessing_model
-from keras_vit.run_folder import check_model_matches_metadata, load_model  # noqa: F401  (0.1.0's names here)
+from keras_vit.run_folder import check_model_matches_metadata, load_model, takes_patches  # noqa: F401  (0.1.0's names here)
 
 # Without test images the report still measures parity and latency, on these many random ones.
 NUM_RANDOM_TEST_IMAGES = 8
@@ -120,6 +120,9 @@ def export_model(
     output_dir = _check_target(output_dir, overwrite)
     model, metadata, model_path = load_model(model_dir)
     test_images, test_labels, source = _test_set(test_images, test_labels, metadata)
+    if takes_patches(model):  # SigLIP 2's NaFlex: three inputs, its own files (`deploy.naflex`)
+        return _export_naflex(model, metadata, model_path, output_dir, test_images, test_labels, source, name, version,
+                              with_onnx)  # fmt: skip
     if calibration_images is not None:
         calibration_images = _check_images(calibration_images, "calibration_images")
     preprocess = preprocessing_model(metadata["image_size"], metadata["scaling"])
@@ -158,6 +161,33 @@ def export_model(
         report["sha256"] = _record_digests(report["artifacts"], staging)
         parity.write_report(report, staging)
         integrity.write_record(staging, known=report["sha256"])  # the reports' own digests added
+    print(parity.markdown(report), end="")
+    return report
+
+
+def _export_naflex(model, metadata, model_path, output_dir, images, labels, source, name, version, with_onnx):
+    """A NaFlex run's SavedModel (any number of patches) and its LiteRT and ONNX files at the patch budget."""
+    from keras_vit.deploy import naflex
+    from keras_vit.deploy.predict import input_preprocessor
+
+    inputs = input_preprocessor(model, metadata)(images)  # each image at its own aspect ratio, padded
+    print(f"Exporting the NaFlex model {model_path} to {output_dir} (N={inputs['patch_mask'].shape[1]}):", flush=True)
+    reference = model.predict(inputs, verbose=0)
+    keras_row = parity.artifact_row("Keras", model_path, reference, reference, labels)
+    with files.atomic_directory(output_dir) as staging:
+        with open(os.path.join(staging, "labels.txt"), "w") as f:
+            f.write("".join(f"{label}\n" for label in metadata["labels"]))
+        rows = naflex.export_rows(model, metadata, staging, name, version, inputs, reference, labels, with_onnx)
+        report = {
+            "model": model_path,
+            "test_images": source,
+            "num_test_images": len(images),
+            "latency_threads": os.cpu_count(),
+            "artifacts": [keras_row, *rows],
+        }
+        report["sha256"] = _record_digests(report["artifacts"], staging)
+        parity.write_report(report, staging)
+        integrity.write_record(staging, known=report["sha256"])
     print(parity.markdown(report), end="")
     return report
 

@@ -19,7 +19,7 @@ from keras_vit.deploy.precision import with_precision
 from keras_vit.deploy.saved_model import load_signature, version_folder
 from keras_vit.images import IMAGE_EXTENSIONS, MAX_SIDE, read_image  # noqa: F401  (0.2.0 read them from here)
 from keras_vit.model import model_config
-from keras_vit.preprocessing import preprocessing_model
+from keras_vit.preprocessing import naflex_inputs, preprocessing_model
 from keras_vit.views.adaptive import depth_map, halting_model
 from keras_vit.views.attention import attention_model
 from keras_vit.visualize import (
@@ -59,7 +59,11 @@ def load_predictor(path, top_k=5, precision="float32"):
             file (with `labels.txt` beside it or one folder up), or an `.onnx`
             file written by `keras-vit export` (its labels inside). A folder of
             SavedModel versions (`saved_model/vit`) means its highest version,
-            as for TF Serving.
+            as for TF Serving. A checkpoint folder (timm's or transformers',
+            with its `config.json`) is built from its files; without a head it
+            predicts the pooled features (an array instead of the labels).
+            A NaFlex model (SigLIP 2, `ViTConfig.naflex`) sees each image at
+            its own aspect ratio.
         top_k: how many labels to return per image. Defaults to `5`.
         precision: `"bfloat16"` computes a `.keras` model in bfloat16
             (`keras_vit.deploy.precision`). Defaults to `"float32"`.
@@ -86,9 +90,12 @@ def load_predictor(path, top_k=5, precision="float32"):
     saved_model = _saved_model_below(path)
     if saved_model:
         return _saved_model_predictor(saved_model, top_k)
+    if os.path.isfile(os.path.join(path, "config.json")):
+        return _checkpoint_predictor(path, top_k)
     raise ValueError(
         f"--model {path} is none of: a .keras file or its folder, a SavedModel folder "
-        "(with saved_model.pb) or a folder holding one (an export folder), a .tflite file, an .onnx file."
+        "(with saved_model.pb) or a folder holding one (an export folder), a .tflite file, an .onnx file, "
+        "a checkpoint folder with its config.json."
     )
 
 
@@ -110,8 +117,35 @@ def _saved_model_below(path):
 def _keras_predictor(path, top_k, precision="float32"):
     model, metadata, _ = run_folder.load_model(path)
     model = with_precision(model, precision)
-    preprocess = preprocessing_model(metadata["image_size"], metadata["scaling"])
+    preprocess = input_preprocessor(model, metadata)
     return lambda image: _top_k(model.predict_on_batch(preprocess(image[None]))[0], metadata["labels"], top_k)
+
+
+def input_preprocessor(model, metadata):
+    """`(B, H, W, C)` uint8 images -> `model`'s input: resized to `keras_vit.json`'s size, or for a NaFlex
+    model cut into patches at each image's own aspect ratio (within `max_num_patches` of the metadata,
+    else as many patches as the position table has: SigLIP 2's processors' 256)."""
+    if not run_folder.takes_patches(model):
+        return preprocessing_model(metadata["image_size"], metadata["scaling"])
+    config = model_config(model)
+    budget = metadata.get("max_num_patches") or config.grid[0] * config.grid[1]
+    return lambda images: naflex_inputs(list(images), config.patch_size, budget, metadata["scaling"])
+
+
+def _checkpoint_predictor(path, top_k):
+    """A timm or transformers folder: its model built from its files; the pooled features without a head."""
+    from keras_vit.builders import build_from_checkpoint
+    from keras_vit.checkpoints.families import family
+
+    model, report = build_from_checkpoint(path)
+    scaling = report.scaling or (family(report.family).scaling if report.family else None) or "vit"
+    config = report.config
+    metadata = {"image_size": config.image_size, "scaling": scaling}
+    preprocess = input_preprocessor(model, metadata)
+    if not config.include_top:
+        return lambda image: np.asarray(model.predict_on_batch(preprocess(image[None]))[0])
+    labels = [f"class_{i}" for i in range(config.num_classes)]  # a checkpoint folder names no labels
+    return lambda image: _top_k(model.predict_on_batch(preprocess(image[None]))[0], labels, top_k)
 
 
 def _saved_model_predictor(path, top_k):
@@ -222,6 +256,9 @@ def predict_files(paths, model, *, top_k=5, explain=None, as_json=False, precisi
             failures += 1
             continue
         top = predict(image)
+        if isinstance(top, np.ndarray):  # a feature extractor: its pooled features, not labels
+            _print_features(path, top, as_json)
+            continue
         written = []
         if explainer and unwritable is None:
             try:
@@ -240,6 +277,14 @@ def predict_files(paths, model, *, top_k=5, explain=None, as_json=False, precisi
     if unwritable is not None:
         raise unwritable  # once every prediction is out: `keras-vit predict` says it in one line
     return failures
+
+
+def _print_features(path, features, as_json):
+    if as_json:
+        print(json.dumps({"path": path, "features": features.tolist()}))
+        return
+    shown = ", ".join(f"{value:.4f}" for value in features[:4])
+    print(f"{path}\n  features ({features.shape[0]},), norm {np.linalg.norm(features):.4f}: [{shown}, ...]")
 
 
 # --- explaining predictions: attention maps ----------------------------------------
@@ -261,6 +306,11 @@ class Explainer:
                 "SavedModel and LiteRT files do not expose attention weights."
             )
         model, self.metadata, _ = run_folder.load_model(path)
+        if run_folder.takes_patches(model):
+            raise ValueError(
+                f"--explain draws maps on one fixed patch grid; {path} is a NaFlex model (each image at its own "
+                "grid), which it does not explain yet: leave --explain out."
+            )
         self.model = attention_model(model)
         # An A-ViT model also shows how many blocks each patch ran through (its rollout is of every token).
         self.halting = halting_model(model) if model_config(model).adaptive_tokens else None

@@ -17,9 +17,12 @@ from keras_vit.layers.blocks import LayerScale, SelfAttention, TransformerBlock
 from keras_vit.layers.embedding import (
     AddPositionEmbedding,
     ClassToken,
+    NaFlexPositionEmbedding,
+    PaddingBias,
     PatchEmbedding,
     RegisterTokens,
     antialiased_bicubic_matrix,
+    naflex_resize_weights,
 )
 from keras_vit.layers.functions import LayerNorm, activate, gelu, gelu_for_training, layer_norm
 from keras_vit.layers.pooling import (
@@ -38,6 +41,8 @@ __all__ = [
     "ClassTokenPooling",
     "LayerNorm",
     "LayerScale",
+    "NaFlexPositionEmbedding",
+    "PaddingBias",
     "PatchAveragePooling",
     "PatchEmbedding",
     "PatchGrid",
@@ -52,5 +57,6 @@ __all__ = [
     "gelu",
     "gelu_for_training",
     "layer_norm",
+    "naflex_resize_weights",
     "rotary_angles",
 ]

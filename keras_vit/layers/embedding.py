@@ -29,9 +29,14 @@ class PatchEmbedding(keras.layers.Layer):
         hidden_dim: size `D` of each token.
         use_bias: whether the projection has a bias (CLIP's has none).
             Defaults to `True`.
+        patchified: the input is already cut into patches, `(B, N, p*p*C)`,
+            each flattened in `(row, column, channel)` order (SigLIP 2's
+            NaFlex input): the same kernel, applied as one matmul. Defaults
+            to `False`.
 
     Call arguments:
-        images: `(B, H, W, C)`, with `H` and `W` multiples of the patch size.
+        images: `(B, H, W, C)`, with `H` and `W` multiples of the patch size;
+            with `patchified`, the patches `(B, N, p*p*C)`.
 
     Returns:
         `(B, N, D)` tokens, patches in row-major order.
@@ -43,13 +48,16 @@ class PatchEmbedding(keras.layers.Layer):
     (2, 196, 768)
     """
 
-    def __init__(self, patch_size, hidden_dim, use_bias=True, **kwargs):
+    def __init__(self, patch_size, hidden_dim, use_bias=True, patchified=False, **kwargs):
         super().__init__(**kwargs)
         self.patch_size = to_pair(patch_size, "patch_size")
         self.hidden_dim = positive_int(hidden_dim, "hidden_dim")
         self.use_bias = bool(use_bias)
+        self.patchified = bool(patchified)
 
     def build(self, input_shape):
+        if self.patchified:
+            input_shape = self._patch_shape(input_shape)
         if len(input_shape) != 4:
             raise ValueError(f"PatchEmbedding expects images of shape (B, H, W, C); got {tuple(input_shape)}.")
         if input_shape[-1] is None or input_shape[-1] < 1:
@@ -69,12 +77,28 @@ class PatchEmbedding(keras.layers.Layer):
         )
         self.projection.build(input_shape)
 
+    def _patch_shape(self, input_shape):
+        """`(B, N, p*p*C)` -> the `(None, p, p, C)` one patch is, as an image, for the kernel."""
+        area = self.patch_size[0] * self.patch_size[1]
+        if len(input_shape) != 3 or input_shape[-1] is None or input_shape[-1] % area:
+            raise ValueError(
+                f"PatchEmbedding(patchified=True) expects patches of shape (B, N, p*p*C) with "
+                f"patch_size={self.patch_size}; got {tuple(input_shape)}."
+            )
+        return (None, *self.patch_size, input_shape[-1] // area)
+
     def call(self, images):
+        if self.patchified:  # (B, N, p*p*C) @ (p*p*C, D): the conv's kernel, flattened as the patches are
+            kernel = ops.reshape(ops.cast(self.projection.kernel, images.dtype), (-1, self.hidden_dim))
+            x = ops.matmul(images, kernel)
+            return x + ops.cast(self.projection.bias, x.dtype) if self.use_bias else x  # (B, N, D)
         x = self.projection(images)  # (B, H/p, W/p, D)
         _, rows, cols, _ = ops.shape(x)
         return ops.reshape(x, (-1, rows * cols, self.hidden_dim))  # (B, N, D)
 
     def compute_output_shape(self, input_shape):
+        if self.patchified:
+            return (*input_shape[:2], self.hidden_dim)
         batch, height, width, _ = input_shape
         if height is None or width is None:
             return (batch, None, self.hidden_dim)
@@ -87,6 +111,7 @@ class PatchEmbedding(keras.layers.Layer):
             "patch_size": self.patch_size,
             "hidden_dim": self.hidden_dim,
             "use_bias": self.use_bias,
+            "patchified": self.patchified,
         }
 
 
@@ -275,3 +300,107 @@ def antialiased_bicubic_matrix(in_size, out_size):
     far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
     taps = ops.where(inside, ops.where(x <= 1, near, ops.where(x < 2, far, 0.0)), 0.0)
     return taps / ops.sum(taps, axis=1, keepdims=True)
+
+
+@_register
+class NaFlexPositionEmbedding(keras.layers.Layer):
+    """Adds a learned position table resized to each image's own patch grid (SigLIP 2's NaFlex).
+
+    The table is learned on one `grid`; an image cut into an `h x w` grid
+    of patches (`spatial_shapes`) gets the table resized to `h x w`
+    (bilinear, antialiased, as transformers' `Siglip2VisionEmbeddings`), in
+    row-major order, padded to the `N` tokens of the batch. The resize is
+    linear, so each image's is two interpolation matrices built from its
+    grid size (`naflex_resize_weights`), `Rh @ table @ Rw^T`: ops every
+    backend and exporter has, for sizes known only at run time. Padding
+    tokens get the table's first position, as transformers gives them.
+
+    Args:
+        grid: `(rows, cols)` of the table.
+
+    Call arguments:
+        tokens: `(B, N, D)` patch tokens, padded to `N`.
+        spatial_shapes: `(B, 2)` int, each image's patch rows and columns
+            (`rows * cols <= N`).
+
+    Returns:
+        `(B, N, D)`.
+    """
+
+    num_prefix_tokens = 0  # the table covers the patches only (as `AddPositionEmbedding`'s attribute says)
+
+    def __init__(self, grid, **kwargs):
+        super().__init__(**kwargs)
+        self.grid = to_pair(grid, "grid")
+
+    def build(self, input_shape):  # the tokens' shape
+        self.embedding = self.add_weight(
+            name="embedding",
+            shape=(1, self.grid[0] * self.grid[1], input_shape[-1]),
+            initializer=keras.initializers.RandomNormal(stddev=0.02),
+        )
+
+    def call(self, tokens, spatial_shapes):
+        weights = naflex_resize_weights(self.grid, spatial_shapes, ops.shape(tokens)[1])  # (B, N, G)
+        table = ops.cast(self.embedding[0], "float32")  # (G, D), G = rows * cols of the table
+        return tokens + ops.cast(ops.matmul(weights, table), tokens.dtype)
+
+    def compute_output_spec(self, tokens, spatial_shapes):
+        return keras.KerasTensor(tokens.shape, dtype=self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "grid": self.grid}
+
+
+def naflex_resize_weights(grid, spatial_shapes, length):
+    """`(B, length, rows * cols)`: each token's weights over the `grid` table, resized to its image's grid.
+
+    Token `n` of an image of `h x w` patches sits at row `n // w`, column
+    `n % w` (padding, `n >= h * w`, at `(0, 0)`); its weight on table entry
+    `(i, j)` is `Rh[row, i] * Rw[col, j]`, the rows of
+    `F.interpolate(mode="bilinear", align_corners=False, antialias=True)`'s
+    matrices along each axis: the triangle filter widened by the scale when
+    shrinking, renormalised (transformers' `resize_positional_embeddings`,
+    written with `keras.ops`).
+    """
+    sizes = ops.cast(spatial_shapes, "float32")[:, None, :]  # (B, 1, 2): rows, cols
+    n = ops.cast(ops.arange(length), "float32")[None, :, None]  # (1, N, 1)
+    rows = ops.floor(n / sizes[..., 1:])
+    index = ops.concatenate([rows, n - rows * sizes[..., 1:]], axis=-1)  # (B, N, 2)
+    index = index * ops.cast(n < sizes[..., :1] * sizes[..., 1:], "float32")
+
+    def axis_weights(axis):
+        scale = grid[axis] / sizes[..., axis]  # (B, 1)
+        support = ops.maximum(scale, 1.0)
+        center = (index[..., axis] + 0.5) * scale - 0.5  # (B, N)
+        source = ops.cast(ops.arange(grid[axis]), "float32")
+        taps = ops.maximum(1.0 - ops.abs(source - center[..., None]) / support[..., None], 0.0)  # (B, N, g)
+        return taps / ops.sum(taps, axis=-1, keepdims=True)
+
+    weights = axis_weights(0)[..., :, None] * axis_weights(1)[..., None, :]  # (B, N, rows, cols)
+    return ops.reshape(weights, (ops.shape(weights)[0], length, grid[0] * grid[1]))
+
+
+@_register
+class PaddingBias(keras.layers.Layer):
+    """A padding mask -> the attention logits' bias that hides padding keys: `(B, N) -> (B, 1, 1, N)`.
+
+    What `SelfAttention` and `AttentionPooling` take as `attention_bias`:
+    `0` for a real token, `-1e9` for padding, whose softmax weight is then
+    exactly zero (in float32, and as `-inf` under float16).
+
+    Call arguments:
+        padding_mask: `(B, N)`, nonzero (or `True`) for real tokens.
+
+    Returns:
+        `(B, 1, 1, N)` float.
+    """
+
+    def call(self, padding_mask):  # not `mask`: Keras reserves that name for its own masking
+        # `where`, not `(1 - mask) * -1e9`: under float16 the constant is -inf, and 0 * -inf is NaN.
+        zeros = ops.zeros(ops.shape(padding_mask), self.compute_dtype)
+        bias = ops.where(ops.not_equal(padding_mask, 0), zeros, ops.cast(-1e9, self.compute_dtype))
+        return bias[:, None, None, :]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 1, 1, input_shape[1])

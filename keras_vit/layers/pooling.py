@@ -96,6 +96,9 @@ class AttentionPooling(keras.layers.Layer):
 
     Call arguments:
         tokens: `(B, T, D)`.
+        attention_bias: optional logits bias broadcastable to `(B, h, 1, T)`:
+            a padding mask's (`PaddingBias`, SigLIP 2's NaFlex), so padding
+            tokens get no weight.
 
     Returns:
         `(B, D)`.
@@ -129,7 +132,7 @@ class AttentionPooling(keras.layers.Layer):
                              (self.mlp_dense_1, dim), (self.mlp_dense_2, self.mlp_dim)):  # fmt: skip
             layer.build((None, width))
 
-    def call(self, tokens):
+    def call(self, tokens, attention_bias=None):
         batch, length, dim = ops.shape(tokens)[0], ops.shape(tokens)[1], tokens.shape[-1]
         heads, head_dim = self.num_heads, dim // self.num_heads
         query = self.query(ops.cast(self.probe[0], tokens.dtype))  # (1, D): the same for every image
@@ -138,6 +141,8 @@ class AttentionPooling(keras.layers.Layer):
         kv = self.key_value(ops.reshape(tokens, (-1, dim)))  # (B*T, 2D)
         key, value = ops.unstack(ops.transpose(ops.reshape(kv, (batch, length, 2, heads, head_dim)), (2, 0, 3, 1, 4)))
         logits = ops.matmul(query, ops.swapaxes(key, -1, -2))  # (B, h, 1, T)
+        if attention_bias is not None:
+            logits = logits + ops.cast(attention_bias, logits.dtype)
         weights = ops.cast(ops.softmax(ops.cast(logits, "float32"), axis=-1), logits.dtype)
         x = ops.reshape(ops.matmul(weights, value), (-1, dim))  # (B, h, 1, d) -> (B, D)
         x = self.output_dense(x)
@@ -145,6 +150,9 @@ class AttentionPooling(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[2])
+
+    def compute_output_spec(self, tokens, attention_bias=None):
+        return keras.KerasTensor((tokens.shape[0], tokens.shape[2]), dtype=self.compute_dtype)
 
     def get_config(self):
         return {

@@ -12,7 +12,12 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 RECIPES = ("adamw", "sgd")  # training/optimizers.py
 AUGMENTATIONS = ("none", "crop", "crop_flip")  # training/data.py
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")  # training/distribute.py
-SCALINGS = ("vit", "imagenet", "clip")  # the keys of keras_vit.preprocessing.SCALINGS (a test keeps them equal)
+SCALINGS = (
+    "vit",
+    "imagenet",
+    "clip",
+    "dinov3_sat",
+)  # the keys of keras_vit.preprocessing.SCALINGS (a test keeps them equal)
 
 
 def _field(default, help, choices=None):

@@ -9,7 +9,7 @@ Legend: `B` batch, `T` tokens, `D` hidden_dim, `h` heads, `L` blocks.
 
 import keras
 
-from keras_vit.model import ViTLayers, forward
+from keras_vit.model import forward, image_layers
 
 
 def attention_model(model):
@@ -38,8 +38,9 @@ def attention_model(model):
         attention.append(scores)
         return state.replace(tokens=tokens)
 
+    layers = image_layers(model, "attention_model")
     images = keras.Input(shape=model.input_shape[1:], name="images")
-    logits = forward(ViTLayers.of(model), images, record)
+    logits = forward(layers, images, record)
     return keras.Model(images, {"logits": logits, "attention": attention}, name=f"{model.name}_attention")
 
 

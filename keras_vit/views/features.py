@@ -9,7 +9,7 @@ Legend: `B` batch, `D` hidden_dim, `p` patch size, `P` prefix tokens.
 import keras
 
 from keras_vit.layers import PatchGrid, TokenSlice
-from keras_vit.model import ViTLayers, embed, forward
+from keras_vit.model import embed, forward, image_layers
 
 
 def features_model(model, blocks=None, *, norm=False, prefix_tokens=False):
@@ -41,7 +41,7 @@ def features_model(model, blocks=None, *, norm=False, prefix_tokens=False):
     >>> {name: tuple(out.shape) for name, out in features(keras.ops.zeros((1, 32, 48, 3))).items()}
     {'block_1': (1, 4, 6, 64), 'block_1_prefix': (1, 3, 64)}
     """
-    layers = ViTLayers.of(model)
+    layers = image_layers(model, "features_model")
     count = len(layers.blocks)
     chosen = list(range(count)) if blocks is None else list(blocks)
     bad = [i for i in chosen if isinstance(i, bool) or not isinstance(i, int) or not -count <= i < count]
@@ -74,5 +74,6 @@ def fixed_size_model(model, image_size):
     `build_vit(config.replace(dynamic_image_size=False, image_size=...))` with the weights
     copied (and the embedding resampled), without the copy.
     """
+    layers = image_layers(model, "fixed_size_model")
     images = keras.Input((*image_size, model.input_shape[-1]), name="images")
-    return keras.Model(images, forward(ViTLayers.of(model), images), name=f"{model.name}_fixed")
+    return keras.Model(images, forward(layers, images), name=f"{model.name}_fixed")

@@ -21,7 +21,7 @@ import keras
 from keras import ops
 
 from keras_vit.layers import TransformerBlock
-from keras_vit.model import ViTLayers, forward
+from keras_vit.model import forward, image_layers
 
 
 def _check_r(value, name="r"):
@@ -179,7 +179,7 @@ def apply_token_merging(model, r):
     >>> fast.get_layer("block_1").output[0].shape  # 65 tokens, then 61, then 57
     (None, 57, 64)
     """
-    layers = ViTLayers.of(model)
+    layers = image_layers(model, "apply_token_merging")
     schedule = [r] * len(layers.blocks) if isinstance(r, int) and not isinstance(r, bool) else list(r)
     if len(schedule) != len(layers.blocks):
         raise ValueError(f"r={r!r} must be an int or one int per block ({len(layers.blocks)} blocks).")

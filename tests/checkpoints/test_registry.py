@@ -93,6 +93,10 @@ def test_family_rows_say_what_they_output_and_build_from_their_options():
         "CLIP",
         "EVA-02",
         "Perception Encoder",
+        "SigLIP 2 NaFlex",
+        "DINOv3",
+        "AIMv2",
+        "RoPE ViT",
     }
     fields = set(keras_vit.ViTConfig.__dataclass_fields__)
     for row in rows:

@@ -22,11 +22,20 @@ keras_vit, and no test imports it: the cases it ran are in `OUT/cases.json`.
     python tests/checkpoints/torch_reference.py factories OUT
         What timm's ViT factory functions set (heads, activation, LayerNorm epsilon), read from
         their source without building a model: `OUT/factories.json`.
+    python tests/checkpoints/torch_reference.py naflex OUT
+        SigLIP 2 NaFlex: a tiny random transformers `Siglip2VisionModel` (save_pretrained) and timm
+        `naflexvit_base_patch16_siglip` (save_for_hf) on one batch of two aspect ratios with padding
+        (`naflex_inputs.npz`, outputs `*.out.npy`), `F.interpolate`'s antialiased bilinear resize of
+        a position table to several grids (`naflex_resize.npz`), and `Siglip2ImageProcessor` on two
+        uint8 images and on the same as float (`naflex_processor.npz`).
     python tests/checkpoints/torch_reference.py parameters OUT ARCHITECTURE:CLASSES [...]
         Parameter counts of full-size timm models (random, nothing downloads): `OUT/parameters.json`.
     python tests/checkpoints/torch_reference.py timm-npz OUT CONFIG FILE.npz [CONFIG FILE.npz ...]
         Loads each `.npz` (written by keras_vit) into a fresh timm model of
         CONFIG with timm's own loader; writes `FILE.logits.npy`.
+    python tests/checkpoints/torch_reference.py timm-folders OUT IMAGES.npy FOLDER [FOLDER ...]
+        Builds each hub folder of OUT (written by keras_vit's `save_timm`) as timm
+        does, from its config.json, and writes `FOLDER.out.npy` on IMAGES.npy.
 
 Every model is 32x32 images, patch 8, width 64, 2 blocks, 2 heads, MLP 128,
 5 classes: keras_vit's `build_vit("tiny/8", image_size=32, num_classes=5)`;
@@ -208,15 +217,17 @@ def make_families(out):
     dynamic.load_state_dict(load_file(out / "timm_dinov2_reg4" / "model.safetensors"))
     np.save(out / "timm_dinov2_reg4.dynamic.npy", dynamic(images["dynamic"]).numpy())
     cases.update(make_hf_families(out, images))
-    cases.update(make_rotary_families(out, images))
+    cases.update(make_new_families(out, images))
+    cases.update(make_rotary_families(out, generator))
+    cases.update(make_eva_pe_families(out, images))
     (out / "families.json").write_text(json.dumps(cases))
 
 
 # eva.py's families with a rotary embedding: folder -> (timm architecture, its tiny arguments). Width 64, 2 blocks,
 # 2 heads of 32 (the factories' own rotary settings: EVA-02's ref_feat_shape 16x16, PE's xy grid offset by 1);
-# each also run with `dynamic_img_size=True` at ROTARY_SIZE, a non-square grid, on the same weights.
-_ROTARY_TINY = dict(embed_dim=64, depth=2, num_heads=2, img_size=32, patch_size=8)
-TIMM_ROTARY_FAMILIES = {
+# each also run with `dynamic_img_size=True` at EVA_PE_SIZE, a non-square grid, on the same weights.
+_EVA_PE_TINY = dict(embed_dim=64, depth=2, num_heads=2, img_size=32, patch_size=8)
+TIMM_EVA_PE_FAMILIES = {
     # fused qkv with separate query/value biases, packed SwiGLU, mean pooling then fc_norm
     "timm_eva02_tiny": ("eva02_tiny_patch14_224", dict(num_classes=5)),
     # unfused q/k/v without a key bias, SwiGLU with its inner norm (scale_mlp)
@@ -231,25 +242,25 @@ TIMM_ROTARY_FAMILIES = {
     "timm_pe_lang": ("vit_pe_lang_large_patch14_448", dict(num_classes=0)),
     "timm_pe_spatial": ("vit_pe_spatial_tiny_patch16_512", dict(num_classes=0)),
 }
-ROTARY_SIZE = (32, 48)
+EVA_PE_SIZE = (32, 48)
 
 
 @torch.no_grad()
-def make_rotary_families(out, images):
+def make_eva_pe_families(out, images):
     import timm
     from timm.models._hub import save_for_hf
 
     generator = torch.Generator().manual_seed(SEED + 1)
-    wide = torch.randn(2, 3, *ROTARY_SIZE, generator=generator)
-    np.save(out / "images_{}x{}.npy".format(*ROTARY_SIZE), wide.permute(0, 2, 3, 1).numpy())
+    wide = torch.randn(2, 3, *EVA_PE_SIZE, generator=generator)
+    np.save(out / "images_{}x{}.npy".format(*EVA_PE_SIZE), wide.permute(0, 2, 3, 1).numpy())
     cases = {}
-    for folder, (architecture, args) in TIMM_ROTARY_FAMILIES.items():
-        model = timm.create_model(architecture, pretrained=False, **{**_ROTARY_TINY, **args}).eval()
+    for folder, (architecture, args) in TIMM_EVA_PE_FAMILIES.items():
+        model = timm.create_model(architecture, pretrained=False, **{**_EVA_PE_TINY, **args}).eval()
         randomize(model)
         save_for_hf(model, out / folder, safe_serialization=True)
         np.save(out / f"{folder}.out.npy", model(images[32]).numpy())
         dynamic = timm.create_model(
-            architecture, pretrained=False, dynamic_img_size=True, **{**_ROTARY_TINY, **args}
+            architecture, pretrained=False, dynamic_img_size=True, **{**_EVA_PE_TINY, **args}
         ).eval()
         dynamic.load_state_dict(model.state_dict())
         np.save(out / f"{folder}.dynamic.npy", dynamic(wide).numpy())
@@ -318,6 +329,57 @@ def make_hf_families(out, images):
     cases["hf_siglip_full"] = 32
     write_big_vision_siglip(models["hf_siglip"][0], out)
     cases["big_vision_siglip.npz"] = 32
+    return cases
+
+
+# The rotary families (issue 20): tiny timm Eva and transformers models at width 64 (2 heads of 32), patch 8,
+# 32x32; each also run at a non-square size (`ROTARY_SIZE`, a 3x5 patch grid), where the rotary embedding
+# is computed for that grid. Folder -> (architecture, its tiny arguments); outputs `<folder>.out.npy` (32x32)
+# and `<folder>.rotary.npy` (ROTARY_SIZE).
+ROTARY_SIZE = (24, 40)
+_ROTARY_TINY = dict(embed_dim=64, depth=2, num_heads=2, img_size=32, patch_size=8)
+TIMM_ROTARY = {
+    # timm's default pooling (`avg`, the patch mean after the norm), no qkv bias, GELU MLP
+    "timm_dinov3": ("vit_small_patch16_dinov3", dict(num_classes=0)),
+    # S+: SwiGLU (gate and value apart, `fc1_g` / `fc1_x`), q and v biases (`_qkvb`), upstream's CLS pooling
+    "timm_dinov3_plus_qkvb": ("vit_small_plus_patch16_dinov3_qkvb", dict(num_classes=0, global_pool="token")),
+    # the 7B definition in small: SwiGLU aligned to 64, a head on the class token
+    "timm_dinov3_7b": ("vit_7b_patch16_dinov3", dict(num_classes=5, global_pool="token")),
+}
+
+
+@torch.no_grad()
+def make_rotary_families(out, generator):
+    import timm
+    from timm.models._hub import save_for_hf
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel
+
+    images = torch.randn(2, 3, *ROTARY_SIZE, generator=generator)
+    np.save(out / "images_rotary.npy", images.permute(0, 2, 3, 1).numpy())
+    small = torch.from_numpy(np.load(out / "images_32.npy")).permute(0, 3, 1, 2)
+    cases = {}
+    for folder, (architecture, args) in TIMM_ROTARY.items():
+        model = timm.create_model(architecture, pretrained=False, **_ROTARY_TINY, **args).eval()
+        randomize(model)
+        save_for_hf(model, out / folder, safe_serialization=True)
+        np.save(out / f"{folder}.out.npy", model(small).numpy())
+        np.save(out / f"{folder}.rotary.npy", model(images).numpy())  # dynamic_img_size: its rope at 3x5
+        cases[folder] = 32
+    hf = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, patch_size=8)
+    hf.update(image_size=32, num_register_tokens=4, attn_implementation="eager")
+    models = {  # transformers' defaults: q, v and output biases, no key bias; the gated one SwiGLU
+        "hf_dinov3": DINOv3ViTModel(DINOv3ViTConfig(**hf)),
+        "hf_dinov3_gated": DINOv3ViTModel(DINOv3ViTConfig(**hf, use_gated_mlp=True, hidden_act="silu")),
+    }
+    for folder, model in models.items():
+        model.eval()
+        randomize(model)
+        model.save_pretrained(out / folder)
+        for suffix, pixels in (("out", small), ("rotary", images)):
+            result = model(pixel_values=pixels)
+            np.save(out / f"{folder}.{suffix}.npy", result.pooler_output.numpy())  # the class token, normed
+            np.save(out / f"{folder}.{suffix}.mean.npy", result.last_hidden_state[:, 5:].mean(1).numpy())  # patches
+        cases[folder] = 32
     return cases
 
 
@@ -449,7 +511,7 @@ def factories(out):
         source = inspect.getsource(timm.models._registry.model_entrypoint(name))
         heads = re.search(r"num_heads=(\d+)", source)
         act = re.search(r"act_layer=['\"]?([\w.]+)", source)
-        eps = re.search(r"LayerNorm, eps=([\d.e-]+)", source)
+        eps = re.search(r"(?:LayerNorm|RmsNorm), eps=([\d.e-]+)", source)
         found[name] = {
             "num_heads": int(heads[1]) if heads else None,
             "act_layer": act[1] if act else None,
@@ -476,6 +538,208 @@ def timm_npz(out, pairs):
         np.save(out / f"{file}.logits.npy", model(images).numpy())
 
 
+NAFLEX_GRID, NAFLEX_SHAPES, NAFLEX_LENGTH = (4, 4), ((3, 5), (6, 3)), 20  # table 4x4: each image shrinks one axis
+NAFLEX_RESIZE = ((3, 5), (6, 3), (1, 7), (4, 4), (9, 2), (2, 2))
+NAFLEX_IMAGES = ((37, 90), (120, 41))  # (height, width) of the processor's two images
+NAFLEX_MAX_PATCHES = 24
+
+
+def naflex_batch(generator, patch=8, channels=3):
+    """Patches `(2, L, p*p*C)`, spatial shapes `(2, 2)`, padding mask `(2, L)`: two aspect ratios, padded."""
+    patches = torch.randn(len(NAFLEX_SHAPES), NAFLEX_LENGTH, patch * patch * channels, generator=generator)
+    shapes = torch.tensor(NAFLEX_SHAPES)
+    mask = (torch.arange(NAFLEX_LENGTH)[None] < shapes.prod(-1)[:, None]).int()
+    return patches, shapes, mask
+
+
+@torch.no_grad()
+def make_naflex(out):
+    import timm
+    import torch.nn.functional as F
+    from timm.models._hub import save_for_hf
+    from transformers import Siglip2ImageProcessor, Siglip2VisionConfig, Siglip2VisionModel
+
+    out.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(SEED)
+    patches, shapes, mask = naflex_batch(generator)
+    np.savez(out / "naflex_inputs.npz", patches=patches.numpy(), spatial_shapes=shapes.numpy(), patch_mask=mask.numpy())
+    grid = NAFLEX_GRID[0] * NAFLEX_GRID[1]
+    config = _hf_tiny(Siglip2VisionConfig, patch_size=8, num_patches=grid, intermediate_size=128)
+    model = Siglip2VisionModel(config).eval()
+    randomize(model)
+    model.save_pretrained(out / "hf_siglip2")
+    result = model(pixel_values=patches, pixel_attention_mask=mask, spatial_shapes=shapes)
+    np.save(out / "hf_siglip2.out.npy", result.pooler_output.numpy())
+    np.save(out / "hf_siglip2.tokens.npy", result.last_hidden_state.numpy())
+    # A whole Siglip2Model (image and text towers, as google/siglip2-*-naflex files are): its image tower is read.
+    from transformers import Siglip2Config, Siglip2Model
+
+    text = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, vocab_size=50)
+    text.update(bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    full = Siglip2Model(Siglip2Config(text_config=text, vision_config=config.to_dict())).eval()
+    randomize(full)
+    full.save_pretrained(out / "hf_siglip2_full")
+    pooled = full.vision_model(pixel_values=patches, pixel_attention_mask=mask, spatial_shapes=shapes).pooler_output
+    np.save(out / "hf_siglip2_full.out.npy", pooled.numpy())
+    # timm's: the same architecture; its inputs are the patches' (row, column) coordinates and validity.
+    timm_model = timm.create_model(
+        "naflexvit_base_patch16_siglip", pretrained=False, patch_size=8, img_size=32, num_classes=0,
+        pos_embed_grid_size=NAFLEX_GRID, **_FAMILY_TINY,
+    ).eval()  # fmt: skip
+    randomize(timm_model)
+    save_for_hf(timm_model, out / "timm_naflex_siglip", safe_serialization=True)
+    index = torch.arange(NAFLEX_LENGTH)[None]
+    coord = torch.stack([index // shapes[:, 1:], index % shapes[:, 1:]], -1) * mask[..., None]
+    np.save(out / "timm_naflex_siglip.out.npy", timm_model(patches, patch_coord=coord, patch_valid=mask.bool()).numpy())
+    # The resize alone: torch's own antialiased bilinear, each grid.
+    table = torch.randn(1, 8, *NAFLEX_GRID, generator=generator)
+    resized = {"table": table[0].permute(1, 2, 0).numpy()}
+    for h, w in NAFLEX_RESIZE:
+        image = F.interpolate(table, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+        resized[f"{h}x{w}"] = image[0].permute(1, 2, 0).numpy()
+    np.savez(out / "naflex_resize.npz", **resized)
+    images = [torch.randint(0, 256, (3, *size), generator=generator, dtype=torch.uint8) for size in NAFLEX_IMAGES]
+    processor = Siglip2ImageProcessor(patch_size=8, max_num_patches=NAFLEX_MAX_PATCHES)
+    batch = processor(images=images, return_tensors="pt")
+    np.savez(
+        out / "naflex_processor.npz",
+        **{f"image_{i}": image.permute(1, 2, 0).numpy() for i, image in enumerate(images)},
+        patches=batch["pixel_values"].numpy(),
+        spatial_shapes=batch["spatial_shapes"].numpy(),
+        patch_mask=batch["pixel_attention_mask"].numpy(),
+        float_patches=processor(images=[image.float() for image in images], return_tensors="pt")[
+            "pixel_values"
+        ].numpy(),
+    )
+
+
+# Issue 20's families on the new layers (RMSNorm, SwiGLU, bias flags, rotary): folder -> (timm architecture,
+# arguments). AIMv2 keeps its factory's 8 heads (its name tells them); the others are `_FAMILY_TINY` (2 heads, in
+# their config.json's `model_args`).
+NEW_TIMM_FAMILIES = {
+    "timm_aimv2": ("aimv2_large_patch14_224", dict(embed_dim=64, depth=2, patch_size=8, img_size=32, num_classes=0)),
+    "timm_medium_gap": (
+        "vit_medium_patch16_gap_256",
+        dict(embed_dim=64, depth=2, patch_size=8, img_size=32, num_classes=5),
+    ),
+    "timm_giant_dinov2": ("vit_giant_patch14_dinov2", dict(**_FAMILY_TINY, img_size=28, patch_size=14, num_classes=0)),
+    "timm_rope_axial": ("vit_base_patch16_rope_224", dict(**_FAMILY_TINY, img_size=32, patch_size=8, num_classes=5)),
+    "timm_rope_ape": ("vit_small_patch16_rope_ape_224", dict(**_FAMILY_TINY, img_size=32, patch_size=8, num_classes=5)),
+    "timm_rope_reg4_gap": (
+        "vit_betwixt_patch16_rope_reg4_gap_256",
+        dict(**_FAMILY_TINY, img_size=32, patch_size=8, num_classes=5),
+    ),
+    # so150m2's 13 heads by its name (width 52: 4 per head), one register, no qkv bias.
+    "timm_so150m2": ("vit_so150m2_patch16_reg1_gap_256", dict(embed_dim=52, depth=1, patch_size=8, img_size=32)),
+}
+NON_SQUARE = (32, 48)  # the rotary families again at a 4x6 patch grid: `<folder>.non_square.npy`
+ROTARY_FOLDERS = ("timm_rope_axial", "timm_rope_reg4_gap")
+
+
+@torch.no_grad()
+def make_new_families(out, images):
+    """Issue 20's families: timm and transformers AIMv2 (and Apple's own AIMv2 layout), timm's ViTs without
+    query/key/value bias, DINOv2 giant's SwiGLU, Naver's and timm's rotary ViTs; `rope_mixed` saved to be refused."""
+    import timm
+    from timm.models._hub import save_for_hf
+
+    generator = torch.Generator().manual_seed(SEED + 20)
+    images["non_square"] = torch.randn(2, 3, *NON_SQUARE, generator=generator)
+    np.save(out / "images_non_square.npy", images["non_square"].permute(0, 2, 3, 1).numpy())
+    cases = {}
+    for folder, (architecture, args) in NEW_TIMM_FAMILIES.items():
+        model = timm.create_model(architecture, pretrained=False, **args).eval()
+        randomize(model)
+        save_for_hf(model, out / folder, safe_serialization=True)
+        np.save(out / f"{folder}.out.npy", model(images[args["img_size"]]).numpy())
+        cases[folder] = args["img_size"]
+        if folder in ROTARY_FOLDERS:  # no position table: the same weights run at any grid
+            wide = timm.create_model(architecture, pretrained=False, **{**args, "img_size": NON_SQUARE}).eval()
+            wide.load_state_dict(model.state_dict())
+            np.save(out / f"{folder}.non_square.npy", wide(images["non_square"]).numpy())
+        if folder == "timm_aimv2":
+            write_apple_aimv2(model, out, images[32])
+            cases["apple_aimv2"] = 32
+    model = timm.create_model("vit_small_patch16_rope_mixed_224", pretrained=False, depth=1, img_size=32).eval()
+    save_for_hf(model, out / "timm_rope_mixed", safe_serialization=True)
+    cases.update(make_hf_aimv2(out, images))
+    return cases
+
+
+@torch.no_grad()
+def write_apple_aimv2(model, out, images):
+    """The timm AIMv2 as Apple's hub repositories store it (`apple/aimv2-*`, their own modeling code): timm's
+    `_convert_aimv2` read backwards, checked by loading it back through timm's own filter."""
+    from safetensors.torch import save_file
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    renames = [("patch_embed.", "preprocessor.patchifier."), ("pos_embed", "preprocessor.pos_embed"),
+               ("norm1", "norm_1"), ("norm2", "norm_2"), ("mlp.fc1_g", "mlp.fc1"), ("mlp.fc1_x", "mlp.fc3")]  # fmt: skip
+    state = {}
+    for key, value in model.state_dict().items():
+        for old, new in renames:
+            key = key.replace(old, new)
+        key = "post_trunk_norm.weight" if key == "norm.weight" else key
+        state[key if key.startswith("preprocessor.") else f"trunk.{key}"] = value.contiguous()
+    again = checkpoint_filter_fn(dict(state), model)
+    assert sorted(again) == sorted(model.state_dict()), "not timm's AIMv2 layout"
+    assert all(torch.equal(again[k], v) for k, v in model.state_dict().items())
+    folder = out / "apple_aimv2"
+    folder.mkdir()
+    save_file(state, folder / "model.safetensors")
+    width = model.embed_dim
+    config = {
+        "architectures": ["AIMv2Model"], "model_type": "aimv2", "hidden_size": width,
+        "intermediate_size": model.blocks[0].mlp.fc2.in_features, "num_attention_heads": model.blocks[0].attn.num_heads,
+        "num_hidden_layers": len(model.blocks), "num_channels": 3, "image_size": 32, "patch_size": 8,
+        "projection_dropout": 0.0, "qkv_bias": False, "use_bias": False, "rms_norm_eps": 1e-05,
+    }  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(config))
+    np.save(out / "apple_aimv2.out.npy", model(images).numpy())  # Apple's trunk: the same final tokens
+
+
+@torch.no_grad()
+def make_hf_aimv2(out, images):
+    """transformers' `Aimv2VisionModel`: without its attention-pooling head (the pre-trained encoders, whose
+    features are the final tokens: `last_hidden_state`, mean-pooled here) and with it (refused)."""
+    from transformers import Aimv2VisionConfig, Aimv2VisionModel
+
+    cases = {}
+    for folder, head in (("hf_aimv2", False), ("hf_aimv2_head", True)):
+        config = _hf_tiny(Aimv2VisionConfig, intermediate_size=128, image_size=32, patch_size=8, use_head=head)
+        model = Aimv2VisionModel(config).eval()
+        randomize(model)
+        model.save_pretrained(out / folder)
+        outputs = model(pixel_values=images[32])
+        pooled = outputs.pooler_output if head else outputs.last_hidden_state.mean(dim=1)
+        np.save(out / f"{folder}.out.npy", pooled.numpy())
+        cases[folder] = 32
+    from transformers import Dinov2Config, Dinov2Model  # DINOv2 giant's SwiGLU MLP, as facebook/dinov2-giant
+
+    giant = Dinov2Model(_hf_tiny(Dinov2Config, image_size=28, patch_size=14, mlp_ratio=3, use_swiglu_ffn=True))
+    giant.eval()
+    randomize(giant)
+    giant.save_pretrained(out / "hf_dinov2_giant")
+    np.save(out / "hf_dinov2_giant.out.npy", giant(pixel_values=images[28]).pooler_output.numpy())
+    cases["hf_dinov2_giant"] = 28
+    return cases
+
+
+@torch.no_grad()
+def timm_folders(out, images, folders):
+    """Builds each hub folder (written by keras_vit's `save_timm`) the way timm does: `create_model(architecture,
+    **model_args)`, its state dict loaded strictly; writes `FOLDER.out.npy`, its outputs on `images` (`.npy`, NHWC)."""
+    import timm
+    from safetensors.torch import load_file
+
+    pixels = torch.from_numpy(np.load(images)).permute(0, 3, 1, 2)
+    for folder in folders:
+        config = json.loads((out / folder / "config.json").read_text())
+        model = timm.create_model(config["architecture"], pretrained=False, **config.get("model_args", {})).eval()
+        model.load_state_dict(load_file(out / folder / "model.safetensors"), strict=True)
+        np.save(out / f"{folder}.out.npy", model(pixels).numpy())
+
+
 def parameters(out, names):
     """Parameter counts of timm models at full size, `ARCHITECTURE:CLASSES` each: `OUT/parameters.json`."""
     import timm
@@ -496,8 +760,12 @@ if __name__ == "__main__":
         make_b16(directory)
     elif command == "factories":
         factories(directory)
+    elif command == "naflex":
+        make_naflex(directory)
     elif command == "timm-npz":
         timm_npz(directory, sys.argv[3:])
+    elif command == "timm-folders":
+        timm_folders(directory, sys.argv[3], sys.argv[4:])
     elif command == "parameters":
         parameters(directory, sys.argv[3:])
     else:

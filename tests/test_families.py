@@ -474,3 +474,20 @@ def test_gathered_a_vit_path_on_a_rotary_model_equals_the_masked_one(to_numpy):
         logits, depth = to_numpy(gathered_forward(model, images[i : i + 1], all_tokens=True))
         np.testing.assert_allclose(logits, masked["logits"][i : i + 1], rtol=1e-4, atol=1e-4)
         np.testing.assert_array_equal(depth, masked["depth"][i : i + 1])
+
+
+def test_views_of_a_rotary_model_save_and_load_in_safe_mode(tmp_path, to_numpy):
+    """The rotary table is a tensor argument of the views' block calls: it must survive the `.keras` file."""
+    config = _config("naver_rope_axial").replace(image_size=(16, 12))
+    model = _perturbed(config, seed=3)
+    images = _images(config, 2, seed=10)
+    for name, view in (
+        ("attention", keras_vit.attention_model(model)),
+        ("tome", keras_vit.apply_token_merging(model, 2)),
+    ):
+        view.save(tmp_path / f"{name}.keras")
+        loaded = keras.saving.load_model(tmp_path / f"{name}.keras", safe_mode=True)
+        expected, got = view(images), loaded(images)
+        if isinstance(expected, dict):
+            expected, got = expected["logits"], got["logits"]
+        np.testing.assert_array_equal(to_numpy(got), to_numpy(expected))

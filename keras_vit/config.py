@@ -322,6 +322,10 @@ class ViTConfig:
         patch_norm: a norm (of the model's `norm` kind) on the patch
             embedding, before the position embedding (AIMv2; timm's
             `embed_norm_layer`). Defaults to `False`.
+        encoder_norm: the final norm after the blocks (after the pooling with
+            `pooled_norm`). `False`: none (Perception Encoder's lang and
+            spatial towers, timm's `use_post_transformer_norm=False`).
+            Defaults to `True`.
 
     Example:
 
@@ -374,6 +378,7 @@ class ViTConfig:
     # SigLIP 2 NaFlex (see the docstring); after issue 20's block options.
     naflex: bool = False
     patch_norm: bool = False  # added after issue 20's fixed list (AIMv2)
+    encoder_norm: bool = True
     # 0.2.0's flat A-ViT arguments (`FLAT_ADAPTIVE`): folded into `adaptive_tokens`, not stored.
     halting_gate_scale: dataclasses.InitVar[float] = None
     halting_gate_center: dataclasses.InitVar[float] = None
@@ -464,9 +469,11 @@ class ViTConfig:
         if self.mlp not in MLPS:
             raise ValueError(f"Unknown mlp={self.mlp!r}; expected one of {MLPS}.")
         for key in ("mlp_norm", "qkv_bias", "key_bias", "proj_bias", "mlp_bias", "qk_norm", "attention_norm",
-                    "position_embedding", "patch_norm"):  # fmt: skip
+                    "position_embedding", "patch_norm", "encoder_norm"):  # fmt: skip
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f"{key}={getattr(self, key)!r} must be True or False.")
+        if self.pooled_norm and not self.encoder_norm:
+            raise ValueError("pooled_norm=True moves the final norm after the pooling: it needs encoder_norm=True.")
         if not self.position_embedding:
             if self.dynamic_image_size and self.rotary is None:
                 raise ValueError(

@@ -133,7 +133,9 @@ class ViTLayers:
             ],
             encoder_norm=make_norm(
                 c.norm, c.layer_norm_epsilon, name="pooled_norm" if c.pooled_norm else "encoder_norm"
-            ),
+            )
+            if c.encoder_norm
+            else None,
             pooling=_pooling(c),
             # flax nn.Dense's defaults, which the original code's pre_logits uses: lecun_normal, zero bias.
             pre_logits=keras.layers.Dense(
@@ -182,9 +184,8 @@ class ViTLayers:
             (layer for name, layer in layers.items() if isinstance(layer, TransformerBlock)),
             key=lambda block: int(block.name.rpartition("_")[2]),
         )
-        norm = layers.get("encoder_norm") or layers.get("pooled_norm")
+        norm = layers.get("encoder_norm") or layers.get("pooled_norm")  # None: no final norm (PE lang, spatial)
         missing = [name for name in ("patch_embedding",) if name not in layers]
-        missing += [] if norm is not None else ["encoder_norm"]
         if missing or not blocks:
             raise ValueError(
                 f"{model.name!r} is not a keras_vit ViT (it lacks {missing or 'transformer blocks'}); "
@@ -201,7 +202,7 @@ class ViTLayers:
             pre_logits=layers.get("pre_logits"),
             head=layers.get("head"),
             **{name: layers.get(name) for name in _OPTIONAL_LAYERS},
-            pooled_norm=norm.name == "pooled_norm",
+            pooled_norm=norm is not None and norm.name == "pooled_norm",
             rotary_embedding=layers.get("rotary_embedding"),
         )
 
@@ -315,6 +316,7 @@ def model_config(model):
         **_map_fields(layers.pooling, first),
         naflex=naflex,
         patch_norm=layers.patch_norm is not None,
+        encoder_norm=layers.encoder_norm is not None,
     )
 
 
@@ -462,7 +464,7 @@ def readout(layers, tokens, padding_bias=None):
 
     `padding_bias`: the `TokenState`'s, which the MAP pooling takes (NaFlex).
     """
-    if not layers.pooled_norm:
+    if not layers.pooled_norm and layers.encoder_norm is not None:
         tokens = layers.encoder_norm(tokens)
     x = layers.pooling(tokens) if padding_bias is None else layers.pooling(tokens, attention_bias=padding_bias)
     if layers.pooled_norm:

@@ -92,6 +92,17 @@ FAMILIES = {
     ),
     # SigLIP 2's NaFlex: pre-patchified input at each image's own grid, padded (`_images` makes the three inputs).
     "naflex": dict(pooling="map", activation="gelu_tanh", naflex=True, include_top=False),
+    # Perception Encoder's lang tower: no final norm, LayerScale, mean of the patches.
+    "pe_lang": dict(
+        rotary=Rotary("index", 10000.0, reference_grid=(3, 2), grid_offset=1.0, grid_indexing="xy", rotate_half=False),
+        encoder_norm=False,
+        pre_norm=True,
+        patch_bias=False,
+        layer_scale_init=0.1,
+        pooling="gap",
+        class_token=True,
+        layer_norm_epsilon=1e-5,
+    ),
 }
 NAFLEX_SHAPES, NAFLEX_LENGTH = ((1, 5), (3, 2)), 7  # patch grids of the batch's images (the table's is 2 x 3)
 WITHOUT_REFERENCE = {"adaptive"}
@@ -282,7 +293,7 @@ def reference_forward(c, w, images):
         x = x + y * w.get(block + "LayerScale_0/scale", 1)
         y = _mlp(_norm(x, w, block + "LayerNorm_2", eps, norm), w, block + "MlpBlock_3", c.activation, c)
         x = x + y * w.get(block + "LayerScale_1/scale", 1)
-    if not c.pooled_norm:
+    if not c.pooled_norm and c.encoder_norm:
         x = _norm(x, w, "Transformer/encoder_norm", eps, norm)
     if c.pooling == "token":
         pooled = x[:, 0]

@@ -12,6 +12,7 @@ import numpy as np
 from keras_vit.checkpoints.canonical import (
     EMBEDDING,
     HEAD,
+    MAP_ATTENTION,
     POSEMB,
     PRE_LOGITS,
     fold_prefix_slots,
@@ -28,7 +29,27 @@ def adapt(targets, source, notes, grid, reset_head, drop_representation, **resiz
     dropped = adapt_representation(targets, source, drop_representation, notes)
     adapt_head(targets, source, True if dropped else reset_head, notes)
     adapt_channels(targets, source, notes)
+    split_map_heads(targets, source)
     return adapt_position_embedding(targets, source, notes, grid, **resize)
+
+
+def split_map_heads(targets, source):
+    """The MAP head's projections split into the model's MAP heads, where the file was read with the blocks' heads.
+
+    A PyTorch file stores them flat (`H*d`), and its reader splits them by the blocks' heads; a MAP
+    head with its own count (Perception Encoder's 8) takes the same numbers in another split.
+    """
+    for key, target in targets.items():
+        array = source.get(key)
+        shape = tuple(target.shape)
+        # The same `D x D` (or `D`) numbers: a kernel of another width has another size, left to the shape check.
+        if (
+            key.startswith(MAP_ATTENTION)
+            and array is not None
+            and array.shape != shape
+            and array.size == math.prod(shape)
+        ):
+            source[key] = np.reshape(array, shape)
 
 
 def adapt_prefix_slots(targets, source, notes, source_grid, grid, insert=True):

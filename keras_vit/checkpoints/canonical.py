@@ -39,6 +39,16 @@ QUERY = ORIGINAL_BLOCK.format(0) + BLOCK_ATTENTION + "query/kernel"  # (D, H, d)
 MLP_IN = ORIGINAL_BLOCK.format(0) + "MlpBlock_3/Dense_0/kernel"  # (D, mlp_dim)
 SWIGLU_IN = ORIGINAL_BLOCK.format(0) + "MlpBlock_3/Dense_0_gate/kernel"  # (D, mlp_dim): a SwiGLU MLP's gate
 LAYER_SCALE = ORIGINAL_BLOCK.format(0) + "LayerScale_0/scale"
+# The newer blocks' parts (EVA-02, Perception Encoder; `model_variables` below): SwiGLU's two halves
+# (`silu(gate) * value`), the norm inside the MLP before its output projection (EVA's `scale_mlp`), the norm
+# before the attention's output projection (EVA-CLIP's `scale_attn_inner`).
+MLP_GATE, MLP_VALUE = "MlpBlock_3/Dense_0_gate/", "MlpBlock_3/Dense_0_value/"
+MLP_NORM = "MlpBlock_3/LayerNorm_0/"
+ATTENTION_NORM = BLOCK_ATTENTION + "attention_norm/"
+KEY_BIAS = ORIGINAL_BLOCK.format(0) + BLOCK_ATTENTION + "key/bias"
+QUERY_BIAS = ORIGINAL_BLOCK.format(0) + BLOCK_ATTENTION + "query/bias"
+ENCODER_NORM = "Transformer/encoder_norm/scale"
+MAP_MLP_IN = "MAPHead_0/MlpBlock_0/Dense_0/kernel"  # (D, the MAP head's MLP width)
 PATCH_NORM = "embedding_norm/scale"  # AIMv2's RMSNorm on the patch embedding, before the position embedding
 # A SwiGLU MLP's first layer, `silu(x W_gate) * (x W_value)` (see `SWIGLU_PARTS`): its gate and value kernels.
 SWIGLU_GATE, SWIGLU_VALUE = "MlpBlock_3/Dense_0_gate/", "MlpBlock_3/Dense_0_value/"

@@ -24,6 +24,7 @@ from keras_vit.checkpoints.canonical import (
     HEAD,
     IGNORED,
     LAYER_SCALE,
+    MAP_MLP_IN,
     MLP_IN,
     ORIGINAL_BLOCK,
     PATCH_NORM,
@@ -52,6 +53,8 @@ _UNSEEN_FIELDS = (
     "naflex",
     "norm",
     "rotary",
+    "map_num_heads",
+    "encoder_norm",
     "position_embedding",  # seen (the table or none), but a model without one says so itself
     "image_size",  # the table's grid tells it, where the model has a table
 )
@@ -169,6 +172,7 @@ def read_arrays(path, num_heads=None, patch_size=None):
         name = "SigLIP" if PROBE in arrays else "DeiT" if DIST in arrays else "CLIP" if PRE_NORM in arrays else None
         name = "SigLIP 2 NaFlex" if layout in (formats.TIMM, formats.HUGGING_FACE) and flat else name
         name = "AIMv2" if PATCH_NORM in arrays else name  # no other family norms its patch embedding
+        name = "Perception Encoder" if PROBE in arrays and PRE_NORM in arrays else name  # PE core: MAP after a pre-norm
         data.family = families.family(name) if name else None
     return data
 
@@ -268,6 +272,9 @@ def describe(data, image_size=None, given=()):
             ["no absolute position embedding, and neither a config.json naming its family nor a rotary= argument "
              "says what stands in for it (DINOv3's rotary embedding, ...)"],
         )  # fmt: skip
+    if data.hub is None and data.row is None and _block_options(data).get("key_bias") is False and rotary is None:
+        refuse(data, ["a query/key/value projection without a key bias (timm's eva.py: EVA-02), whose rotary "
+                      "position embedding no tensor shows; pass the hub folder with its config.json"])  # fmt: skip
     blocks = {key.split("/")[1] for key in arrays if key.startswith("Transformer/encoderblock_")}
     patch_size = tuple(kernel.shape[:2])
     native = options.pop("image_size", None)
@@ -340,6 +347,7 @@ def _block_options(data):
         attention_norm=f"{attention}attention_norm/scale" in arrays,
         position_embedding=POSEMB in arrays,
         patch_norm=PATCH_NORM in arrays,  # AIMv2
+        map_mlp_dim=arrays[MAP_MLP_IN].shape[1] if MAP_MLP_IN in arrays else None,  # PE's 4x, beside other MLPs
     )
     return {key: value for key, value in options.items() if value != ViTConfig.__dataclass_fields__[key].default}
 
@@ -361,6 +369,12 @@ def _family_defaults(data, given):
     defaults = dict(data.family.options)
     if layout in (formats.HUGGING_FACE, formats.BIG_VISION):  # timm's SigLIP runs exact GELU; these tanh
         defaults.update(data.family.transformers_options)
+    if data.family.name == "Perception Encoder" and "rotary" not in given:
+        raise CheckpointError(
+            f"{data.path} is a Perception Encoder tower (a MAP head after a pre-norm), whose rotary position "
+            "embedding its tensors do not tell: pass the model folder with its config.json, or build it from "
+            "its registry name (e.g. 'B/16:pe_core')."
+        )
     if data.family.name == "CLIP" and "activation" not in given:
         raise CheckpointError(
             f"{data.path} is a CLIP image tower, whose activation its tensors do not tell: pass "

@@ -111,7 +111,7 @@ def timm_num_heads(architecture):
     for pattern, heads in TIMM_HEADS:
         if re.fullmatch(pattern, architecture):
             return heads
-    match = re.match(r"(?:vit|deit3?|flexivit)_([a-z0-9]+?)(?:_|$)", architecture)
+    match = re.match(r"(?:vit_pe_(?:core|lang|spatial)|eva02|vit|deit3?|flexivit)_([a-z0-9]+?)(?:_|$)", architecture)
     return TIMM_SIZE_HEADS.get(match[1]) if match else None
 
 
@@ -256,6 +256,95 @@ def _naver_checkpoints():
             yield dict(variant=variant, tag=f"rope_axial_{'ape_' if ape else ''}naver_in1k",
                        timm=f"{architecture}.naver_in1k", **_LOGITS_1K,
                        options=(("rotary", _NAVER_ROTARY), ("position_embedding", ape)), notes="Apache-2.0")  # fmt: skip
+
+
+# EVA-02 (timm's eva02_* factories): index coordinates scaled to the 16x16 grid of 224/14, interleaved pairs.
+_EVA_ROTARY = Rotary("index", 10000.0, reference_grid=(16, 16), rotate_half=False)
+
+
+def _pe_rotary(reference, offset=1.0):
+    """Perception Encoder's (timm's vit_pe_* factories): xy indices offset by 1 (not for gigantic)."""
+    return Rotary("index", 10000.0, reference_grid=reference, grid_offset=offset, grid_indexing="xy", rotate_half=False)
+
+
+# Per timm factory, first match: the rotary settings, the core towers' MAP head of 8 heads, and the lang and
+# spatial towers' missing final norm (use_post_transformer_norm=False).
+_PE_OPTIONS = (
+    (r"vit_pe_core_gigantic_.*", {"rotary": _pe_rotary((32, 32), offset=0.0), "map_num_heads": 8}),
+    (r"vit_pe_core_base_.*", {"rotary": _pe_rotary((14, 14)), "map_num_heads": 8}),
+    (r"vit_pe_core_.*", {"rotary": _pe_rotary((24, 24)), "map_num_heads": 8}),
+    (r"vit_pe_\w+_gigantic_.*", {"rotary": _pe_rotary((32, 32), 0.0), "encoder_norm": False, "layer_scale_init": 0.1}),
+    (r"vit_pe_lang_.*", {"rotary": _pe_rotary((32, 32)), "encoder_norm": False, "layer_scale_init": 0.1}),
+    (r".*", {"rotary": _pe_rotary((32, 32)), "encoder_norm": False}),
+)
+# What their tensors show: the core towers' MAP head; no class token in gigantic; LayerScale in lang and gigantic.
+_PE_TENSORS = (
+    (r"vit_pe_core_gigantic_.*", {"pooling": "map", "class_token": False}),
+    (r"vit_pe_core_.*", {"pooling": "map", "class_token": True}),
+    (r"vit_pe_\w+_gigantic_.*", {"class_token": False, "layer_scale": True}),
+    (r"vit_pe_lang_.*", {"class_token": True, "layer_scale": True}),
+    (r".*", {"class_token": True, "layer_scale": False}),
+)
+_EVA02_MIT = "MIT licence (baaivision/EVA; timm's default_cfgs say mit): copies keep its copyright and licence notice"
+_PE_APACHE = (
+    "Apache-2.0 (facebook/perception_models; timm's default_cfgs say apache-2.0): copies keep the licence and "
+    "its notices, and changed files say so"
+)
+_EVA02_MLP = {"Ti": 512, "S": 1024, "B": 2048, "L": 2730}  # int(D * 4 * 2/3), each SwiGLU half
+
+
+def _eva02_checkpoints():
+    """timm's EVA-02 hub weights (eva.py `default_cfgs`): MIM pre-training, ImageNet fine-tunes, EVA-CLIP towers."""
+    sizes = {"Ti": "tiny", "S": "small", "B": "base", "L": "large"}
+    mim = [("Ti", "in22k"), ("S", "in22k"), ("B", "in22k"), ("L", "in22k"), ("L", "m38m")]
+    for variant, data in mim:  # pre-training only: features
+        yield dict(variant=f"{variant}/14", tag=f"eva02_mim_{data}", timm=f"eva02_{sizes[variant]}_patch14_224.mim_{data}",
+                   **_FEATURES_224, pooling="gap", options=_eva02_options(variant), notes=_EVA02_MIT)  # fmt: skip
+    fine_tunes = [("Ti", 336, "mim_in22k_ft_in1k"), ("S", 336, "mim_in22k_ft_in1k"), ("B", 448, "mim_in22k_ft_in1k"),
+                  ("B", 448, "mim_in22k_ft_in22k_in1k"), ("L", 448, "mim_in22k_ft_in1k"), ("L", 448, "mim_m38m_ft_in1k"),
+                  ("L", 448, "mim_in22k_ft_in22k_in1k"), ("L", 448, "mim_m38m_ft_in22k_in1k")]  # fmt: skip
+    for variant, size, tag in fine_tunes:
+        yield dict(variant=f"{variant}/14", tag=f"eva02_{tag}", timm=f"eva02_{sizes[variant]}_patch14_{size}.{tag}",
+                   image_size=size, num_classes=1000, labels=LABELS_IN1K, pooling="gap",
+                   options=_eva02_options(variant), notes=_EVA02_MIT)  # fmt: skip
+    for variant, tag in (("B", "mim_in22k_ft_in22k"), ("L", "mim_in22k_ft_in22k"), ("L", "mim_m38m_ft_in22k")):
+        yield dict(variant=f"{variant}/14", tag=f"eva02_{tag}", timm=f"eva02_{sizes[variant]}_patch14_448.{tag}",
+                   image_size=448, num_classes=21841, labels="imagenet22k", pooling="gap",
+                   options=_eva02_options(variant), notes=_EVA02_MIT)  # fmt: skip
+    clip = [("B/16", "eva02_base_patch16_clip_224", 224, 512, "eva02_clip_merged2b"),
+            ("L/14", "eva02_large_patch14_clip_224", 224, 768, "eva02_clip_merged2b"),
+            ("L/14", "eva02_large_patch14_clip_336", 336, 768, "eva02_clip_merged2b_336")]  # fmt: skip
+    for variant, architecture, size, width, tag in clip:
+        yield dict(variant=variant, tag=tag, timm=f"{architecture}.merged2b", image_size=size, num_classes=width,
+                   output="embedding", options=_eva02_options(variant[0], clip=True), notes=_EVA02_MIT)  # fmt: skip
+
+
+def _eva02_options(variant, clip=False):
+    """What an EVA-02 weights file alone does not tell (its config.json would, through the architecture's name)."""
+    options = {"rotary": _EVA_ROTARY, "mlp_dim": _EVA02_MLP[variant]}
+    if not clip:
+        options.update(pooling="gap", pooled_norm=True)  # timm's avg pooling (of the patches) then fc_norm
+    return tuple(options.items())
+
+
+def _pe_checkpoints():
+    """timm's Perception Encoder towers (eva.py `default_cfgs`): core (image tower and projection), spatial (features).
+
+    The lang towers (23 and 47 blocks) and the gigantic ones (width 1536) are no variant of the table: load
+    them from their hub folders.
+    """
+    rows = [("Ti/16", "core_tiny_patch16_384", 384, 512), ("S/16", "core_small_patch16_384", 384, 512),
+            ("B/16", "core_base_patch16_224", 224, 1024), ("L/14", "core_large_patch14_336", 336, 1024),
+            ("Ti/16", "spatial_tiny_patch16_512", 512, 0), ("S/16", "spatial_small_patch16_512", 512, 0),
+            ("B/16", "spatial_base_patch16_512", 512, 0), ("L/14", "spatial_large_patch14_448", 448, 0)]  # fmt: skip
+    for variant, name, image_size, width in rows:
+        architecture = f"vit_pe_{name}"
+        options = {"layer_norm_epsilon": 1e-5, **_first(_PE_OPTIONS, architecture)}
+        options["pooling"] = "map" if width else "gap"
+        output = dict(output="embedding") if width else dict(output="features")
+        yield dict(variant=variant, tag=f"pe_{name.split('_')[0]}", timm=f"{architecture}.fb", image_size=image_size,
+                   num_classes=width, pooling=options["pooling"], options=tuple(options.items()), notes=_PE_APACHE,
+                   **output)  # fmt: skip
 
 
 _SIZES = "(tiny|xsmall|small|medium|mediumd|betwixt|base|large|huge|giant|gigantic|so400m|so150m)"
@@ -447,6 +536,35 @@ FAMILIES = (
         ),  # fmt: skip
     ),
     Family(
+        "EVA-02",
+        "Fang et al. 2024 (EVA-02); its CLIP towers: Sun et al. 2023 (EVA-CLIP)",
+        timm=(r"eva02_(tiny|small|base|large)_patch14_(224|336|448)", r"eva02_(base_patch16|large_patch14)_clip_\d+"),
+        # timm's eva.py: absolute and rotary positions, SwiGLU, no key bias (fused `qkv` with `q_bias` and
+        # `v_bias` for Ti and S, unfused `q_proj`/`k_proj`/`v_proj` for B and L), mean pooling then `fc_norm`.
+        tensors={"class_token": True, "mlp": "swiglu", "qkv_bias": True, "key_bias": False, "pre_norm": False},
+        options={"rotary": _EVA_ROTARY, "mlp": "swiglu"},
+        timm_tensors=(
+            (r"eva02_(tiny|small)_.*", {"mlp_norm": False, "attention_norm": False}),
+            (r".*_clip_.*", {"mlp_norm": True, "attention_norm": True}),  # EVA-CLIP's scale_attn_inner
+            (r".*", {"mlp_norm": True, "attention_norm": False}),  # B and L: the norm inside SwiGLU (scale_mlp)
+        ),
+        scaling="clip",
+        checkpoints=tuple(_eva02_checkpoints()),
+    ),
+    Family(
+        "Perception Encoder",
+        "Bolya et al. 2025 (Meta's PE core, lang and spatial towers)",
+        timm=(r"vit_pe_(core|lang|spatial)_(tiny|small|base|large|gigantic)_patch\d+_\d+",),
+        # timm's eva.py with attn_type='rope': a pre-norm, a patch embedding without bias, every LayerNorm at
+        # eps 1e-5, rotary on xy indices offset by 1; core: a MAP head of 8 heads whose MLP is 4x wide.
+        tensors={"pre_norm": True, "patch_bias": False, "qkv_bias": True, "key_bias": True, "mlp": "mlp"},
+        options={"layer_norm_epsilon": 1e-5},
+        timm_options=_PE_OPTIONS,
+        timm_tensors=_PE_TENSORS,
+        scaling="vit",
+        checkpoints=tuple(_pe_checkpoints()),
+    ),
+    Family(
         "SigLIP 2 NaFlex",
         "Tschannen et al. 2025 (SigLIP 2); the fixed-resolution google/siglip2-*-patchN-SIZE towers are the SigLIP "
         "record's",
@@ -496,12 +614,6 @@ FAMILIES = (
     ),
     # Not built yet: what each needs is issue 20's (a layer, then the record's fields above).
     Family(
-        "Perception Encoder",
-        "Bolya et al. 2025",
-        timm=(r"vit_pe_(core|lang|spatial)_\w+",),
-        not_built="Perception Encoder uses a rotary position embedding, not built yet",
-    ),
-    Family(
         "RoPE-Mixed ViT",
         "Heo et al. 2024 (Naver, naver-ai/rope-vit)",
         timm=(r"vit_\w+_rope_mixed\w*",),
@@ -514,10 +626,10 @@ FAMILIES = (
         not_built="a relative position bias in every block, not built",
     ),
     Family(
-        "EVA-02",
-        "Fang et al. 2024",
-        timm=(r"eva02_\w+",),
-        not_built="EVA's rotary position embedding and SwiGLU MLP, not built yet",
+        "EVA-02 enormous",
+        "Sun et al. 2023 (EVA-CLIP)",
+        timm=(r"eva02_enormous_\w+",),
+        not_built="its blocks normalise after each residual branch (timm's use_post_norm), not built",
     ),
     Family(
         "Other NaFlex ViTs",

@@ -235,6 +235,9 @@ def save_timm(model, path, *, scaling=None):
             1e-5, a patch bias that is not `not pre_norm`).
     """
     config = model_config(model)
+    eva = timm.eva_problems(config)
+    if eva:  # EVA-02, Perception Encoder: timm builds them with eva.py's own names, which this does not write
+        raise ValueError(f"timm's VisionTransformer cannot express {', '.join(eva)} (timm's EVA-02 / PE models).")
     arrays = {key: np.asarray(variable.numpy(), "float32") for key, variable in model_variables(model).items()}
     state = timm.to_timm(arrays, pooled_norm=config.pooled_norm, eva=config.rotary is not None)
     path = os.fspath(path)

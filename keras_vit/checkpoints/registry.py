@@ -19,13 +19,16 @@ Sources:
   DeiT (distilled) and DeiT III (Touvron et al. 2021, 2022), DINOv2 with and
   without registers (Oquab et al. 2023; Darcet et al. 2024), SigLIP and SigLIP 2
   image towers (Zhai et al. 2023; Tschannen et al. 2025), CLIP image towers
-  (Radford et al. 2021), from timm's `timm/<architecture>.<tag>` repositories,
+  (Radford et al. 2021), EVA-02 and its EVA-CLIP towers (Fang et al. 2024;
+  Sun et al. 2023), Perception Encoder core and spatial towers (Bolya et al.
+  2025), from timm's `timm/<architecture>.<tag>` repositories,
   the publishers' transformers repositories (`facebook/dinov2-*`,
   `google/siglip-*`, `openai/clip-vit-*`) and big_vision's SigLIP bucket. A
   row's `output` says what the model returns: `"logits"`, pooled `"features"`
   (no head: DINOv2, SigLIP's MAP output) or an `"embedding"` (the head is the
   image-text projection: CLIP, big_vision SigLIP); `options` are the
-  `ViTConfig` fields the weights file alone does not tell.
+  `ViTConfig` fields the weights file alone does not tell (EVA-02's and PE's
+  rotary settings among them).
 - DINOv3 (Siméoni et al. 2025): timm's copies and Meta's `facebook/dinov3-*`
   repositories, every size (S, S+, B, L, H+, 7B). Under the DINOv3 License,
   not an open one: each row's `notes` says what it requires of users.

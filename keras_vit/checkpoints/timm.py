@@ -23,11 +23,13 @@ import numpy as np
 
 from keras_vit.checkpoints import families
 from keras_vit.checkpoints.canonical import (
+    ATTENTION_NORM,
     BLOCK_ATTENTION,
     CLS,
     DIST,
     LEAF,
     MAP_ATTENTION,
+    MLP_NORM,
     ORIGINAL_BLOCK,
     PATCH_NORM,
     POSEMB,
@@ -60,6 +62,10 @@ TIMM_KEYS = [
     (_TIMM_BLOCK + r"ls" + N + r"\.gamma", "LayerScale_{n}/scale", "copy"),
     (_TIMM_BLOCK + r"norm2" + LEAF, "LayerNorm_2/{norm}", "copy"),
     (_TIMM_BLOCK + r"mlp\.fc" + N + LEAF, "MlpBlock_3/Dense_{n}/{kind}", "linear"),
+    # EVA-02 (eva.py): unfused projections, the key's without a bias; the norms inside attention and SwiGLU.
+    (_TIMM_BLOCK + r"attn\.(?P<qkv>q|k|v)_proj" + LEAF, BLOCK_ATTENTION + "{qkv}/{kind}", "heads_in"),
+    (_TIMM_BLOCK + r"attn\.norm" + LEAF, ATTENTION_NORM + "{norm}", "copy"),
+    (_TIMM_BLOCK + r"mlp\.norm" + LEAF, MLP_NORM + "{norm}", "copy"),
     # `fc_norm` is the final norm applied after pooling (`norm` is then an Identity, absent).
     (r"(?:fc_)?norm" + LEAF, "Transformer/encoder_norm/{norm}", "copy"),
     (r"attn_pool\.latent", PROBE, "copy"),  # SigLIP's attention pooling
@@ -202,6 +208,26 @@ _TIMM_NAMES = {
     POSEMB: "pos_embed",
     PROBE: "attn_pool.latent",
 }
+
+
+# What EVA-02 and Perception Encoder models have and neither timm's VisionTransformer nor its DINOv3 (the layouts
+# `to_timm` writes) has: their values there.
+_EVA_ONLY = {
+    "mlp_norm": False,
+    "attention_norm": False,
+    "encoder_norm": True,
+    "map_num_heads": None,
+    "map_mlp_dim": None,
+}
+
+
+def eva_problems(config):
+    """The settings of an EVA-02 / PE `config` that `to_timm`'s layouts cannot express (sentences; none: writable)."""
+    problems = [f"{key}={getattr(config, key)!r}" for key, plain in _EVA_ONLY.items() if getattr(config, key) != plain]
+    rotary = config.rotary
+    if rotary is not None and (rotary.reference_grid is not None or rotary.grid_offset):  # EVA's, PE's rotary
+        problems.insert(0, f"rotary={rotary!r}")
+    return problems
 
 
 def to_timm(canonical, pooled_norm=False, eva=False):

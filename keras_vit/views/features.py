@@ -59,7 +59,7 @@ def features_model(model, blocks=None, *, norm=False, prefix_tokens=False):
     for i, block in enumerate(layers.blocks[: indices[-1] + 1]):
         x = block(x, **state.block_arguments())
         if i in indices:
-            y = layers.encoder_norm(x) if norm else x
+            y = layers.encoder_norm(x) if norm and layers.encoder_norm is not None else x
             outputs[f"block_{i}"] = grid(y, images)
             if prefix_tokens:
                 outputs[f"block_{i}_prefix"] = TokenSlice(0, layers.num_prefix_tokens, name=f"block_{i}_prefix")(y)

@@ -433,3 +433,98 @@ def test_a_dinov3_model_loads_into_a_built_model_and_from_its_keras_file(familie
     again, again_report = build_from_checkpoint(tmp_path / "model.keras")
     assert again_report.config == config and again_report.config.rotary == Rotary()
     assert _difference(again, folder, "rotary", "hf_dinov3_gated.rotary.npy") < RELATIVE_TOLERANCE
+
+
+# timm's eva.py families with a rotary embedding (EVA-02, Perception Encoder): folder -> the ViTConfig fields
+# it must come out with. Each equals timm at 32x32 and, on the same weights, at 32x48 (a 4x6 grid) against timm's
+# `dynamic_img_size` run: the rotary angles and the resampled position table at a non-square grid.
+ROTARY_TOLERANCE = 1e-5
+ROTARY_FAMILIES = {
+    "timm_eva02_tiny": (
+        {"mlp": "swiglu", "mlp_dim": 170, "qkv_bias": True, "key_bias": False, "mlp_norm": False, "pooling": "gap",
+         "pooled_norm": True, "attention_norm": False},
+        "clip",
+    ),
+    "timm_eva02_base": ({"mlp": "swiglu", "key_bias": False, "mlp_norm": True, "include_top": False}, "clip"),
+    "timm_eva02_clip": ({"attention_norm": True, "mlp_norm": True, "pooling": "token", "num_classes": 16}, "clip"),
+    "timm_pe_core_tiny": (
+        {"pooling": "map", "map_num_heads": 8, "pre_norm": True, "patch_bias": False, "layer_norm_epsilon": 1e-5,
+         "class_token": True, "key_bias": True, "mlp": "mlp"},
+        "vit",
+    ),
+    "timm_pe_core_gigantic": ({"class_token": False, "map_num_heads": 8, "map_mlp_dim": 256, "mlp_dim": 192}, "vit"),
+    "timm_pe_lang": ({"encoder_norm": False, "pooling": "gap", "class_token": True, "layer_scale_init": 0.1}, "vit"),
+    "timm_pe_spatial": ({"encoder_norm": False, "pooling": "gap", "layer_scale_init": None, "pre_norm": True}, "vit"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(ROTARY_FAMILIES))
+def test_rotary_family_folders_equal_timm_at_their_size_and_a_non_square_one(families, name):
+    folder, _ = families
+    fields, scaling = ROTARY_FAMILIES[name]
+    model, report = build_from_checkpoint(folder / name)
+    assert len(report.loaded) == len(model_variables(model)) and not report.skipped
+    for field, value in fields.items():
+        assert getattr(report.config, field) == value, field
+    assert report.config.rotary is not None and report.scaling == scaling
+    difference = _difference(model, folder, 32, f"{name}.out.npy")
+    wide, _ = build_from_checkpoint(folder / name, dynamic_image_size=True)
+    non_square = _difference(wide, folder, "32x48", f"{name}.dynamic.npy")
+    print(f"{name}: {difference:.2e} at 32x32, {non_square:.2e} at 32x48 (relative to the largest output)")
+    assert difference < ROTARY_TOLERANCE and non_square < ROTARY_TOLERANCE
+
+
+def test_an_eva02_file_alone_is_refused_and_its_registry_row_tells_what_the_tensors_do_not(
+    families, tmp_path, monkeypatch
+):
+    from keras_vit import checkpoints
+    from keras_vit.checkpoints.families import family
+
+    folder, _ = families
+    file = folder / "timm_eva02_tiny" / "model.safetensors"
+    with pytest.raises(CheckpointError, match=r"without a key bias \(timm's eva\.py: EVA-02\).*config\.json"):
+        build_from_checkpoint(file)  # its rotary embedding is in no tensor: never built without it
+    row = dict(family("EVA-02").checkpoints[0])  # Ti/14:eva02_mim_in22k's options, the tiny model's MLP width
+    options = {**dict(row["options"]), "mlp_dim": 170}
+    row = checkpoints.Checkpoint(
+        "tiny/8", "eva02_test", file.as_uri(), 32, 5, "test", scaling="clip", family="EVA-02",
+        options=tuple(options.items()), notes=row["notes"],
+    )  # fmt: skip
+    monkeypatch.setitem(checkpoints.CHECKPOINTS, row.name, row)
+    monkeypatch.setattr(checkpoints.registry, "CACHE_DIR", str(tmp_path / "cache"))
+    model, report = build_from_checkpoint("tiny/8:eva02_test")
+    assert report.family == "EVA-02" and report.config.pooling == "gap" and report.config.mlp == "swiglu"
+    assert _difference(model, folder, 32, "timm_eva02_tiny.out.npy") < ROTARY_TOLERANCE
+
+
+@pytest.mark.parametrize("name", ["timm_eva02_clip", "timm_pe_lang"])
+def test_a_keras_file_of_a_rotary_family_model_keeps_its_rotary_and_heads(families, tmp_path, name):
+    folder, _ = families
+    model, report = build_from_checkpoint(folder / name)
+    model.save(tmp_path / "model.keras")
+    again, again_report = build_from_checkpoint(tmp_path / "model.keras")
+    assert again_report.config == report.config and again_report.config.rotary == report.config.rotary
+    assert _difference(again, folder, 32, f"{name}.out.npy") < ROTARY_TOLERANCE
+
+
+def test_save_timm_refuses_an_eva_model_naming_what_timms_vision_transformer_lacks(families, tmp_path):
+    folder, _ = families
+    model, _ = build_from_checkpoint(folder / "timm_eva02_tiny")
+    with pytest.raises(ValueError, match=r"cannot express rotary=Rotary\(.*reference_grid=\(16, 16\)"):
+        save_timm(model, tmp_path / "eva.safetensors")
+    assert not (tmp_path / "eva.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("timm_pe_core_gigantic", "is a Perception Encoder tower (a MAP head after a pre-norm)"),  # no class token
+        ("timm_pe_core_tiny", "is a Perception Encoder tower (a MAP head after a pre-norm)"),
+        ("timm_eva02_base", "without a key bias (timm's eva.py: EVA-02)"),
+    ],
+)
+def test_a_rotary_family_file_alone_is_refused_never_loaded_without_its_rotary(families, name, reason):
+    folder, _ = families
+    with pytest.raises(CheckpointError) as error:
+        build_from_checkpoint(folder / name / "model.safetensors")
+    assert reason in str(error.value)

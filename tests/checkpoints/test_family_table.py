@@ -55,7 +55,6 @@ def test_every_timm_vit_is_built_as_its_factory_says_or_refused_in_one_line(fact
 @pytest.mark.parametrize(
     "name, reason",
     [
-        ("timm_pe_core", "'vit_pe_core_tiny_patch16_384': Perception Encoder uses a rotary position embedding"),
         ("timm_rope_mixed", "'vit_small_patch16_rope_mixed_224': RoPE-Mixed learns its rotary frequencies in every"),
         ("timm_relpos", "'vit_relpos_medium_patch16_224': a relative position bias in every block, not built"),
     ],
@@ -70,7 +69,7 @@ def test_a_timm_model_keras_vit_does_not_build_is_refused_by_name_in_one_line(fo
 @pytest.mark.parametrize(
     "name, reason",
     [
-        ("timm_pe_core", "SigLIP models have class_token=False, the tensors class_token=True"),
+        ("timm_pe_core", "is a Perception Encoder tower (a MAP head after a pre-norm), whose rotary position"),
         ("timm_dinov3", "no absolute position embedding, and neither a config.json naming its family"),
         ("timm_rope", "no absolute position embedding, and neither a config.json naming its family"),
     ],
@@ -165,6 +164,8 @@ def test_every_family_record_is_one_frozen_row_named_once():
         "DINOv2",
         "SigLIP",
         "CLIP",
+        "EVA-02",
+        "Perception Encoder",
         "SigLIP 2 NaFlex",
         "DINOv3",
         "AIMv2",
@@ -174,6 +175,23 @@ def test_every_family_record_is_one_frozen_row_named_once():
         "DINOv2 giant",
     ]
     assert all(row["variant"] and row["tag"] for family in built for row in family.checkpoints)
+
+
+def test_the_rotary_families_rotate_as_their_timm_factories_say(factories):
+    checked = 0
+    for name, factory in factories.items():
+        if "rotary" not in factory or not name.startswith(("eva02_", "vit_pe_")):
+            continue
+        try:
+            options, _ = families.timm_family(name).timm_facts(name)
+        except CheckpointError:
+            continue  # refused by name (the first test)
+        rows, cols, offset, indexing = factory["rotary"]
+        rotary = options["rotary"]
+        assert rotary.reference_grid == (rows, cols) and rotary.grid_offset == offset, name
+        assert rotary.grid_indexing == indexing and rotary.coordinates == "index" and not rotary.rotate_half, name
+        checked += 1
+    assert checked == 23  # EVA-02 Ti/S/B/L at two sizes each, its three CLIP towers; PE's 5 core, 2 lang, 5 spatial
 
 
 def test_every_timm_dinov3_factory_is_claimed_with_its_heads():

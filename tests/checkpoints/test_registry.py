@@ -4,6 +4,7 @@ Nothing downloads: a tiny model is "published" at a `file://` URL.
 """
 
 import hashlib
+import json
 import pathlib
 
 import numpy as np
@@ -90,6 +91,8 @@ def test_family_rows_say_what_they_output_and_build_from_their_options():
         "DINOv2",
         "SigLIP",
         "CLIP",
+        "EVA-02",
+        "Perception Encoder",
         "SigLIP 2 NaFlex",
         "DINOv3",
         "AIMv2",
@@ -113,3 +116,25 @@ def test_an_unknown_name_lists_the_variants_known_checkpoints():
         build_from_checkpoint("B/16:bad_tag")
     with pytest.raises(FileNotFoundError, match=r"no_such\.npz is neither .*; known names: "):
         keras_vit.load_weights(build_vit("tiny/4", image_size=8), "no_such.npz")
+
+
+@pytest.mark.slow  # full-size models in both frameworks, ~2 minutes
+def test_the_eva02_and_pe_rows_build_timms_models_parameter_for_parameter(run_torch, tmp_path):
+    from keras_vit.checkpoints import families
+
+    rows = {}
+    for row in checkpoints.CHECKPOINTS.values():
+        if row.family in ("EVA-02", "Perception Encoder"):
+            architecture = row.url.split("/timm/")[1].split(".")[0]
+            rows.setdefault(f"{architecture}:{row.num_classes}", row)  # one row per architecture and head
+    run_torch("parameters", tmp_path, *rows)
+    counts = json.loads((tmp_path / "parameters.json").read_text())
+    for name, row in rows.items():
+        _, shown = families.family(row.family).timm_facts(name.split(":")[0])  # what the file's tensors show
+        shown = {key: value for key, value in shown.items() if key not in ("layer_scale", "num_register_tokens")}
+        options = {**shown, **dict(row.options)}
+        config = keras_vit.ViTConfig.from_variant(
+            row.variant, image_size=row.image_size, num_classes=row.num_classes, include_top=row.num_classes > 0,
+            **options,
+        )  # fmt: skip
+        assert build_vit(config).count_params() == counts[name], name

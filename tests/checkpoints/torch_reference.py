@@ -28,6 +28,8 @@ keras_vit, and no test imports it: the cases it ran are in `OUT/cases.json`.
         (`naflex_inputs.npz`, outputs `*.out.npy`), `F.interpolate`'s antialiased bilinear resize of
         a position table to several grids (`naflex_resize.npz`), and `Siglip2ImageProcessor` on two
         uint8 images and on the same as float (`naflex_processor.npz`).
+    python tests/checkpoints/torch_reference.py parameters OUT ARCHITECTURE:CLASSES [...]
+        Parameter counts of full-size timm models (random, nothing downloads): `OUT/parameters.json`.
     python tests/checkpoints/torch_reference.py timm-npz OUT CONFIG FILE.npz [CONFIG FILE.npz ...]
         Loads each `.npz` (written by keras_vit) into a fresh timm model of
         CONFIG with timm's own loader; writes `FILE.logits.npy`.
@@ -217,7 +219,53 @@ def make_families(out):
     cases.update(make_hf_families(out, images))
     cases.update(make_new_families(out, images))
     cases.update(make_rotary_families(out, generator))
+    cases.update(make_eva_pe_families(out, images))
     (out / "families.json").write_text(json.dumps(cases))
+
+
+# eva.py's families with a rotary embedding: folder -> (timm architecture, its tiny arguments). Width 64, 2 blocks,
+# 2 heads of 32 (the factories' own rotary settings: EVA-02's ref_feat_shape 16x16, PE's xy grid offset by 1);
+# each also run with `dynamic_img_size=True` at EVA_PE_SIZE, a non-square grid, on the same weights.
+_EVA_PE_TINY = dict(embed_dim=64, depth=2, num_heads=2, img_size=32, patch_size=8)
+TIMM_EVA_PE_FAMILIES = {
+    # fused qkv with separate query/value biases, packed SwiGLU, mean pooling then fc_norm
+    "timm_eva02_tiny": ("eva02_tiny_patch14_224", dict(num_classes=5)),
+    # unfused q/k/v without a key bias, SwiGLU with its inner norm (scale_mlp)
+    "timm_eva02_base": ("eva02_base_patch14_224", dict(num_classes=0)),
+    # the CLIP tower: the norm inside attention (scale_attn_inner), class-token pooling, a projection head
+    "timm_eva02_clip": ("eva02_base_patch16_clip_224", dict(num_classes=16)),
+    # pre-norm, no patch bias, LayerNorm eps 1e-5, a MAP head of 8 heads, rotary xy with grid offset 1
+    "timm_pe_core_tiny": ("vit_pe_core_tiny_patch16_384", dict(num_classes=16)),
+    # no class token, rotary without the grid offset
+    "timm_pe_core_gigantic": ("vit_pe_core_gigantic_patch14_448", dict(num_classes=16, mlp_ratio=3.0)),
+    # no final norm: the mean of the patch tokens as they leave the last block; lang has LayerScale
+    "timm_pe_lang": ("vit_pe_lang_large_patch14_448", dict(num_classes=0)),
+    "timm_pe_spatial": ("vit_pe_spatial_tiny_patch16_512", dict(num_classes=0)),
+}
+EVA_PE_SIZE = (32, 48)
+
+
+@torch.no_grad()
+def make_eva_pe_families(out, images):
+    import timm
+    from timm.models._hub import save_for_hf
+
+    generator = torch.Generator().manual_seed(SEED + 1)
+    wide = torch.randn(2, 3, *EVA_PE_SIZE, generator=generator)
+    np.save(out / "images_{}x{}.npy".format(*EVA_PE_SIZE), wide.permute(0, 2, 3, 1).numpy())
+    cases = {}
+    for folder, (architecture, args) in TIMM_EVA_PE_FAMILIES.items():
+        model = timm.create_model(architecture, pretrained=False, **{**_EVA_PE_TINY, **args}).eval()
+        randomize(model)
+        save_for_hf(model, out / folder, safe_serialization=True)
+        np.save(out / f"{folder}.out.npy", model(images[32]).numpy())
+        dynamic = timm.create_model(
+            architecture, pretrained=False, dynamic_img_size=True, **{**_EVA_PE_TINY, **args}
+        ).eval()
+        dynamic.load_state_dict(model.state_dict())
+        np.save(out / f"{folder}.dynamic.npy", dynamic(wide).numpy())
+        cases[folder] = 32
+    return cases
 
 
 def _hf_tiny(config_class, **extra):
@@ -451,7 +499,7 @@ def factories(out):
     """What timm's factory functions set, read from their source: `OUT/factories.json`.
 
     `{architecture: {"num_heads": int or None, "act_layer": str or None, "eps": float or None}}` for every
-    ViT-shaped timm architecture (vision_transformer.py and deit.py), without building any model.
+    ViT-shaped timm architecture (vision_transformer.py, deit.py and eva.py), without building any model.
     """
     import inspect
     import re
@@ -459,7 +507,7 @@ def factories(out):
     import timm
 
     found = {}
-    for name in timm.list_models(module=["vision_transformer", "deit"]):
+    for name in timm.list_models(module=["vision_transformer", "deit", "eva"]):
         source = inspect.getsource(timm.models._registry.model_entrypoint(name))
         heads = re.search(r"num_heads=(\d+)", source)
         act = re.search(r"act_layer=['\"]?([\w.]+)", source)
@@ -469,6 +517,15 @@ def factories(out):
             "act_layer": act[1] if act else None,
             "eps": float(eps[1]) if eps else None,
         }
+        if "use_rot_pos_emb=True" in source:  # eva.py's rotary settings: [ref rows, ref cols, offset, indexing]
+            ref = re.search(r"ref_feat_shape=\((\d+), (\d+)\)", source)
+            offset = re.search(r"rope_grid_offset=([\d.]+)", source)
+            indexing = re.search(r"rope_grid_indexing='(\w+)'", source)
+            found[name]["rotary"] = [
+                *(map(int, ref.groups()) if ref else (None, None)),
+                float(offset[1]) if offset else 0.0,
+                indexing[1] if indexing else "ij",
+            ]
     (out / "factories.json").write_text(json.dumps(found))
 
 
@@ -683,6 +740,18 @@ def timm_folders(out, images, folders):
         np.save(out / f"{folder}.out.npy", model(pixels).numpy())
 
 
+def parameters(out, names):
+    """Parameter counts of timm models at full size, `ARCHITECTURE:CLASSES` each: `OUT/parameters.json`."""
+    import timm
+
+    counts = {}
+    for name in names:
+        architecture, classes = name.split(":")
+        model = timm.create_model(architecture, pretrained=False, num_classes=int(classes))
+        counts[name] = sum(p.numel() for p in model.parameters())
+    (out / "parameters.json").write_text(json.dumps(counts))
+
+
 if __name__ == "__main__":
     command, directory = sys.argv[1], pathlib.Path(sys.argv[2])
     if command == "make":
@@ -697,5 +766,7 @@ if __name__ == "__main__":
         timm_npz(directory, sys.argv[3:])
     elif command == "timm-folders":
         timm_folders(directory, sys.argv[3], sys.argv[4:])
+    elif command == "parameters":
+        parameters(directory, sys.argv[3:])
     else:
         raise SystemExit(f"unknown command {command!r}")

@@ -13,7 +13,7 @@ import functools
 import logging
 import os
 
-from keras_vit.checkpoints import checkpoint
+from keras_vit.checkpoints import checkpoint, formats
 from keras_vit.checkpoints.load import LoadReport, assign, load_weights
 from keras_vit.checkpoints.registry import CHECKPOINTS, fetch_checkpoint, find_checkpoint
 from keras_vit.config import ViTConfig
@@ -120,8 +120,8 @@ def build_from_checkpoint(
     variant=None,
     representation="keep",
     num_channels=3,
-    interpolation="bicubic",
-    antialias=False,
+    interpolation=None,
+    antialias=None,
     strict=True,
     cache_dir=None,
     name=None,
@@ -148,7 +148,12 @@ def build_from_checkpoint(
         representation: `"keep"` the checkpoint's `pre_logits` layer (if any)
             or `"drop"` it. Defaults to `"keep"`.
         num_channels: input channels; the patch kernel is adapted. Defaults to `3`.
-        interpolation, antialias, strict: as in `load_weights`.
+        interpolation, antialias: how a position table is resized to
+            `image_size`, as in `load_weights`. Default to what the
+            checkpoint's own library does when it resizes it (`source_resize`:
+            timm bicubic antialiased, transformers bicubic (antialiased for
+            DINOv2 with registers), `.npz` bilinear); the report says which.
+        strict: as in `load_weights`.
         cache_dir: where downloads are cached. Defaults to `~/.keras`.
         name: the model's name. Defaults to e.g. `"vit_b16"`.
         **options: other `ViTConfig` fields to change (e.g. `drop_path_rate`);
@@ -177,8 +182,27 @@ def build_from_checkpoint(
         data.path, data.layout, adapted=list(data.notes), checkpoint=data.row, variant=data.config.variant,
         config=config, family=data.family.name if data.family else None, scaling=data.scaling,
     )  # fmt: skip
+    source_interpolation, source_antialias = source_resize(data.layout, report.family, config)
     assign(
         model, data.arrays, report, strict=strict, reset_head="auto", drop_representation=representation == "drop",
-        interpolation=interpolation, antialias=antialias, source_grid=None,
+        interpolation=interpolation or source_interpolation,
+        antialias=source_antialias if antialias is None else antialias, source_grid=None,
     )  # fmt: skip
     return model, report
+
+
+def source_resize(layout, family, config):
+    """`(interpolation, antialias)` a position table is resized with by the library that wrote it.
+
+    timm's state-dict loader (`checkpoint_filter_fn` -> `resample_abs_pos_embed`) filters bicubic
+    with antialiasing; its `.npz` loader (the original and big_vision files) bilinear without;
+    transformers resizes bicubic at run time (`interpolate_pos_encoding`), antialiased only in
+    DINOv2 with registers. A keras_vit `.keras` model: bicubic, as `load_weights`' default.
+    """
+    if layout == formats.TIMM:
+        return "bicubic", True
+    if layout in (formats.ORIGINAL, formats.BIG_VISION):
+        return "bilinear", False
+    if layout == formats.HUGGING_FACE:
+        return "bicubic", family == "DINOv2" and config.num_register_tokens > 0
+    return "bicubic", False

@@ -175,5 +175,6 @@ def adapt_position_embedding(targets, source, notes, grid, *, interpolation, ant
         source[POSEMB] = resample_position_embedding(embedding, grid, old, prefix, interpolation, antialias)
     except ValueError as e:
         return [f"{POSEMB}: {e}"]
-    notes.append(f"position embedding resized from a {old} grid to {grid} ({interpolation})")
+    filtered = ", antialiased" if antialias else ""
+    notes.append(f"position embedding resized from a {old} grid to {grid} ({interpolation}{filtered})")
     return []

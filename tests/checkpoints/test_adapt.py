@@ -112,3 +112,30 @@ def test_other_channel_counts_see_a_gray_image_as_the_rgb_model_does(tmp_path, n
     gray = np.random.default_rng(0).normal(size=(2, 32, 32, 1)).astype("float32")
     expected = source.predict(np.repeat(gray, 3, axis=-1), verbose=0)
     np.testing.assert_allclose(model.predict(np.repeat(gray, num_channels, axis=-1), verbose=0), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "file, interpolation, antialias",
+    [
+        ("timm_token.safetensors", "bicubic", True),  # timm's checkpoint_filter_fn -> resample_abs_pos_embed
+        ("hf_classifier", "bicubic", False),  # transformers' interpolate_pos_encoding
+        ("model.npz", "bilinear", False),  # timm's _load_weights of the original and big_vision .npz
+    ],
+)
+def test_a_resized_position_table_follows_its_source_library_and_the_report_says_so(
+    reference, file, interpolation, antialias, tiny, randomize, tmp_path
+):
+    from keras_vit.checkpoints import checkpoint
+
+    if file == "model.npz":
+        save_npz(randomize(tiny(image_size=32)), tmp_path / file)  # the original code's layout
+        reference = tmp_path
+    stored = checkpoint.read_arrays(reference / file).arrays["Transformer/posembed_input/pos_embedding"]
+    model, report = build_from_checkpoint(reference / file, image_size=48)  # 4x4 patches -> 6x6
+    filtered = ", antialiased" if antialias else ""
+    assert f"position embedding resized from a (4, 4) grid to (6, 6) ({interpolation}{filtered})" in report.adapted
+    expected = resample_position_embedding(stored, (6, 6), (4, 4), 1, interpolation, antialias)
+    np.testing.assert_allclose(model.get_layer("position_embedding").embedding.numpy(), expected, atol=1e-6)
+    # Asked for, another resize wins.
+    _, asked = build_from_checkpoint(reference / file, image_size=48, interpolation="bicubic", antialias=False)
+    assert "position embedding resized from a (4, 4) grid to (6, 6) (bicubic)" in asked.adapted

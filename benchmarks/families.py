@@ -41,8 +41,73 @@ FAMILIES = {
         16,
     ),
     "gap_fc_norm": ("vit_base_patch16_224", dict(pooling="gap", class_token=True, pooled_norm=True), 16),
+    # Issue 20's families, as their records build them (timm's default pooling: the patch mean); `rotary` holds
+    # a `keras_vit.config.Rotary`'s fields (this file's timm child imports no keras_vit).
+    "dinov3": (
+        "vit_base_patch16_dinov3",
+        dict(
+            rotary={},
+            position_embedding=False,
+            num_register_tokens=4,
+            layer_scale_init=1e-5,
+            qkv_bias=False,
+            layer_norm_epsilon=1e-5,
+            pooling="gap",
+            class_token=True,
+        ),
+        16,
+    ),  # fmt: skip
+    "eva02": (
+        "eva02_base_patch14_224",
+        dict(
+            rotary=dict(coordinates="index", temperature=10000.0, reference_grid=(16, 16), rotate_half=False),
+            mlp="swiglu",
+            mlp_norm=True,
+            key_bias=False,
+            pooling="gap",
+            class_token=True,
+            pooled_norm=True,
+        ),
+        14,
+    ),  # fmt: skip
+    "pe_core": (
+        "vit_pe_core_base_patch16_224",
+        dict(
+            rotary=dict(
+                coordinates="index",
+                temperature=10000.0,
+                reference_grid=(14, 14),
+                grid_offset=1.0,
+                grid_indexing="xy",
+                rotate_half=False,
+            ),
+            pooling="map",
+            class_token=True,
+            pre_norm=True,
+            patch_bias=False,
+            map_num_heads=8,
+            layer_norm_epsilon=1e-5,
+        ),
+        16,
+    ),  # fmt: skip
+    "aimv2": (
+        "aimv2_large_patch14_224",
+        dict(
+            norm="rmsnorm",
+            mlp="swiglu",
+            qkv_bias=False,
+            proj_bias=False,
+            mlp_bias=False,
+            patch_norm=True,
+            pooling="gap",
+            layer_norm_epsilon=1e-5,
+        ),
+        14,
+    ),  # fmt: skip
 }
 TIMM_OPTIONS = {"gap_fc_norm": dict(global_pool="avg")}  # timm's fc_norm follows from avg pooling
+# The MLP's width over the model's, where it is not timm's 4 (SwiGLU: each half; timm's factories' ratios).
+MLP_RATIO = {"eva02": 4 * 2 / 3, "aimv2": 2816 / 1024}
 # size: (hidden_dim, num_layers, num_heads, image size in patches per side); MLP 4x wide, as timm.
 SIZES = {"quick": (64, 2, 2, 2), "S": (384, 12, 6, None), "B": (768, 12, 12, None)}
 NUM_CLASSES = 1000
@@ -71,6 +136,7 @@ def timm_forward(family, size, batch):
         embed_dim=dim,
         depth=depth,
         num_heads=heads,
+        **({"mlp_ratio": MLP_RATIO[family]} if family in MLP_RATIO else {}),
         **TIMM_OPTIONS.get(family, {}),
     )
     model.train(False)  # inference mode (what torch calls eval)
@@ -149,13 +215,15 @@ def keras_vit_forward(family, size, batch):
     from peers import Case, keras_step
 
     _, options, patch = FAMILIES[family]
+    if "rotary" in options:
+        options = {**options, "rotary": keras_vit.config.Rotary(**options["rotary"])}
     dim, depth, heads, _ = SIZES[size]
     model = keras_vit.build_vit(
         keras_vit.ViTConfig(
             hidden_dim=dim,
             num_layers=depth,
             num_heads=heads,
-            mlp_dim=4 * dim,
+            mlp_dim=int(dim * MLP_RATIO.get(family, 4)),
             patch_size=patch,
             image_size=image_size(family, size),
             num_classes=NUM_CLASSES,

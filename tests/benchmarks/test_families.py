@@ -25,7 +25,8 @@ def test_quick_run_times_every_family_on_both_sides_with_equal_parameter_counts(
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "families.json").read_text())
-    families = ["deit3", "deit_distilled", "dinov2_registers", "siglip", "clip", "gap_fc_norm"]
+    families = ["deit3", "deit_distilled", "dinov2_registers", "siglip", "clip", "gap_fc_norm", "dinov3", "eva02",
+                "pe_core", "aimv2"]  # fmt: skip
     assert [row["family"] for row in report["rows"]] == families and report["size"] == "quick"
     for row in report["rows"]:
         assert row["params"] == row["timm_params"], row["family"]

@@ -340,10 +340,15 @@ def write_config(config, scaling):
         "pre_norm": config.pre_norm, "fc_norm": config.pooled_norm, "act_layer": config.activation,
         "dynamic_img_size": config.dynamic_image_size,
     }  # fmt: skip
+    return _hub_config(architecture, config, scaling, pooling, args, fixed_input_size=not config.dynamic_image_size)
+
+
+def _hub_config(architecture, config, scaling, pooling, args, **pretrained):
+    """timm's `config.json`: the architecture, its `model_args` and the `pretrained_cfg` (`pretrained` on top)."""
     pretrained = {
-        "input_size": [config.num_channels, *config.image_size], "fixed_input_size": not config.dynamic_image_size,
-        "num_classes": config.num_classes, "first_conv": "patch_embed.proj", "classifier": "head",
-        "interpolation": "bicubic", "crop_pct": 1.0,
+        "input_size": [config.num_channels, *config.image_size], "num_classes": config.num_classes,
+        "first_conv": "patch_embed.proj", "classifier": "head", "interpolation": "bicubic", "crop_pct": 1.0,
+        **pretrained,
     }  # fmt: skip
     if scaling is not None:
         mean, std = SCALINGS[check_scaling(scaling)]
@@ -383,15 +388,4 @@ def _write_dinov3_config(config, scaling):
         "depth": config.num_layers, "num_heads": config.num_heads, "mlp_ratio": config.mlp_dim / config.hidden_dim,
         "init_values": config.layer_scale_init,
     }  # fmt: skip
-    pretrained = {
-        "input_size": [config.num_channels, *config.image_size], "fixed_input_size": False,
-        "num_classes": config.num_classes, "first_conv": "patch_embed.proj", "classifier": "head",
-        "interpolation": "bicubic", "crop_pct": 1.0, "license": "dinov3-license",
-    }  # fmt: skip
-    if scaling is not None:
-        mean, std = SCALINGS[check_scaling(scaling)]
-        pretrained.update(mean=[m / 255 for m in mean], std=[s / 255 for s in std])
-    return {
-        "architecture": architecture, "num_classes": config.num_classes, "num_features": config.hidden_dim,
-        "global_pool": pooling, "model_args": args, "pretrained_cfg": pretrained,
-    }  # fmt: skip
+    return _hub_config(architecture, config, scaling, pooling, args, fixed_input_size=False, license="dinov3-license")

@@ -328,23 +328,31 @@ def _eva02_options(variant, clip=False):
 
 
 def _pe_checkpoints():
-    """timm's Perception Encoder towers (eva.py `default_cfgs`): core (image tower and projection), spatial (features).
-
-    The lang towers (23 and 47 blocks) and the gigantic ones (width 1536) are no variant of the table: load
-    them from their hub folders.
+    """timm's Perception Encoder towers (eva.py `default_cfgs`): core (image tower and projection), spatial and lang
+    (features). The lang towers (23 and 47 blocks) and the gigantic ones (width 1536, 50 blocks) are no size of
+    the variants table: their rows are filed under the nearest variant, their options the exact sizes (as AIMv2's).
     """
-    rows = [("Ti/16", "core_tiny_patch16_384", 384, 512), ("S/16", "core_small_patch16_384", 384, 512),
-            ("B/16", "core_base_patch16_224", 224, 1024), ("L/14", "core_large_patch14_336", 336, 1024),
-            ("Ti/16", "spatial_tiny_patch16_512", 512, 0), ("S/16", "spatial_small_patch16_512", 512, 0),
-            ("B/16", "spatial_base_patch16_512", 512, 0), ("L/14", "spatial_large_patch14_448", 448, 0)]  # fmt: skip
-    for variant, name, image_size, width in rows:
+    large_lang = {"num_layers": 23}
+    gigantic = {"hidden_dim": 1536, "num_layers": 50, "num_heads": 16, "mlp_dim": 8960}
+    rows = [("Ti/16", "core_tiny_patch16_384", 384, 512, {}), ("S/16", "core_small_patch16_384", 384, 512, {}),
+            ("B/16", "core_base_patch16_224", 224, 1024, {}), ("L/14", "core_large_patch14_336", 336, 1024, {}),
+            ("H/14", "core_gigantic_patch14_448", 448, 1280, {**gigantic, "map_mlp_dim": 6144}),  # MAP MLP 4x
+            ("Ti/16", "spatial_tiny_patch16_512", 512, 0, {}), ("S/16", "spatial_small_patch16_512", 512, 0, {}),
+            ("B/16", "spatial_base_patch16_512", 512, 0, {}), ("L/14", "spatial_large_patch14_448", 448, 0, {}),
+            ("H/14", "spatial_gigantic_patch14_448", 448, 0, gigantic),
+            ("L/14", "lang_large_patch14_448", 448, 0, large_lang),
+            ("H/14", "lang_gigantic_patch14_448", 448, 0, {**gigantic, "num_layers": 47})]  # fmt: skip
+    for variant, name, image_size, width, sizes in rows:
         architecture = f"vit_pe_{name}"
-        options = {"layer_norm_epsilon": 1e-5, **_first(_PE_OPTIONS, architecture)}
+        options = {**sizes, "layer_norm_epsilon": 1e-5, **_first(_PE_OPTIONS, architecture)}
         options["pooling"] = "map" if width else "gap"
         output = dict(output="embedding") if width else dict(output="features")
-        yield dict(variant=variant, tag=f"pe_{name.split('_')[0]}", timm=f"{architecture}.fb", image_size=image_size,
-                   num_classes=width, pooling=options["pooling"], options=tuple(options.items()), notes=_PE_APACHE,
-                   **output)  # fmt: skip
+        # The lang towers are published twice: `fb`, and `fb_tiling` (further trained on image tiles).
+        for tag in ("fb", "fb_tiling") if name.startswith("lang") else ("fb",):
+            suffix = "_tiling" if tag == "fb_tiling" else ""
+            yield dict(variant=variant, tag=f"pe_{name.split('_')[0]}{suffix}", timm=f"{architecture}.{tag}",
+                       image_size=image_size, num_classes=width, pooling=options["pooling"],
+                       options=tuple(options.items()), notes=_PE_APACHE, **output)  # fmt: skip
 
 
 _SIZES = "(tiny|xsmall|small|medium|mediumd|betwixt|base|large|huge|giant|gigantic|so400m|so150m)"

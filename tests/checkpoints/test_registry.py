@@ -126,13 +126,15 @@ def test_the_eva02_and_pe_rows_build_timms_models_parameter_for_parameter(run_to
     for row in checkpoints.CHECKPOINTS.values():
         if row.family in ("EVA-02", "Perception Encoder"):
             architecture = row.url.split("/timm/")[1].split(".")[0]
-            rows.setdefault(f"{architecture}:{row.num_classes}", row)  # one row per architecture and head
+            # The gigantic towers (1.9B parameters) with two blocks: their width, heads, MLP and heads checked.
+            depth = ":2" if dict(row.options).get("hidden_dim", 0) >= 1536 else ""
+            rows.setdefault(f"{architecture}:{row.num_classes}{depth}", row)  # one row per architecture and head
     run_torch("parameters", tmp_path, *rows)
     counts = json.loads((tmp_path / "parameters.json").read_text())
     for name, row in rows.items():
         _, shown = families.family(row.family).timm_facts(name.split(":")[0])  # what the file's tensors show
         shown = {key: value for key, value in shown.items() if key not in ("layer_scale", "num_register_tokens")}
-        options = {**shown, **dict(row.options)}
+        options = {**shown, **dict(row.options), **({"num_layers": 2} if name.endswith(":2") else {})}
         config = keras_vit.ViTConfig.from_variant(
             row.variant, image_size=row.image_size, num_classes=row.num_classes, include_top=row.num_classes > 0,
             **options,

@@ -741,13 +741,15 @@ def timm_folders(out, images, folders):
 
 
 def parameters(out, names):
-    """Parameter counts of timm models at full size, `ARCHITECTURE:CLASSES` each: `OUT/parameters.json`."""
+    """Parameter counts of timm models, `ARCHITECTURE:CLASSES[:DEPTH]` each (at full size, or with `DEPTH`
+    blocks: a 1.9B-parameter tower checked at its width with two): `OUT/parameters.json`."""
     import timm
 
     counts = {}
     for name in names:
-        architecture, classes = name.split(":")
-        model = timm.create_model(architecture, pretrained=False, num_classes=int(classes))
+        architecture, classes, *depth = name.split(":")
+        blocks = dict(depth=int(depth[0])) if depth else {}
+        model = timm.create_model(architecture, pretrained=False, num_classes=int(classes), **blocks)
         counts[name] = sum(p.numel() for p in model.parameters())
     (out / "parameters.json").write_text(json.dumps(counts))
 

@@ -13,7 +13,7 @@ import functools
 import logging
 import os
 
-from keras_vit.checkpoints import checkpoint, formats
+from keras_vit.checkpoints import checkpoint
 from keras_vit.checkpoints.load import LoadReport, assign, load_weights
 from keras_vit.checkpoints.registry import CHECKPOINTS, fetch_checkpoint, find_checkpoint
 from keras_vit.config import ViTConfig
@@ -150,7 +150,7 @@ def build_from_checkpoint(
         num_channels: input channels; the patch kernel is adapted. Defaults to `3`.
         interpolation, antialias: how a position table is resized to
             `image_size`, as in `load_weights`. Default to what the
-            checkpoint's own library does when it resizes it (`source_resize`:
+            checkpoint's own library does when it resizes it (`checkpoints.load.source_resize`:
             timm bicubic antialiased, transformers bicubic (antialiased for
             DINOv2 with registers), `.npz` bilinear); the report says which.
         strict: as in `load_weights`.
@@ -182,27 +182,8 @@ def build_from_checkpoint(
         data.path, data.layout, adapted=list(data.notes), checkpoint=data.row, variant=data.config.variant,
         config=config, family=data.family.name if data.family else None, scaling=data.scaling,
     )  # fmt: skip
-    source_interpolation, source_antialias = source_resize(data.layout, report.family, config)
     assign(
         model, data.arrays, report, strict=strict, reset_head="auto", drop_representation=representation == "drop",
-        interpolation=interpolation or source_interpolation,
-        antialias=source_antialias if antialias is None else antialias, source_grid=None,
+        interpolation=interpolation, antialias=antialias, source_grid=None,
     )  # fmt: skip
     return model, report
-
-
-def source_resize(layout, family, config):
-    """`(interpolation, antialias)` a position table is resized with by the library that wrote it.
-
-    timm's state-dict loader (`checkpoint_filter_fn` -> `resample_abs_pos_embed`) filters bicubic
-    with antialiasing; its `.npz` loader (the original and big_vision files) bilinear without;
-    transformers resizes bicubic at run time (`interpolate_pos_encoding`), antialiased only in
-    DINOv2 with registers. A keras_vit `.keras` model: bicubic, as `load_weights`' default.
-    """
-    if layout == formats.TIMM:
-        return "bicubic", True
-    if layout in (formats.ORIGINAL, formats.BIG_VISION):
-        return "bilinear", False
-    if layout == formats.HUGGING_FACE:
-        return "bicubic", family == "DINOv2" and config.num_register_tokens > 0
-    return "bicubic", False

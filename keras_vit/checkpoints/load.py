@@ -70,8 +70,8 @@ def load_weights(
     path,
     *,
     strict=True,
-    interpolation="bicubic",
-    antialias=False,
+    interpolation=None,
+    antialias=None,
     source_grid=None,
     reset_head="auto",
     drop_representation=False,
@@ -90,11 +90,13 @@ def load_weights(
             tensor raises one `CheckpointError` listing all of them, and the
             model is left untouched. If `False`, the tensors that fit are
             loaded and the rest is listed in `report.skipped`.
-        interpolation: `"bicubic"` (default) or `"bilinear"`, for resizing the
-            position embedding to the model's patch grid; the same numbers as
-            torch's `F.interpolate(align_corners=False)`.
-        antialias: torch's `antialias=True` filters (timm's default when it
-            loads state dicts). Defaults to `False`.
+        interpolation: `"bicubic"` or `"bilinear"`, for resizing the position
+            embedding to the model's patch grid; the same numbers as torch's
+            `F.interpolate(align_corners=False)`. Defaults to what the
+            checkpoint's own library uses (`source_resize`).
+        antialias: torch's `antialias=True` filters. Defaults to what the
+            checkpoint's own library uses (`source_resize`: timm antialiases
+            when it loads state dicts).
         source_grid: `(rows, cols)` of the checkpoint's patch grid, needed only
             when it is not square and differs from the model's.
         reset_head: `"auto"` (default) gives the model a new zero head when
@@ -111,7 +113,9 @@ def load_weights(
     return assign(
         model,
         data.arrays,
-        LoadReport(os.fspath(path), data.layout, adapted=list(data.notes)),
+        LoadReport(
+            os.fspath(path), data.layout, adapted=list(data.notes), family=data.family.name if data.family else None
+        ),
         strict=strict,
         reset_head=reset_head,
         drop_representation=drop_representation,
@@ -136,8 +140,29 @@ def _model_num_heads(model):
     return None if query is None else query.shape[1]
 
 
+def source_resize(layout, family, registers):
+    """`(interpolation, antialias)` a position table is resized with by the library that wrote it.
+
+    timm's state-dict loader (`checkpoint_filter_fn` -> `resample_abs_pos_embed`) filters bicubic
+    with antialiasing; its `.npz` loader (the original and big_vision files) bilinear without;
+    transformers resizes bicubic at run time (`interpolate_pos_encoding`), antialiased only in
+    DINOv2 with registers. A keras_vit `.keras` model: bicubic.
+    """
+    if layout == formats.TIMM:
+        return "bicubic", True
+    if layout in (formats.ORIGINAL, formats.BIG_VISION):
+        return "bilinear", False
+    return "bicubic", layout == formats.HUGGING_FACE and family == "DINOv2" and registers > 0
+
+
 def assign(model, canonical, report, *, strict, reset_head, drop_representation, **resize):
-    """Adapts, checks and assigns arrays in the canonical layout, all or none; see `load_weights`."""
+    """Adapts, checks and assigns arrays in the canonical layout, all or none; see `load_weights`.
+
+    `resize`'s `interpolation` and `antialias` left `None` are the checkpoint's library's (`source_resize`).
+    """
+    interpolation, antialias = source_resize(report.format, report.family, model_config(model).num_register_tokens)
+    resize["interpolation"] = resize.get("interpolation") or interpolation
+    resize["antialias"] = antialias if resize.get("antialias") is None else resize["antialias"]
     targets = model_variables(model)
     source = dict(canonical)
     grid = model_grid(model)

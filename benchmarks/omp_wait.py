@@ -5,8 +5,10 @@
 `keras-vit` sets `OMP_WAIT_POLICY=PASSIVE` (unless set) before torch loads: on a CPU that others
 share (tf.data's threads in the same process, neighbours' jobs), a spinning OpenMP thread holds a
 core that someone else needs. Each policy runs in its own process (the runtime reads the variable
-once, at load) on the torch backend: the median `train_on_batch` time after one warm-up step. Run
-it on a busy and on a quiet machine; only the ratio of one run compares.
+once, at load) on the torch backend: the median `train_on_batch` time after two warm-up steps
+(`benchmarks/lora.py`'s `full` way: AdamW on random images). Run
+it on a busy and on a quiet machine; only the ratio of one run compares (quiet, spinning is a
+little faster on this step alone: docs/training.md has both).
 """
 
 import argparse
@@ -14,29 +16,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 
 def one(variant, image_size, batch_size, steps):
-    import keras
-    import numpy as np
+    """One process's median step (ms): `benchmarks/lora.py`'s full fine-tuning step, on this backend."""
+    from lora import run_one
 
-    import keras_vit
-
-    model = keras_vit.build_vit(variant, image_size=image_size, num_classes=10)
-    model.compile(
-        optimizer=keras.optimizers.AdamW(1e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    )
-    rng = np.random.default_rng(0)
-    x = rng.uniform(-1, 1, (batch_size, image_size, image_size, 3)).astype("float32")
-    y = rng.integers(0, 10, batch_size)
-    model.train_on_batch(x, y)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        model.train_on_batch(x, y)
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
+    return run_one("full", variant, image_size, batch_size, rank=4, steps=steps)["step_ms"]
 
 
 def main():
